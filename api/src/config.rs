@@ -1,0 +1,293 @@
+//! Server configuration: built-in defaults, then the TOML file, then `FANFARE_*` environment
+//! variables, then command-line flags, each overriding the one before. Unknown keys are errors,
+//! and everything is validated once at start with a message that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A configuration mistake, reported at start.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(Box<figment::Error>),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Everything the server reads at start. See `assets/fanfare.example.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server binds (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// Where the database, generated credentials and local media live.
+    pub data_dir: PathBuf,
+    /// Where the web app is served from.
+    pub assets_dir: PathBuf,
+    /// The API key (the `iss` of every token). Generated into `data_dir` when unset.
+    pub api_key: Option<String>,
+    /// The HMAC secret tokens are signed with. Generated into `data_dir` when unset.
+    pub api_secret: Option<String>,
+    pub log: LogConfig,
+    pub limits: Limits,
+    pub testing: Testing,
+}
+
+/// Logging.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `fanfare=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Input limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest JSON request body, in bytes (larger bodies get 413).
+    pub max_json_bytes: usize,
+    /// Largest `limit` a paged list accepts.
+    pub max_page: usize,
+    /// Largest WebSocket frame, in bytes.
+    pub max_ws_frame_bytes: usize,
+}
+
+/// Switches for the test suite; never turn these on in production.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Testing {
+    /// Enables `POST /v1/debug/groups/{gid}/room/crash` (admin only).
+    pub fault_injection: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "./data".into(),
+            assets_dir: "./assets".into(),
+            api_key: None,
+            api_secret: None,
+            log: LogConfig::default(),
+            limits: Limits::default(),
+            testing: Testing::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_json_bytes: 64 * 1024,
+            max_page: 1000,
+            max_ws_frame_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Values given on the command line (only those set override).
+#[derive(Debug, Default, Serialize)]
+pub struct CliOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The environment variables read, and the key each one sets.
+const ENV_KEYS: &[(&str, &str)] = &[
+    ("LISTEN", "listen"),
+    ("DATA_DIR", "data_dir"),
+    ("ASSETS_DIR", "assets_dir"),
+    ("API_KEY", "api_key"),
+    ("API_SECRET", "api_secret"),
+    ("LOG", "log.level"),
+    ("LOG_FORMAT", "log.format"),
+];
+
+impl Config {
+    /// Loads and validates the configuration. `file` is the `--config` path; without it,
+    /// `./fanfare.toml` is read when present.
+    pub fn load(file: Option<&Path>, cli: CliOverrides) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    message: format!("file {} does not exist", path.display()),
+                })
+            }
+            Some(path) => fig = fig.merge(Toml::file_exact(path)),
+            None => fig = fig.merge(Toml::file("fanfare.toml")),
+        }
+        let env = Env::prefixed("FANFARE_")
+            .filter_map(|k| {
+                ENV_KEYS
+                    .iter()
+                    .find(|(var, _)| k.as_str().eq_ignore_ascii_case(var))
+                    .map(|(_, key)| (*key).into())
+            })
+            .split(".")
+            .lowercase(false);
+        fig = fig.merge(env).merge(Serialized::defaults(cli));
+        let config: Config = fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            message: format!(
+                "{:?} is not an address like 127.0.0.1:8080 (port 0 to 65535)",
+                self.listen
+            ),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        match (&self.api_key, &self.api_secret) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "api_key",
+                    message:
+                        "set both api_key and api_secret, or neither (then they are generated)"
+                            .into(),
+                })
+            }
+            (Some(key), Some(secret)) => {
+                if key.is_empty()
+                    || key.len() > 128
+                    || key.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(ConfigError::Invalid {
+                        key: "api_key",
+                        message: "must be 1 to 128 characters without spaces".into(),
+                    });
+                }
+                if secret.len() < 32 {
+                    return Err(ConfigError::Invalid {
+                        key: "api_secret",
+                        message: "must be at least 32 characters".into(),
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                message: format!(
+                    "{:?} is not a log filter such as `info` or `fanfare=debug`",
+                    self.log.level
+                ),
+            });
+        }
+        let l = &self.limits;
+        for (key, value, max) in [
+            ("limits.max_json_bytes", l.max_json_bytes, 16 << 20),
+            ("limits.max_page", l.max_page, 100_000),
+            ("limits.max_ws_frame_bytes", l.max_ws_frame_bytes, 16 << 20),
+        ] {
+            if value == 0 || value > max {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("must be between 1 and {max}, got {value}"),
+                });
+            }
+        }
+        check_writable_dir(&self.data_dir)
+    }
+}
+
+/// Creates `dir` if needed and proves it is writable.
+fn check_writable_dir(dir: &Path) -> Result<(), ConfigError> {
+    let fail = |e: std::io::Error| ConfigError::Invalid {
+        key: "data_dir",
+        message: format!("{} is not a writable directory: {e}", dir.display()),
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(
+            &path,
+            format!("data_dir = {:?}\n{toml}", dir.path().join("d")),
+        )
+        .unwrap();
+        Config::load(Some(&path), CliOverrides::default())
+    }
+
+    #[test]
+    fn defaults_load() {
+        let c = load_str("").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.limits.max_page, 1000);
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let e = load_str("bogus = 1").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = load_str("[limits]\nmax_pages = 3").unwrap_err().to_string();
+        assert!(e.contains("max_pages"), "{e}");
+        let e = load_str("listen = \"127.0.0.1:99999\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen"), "{e}");
+        let e = load_str("api_key = \"k\"").unwrap_err().to_string();
+        assert!(e.contains("api_key"), "{e}");
+        let e = load_str("[log]\nformat = \"xml\"").unwrap_err().to_string();
+        assert!(e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn unwritable_data_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, format!("data_dir = {:?}", file.join("sub"))).unwrap();
+        let e = Config::load(Some(&path), CliOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data_dir"), "{e}");
+    }
+}

@@ -1,0 +1,76 @@
+//! The HTTP routes, one module per resource.
+
+pub mod debug;
+pub mod groups;
+pub mod members;
+pub mod messages;
+pub mod ops;
+pub mod rtc;
+pub mod tokens;
+
+use actix_web::web;
+use engine::ids::{GroupId, UserId};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Registers every `/v1` route and the operations endpoints.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics))
+        .service(
+            web::scope("/v1")
+                .route("/openapi.json", web::get().to(ops::openapi))
+                .route("/tokens", web::post().to(tokens::create))
+                .service(
+                    web::resource("/groups")
+                        .get(groups::list)
+                        .post(groups::create),
+                )
+                .service(
+                    web::resource("/groups/{gid}")
+                        .get(groups::get)
+                        .patch(groups::update)
+                        .delete(groups::delete),
+                )
+                .route("/groups/{gid}/members", web::get().to(members::list))
+                .service(
+                    web::resource("/groups/{gid}/members/{uid}")
+                        .get(members::get)
+                        .put(members::put)
+                        .patch(members::patch)
+                        .delete(members::delete),
+                )
+                .service(
+                    web::resource("/groups/{gid}/messages")
+                        .get(messages::list)
+                        .post(messages::send),
+                )
+                .route("/rtc", web::get().to(rtc::connect))
+                .route(
+                    "/debug/groups/{gid}/room/crash",
+                    web::post().to(debug::crash_room),
+                ),
+        );
+}
+
+/// Validates a `{gid}` path segment.
+pub fn group_id(raw: &str) -> Result<GroupId, ApiError> {
+    GroupId::new(raw).map_err(ApiError::from)
+}
+
+/// Validates a `{uid}` path segment.
+pub fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    UserId::new(raw).map_err(ApiError::from)
+}
+
+/// Tells the group's room (if active) that storage changed, and waits until it has applied it.
+pub async fn group_changed(state: &AppState, group: &GroupId) {
+    let _ = state
+        .registry
+        .send(engine::registry::GroupChanged {
+            group: group.clone(),
+        })
+        .await;
+}

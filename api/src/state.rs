@@ -1,0 +1,22 @@
+//! What every handler shares: storage, the registry actor, the token codec, metrics, config.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use engine::metrics::EngineMetrics;
+use engine::registry::Registry;
+use engine::store::Store;
+
+use crate::config::Config;
+use crate::tokens::TokenCodec;
+
+/// Shared server state, cloned into each worker.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub registry: Addr<Registry>,
+    pub tokens: Arc<TokenCodec>,
+    pub metrics: EngineMetrics,
+    pub prometheus: prometheus::Registry,
+    pub config: Arc<Config>,
+}

@@ -1,0 +1,214 @@
+//! The `Participant` actor: one per realtime WebSocket connection. It parses the client's
+//! requests, joins and leaves rooms through the registry, sends chat messages, and writes
+//! replies into the connection's [`Outbox`]. The socket itself is driven by the `api` crate.
+
+pub mod messages;
+mod rate;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture,
+};
+
+use crate::chat::send_message;
+use crate::error::EngineError;
+use crate::ids::GroupId;
+use crate::metrics::EngineMetrics;
+use crate::outbox::Outbox;
+use crate::perms::Principal;
+use crate::protocol::{ClientMessage, LeaveReason, ServerMessage};
+use crate::registry::{JoinRoom, LeaveRoom, Registry};
+use crate::room::messages::{ConnId, ConnInfo, Removed};
+use crate::store::Store;
+pub use messages::{Disconnected, Inbound};
+use rate::TokenBucket;
+
+/// Requests per second a connection may make on average.
+const REQUESTS_PER_SECOND: f64 = 50.0;
+/// Requests a connection may make in a burst.
+const REQUEST_BURST: f64 = 200.0;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// One realtime connection.
+pub struct Participant {
+    id: ConnId,
+    principal: Arc<Principal>,
+    outbox: Outbox,
+    registry: Addr<Registry>,
+    store: Arc<dyn Store>,
+    metrics: EngineMetrics,
+    groups: HashSet<GroupId>,
+    bucket: TokenBucket,
+}
+
+impl Participant {
+    /// A participant for `principal` writing to `outbox`.
+    pub fn new(
+        principal: Principal,
+        outbox: Outbox,
+        registry: Addr<Registry>,
+        store: Arc<dyn Store>,
+        metrics: EngineMetrics,
+    ) -> Participant {
+        Participant {
+            id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+            principal: Arc::new(principal),
+            outbox,
+            registry,
+            store,
+            metrics,
+            groups: HashSet::new(),
+            bucket: TokenBucket::new(REQUESTS_PER_SECOND, REQUEST_BURST, Instant::now()),
+        }
+    }
+
+    fn reply(&self, msg: &ServerMessage) {
+        self.outbox.push(msg.to_text());
+    }
+
+    fn error(&self, e: &EngineError, req: Option<String>) {
+        self.reply(&ServerMessage::Error {
+            code: e.code().into(),
+            message: e.to_string(),
+            req,
+        });
+    }
+
+    fn join(&mut self, group: GroupId, req: Option<String>, ctx: &mut Context<Self>) {
+        let conn = ConnInfo {
+            id: self.id,
+            principal: self.principal.clone(),
+            outbox: self.outbox.clone(),
+            notices: ctx.address().recipient(),
+        };
+        let fut = self.registry.send(JoinRoom {
+            group: group.clone(),
+            conn,
+        });
+        // `wait` holds further requests until this one is answered, so replies keep request order.
+        ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| {
+            match res.unwrap_or(Err(EngineError::ActorGone("registry"))) {
+                Ok(permissions) => {
+                    act.groups.insert(group.clone());
+                    act.reply(&ServerMessage::Joined {
+                        group,
+                        permissions,
+                        req,
+                    });
+                }
+                Err(e) => act.error(&e, req),
+            }
+        }));
+    }
+
+    fn leave(&mut self, group: GroupId, req: Option<String>) {
+        if self.groups.remove(&group) {
+            self.registry.do_send(LeaveRoom {
+                group: group.clone(),
+                conn: self.id,
+            });
+        }
+        self.reply(&ServerMessage::Left {
+            group,
+            reason: LeaveReason::Left,
+            req,
+        });
+    }
+
+    fn send(&mut self, group: GroupId, text: String, req: Option<String>, ctx: &mut Context<Self>) {
+        let (store, registry, who) = (
+            self.store.clone(),
+            self.registry.clone(),
+            self.principal.clone(),
+        );
+        let fut = async move {
+            send_message(store.as_ref(), &registry, &who, &group, &text)
+                .await
+                .map(|m| (group, m))
+        };
+        ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| match res {
+            Ok((group, message)) => {
+                act.metrics.messages.inc();
+                act.reply(&ServerMessage::MessageSent {
+                    group,
+                    message,
+                    req,
+                });
+            }
+            Err(e) => act.error(&e, req),
+        }));
+    }
+}
+
+impl Actor for Participant {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        self.metrics.connections.inc();
+        self.reply(&ServerMessage::Hello {
+            user: self.principal.user.clone(),
+            connection: self.id.to_string(),
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        for group in self.groups.drain() {
+            self.registry.do_send(LeaveRoom {
+                group,
+                conn: self.id,
+            });
+        }
+        self.metrics.connections.dec();
+    }
+}
+
+impl Handler<Inbound> for Participant {
+    type Result = ();
+
+    fn handle(&mut self, Inbound(text): Inbound, ctx: &mut Context<Self>) {
+        if !self.bucket.take(Instant::now()) {
+            return self.reply(&ServerMessage::Error {
+                code: "rate_limited".into(),
+                message: format!("more than {REQUESTS_PER_SECOND} requests per second; slow down"),
+                req: None,
+            });
+        }
+        match serde_json::from_str::<ClientMessage>(&text) {
+            Ok(ClientMessage::Join { group, req }) => self.join(group, req, ctx),
+            Ok(ClientMessage::Leave { group, req }) => self.leave(group, req),
+            Ok(ClientMessage::SendMessage { group, text, req }) => self.send(group, text, req, ctx),
+            Ok(ClientMessage::Ping { req }) => self.reply(&ServerMessage::Pong { req }),
+            Err(e) => self.reply(&ServerMessage::Error {
+                code: "invalid_message".into(),
+                message: format!("could not read that message: {e}"),
+                req: None,
+            }),
+        }
+    }
+}
+
+impl Handler<Disconnected> for Participant {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Disconnected, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Removed> for Participant {
+    type Result = ();
+
+    fn handle(&mut self, msg: Removed, _ctx: &mut Context<Self>) {
+        if self.groups.remove(&msg.group) {
+            self.registry.do_send(LeaveRoom {
+                group: msg.group,
+                conn: self.id,
+            });
+        }
+    }
+}

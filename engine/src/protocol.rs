@@ -1,0 +1,118 @@
+//! The realtime protocol carried over the `/v1/rtc` WebSocket: JSON objects tagged by `type`.
+//! [`ClientMessage`] is what clients send; [`ServerMessage`] what the server sends. The README
+//! holds the catalogue for users.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{GroupId, UserId};
+use crate::model::Message;
+use crate::perms::Perms;
+
+/// A message from the client. `req`, when present, is echoed in the reply so clients can match
+/// replies to requests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Enter a group's room: receive its messages and events.
+    Join {
+        group: GroupId,
+        #[serde(default)]
+        req: Option<String>,
+    },
+    /// Leave a group's room.
+    Leave {
+        group: GroupId,
+        #[serde(default)]
+        req: Option<String>,
+    },
+    /// Send a chat message (same rules as the REST call).
+    SendMessage {
+        group: GroupId,
+        text: String,
+        #[serde(default)]
+        req: Option<String>,
+    },
+    /// Keep-alive; answered with `pong`.
+    Ping {
+        #[serde(default)]
+        req: Option<String>,
+    },
+}
+
+/// Why a connection left a room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// The client asked to leave.
+    Left,
+    /// The user lost access (removed from the group, or guest access closed).
+    Removed,
+    /// The group was deleted.
+    GroupDeleted,
+}
+
+/// A message to the client.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First message on every connection.
+    Hello { user: UserId, connection: String },
+    /// Reply to `join`: the caller's effective permissions in the group.
+    Joined {
+        group: GroupId,
+        permissions: Perms,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: Option<String>,
+    },
+    /// The connection is no longer in the room.
+    Left {
+        group: GroupId,
+        reason: LeaveReason,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: Option<String>,
+    },
+    /// A chat message in a joined group (sent to connections with `can_receive`).
+    Message { group: GroupId, message: Message },
+    /// Reply to `send_message`.
+    MessageSent {
+        group: GroupId,
+        message: Message,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: Option<String>,
+    },
+    /// The caller's effective permissions in a joined group changed.
+    PermissionsChanged { group: GroupId, permissions: Perms },
+    /// Another user's connection entered the room.
+    ParticipantJoined {
+        group: GroupId,
+        user: UserId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Another user's connection left the room.
+    ParticipantLeft { group: GroupId, user: UserId },
+    /// The room was restarted after an internal fault; state was reloaded from storage.
+    RoomRestarted { group: GroupId },
+    /// Reply to `ping`.
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: Option<String>,
+    },
+    /// A request failed; `code` and `message` as in the REST error shape.
+    Error {
+        code: String,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: Option<String>,
+    },
+}
+
+impl ServerMessage {
+    /// Serialises once, for sharing across many connections.
+    pub fn to_text(&self) -> std::sync::Arc<str> {
+        // Serialising these plain data types cannot fail.
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| String::from("{}"))
+            .into()
+    }
+}

@@ -1,0 +1,161 @@
+//! The `Registry` actor: finds or starts the room of a group and supervises it. Rooms run on
+//! the registry's arbiter under an actix `Supervisor`, so a room that panics is restarted with
+//! the same address. The registry counts each room's connections and drops the room when the
+//! last one leaves.
+
+pub mod messages;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use actix::{
+    Actor, ActorFutureExt, Addr, ArbiterHandle, Context, Handler, ResponseActFuture,
+    ResponseFuture, Supervisor, WrapFuture,
+};
+
+use crate::error::EngineError;
+use crate::ids::GroupId;
+use crate::metrics::EngineMetrics;
+use crate::perms::Perms;
+use crate::room::messages::{Broadcast, Close, ConnId, Crash, Join, Leave, Refresh};
+use crate::room::Room;
+use crate::store::Store;
+pub use messages::{CrashRoom, Deliver, GroupChanged, GroupDeleted, JoinRoom, LeaveRoom};
+
+struct RoomEntry {
+    addr: Addr<Room>,
+    conns: HashSet<ConnId>,
+}
+
+/// Supervises the rooms of active groups.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    metrics: EngineMetrics,
+    rooms: HashMap<GroupId, RoomEntry>,
+}
+
+impl Registry {
+    /// A registry with no active rooms.
+    pub fn new(store: Arc<dyn Store>, metrics: EngineMetrics) -> Registry {
+        Registry {
+            store,
+            metrics,
+            rooms: HashMap::new(),
+        }
+    }
+
+    fn room(&mut self, group: &GroupId, arbiter: &ArbiterHandle) -> &mut RoomEntry {
+        self.rooms.entry(group.clone()).or_insert_with(|| {
+            let (gid, store, metrics) = (group.clone(), self.store.clone(), self.metrics.clone());
+            let addr =
+                Supervisor::start_in_arbiter(arbiter, move |_| Room::new(gid, store, metrics));
+            RoomEntry {
+                addr,
+                conns: HashSet::new(),
+            }
+        })
+    }
+
+    fn leave(&mut self, group: &GroupId, conn: ConnId) {
+        if let Some(entry) = self.rooms.get_mut(group) {
+            entry.conns.remove(&conn);
+            entry.addr.do_send(Leave { conn });
+            if entry.conns.is_empty() {
+                // Dropping the last address stops the room once its mailbox is drained.
+                self.rooms.remove(group);
+            }
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+impl Handler<JoinRoom> for Registry {
+    type Result = ResponseActFuture<Self, Result<Perms, EngineError>>;
+
+    fn handle(&mut self, msg: JoinRoom, _ctx: &mut Context<Self>) -> Self::Result {
+        // Rooms run on the registry's own arbiter.
+        let entry = self.room(&msg.group, &actix::Arbiter::current());
+        let conn = msg.conn.id;
+        entry.conns.insert(conn);
+        let addr = entry.addr.clone();
+        let group = msg.group;
+        Box::pin(
+            async move {
+                addr.send(Join { conn: msg.conn })
+                    .await
+                    .unwrap_or(Err(EngineError::ActorGone("room")))
+            }
+            .into_actor(self)
+            .map(move |res, act, _ctx| {
+                if res.is_err() {
+                    act.leave(&group, conn);
+                }
+                res
+            }),
+        )
+    }
+}
+
+impl Handler<LeaveRoom> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaveRoom, _ctx: &mut Context<Self>) {
+        self.leave(&msg.group, msg.conn);
+    }
+}
+
+impl Handler<Deliver> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
+        if let Some(entry) = self.rooms.get(&msg.group) {
+            entry.addr.do_send(Broadcast {
+                message: msg.message,
+            });
+        }
+    }
+}
+
+impl Handler<GroupChanged> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: GroupChanged, _ctx: &mut Context<Self>) -> Self::Result {
+        let addr = self.rooms.get(&msg.group).map(|e| e.addr.clone());
+        Box::pin(async move {
+            if let Some(addr) = addr {
+                // A room that is gone has nobody to tell.
+                let _ = addr.send(Refresh).await;
+            }
+        })
+    }
+}
+
+impl Handler<GroupDeleted> for Registry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: GroupDeleted, _ctx: &mut Context<Self>) -> Self::Result {
+        let entry = self.rooms.remove(&msg.group);
+        Box::pin(async move {
+            if let Some(entry) = entry {
+                let _ = entry.addr.send(Close).await;
+            }
+        })
+    }
+}
+
+impl Handler<CrashRoom> for Registry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: CrashRoom, _ctx: &mut Context<Self>) -> bool {
+        match self.rooms.get(&msg.group) {
+            Some(entry) => {
+                entry.addr.do_send(Crash);
+                true
+            }
+            None => false,
+        }
+    }
+}

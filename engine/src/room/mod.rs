@@ -1,0 +1,284 @@
+//! The `Room` actor: one per active group. It owns who is connected and their effective
+//! permissions, delivers chat messages, and applies permission changes live. Every handler runs
+//! under a panic guard: a panic stops the actor, its `Supervisor` restarts it, and the restarted
+//! room reloads permissions from storage and tells its members.
+
+pub mod messages;
+mod state;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use actix::{Actor, ActorContext, Context, Handler, Supervised};
+use tracing::{error, info, warn};
+
+use crate::error::EngineError;
+use crate::ids::GroupId;
+use crate::metrics::EngineMetrics;
+use crate::model::Group;
+use crate::outbox::Pushed;
+use crate::perms::Perms;
+use crate::protocol::{LeaveReason, ServerMessage};
+use crate::store::Store;
+use messages::{Broadcast, Close, Crash, Join, Leave, Refresh, Removed};
+use state::{Conn, RoomState};
+
+/// The actor for one group's live state.
+pub struct Room {
+    group: GroupId,
+    store: Arc<dyn Store>,
+    metrics: EngineMetrics,
+    state: RoomState,
+}
+
+impl Room {
+    /// A room for `group`, empty until connections join.
+    pub fn new(group: GroupId, store: Arc<dyn Store>, metrics: EngineMetrics) -> Room {
+        Room {
+            group,
+            store,
+            metrics,
+            state: RoomState::default(),
+        }
+    }
+
+    /// Runs `f`; a panic inside it is logged and stops the actor so its supervisor restarts it.
+    fn guarded<R>(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Self) -> R) -> Option<R> {
+        match catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                error!(group = %self.group, "room panicked; restarting it");
+                self.metrics.room_restarts.inc();
+                ctx.stop();
+                None
+            }
+        }
+    }
+
+    fn send_to(conn: &Conn, msg: &ServerMessage) {
+        conn.info.outbox.push(msg.to_text());
+    }
+
+    /// Sends `msg` to every connection whose permissions pass `filter`, except `skip`.
+    fn broadcast(
+        &self,
+        msg: &ServerMessage,
+        filter: impl Fn(&Perms) -> bool,
+        skip: Option<u64>,
+    ) -> u64 {
+        let text = msg.to_text();
+        let mut delivered = 0;
+        for (id, conn) in &self.state.conns {
+            if Some(*id) == skip || !filter(&conn.perms) {
+                continue;
+            }
+            match conn.info.outbox.push(text.clone()) {
+                Pushed::Queued => delivered += 1,
+                Pushed::Overflowed => {
+                    warn!(group = %self.group, user = %conn.info.principal.user, "connection cannot keep up; closing it");
+                    self.metrics.dropped.inc();
+                }
+                Pushed::Closed => {}
+            }
+        }
+        delivered
+    }
+
+    /// Loads the group; `None` if it is gone, an error if storage failed.
+    fn load_group(&self) -> Result<Option<Group>, EngineError> {
+        self.store.group(&self.group)
+    }
+
+    fn resolve(
+        &self,
+        group: &Group,
+        conn: &super::room::messages::ConnInfo,
+    ) -> Result<Option<Perms>, EngineError> {
+        let member = self.store.member(&self.group, &conn.principal.user)?;
+        Ok(group.effective(&conn.principal, member.as_ref()))
+    }
+
+    /// Removes a connection with `reason`, telling the client and its participant actor.
+    fn evict(&mut self, id: u64, reason: LeaveReason) {
+        if let Some(conn) = self.state.conns.remove(&id) {
+            Self::send_to(
+                &conn,
+                &ServerMessage::Left {
+                    group: self.group.clone(),
+                    reason,
+                    req: None,
+                },
+            );
+            conn.info.notices.do_send(Removed {
+                group: self.group.clone(),
+            });
+            let user = conn.info.principal.user.clone();
+            self.broadcast(
+                &ServerMessage::ParticipantLeft {
+                    group: self.group.clone(),
+                    user,
+                },
+                |p| p.can_list,
+                None,
+            );
+        }
+    }
+
+    /// Re-resolves every connection's permissions from storage: evicts those who lost access,
+    /// tells those whose permissions changed.
+    fn refresh(&mut self) {
+        let group = match self.load_group() {
+            Ok(Some(g)) => g,
+            Ok(None) => return self.close_all(LeaveReason::GroupDeleted),
+            Err(e) => return warn!(group = %self.group, "refresh skipped: {e}"),
+        };
+        let mut evicted = Vec::new();
+        let mut changed = Vec::new();
+        for (id, conn) in &self.state.conns {
+            match self.resolve(&group, &conn.info) {
+                Ok(None) => evicted.push(*id),
+                Ok(Some(p)) if p != conn.perms => changed.push((*id, p)),
+                Ok(Some(_)) => {}
+                Err(e) => warn!(group = %self.group, "refresh of one connection skipped: {e}"),
+            }
+        }
+        for id in evicted {
+            self.evict(id, LeaveReason::Removed);
+        }
+        for (id, perms) in changed {
+            if let Some(conn) = self.state.conns.get_mut(&id) {
+                conn.perms = perms;
+                Self::send_to(
+                    conn,
+                    &ServerMessage::PermissionsChanged {
+                        group: self.group.clone(),
+                        permissions: perms,
+                    },
+                );
+            }
+        }
+    }
+
+    fn close_all(&mut self, reason: LeaveReason) {
+        let ids: Vec<u64> = self.state.conns.keys().copied().collect();
+        for id in ids {
+            self.evict(id, reason);
+        }
+    }
+}
+
+impl Actor for Room {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        self.metrics.rooms.inc();
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.metrics.rooms.dec();
+    }
+}
+
+impl Supervised for Room {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        info!(group = %self.group, connections = self.state.conns.len(), "room restarted");
+        // `stopped` ran for the failed instance and `started` will run again: keep the gauge true.
+        self.refresh();
+        let msg = ServerMessage::RoomRestarted {
+            group: self.group.clone(),
+        };
+        self.broadcast(&msg, |_| true, None);
+    }
+}
+
+impl Handler<Join> for Room {
+    type Result = Result<Perms, EngineError>;
+
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
+        self.guarded(ctx, |room| {
+            let group = room
+                .load_group()?
+                .ok_or_else(|| EngineError::GroupNotFound(room.group.to_string()))?;
+            let perms = room.resolve(&group, &msg.conn)?.ok_or_else(|| {
+                EngineError::Forbidden(format!("group {} is closed to non-members", room.group))
+            })?;
+            let id = msg.conn.id;
+            let joined = ServerMessage::ParticipantJoined {
+                group: room.group.clone(),
+                user: msg.conn.principal.user.clone(),
+                name: msg.conn.principal.name.clone(),
+            };
+            room.state.conns.insert(
+                id,
+                Conn {
+                    info: msg.conn,
+                    perms,
+                },
+            );
+            room.broadcast(&joined, |p| p.can_list, Some(id));
+            Ok(perms)
+        })
+        .unwrap_or(Err(EngineError::ActorGone("room")))
+    }
+}
+
+impl Handler<Leave> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |room| {
+            if let Some(conn) = room.state.conns.remove(&msg.conn) {
+                let user = conn.info.principal.user.clone();
+                room.broadcast(
+                    &ServerMessage::ParticipantLeft {
+                        group: room.group.clone(),
+                        user,
+                    },
+                    |p| p.can_list,
+                    None,
+                );
+            }
+        });
+    }
+}
+
+impl Handler<Broadcast> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Broadcast, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |room| {
+            let event = ServerMessage::Message {
+                group: room.group.clone(),
+                message: msg.message,
+            };
+            let n = room.broadcast(&event, |p| p.can_receive, None);
+            room.metrics.deliveries.inc_by(n);
+        });
+    }
+}
+
+impl Handler<Refresh> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Refresh, ctx: &mut Context<Self>) {
+        self.guarded(ctx, Room::refresh);
+    }
+}
+
+impl Handler<Close> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Close, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |room| room.close_all(LeaveReason::GroupDeleted));
+    }
+}
+
+impl Handler<Crash> for Room {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Crash, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |room| {
+            panic!("fault injected into room {}", room.group)
+        });
+    }
+}
