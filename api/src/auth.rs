@@ -16,15 +16,13 @@ pub struct Caller(pub Principal);
 
 fn token_of(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     if let Some(v) = req.headers().get(header::AUTHORIZATION) {
-        let v = v.to_str().map_err(|_| {
-            ApiError::unauthorized("token_malformed", "the Authorization header is not text")
-        })?;
+        let v = v
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("token_malformed", "the Authorization header is not text"))?;
         let token = v
             .strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized("token_malformed", "use Authorization: Bearer <token>")
-            })?;
+            .ok_or_else(|| ApiError::unauthorized("token_malformed", "use Authorization: Bearer <token>"))?;
         return Ok(Some(token.trim().to_owned()));
     }
     let query = req.query_string();
@@ -33,11 +31,7 @@ fn token_of(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     }
     let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
         .map_err(|_| ApiError::bad_request("invalid_query", "the query string is not valid"))?;
-    Ok(pairs
-        .0
-        .into_iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v))
+    Ok(pairs.0.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v))
 }
 
 fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {

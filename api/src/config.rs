@@ -177,16 +177,11 @@ impl Config {
             (Some(_), None) | (None, Some(_)) => {
                 return Err(ConfigError::Invalid {
                     key: "api_key",
-                    message:
-                        "set both api_key and api_secret, or neither (then they are generated)"
-                            .into(),
+                    message: "set both api_key and api_secret, or neither (then they are generated)".into(),
                 })
             }
             (Some(key), Some(secret)) => {
-                if key.is_empty()
-                    || key.len() > 128
-                    || key.chars().any(|c| c.is_whitespace() || c.is_control())
-                {
+                if key.is_empty() || key.len() > 128 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     return Err(ConfigError::Invalid {
                         key: "api_key",
                         message: "must be 1 to 128 characters without spaces".into(),
@@ -247,11 +242,7 @@ mod tests {
     fn load_str(toml: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.toml");
-        std::fs::write(
-            &path,
-            format!("data_dir = {:?}\n{toml}", dir.path().join("d")),
-        )
-        .unwrap();
+        std::fs::write(&path, format!("data_dir = {:?}\n{toml}", dir.path().join("d"))).unwrap();
         Config::load(Some(&path), CliOverrides::default())
     }
 
@@ -268,9 +259,7 @@ mod tests {
         assert!(e.contains("bogus"), "{e}");
         let e = load_str("[limits]\nmax_pages = 3").unwrap_err().to_string();
         assert!(e.contains("max_pages"), "{e}");
-        let e = load_str("listen = \"127.0.0.1:99999\"")
-            .unwrap_err()
-            .to_string();
+        let e = load_str("listen = \"127.0.0.1:99999\"").unwrap_err().to_string();
         assert!(e.contains("listen"), "{e}");
         let e = load_str("api_key = \"k\"").unwrap_err().to_string();
         assert!(e.contains("api_key"), "{e}");

@@ -44,9 +44,8 @@ pub fn load_or_generate(config: &Config) -> anyhow::Result<(Credentials, Origin)
     let path = config.data_dir.join("credentials.json");
     if path.exists() {
         let bytes = std::fs::read(&path)?;
-        let c: Credentials = serde_json::from_slice(&bytes).map_err(|e| {
-            anyhow::anyhow!("{} is not valid credentials JSON: {e}", path.display())
-        })?;
+        let c: Credentials = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} is not valid credentials JSON: {e}", path.display()))?;
         return Ok((c, Origin::Stored));
     }
     let mut rng = rand::rng();

@@ -65,13 +65,7 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
     }
 }
 
@@ -104,8 +98,7 @@ impl From<EngineError> for ApiError {
 /// Maps JSON body extractor failures.
 pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let e = match &err {
-        JsonPayloadError::Overflow { limit }
-        | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("the request body is larger than {limit} bytes"),
@@ -115,28 +108,20 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
             "unsupported_media_type",
             "send the body as Content-Type: application/json",
         ),
-        JsonPayloadError::Deserialize(de) if de.is_data() => ApiError::bad_request(
-            "invalid_body",
-            format!("the body does not fit this endpoint: {de}"),
-        ),
+        JsonPayloadError::Deserialize(de) if de.is_data() => {
+            ApiError::bad_request("invalid_body", format!("the body does not fit this endpoint: {de}"))
+        }
         JsonPayloadError::Deserialize(de) => {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {de}"))
         }
-        other => ApiError::bad_request(
-            "invalid_body",
-            format!("the body could not be read: {other}"),
-        ),
+        other => ApiError::bad_request("invalid_body", format!("the body could not be read: {other}")),
     };
     e.into()
 }
 
 /// Maps query-string extractor failures.
 pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::bad_request(
-        "invalid_query",
-        format!("the query string is invalid: {err}"),
-    )
-    .into()
+    ApiError::bad_request("invalid_query", format!("the query string is invalid: {err}")).into()
 }
 
 /// Rewrites any error response that is not already JSON into the spec's error shape.
@@ -167,10 +152,8 @@ pub fn ensure_json_error<B: MessageBody + 'static>(
     };
     let body = ApiError::new(status, code, message).body().to_string();
     let (req, mut res) = res.into_parts();
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let res = res.set_body(BoxBody::new(body));
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(req, res).map_into_right_body(),

@@ -80,11 +80,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .bind(listen)
     .with_context(|| format!("cannot listen on {listen}"))?;
 
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .context("the server bound no address")?;
+    let addr = server.addrs().first().copied().context("the server bound no address")?;
     let admin = tokens.mint(
         &UserId::new(ADMIN_SUBJECT)?,
         Some("Admin"),

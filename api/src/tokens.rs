@@ -60,13 +60,7 @@ impl TokenCodec {
     }
 
     /// Mints a token for `user` (or an admin token) valid for `ttl`.
-    pub fn mint(
-        &self,
-        user: &UserId,
-        name: Option<&str>,
-        admin: bool,
-        ttl: Duration,
-    ) -> Result<String, ApiError> {
+    pub fn mint(&self, user: &UserId, name: Option<&str>, admin: bool, ttl: Duration) -> Result<String, ApiError> {
         if ttl.is_zero() || ttl > MAX_TTL {
             return Err(ApiError::bad_request(
                 "invalid_ttl",
@@ -88,36 +82,25 @@ impl TokenCodec {
 
     /// Verifies `token` and returns who it speaks for, or a 401 saying what is wrong with it.
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| {
-                let (code, message) = match e.kind() {
-                    JwtKind::ExpiredSignature => ("token_expired", "the token has expired"),
-                    JwtKind::InvalidSignature => (
-                        "token_bad_signature",
-                        "the token's signature does not match this server's secret",
-                    ),
-                    JwtKind::InvalidIssuer => (
-                        "token_wrong_issuer",
-                        "the token was issued for another API key",
-                    ),
-                    JwtKind::InvalidAlgorithm => {
-                        ("token_bad_algorithm", "tokens must be signed with HS256")
-                    }
-                    JwtKind::MissingRequiredClaim(_) => (
-                        "token_malformed",
-                        "the token lacks a required claim (iss, sub, exp)",
-                    ),
-                    _ => ("token_malformed", "the token is not a well-formed JWT"),
-                };
-                ApiError::unauthorized(code, message)
-            })?;
-        let c = data.claims;
-        let user = UserId::new(c.sub).map_err(|_| {
-            ApiError::unauthorized(
-                "token_bad_subject",
-                "the token's sub is not a valid user id",
-            )
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+            let (code, message) = match e.kind() {
+                JwtKind::ExpiredSignature => ("token_expired", "the token has expired"),
+                JwtKind::InvalidSignature => (
+                    "token_bad_signature",
+                    "the token's signature does not match this server's secret",
+                ),
+                JwtKind::InvalidIssuer => ("token_wrong_issuer", "the token was issued for another API key"),
+                JwtKind::InvalidAlgorithm => ("token_bad_algorithm", "tokens must be signed with HS256"),
+                JwtKind::MissingRequiredClaim(_) => {
+                    ("token_malformed", "the token lacks a required claim (iss, sub, exp)")
+                }
+                _ => ("token_malformed", "the token is not a well-formed JWT"),
+            };
+            ApiError::unauthorized(code, message)
         })?;
+        let c = data.claims;
+        let user = UserId::new(c.sub)
+            .map_err(|_| ApiError::unauthorized("token_bad_subject", "the token's sub is not a valid user id"))?;
         Ok(Principal {
             user,
             name: c.name,
@@ -130,8 +113,7 @@ impl TokenCodec {
 pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     let d = match s.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(s)
-            .map_err(|e| format!("{s:?} is not a duration like 1h or 90m: {e}"))?,
+        Err(_) => humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 1h or 90m: {e}"))?,
     };
     if d.is_zero() || d > MAX_TTL {
         return Err("ttl must be between 1 second and 366 days".into());
@@ -154,9 +136,7 @@ mod tests {
     fn round_trip_and_each_failure_has_its_reason() {
         let c = codec("K", &"s".repeat(32));
         let alice = UserId::new("alice").unwrap();
-        let t = c
-            .mint(&alice, Some("Alice"), false, Duration::from_secs(60))
-            .unwrap();
+        let t = c.mint(&alice, Some("Alice"), false, Duration::from_secs(60)).unwrap();
         let p = c.verify(&t).unwrap();
         assert_eq!(
             (p.user.as_str(), p.name.as_deref(), p.admin),
@@ -166,17 +146,11 @@ mod tests {
         let other_secret = codec("K", &"t".repeat(32))
             .mint(&alice, None, false, Duration::from_secs(60))
             .unwrap();
-        assert_eq!(
-            c.verify(&other_secret).unwrap_err().code,
-            "token_bad_signature"
-        );
+        assert_eq!(c.verify(&other_secret).unwrap_err().code, "token_bad_signature");
         let other_issuer = codec("J", &"s".repeat(32))
             .mint(&alice, None, false, Duration::from_secs(60))
             .unwrap();
-        assert_eq!(
-            c.verify(&other_issuer).unwrap_err().code,
-            "token_wrong_issuer"
-        );
+        assert_eq!(c.verify(&other_issuer).unwrap_err().code, "token_wrong_issuer");
         assert_eq!(c.verify("not.a.jwt").unwrap_err().code, "token_malformed");
         assert_eq!(c.verify("").unwrap_err().code, "token_malformed");
 

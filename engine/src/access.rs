@@ -25,18 +25,13 @@ impl Access {
             .ok_or_else(|| EngineError::GroupNotFound(gid.to_string()))?;
         let member = store.member(gid, &who.user)?;
         let perms = group.effective(who, member.as_ref());
-        Ok(Access {
-            group,
-            member,
-            perms,
-        })
+        Ok(Access { group, member, perms })
     }
 
     /// Fails with `Forbidden` unless the caller has some access to the group.
     pub fn require_any(&self) -> Result<Perms, EngineError> {
-        self.perms.ok_or_else(|| {
-            EngineError::Forbidden(format!("group {} is closed to non-members", self.group.id))
-        })
+        self.perms
+            .ok_or_else(|| EngineError::Forbidden(format!("group {} is closed to non-members", self.group.id)))
     }
 
     /// Fails with `Forbidden` unless the caller holds `perm` in the group.

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use crate::access::Access;
 use crate::error::EngineError;
 use crate::ids::GroupId;
+use crate::metrics::EngineMetrics;
 use crate::model::{validate_text, Message};
 use crate::perms::{Perm, Principal};
 use crate::registry::{Deliver, Registry};
@@ -16,6 +17,7 @@ use crate::store::Store;
 pub async fn send_message(
     store: &dyn Store,
     registry: &Addr<Registry>,
+    metrics: &EngineMetrics,
     who: &Principal,
     gid: &GroupId,
     text: &str,
@@ -23,6 +25,7 @@ pub async fn send_message(
     validate_text(text)?;
     Access::load(store, who, gid)?.require(Perm::Send)?;
     let message = store.append_message(gid, &who.user, text, OffsetDateTime::now_utc())?;
+    metrics.messages.inc();
     registry
         .send(Deliver {
             group: gid.clone(),

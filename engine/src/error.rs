@@ -49,9 +49,7 @@ impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             EngineError::InvalidId { .. } | EngineError::Invalid(_) => ErrorKind::InvalidArgument,
-            EngineError::GroupNotFound(_) | EngineError::MemberNotFound { .. } => {
-                ErrorKind::NotFound
-            }
+            EngineError::GroupNotFound(_) | EngineError::MemberNotFound { .. } => ErrorKind::NotFound,
             EngineError::GroupExists(_) => ErrorKind::Conflict,
             EngineError::Forbidden(_) => ErrorKind::PermissionDenied,
             EngineError::Storage(_) => ErrorKind::Unavailable,

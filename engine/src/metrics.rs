@@ -23,10 +23,7 @@ impl EngineMetrics {
     /// Creates the instruments and registers them in `registry`.
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = EngineMetrics {
-            connections: IntGauge::new(
-                "fanfare_connections",
-                "Open realtime WebSocket connections",
-            )?,
+            connections: IntGauge::new("fanfare_connections", "Open realtime WebSocket connections")?,
             rooms: IntGauge::new("fanfare_rooms", "Active room actors")?,
             messages: IntCounter::new("fanfare_messages_total", "Chat messages accepted")?,
             deliveries: IntCounter::new(
@@ -37,10 +34,7 @@ impl EngineMetrics {
                 "fanfare_message_drops_total",
                 "Deliveries dropped because a connection could not keep up",
             )?,
-            room_restarts: IntCounter::new(
-                "fanfare_room_restarts_total",
-                "Room actors restarted after a panic",
-            )?,
+            room_restarts: IntCounter::new("fanfare_room_restarts_total", "Room actors restarted after a panic")?,
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.rooms.clone()))?;

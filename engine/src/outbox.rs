@@ -39,13 +39,7 @@ impl Outbox {
     pub fn channel(capacity: usize) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = mpsc::channel(capacity);
         let kill = Arc::new(Notify::new());
-        (
-            Outbox {
-                tx,
-                kill: kill.clone(),
-            },
-            OutboxReceiver { rx, kill },
-        )
+        (Outbox { tx, kill: kill.clone() }, OutboxReceiver { rx, kill })
     }
 
     /// Queues `text` without waiting. On overflow the connection is told to close.

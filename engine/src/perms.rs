@@ -196,10 +196,7 @@ pub enum Standing<'a> {
     /// Holder of an admin token.
     ServerAdmin,
     /// A member, with role and overrides.
-    Member {
-        role: Role,
-        overrides: &'a PermsPatch,
-    },
+    Member { role: Role, overrides: &'a PermsPatch },
     /// An authenticated non-member.
     Guest,
 }

@@ -14,7 +14,10 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
 }
 
 /// Path of the `fanfare` binary, built once per test process so tests never run a stale one.
@@ -31,7 +34,9 @@ pub fn fanfare_bin() -> &'static Path {
             .status()
             .expect("run cargo build for the fanfare binary");
         assert!(status.success(), "building the fanfare binary failed");
-        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace().join("target"));
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| workspace().join("target"));
         target.join("debug").join("fanfare")
     })
 }
@@ -118,7 +123,10 @@ impl Server {
             admin,
             data_dir,
             tmp_shared: tmp,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("http client"),
         }
     }
 
@@ -159,7 +167,14 @@ impl Server {
 
     /// Mints a token for `user` through `POST /v1/tokens`.
     pub async fn token(&self, user: &str) -> String {
-        let (st, body) = self.call(Method::POST, "/v1/tokens", Some(&self.admin), Some(json!({"user": user, "name": user}))).await;
+        let (st, body) = self
+            .call(
+                Method::POST,
+                "/v1/tokens",
+                Some(&self.admin),
+                Some(json!({"user": user, "name": user})),
+            )
+            .await;
         assert_eq!(st, 201, "minting a token for {user}: {body}");
         body["token"].as_str().expect("token string").to_string()
     }
@@ -176,13 +191,29 @@ impl Server {
         let res = req.send().await.expect("request reaches the server");
         let status = res.status().as_u16();
         let bytes = res.bytes().await.expect("read body");
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
         (status, value)
     }
 
     /// Sends raw bytes with a content type; returns status and parsed body.
-    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path)).header("content-type", content_type).body(body);
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .header("content-type", content_type)
+            .body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -211,7 +242,15 @@ impl Server {
 
     /// Reads one Prometheus sample (first line starting with `name`) from `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.http.get(format!("{}/metrics", self.base)).send().await.expect("metrics").text().await.expect("text");
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
         text.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
             .and_then(|l| l.rsplit(' ').next())
@@ -237,7 +276,10 @@ pub struct Ws {
 impl Ws {
     /// Sends a JSON message.
     pub async fn send(&mut self, v: Value) {
-        self.stream.send(WsMessage::text(v.to_string())).await.expect("websocket send");
+        self.stream
+            .send(WsMessage::text(v.to_string()))
+            .await
+            .expect("websocket send");
     }
 
     /// Sends a raw frame.
@@ -293,7 +335,10 @@ impl Ws {
         self.send(json!({"type": "join", "group": group, "req": "j"})).await;
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let v = self.next(deadline.saturating_duration_since(Instant::now())).await.expect("reply to join");
+            let v = self
+                .next(deadline.saturating_duration_since(Instant::now()))
+                .await
+                .expect("reply to join");
             if v["type"] == "joined" || v["type"] == "error" {
                 return v;
             }

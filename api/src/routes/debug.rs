@@ -26,9 +26,6 @@ pub async fn crash_room(
     if active {
         Ok(HttpResponse::Accepted().finish())
     } else {
-        Err(ApiError::not_found(
-            "room_not_active",
-            "that group has no active room",
-        ))
+        Err(ApiError::not_found("room_not_active", "that group has no active room"))
     }
 }

@@ -70,11 +70,7 @@ pub async fn create(
     settings.validate()?;
     let id = match req.id {
         Some(id) => id,
-        None => GroupId::new(
-            Alphanumeric
-                .sample_string(&mut rand::rng(), 12)
-                .to_lowercase(),
-        )?,
+        None => GroupId::new(Alphanumeric.sample_string(&mut rand::rng(), 12).to_lowercase())?,
     };
     let now = OffsetDateTime::now_utc();
     let group = Group {
@@ -96,10 +92,7 @@ pub async fn create(
 }
 
 /// The caller's groups (admins: every group).
-pub async fn list(
-    Caller(who): Caller,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(Caller(who): Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let groups = if who.admin {
         state.store.groups()?
     } else {
@@ -164,9 +157,7 @@ pub async fn delete(
     let access = Access::load(state.store.as_ref(), &who, &gid)?;
     access.require_any()?;
     if !access.is_privileged(&who) {
-        return Err(ApiError::forbidden(
-            "only the group's owner or admins may delete it",
-        ));
+        return Err(ApiError::forbidden("only the group's owner or admins may delete it"));
     }
     state.store.delete_group(&gid)?;
     let _ = state.registry.send(GroupDeleted { group: gid }).await;

@@ -81,10 +81,7 @@ fn ids(gid: &str, uid: &str) -> Result<(engine::ids::GroupId, UserId), ApiError>
 }
 
 fn not_member(gid: &str, uid: &str) -> ApiError {
-    ApiError::not_found(
-        "member_not_found",
-        format!("user {uid} is not a member of group {gid}"),
-    )
+    ApiError::not_found("member_not_found", format!("user {uid} is not a member of group {gid}"))
 }
 
 /// Lists members with their effective permissions (members and admins; not guests).
@@ -97,9 +94,7 @@ pub async fn list(
     let access = Access::load(state.store.as_ref(), &who, &gid)?;
     access.require_any()?;
     if access.member.is_none() && !who.admin {
-        return Err(ApiError::forbidden(
-            "only members may list a group's members",
-        ));
+        return Err(ApiError::forbidden("only members may list a group's members"));
     }
     let members: Vec<MemberView> = state
         .store
@@ -120,9 +115,7 @@ pub async fn get(
     let access = Access::load(state.store.as_ref(), &who, &gid)?;
     access.require_any()?;
     if access.member.is_none() && !who.admin {
-        return Err(ApiError::forbidden(
-            "only members may see a group's members",
-        ));
+        return Err(ApiError::forbidden("only members may see a group's members"));
     }
     let member = state
         .store
@@ -150,9 +143,7 @@ pub async fn put(
         role: req.role.unwrap_or_default(),
         permissions: req.permissions.unwrap_or_default(),
         media,
-        added_at: existing
-            .as_ref()
-            .map_or_else(OffsetDateTime::now_utc, |m| m.added_at),
+        added_at: existing.as_ref().map_or_else(OffsetDateTime::now_utc, |m| m.added_at),
     };
     state.store.put_member(&gid, &member)?;
     super::group_changed(&state, &gid).await;

@@ -45,12 +45,12 @@ pub async fn send(
     let message = send_message(
         state.store.as_ref(),
         &state.registry,
+        &state.metrics,
         &who,
         &gid,
         &body.text,
     )
     .await?;
-    state.metrics.messages.inc();
     Ok(HttpResponse::Created().json(message))
 }
 
@@ -76,13 +76,13 @@ pub async fn list(
             }
         },
     };
-    let after =
-        match &query.after {
-            None => None,
-            Some(s) => Some(s.parse::<u64>().map_err(|_| {
-                ApiError::bad_request("invalid_after", "after must be a message id")
-            })?),
-        };
+    let after = match &query.after {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("invalid_after", "after must be a message id"))?,
+        ),
+    };
     Access::load(state.store.as_ref(), &who, &gid)?.require(Perm::Receive)?;
     let messages = state.store.messages(&gid, after, limit)?;
     let next_after = messages.last().map(|m| m.id.clone());

@@ -23,11 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/v1")
                 .route("/openapi.json", web::get().to(ops::openapi))
                 .route("/tokens", web::post().to(tokens::create))
-                .service(
-                    web::resource("/groups")
-                        .get(groups::list)
-                        .post(groups::create),
-                )
+                .service(web::resource("/groups").get(groups::list).post(groups::create))
                 .service(
                     web::resource("/groups/{gid}")
                         .get(groups::get)
@@ -48,10 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .post(messages::send),
                 )
                 .route("/rtc", web::get().to(rtc::connect))
-                .route(
-                    "/debug/groups/{gid}/room/crash",
-                    web::post().to(debug::crash_room),
-                ),
+                .route("/debug/groups/{gid}/room/crash", web::post().to(debug::crash_room)),
         );
 }
 
@@ -69,8 +62,6 @@ pub fn user_id(raw: &str) -> Result<UserId, ApiError> {
 pub async fn group_changed(state: &AppState, group: &GroupId) {
     let _ = state
         .registry
-        .send(engine::registry::GroupChanged {
-            group: group.clone(),
-        })
+        .send(engine::registry::GroupChanged { group: group.clone() })
         .await;
 }

@@ -25,9 +25,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     encoder
         .encode(&state.prometheus.gather(), &mut buf)
         .map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok()
-        .content_type(encoder.format_type())
-        .body(buf))
+    Ok(HttpResponse::Ok().content_type(encoder.format_type()).body(buf))
 }
 
 /// `GET /v1/openapi.json`.

@@ -19,8 +19,8 @@ pub async fn connect(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (response, session, stream) = actix_ws::handle(&req, body)
-        .map_err(|e| ApiError::bad_request("not_websocket", e.to_string()))?;
+    let (response, session, stream) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::bad_request("not_websocket", e.to_string()))?;
     let mut stream = stream
         .max_frame_size(state.config.limits.max_ws_frame_bytes)
         .aggregate_continuations()

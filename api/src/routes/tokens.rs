@@ -39,8 +39,6 @@ pub async fn create(
         validate_name(name)?;
     }
     let ttl = Duration::from_secs(req.ttl_s.unwrap_or(3600));
-    let token = state
-        .tokens
-        .mint(&req.user, req.name.as_deref(), req.admin, ttl)?;
+    let token = state.tokens.mint(&req.user, req.name.as_deref(), req.admin, ttl)?;
     Ok(HttpResponse::Created().json(json!({ "token": token })))
 }

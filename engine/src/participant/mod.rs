@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture,
-};
+use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
 
 use crate::chat::send_message;
 use crate::error::EngineError;
@@ -121,25 +119,19 @@ impl Participant {
     }
 
     fn send(&mut self, group: GroupId, text: String, req: Option<String>, ctx: &mut Context<Self>) {
-        let (store, registry, who) = (
+        let (store, registry, metrics, who) = (
             self.store.clone(),
             self.registry.clone(),
+            self.metrics.clone(),
             self.principal.clone(),
         );
         let fut = async move {
-            send_message(store.as_ref(), &registry, &who, &group, &text)
+            send_message(store.as_ref(), &registry, &metrics, &who, &group, &text)
                 .await
                 .map(|m| (group, m))
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| match res {
-            Ok((group, message)) => {
-                act.metrics.messages.inc();
-                act.reply(&ServerMessage::MessageSent {
-                    group,
-                    message,
-                    req,
-                });
-            }
+            Ok((group, message)) => act.reply(&ServerMessage::MessageSent { group, message, req }),
             Err(e) => act.error(&e, req),
         }));
     }
@@ -158,10 +150,7 @@ impl Actor for Participant {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         for group in self.groups.drain() {
-            self.registry.do_send(LeaveRoom {
-                group,
-                conn: self.id,
-            });
+            self.registry.do_send(LeaveRoom { group, conn: self.id });
         }
         self.metrics.connections.dec();
     }

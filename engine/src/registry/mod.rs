@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::{
-    Actor, ActorFutureExt, Addr, ArbiterHandle, Context, Handler, ResponseActFuture,
-    ResponseFuture, Supervisor, WrapFuture,
+    Actor, ActorFutureExt, Addr, ArbiterHandle, Context, Handler, ResponseActFuture, ResponseFuture, Supervisor,
+    WrapFuture,
 };
 
 use crate::error::EngineError;
@@ -47,8 +47,7 @@ impl Registry {
     fn room(&mut self, group: &GroupId, arbiter: &ArbiterHandle) -> &mut RoomEntry {
         self.rooms.entry(group.clone()).or_insert_with(|| {
             let (gid, store, metrics) = (group.clone(), self.store.clone(), self.metrics.clone());
-            let addr =
-                Supervisor::start_in_arbiter(arbiter, move |_| Room::new(gid, store, metrics));
+            let addr = Supervisor::start_in_arbiter(arbiter, move |_| Room::new(gid, store, metrics));
             RoomEntry {
                 addr,
                 conns: HashSet::new(),
@@ -112,9 +111,7 @@ impl Handler<Deliver> for Registry {
 
     fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) {
         if let Some(entry) = self.rooms.get(&msg.group) {
-            entry.addr.do_send(Broadcast {
-                message: msg.message,
-            });
+            entry.addr.do_send(Broadcast { message: msg.message });
         }
     }
 }

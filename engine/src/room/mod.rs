@@ -60,12 +60,7 @@ impl Room {
     }
 
     /// Sends `msg` to every connection whose permissions pass `filter`, except `skip`.
-    fn broadcast(
-        &self,
-        msg: &ServerMessage,
-        filter: impl Fn(&Perms) -> bool,
-        skip: Option<u64>,
-    ) -> u64 {
+    fn broadcast(&self, msg: &ServerMessage, filter: impl Fn(&Perms) -> bool, skip: Option<u64>) -> u64 {
         let text = msg.to_text();
         let mut delivered = 0;
         for (id, conn) in &self.state.conns {
@@ -89,11 +84,7 @@ impl Room {
         self.store.group(&self.group)
     }
 
-    fn resolve(
-        &self,
-        group: &Group,
-        conn: &super::room::messages::ConnInfo,
-    ) -> Result<Option<Perms>, EngineError> {
+    fn resolve(&self, group: &Group, conn: &super::room::messages::ConnInfo) -> Result<Option<Perms>, EngineError> {
         let member = self.store.member(&self.group, &conn.principal.user)?;
         Ok(group.effective(&conn.principal, member.as_ref()))
     }
@@ -199,22 +190,16 @@ impl Handler<Join> for Room {
             let group = room
                 .load_group()?
                 .ok_or_else(|| EngineError::GroupNotFound(room.group.to_string()))?;
-            let perms = room.resolve(&group, &msg.conn)?.ok_or_else(|| {
-                EngineError::Forbidden(format!("group {} is closed to non-members", room.group))
-            })?;
+            let perms = room
+                .resolve(&group, &msg.conn)?
+                .ok_or_else(|| EngineError::Forbidden(format!("group {} is closed to non-members", room.group)))?;
             let id = msg.conn.id;
             let joined = ServerMessage::ParticipantJoined {
                 group: room.group.clone(),
                 user: msg.conn.principal.user.clone(),
                 name: msg.conn.principal.name.clone(),
             };
-            room.state.conns.insert(
-                id,
-                Conn {
-                    info: msg.conn,
-                    perms,
-                },
-            );
+            room.state.conns.insert(id, Conn { info: msg.conn, perms });
             room.broadcast(&joined, |p| p.can_list, Some(id));
             Ok(perms)
         })
@@ -277,8 +262,6 @@ impl Handler<Crash> for Room {
     type Result = ();
 
     fn handle(&mut self, _msg: Crash, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |room| {
-            panic!("fault injected into room {}", room.group)
-        });
+        self.guarded(ctx, |room| panic!("fault injected into room {}", room.group));
     }
 }

@@ -50,10 +50,7 @@ mod tests {
     #[test]
     fn message_keys_sort_by_sequence() {
         let g = GroupId::new("g").unwrap();
-        let mut keys: Vec<_> = [300u64, 2, 70_000, 1]
-            .iter()
-            .map(|s| message(&g, *s))
-            .collect();
+        let mut keys: Vec<_> = [300u64, 2, 70_000, 1].iter().map(|s| message(&g, *s)).collect();
         keys.sort();
         let seqs: Vec<u64> = keys
             .iter()

@@ -40,20 +40,9 @@ pub trait Store: Send + Sync + 'static {
     fn members(&self, gid: &GroupId) -> StoreResult<Vec<Member>>;
 
     /// Appends a message to a group's history and returns it with its new id.
-    fn append_message(
-        &self,
-        gid: &GroupId,
-        from: &UserId,
-        text: &str,
-        ts: OffsetDateTime,
-    ) -> StoreResult<Message>;
+    fn append_message(&self, gid: &GroupId, from: &UserId, text: &str, ts: OffsetDateTime) -> StoreResult<Message>;
     /// Up to `limit` messages with ids greater than `after`, oldest first.
-    fn messages(
-        &self,
-        gid: &GroupId,
-        after: Option<u64>,
-        limit: usize,
-    ) -> StoreResult<Vec<Message>>;
+    fn messages(&self, gid: &GroupId, after: Option<u64>, limit: usize) -> StoreResult<Vec<Message>>;
 
     /// Checks that the store can be read and written (for `/readyz`).
     fn check(&self) -> StoreResult<()>;

@@ -31,9 +31,7 @@ impl SledStore {
             .path(dir)
             .flush_every_ms(Some(200))
             .open()
-            .map_err(|e| {
-                EngineError::Storage(format!("cannot open database in {}: {e}", dir.display()))
-            })?;
+            .map_err(|e| EngineError::Storage(format!("cannot open database in {}: {e}", dir.display())))?;
         Ok(SledStore {
             groups: db.open_tree("groups")?,
             members: db.open_tree("members")?,
@@ -87,15 +85,13 @@ impl Store for SledStore {
         Self::clear_prefix(&self.members, &keys::prefix(gid.as_str()))?;
         Self::clear_prefix(&self.messages, &keys::prefix(gid.as_str()))?;
         let value = encode(group)?;
-        let member = first_member
-            .map(|m| encode(m).map(|v| (m, v)))
-            .transpose()?;
+        let member = first_member.map(|m| encode(m).map(|v| (m, v))).transpose()?;
         (&self.groups, &self.members, &self.user_groups)
             .transaction(|(groups, members, user_groups)| {
                 if groups.get(gid.as_str())?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(
-                        EngineError::GroupExists(gid.to_string()),
-                    ));
+                    return Err(ConflictableTransactionError::Abort(EngineError::GroupExists(
+                        gid.to_string(),
+                    )));
                 }
                 groups.insert(gid.as_str(), value.clone())?;
                 if let Some((m, v)) = &member {
@@ -121,9 +117,9 @@ impl Store for SledStore {
         self.groups
             .transaction(|groups| {
                 if groups.get(gid)?.is_none() {
-                    return Err(ConflictableTransactionError::Abort(
-                        EngineError::GroupNotFound(gid.to_string()),
-                    ));
+                    return Err(ConflictableTransactionError::Abort(EngineError::GroupNotFound(
+                        gid.to_string(),
+                    )));
                 }
                 groups.insert(gid, value.clone())?;
                 Ok(())
@@ -154,10 +150,7 @@ impl Store for SledStore {
     fn groups(&self) -> StoreResult<Vec<Group>> {
         self.groups
             .iter()
-            .map(|kv| {
-                kv.map_err(EngineError::from)
-                    .and_then(|(k, v)| decode(&k, &v))
-            })
+            .map(|kv| kv.map_err(EngineError::from).and_then(|(k, v)| decode(&k, &v)))
             .collect()
     }
 
@@ -179,9 +172,9 @@ impl Store for SledStore {
         (&self.groups, &self.members, &self.user_groups)
             .transaction(|(groups, members, user_groups)| {
                 if groups.get(gid.as_str())?.is_none() {
-                    return Err(ConflictableTransactionError::Abort(
-                        EngineError::GroupNotFound(gid.to_string()),
-                    ));
+                    return Err(ConflictableTransactionError::Abort(EngineError::GroupNotFound(
+                        gid.to_string(),
+                    )));
                 }
                 members.insert(keys::member(gid, &member.user), value.clone())?;
                 user_groups.insert(keys::user_group(&member.user, gid), &[])?;
@@ -193,10 +186,7 @@ impl Store for SledStore {
 
     fn member(&self, gid: &GroupId, uid: &UserId) -> StoreResult<Option<Member>> {
         let key = keys::member(gid, uid);
-        self.members
-            .get(&key)?
-            .map(|v| decode(&key, &v))
-            .transpose()
+        self.members.get(&key)?.map(|v| decode(&key, &v)).transpose()
     }
 
     fn delete_member(&self, gid: &GroupId, uid: &UserId) -> StoreResult<bool> {
@@ -214,20 +204,11 @@ impl Store for SledStore {
     fn members(&self, gid: &GroupId) -> StoreResult<Vec<Member>> {
         self.members
             .scan_prefix(keys::prefix(gid.as_str()))
-            .map(|kv| {
-                kv.map_err(EngineError::from)
-                    .and_then(|(k, v)| decode(&k, &v))
-            })
+            .map(|kv| kv.map_err(EngineError::from).and_then(|(k, v)| decode(&k, &v)))
             .collect()
     }
 
-    fn append_message(
-        &self,
-        gid: &GroupId,
-        from: &UserId,
-        text: &str,
-        ts: OffsetDateTime,
-    ) -> StoreResult<Message> {
+    fn append_message(&self, gid: &GroupId, from: &UserId, text: &str, ts: OffsetDateTime) -> StoreResult<Message> {
         let seq = self.db.generate_id()?;
         let msg = Message {
             id: seq.to_string(),
@@ -235,27 +216,18 @@ impl Store for SledStore {
             text: text.to_owned(),
             ts,
         };
-        self.messages
-            .insert(keys::message(gid, seq), encode(&msg)?)?;
+        self.messages.insert(keys::message(gid, seq), encode(&msg)?)?;
         self.durable()?;
         Ok(msg)
     }
 
-    fn messages(
-        &self,
-        gid: &GroupId,
-        after: Option<u64>,
-        limit: usize,
-    ) -> StoreResult<Vec<Message>> {
+    fn messages(&self, gid: &GroupId, after: Option<u64>, limit: usize) -> StoreResult<Vec<Message>> {
         let start = keys::message(gid, after.map_or(0, |a| a.saturating_add(1)));
         let end = keys::message(gid, u64::MAX);
         self.messages
             .range(start..=end)
             .take(limit)
-            .map(|kv| {
-                kv.map_err(EngineError::from)
-                    .and_then(|(k, v)| decode(&k, &v))
-            })
+            .map(|kv| kv.map_err(EngineError::from).and_then(|(k, v)| decode(&k, &v)))
             .collect()
     }
 
@@ -302,13 +274,9 @@ mod tests {
         {
             let s = SledStore::open(dir.path()).unwrap();
             s.create_group(&g, Some(&member("alice"))).unwrap();
-            assert!(matches!(
-                s.create_group(&g, None),
-                Err(EngineError::GroupExists(_))
-            ));
+            assert!(matches!(s.create_group(&g, None), Err(EngineError::GroupExists(_))));
             s.put_member(&g.id, &member("bob")).unwrap();
-            s.create_group(&group("g1.x"), Some(&member("carol")))
-                .unwrap();
+            s.create_group(&group("g1.x"), Some(&member("carol"))).unwrap();
             for i in 0..10 {
                 s.append_message(
                     &g.id,
@@ -341,10 +309,7 @@ mod tests {
         assert!(s.delete_group(&g.id).unwrap());
         assert!(s.members(&g.id).unwrap().is_empty());
         assert!(s.messages(&g.id, None, 10).unwrap().is_empty());
-        assert!(s
-            .groups_of(&UserId::new("bob").unwrap())
-            .unwrap()
-            .is_empty());
+        assert!(s.groups_of(&UserId::new("bob").unwrap()).unwrap().is_empty());
         assert_eq!(s.members(&GroupId::new("g1.x").unwrap()).unwrap().len(), 1);
     }
 
@@ -352,9 +317,7 @@ mod tests {
     fn member_of_missing_group_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path()).unwrap();
-        let err = s
-            .put_member(&GroupId::new("nope").unwrap(), &member("a"))
-            .unwrap_err();
+        let err = s.put_member(&GroupId::new("nope").unwrap(), &member("a")).unwrap_err();
         assert!(matches!(err, EngineError::GroupNotFound(_)));
     }
 }

@@ -1,1 +1,4 @@
 mod ops;
+mod permissions;
+mod live;
+mod persistence;

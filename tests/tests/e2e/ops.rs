@@ -12,11 +12,19 @@ async fn health_ready_metrics_openapi() {
     assert_eq!((st, body["status"].as_str()), (200, Some("ready")));
     let (st, doc) = s.call(Method::GET, "/v1/openapi.json", None, None).await;
     assert_eq!(st, 200);
-    for path in ["/v1/groups", "/v1/groups/{gid}/members/{uid}", "/v1/groups/{gid}/messages", "/v1/tokens", "/v1/rtc"] {
+    for path in [
+        "/v1/groups",
+        "/v1/groups/{gid}/members/{uid}",
+        "/v1/groups/{gid}/messages",
+        "/v1/tokens",
+        "/v1/rtc",
+    ] {
         assert!(doc["paths"][path].is_object(), "openapi lists {path}");
     }
     // A request is counted in the latency histogram, labelled by route.
-    let count = s.metric("fanfare_http_request_duration_seconds_count{method=\"GET\",route=\"/readyz\",status=\"200\"}").await;
+    let count = s
+        .metric("fanfare_http_request_duration_seconds_count{method=\"GET\",route=\"/readyz\",status=\"200\"}")
+        .await;
     assert!(count >= 1.0);
     assert_eq!(s.metric("fanfare_rooms").await, 0.0);
     assert_eq!(s.metric("fanfare_connections").await, 0.0);

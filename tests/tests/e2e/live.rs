@@ -1,0 +1,172 @@
+//! Permission changes apply live: the classroom case over REST, and live delivery over the
+//! realtime socket stopping at once when a member loses `can_receive` or is removed. Also: a
+//! room that panics is restarted and its members are told.
+
+use std::time::Duration;
+
+use fanfare_tests::Server;
+use reqwest::Method;
+use serde_json::json;
+
+async fn classroom(s: &Server) -> (String, String) {
+    let teacher = s.token("teacher").await;
+    let student = s.token("student").await;
+    let settings = json!({"members": {"can_send": false, "can_publish": false}});
+    let (st, body) =
+        s.call(Method::POST, "/v1/groups", Some(&teacher), Some(json!({"id": "class", "name": "Class", "settings": settings}))).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, _) = s.call(Method::PUT, "/v1/groups/class/members/student", Some(&teacher), Some(json!({}))).await;
+    assert_eq!(st, 201);
+    (teacher, student)
+}
+
+#[tokio::test]
+async fn teacher_grants_and_revokes_can_send() {
+    let s = Server::start().await;
+    let (teacher, student) = classroom(&s).await;
+    let mut ws = s.ws(&student).await;
+    assert_eq!(ws.join("class").await["permissions"]["can_send"], false);
+    let say = |text: &'static str| s.call(Method::POST, "/v1/groups/class/messages", Some(&student), Some(json!({"text": text})));
+
+    let (st, body) = say("may I?").await;
+    assert_eq!((st, body["error"]["code"].as_str()), (403, Some("forbidden")));
+
+    let grant = json!({"permissions": {"can_send": true}});
+    let (st, m) = s.call(Method::PATCH, "/v1/groups/class/members/student", Some(&teacher), Some(grant)).await;
+    assert_eq!((st, &m["effective"]["can_send"]), (200, &json!(true)));
+    let ev = ws.expect("permissions_changed").await;
+    assert_eq!(ev["permissions"]["can_send"], true);
+    let (st, msg) = say("thank you").await;
+    assert_eq!((st, msg["from"].as_str(), msg["text"].as_str()), (201, Some("student"), Some("thank you")));
+
+    let revoke = json!({"permissions": {"can_send": false}});
+    let (st, _) = s.call(Method::PATCH, "/v1/groups/class/members/student", Some(&teacher), Some(revoke)).await;
+    assert_eq!(st, 200);
+    assert_eq!(ws.expect("permissions_changed").await["permissions"]["can_send"], false);
+    let (st, _) = say("one more").await;
+    assert_eq!(st, 403);
+
+    // The same rule holds on the socket.
+    ws.send(json!({"type": "send_message", "group": "class", "text": "psst", "req": "s1"})).await;
+    let err = ws.expect("error").await;
+    assert_eq!((err["code"].as_str(), err["req"].as_str()), (Some("forbidden"), Some("s1")));
+
+    // Changing the group default applies to the student too (no override left for can_send).
+    let (st, _) = s
+        .call(Method::PATCH, "/v1/groups/class/members/student", Some(&teacher), Some(json!({"permissions": {"can_publish": true}})))
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) = s
+        .call(Method::PUT, "/v1/groups/class/members/student", Some(&teacher), Some(json!({"permissions": {}})))
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) = s.call(Method::PATCH, "/v1/groups/class", Some(&teacher), Some(json!({"settings": {"members": {"can_send": true}}}))).await;
+    assert_eq!(st, 200);
+    let (st, _) = say("now everyone may talk").await;
+    assert_eq!(st, 201);
+}
+
+#[tokio::test]
+async fn losing_can_receive_or_membership_stops_delivery_at_once() {
+    let s = Server::start().await;
+    let alice = s.token("alice").await;
+    let bob = s.token("bob").await;
+    let (st, _) = s.call(Method::POST, "/v1/groups", Some(&alice), Some(json!({"id": "team", "name": "Team"}))).await;
+    assert_eq!(st, 201);
+    let (st, _) = s.call(Method::PUT, "/v1/groups/team/members/bob", Some(&alice), Some(json!({}))).await;
+    assert_eq!(st, 201);
+    let mut bob_ws = s.ws(&bob).await;
+    assert_eq!(bob_ws.join("team").await["type"], "joined");
+    let mut alice_ws = s.ws(&alice).await;
+    assert_eq!(alice_ws.join("team").await["type"], "joined");
+    let post = |text: &'static str| s.call(Method::POST, "/v1/groups/team/messages", Some(&alice), Some(json!({"text": text})));
+
+    let (st, sent) = post("one").await;
+    assert_eq!(st, 201);
+    let got = bob_ws.expect("message").await;
+    assert_eq!(got["message"], sent);
+    assert_eq!(got["group"], "team");
+    assert_eq!(alice_ws.expect("message").await["message"], sent, "the sender's own connection gets it too");
+
+    // Revoke can_receive: the very next message does not reach bob; alice still gets it.
+    let (st, _) = s
+        .call(Method::PATCH, "/v1/groups/team/members/bob", Some(&alice), Some(json!({"permissions": {"can_receive": false}})))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(bob_ws.expect("permissions_changed").await["permissions"]["can_receive"], false);
+    let (st, _) = post("two").await;
+    assert_eq!(st, 201);
+    assert_eq!(alice_ws.expect("message").await["message"]["text"], "two");
+    bob_ws.expect_no("message", Duration::from_millis(500)).await;
+    let (st, _) = s.call(Method::GET, "/v1/groups/team/messages", Some(&bob), None).await;
+    assert_eq!(st, 403);
+
+    // Restore, then remove bob from the group: he is told and gets nothing more.
+    let (st, _) = s
+        .call(Method::PATCH, "/v1/groups/team/members/bob", Some(&alice), Some(json!({"permissions": {"can_receive": true}})))
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) = post("three").await;
+    assert_eq!(st, 201);
+    assert_eq!(bob_ws.expect("message").await["message"]["text"], "three");
+    let (st, _) = s.call(Method::DELETE, "/v1/groups/team/members/bob", Some(&alice), None).await;
+    assert_eq!(st, 204);
+    let left = bob_ws.expect("left").await;
+    assert_eq!((left["group"].as_str(), left["reason"].as_str()), (Some("team"), Some("removed")));
+    let (st, _) = post("four").await;
+    assert_eq!(st, 201);
+    bob_ws.expect_no("message", Duration::from_millis(500)).await;
+    assert_eq!(bob_ws.join("team").await["code"], "forbidden");
+
+    // History for a member is complete and ordered.
+    let (st, hist) = s.call(Method::GET, "/v1/groups/team/messages?limit=10", Some(&alice), None).await;
+    assert_eq!(st, 200);
+    let texts: Vec<_> = hist["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(texts, ["one", "two", "three", "four"]);
+
+    // Deleting the group tells those still in the room.
+    let (st, _) = s.call(Method::DELETE, "/v1/groups/team", Some(&alice), None).await;
+    assert_eq!(st, 204);
+    assert_eq!(alice_ws.expect("left").await["reason"], "group_deleted");
+}
+
+#[tokio::test]
+async fn a_panicking_room_is_restarted_and_members_are_told() {
+    let s = Server::start().await;
+    let alice = s.token("alice").await;
+    let (st, _) = s.call(Method::POST, "/v1/groups", Some(&alice), Some(json!({"id": "fragile", "name": "Fragile"}))).await;
+    assert_eq!(st, 201);
+    let mut ws = s.ws(&alice).await;
+    assert_eq!(ws.join("fragile").await["type"], "joined");
+    assert_eq!(s.metric("fanfare_rooms").await, 1.0);
+
+    let (st, _) = s.call(Method::POST, "/v1/debug/groups/fragile/room/crash", Some(&s.admin), None).await;
+    assert_eq!(st, 202);
+    assert_eq!(ws.expect("room_restarted").await["group"], "fragile");
+    assert_eq!(s.metric("fanfare_room_restarts_total").await, 1.0);
+
+    // The restarted room still delivers, and the server still serves.
+    let (st, _) = s.call(Method::POST, "/v1/groups/fragile/messages", Some(&alice), Some(json!({"text": "still here"}))).await;
+    assert_eq!(st, 201);
+    assert_eq!(ws.expect("message").await["message"]["text"], "still here");
+    assert_eq!(s.metric("fanfare_rooms").await, 1.0);
+    let (st, _) = s.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(st, 200);
+
+    // Non-admins cannot inject faults.
+    let (st, _) = s.call(Method::POST, "/v1/debug/groups/fragile/room/crash", Some(&alice), None).await;
+    assert_eq!(st, 403);
+
+    // When the last connection leaves, the room goes away.
+    drop(ws);
+    let mut rooms = 1.0;
+    for _ in 0..50 {
+        rooms = s.metric("fanfare_rooms").await;
+        if rooms == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rooms, 0.0);
+    assert_eq!(s.metric("fanfare_connections").await, 0.0);
+}
