@@ -155,7 +155,10 @@ impl Config {
             .split(".")
             .lowercase(false);
         fig = fig.merge(env).merge(Serialized::defaults(cli));
-        let config: Config = fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        let mut config: Config = fig.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        // An empty value (e.g. `FANFARE_API_KEY=` from a compose file) means unset.
+        config.api_key = config.api_key.filter(|k| !k.is_empty());
+        config.api_secret = config.api_secret.filter(|s| !s.is_empty());
         config.validate()?;
         Ok(config)
     }
@@ -244,6 +247,14 @@ mod tests {
         let path = dir.path().join("f.toml");
         std::fs::write(&path, format!("data_dir = {:?}\n{toml}", dir.path().join("d"))).unwrap();
         Config::load(Some(&path), CliOverrides::default())
+    }
+
+    #[test]
+    fn example_file_is_valid_and_matches_defaults() {
+        let example = include_str!("../../assets/fanfare.example.toml");
+        let c = load_str(&example.replace("data_dir = \"./data\"", "")).unwrap();
+        let d = Config::default();
+        assert_eq!((c.listen, c.limits.max_json_bytes, c.log.level), (d.listen, d.limits.max_json_bytes, d.log.level));
     }
 
     #[test]

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what building and testing Fanfare needs on Debian 12, skipping what is present.
+# Usage: scripts/setup.sh build   (packages the build needs)
+#        scripts/setup.sh test    (the build's packages plus the test peers)
+set -euo pipefail
+
+BUILD_PACKAGES=(
+  pkg-config clang libclang-dev
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
+  libavfilter-dev libavdevice-dev
+)
+TEST_PACKAGES=(
+  iproute2 procps
+)
+
+want=("${BUILD_PACKAGES[@]}")
+if [ "${1:-build}" = "test" ]; then
+  want+=("${TEST_PACKAGES[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+    SUDO="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: Rust (cargo 1.89 or newer) is required; install it with rustup, then run this again." >&2
+  exit 1
+fi
