@@ -254,7 +254,10 @@ mod tests {
         let example = include_str!("../../assets/fanfare.example.toml");
         let c = load_str(&example.replace("data_dir = \"./data\"", "")).unwrap();
         let d = Config::default();
-        assert_eq!((c.listen, c.limits.max_json_bytes, c.log.level), (d.listen, d.limits.max_json_bytes, d.log.level));
+        assert_eq!(
+            (c.listen, c.limits.max_json_bytes, c.log.level),
+            (d.listen, d.limits.max_json_bytes, d.log.level)
+        );
     }
 
     #[test]

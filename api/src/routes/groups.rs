@@ -39,8 +39,9 @@ impl GroupView {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
+    /// Validated in the handler, so a bad id gets `invalid_id` like one in a path.
     #[serde(default)]
-    id: Option<GroupId>,
+    id: Option<String>,
     name: String,
     #[serde(default)]
     settings: Option<Settings>,
@@ -69,7 +70,7 @@ pub async fn create(
     let settings = req.settings.unwrap_or_default();
     settings.validate()?;
     let id = match req.id {
-        Some(id) => id,
+        Some(id) => super::group_id(&id)?,
         None => GroupId::new(Alphanumeric.sample_string(&mut rand::rng(), 12).to_lowercase())?,
     };
     let now = OffsetDateTime::now_utc();

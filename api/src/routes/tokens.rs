@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use engine::ids::UserId;
 use engine::model::validate_name;
 use serde::Deserialize;
 use serde_json::json;
@@ -16,7 +15,8 @@ use crate::state::AppState;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
-    user: UserId,
+    /// Validated in the handler, so a bad id gets `invalid_id`.
+    user: String,
     #[serde(default)]
     name: Option<String>,
     /// Lifetime in seconds (default one hour).
@@ -35,10 +35,11 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let req = body.into_inner();
+    let user = super::user_id(&req.user)?;
     if let Some(name) = &req.name {
         validate_name(name)?;
     }
     let ttl = Duration::from_secs(req.ttl_s.unwrap_or(3600));
-    let token = state.tokens.mint(&req.user, req.name.as_deref(), req.admin, ttl)?;
+    let token = state.tokens.mint(&user, req.name.as_deref(), req.admin, ttl)?;
     Ok(HttpResponse::Created().json(json!({ "token": token })))
 }

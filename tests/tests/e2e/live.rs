@@ -12,10 +12,23 @@ async fn classroom(s: &Server) -> (String, String) {
     let teacher = s.token("teacher").await;
     let student = s.token("student").await;
     let settings = json!({"members": {"can_send": false, "can_publish": false}});
-    let (st, body) =
-        s.call(Method::POST, "/v1/groups", Some(&teacher), Some(json!({"id": "class", "name": "Class", "settings": settings}))).await;
+    let (st, body) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&teacher),
+            Some(json!({"id": "class", "name": "Class", "settings": settings})),
+        )
+        .await;
     assert_eq!(st, 201, "{body}");
-    let (st, _) = s.call(Method::PUT, "/v1/groups/class/members/student", Some(&teacher), Some(json!({}))).await;
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            "/v1/groups/class/members/student",
+            Some(&teacher),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(st, 201);
     (teacher, student)
 }
@@ -26,41 +39,86 @@ async fn teacher_grants_and_revokes_can_send() {
     let (teacher, student) = classroom(&s).await;
     let mut ws = s.ws(&student).await;
     assert_eq!(ws.join("class").await["permissions"]["can_send"], false);
-    let say = |text: &'static str| s.call(Method::POST, "/v1/groups/class/messages", Some(&student), Some(json!({"text": text})));
+    let say = |text: &'static str| {
+        s.call(
+            Method::POST,
+            "/v1/groups/class/messages",
+            Some(&student),
+            Some(json!({"text": text})),
+        )
+    };
 
     let (st, body) = say("may I?").await;
     assert_eq!((st, body["error"]["code"].as_str()), (403, Some("forbidden")));
 
     let grant = json!({"permissions": {"can_send": true}});
-    let (st, m) = s.call(Method::PATCH, "/v1/groups/class/members/student", Some(&teacher), Some(grant)).await;
+    let (st, m) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/class/members/student",
+            Some(&teacher),
+            Some(grant),
+        )
+        .await;
     assert_eq!((st, &m["effective"]["can_send"]), (200, &json!(true)));
     let ev = ws.expect("permissions_changed").await;
     assert_eq!(ev["permissions"]["can_send"], true);
     let (st, msg) = say("thank you").await;
-    assert_eq!((st, msg["from"].as_str(), msg["text"].as_str()), (201, Some("student"), Some("thank you")));
+    assert_eq!(
+        (st, msg["from"].as_str(), msg["text"].as_str()),
+        (201, Some("student"), Some("thank you"))
+    );
 
     let revoke = json!({"permissions": {"can_send": false}});
-    let (st, _) = s.call(Method::PATCH, "/v1/groups/class/members/student", Some(&teacher), Some(revoke)).await;
+    let (st, _) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/class/members/student",
+            Some(&teacher),
+            Some(revoke),
+        )
+        .await;
     assert_eq!(st, 200);
     assert_eq!(ws.expect("permissions_changed").await["permissions"]["can_send"], false);
     let (st, _) = say("one more").await;
     assert_eq!(st, 403);
 
     // The same rule holds on the socket.
-    ws.send(json!({"type": "send_message", "group": "class", "text": "psst", "req": "s1"})).await;
+    ws.send(json!({"type": "send_message", "group": "class", "text": "psst", "req": "s1"}))
+        .await;
     let err = ws.expect("error").await;
-    assert_eq!((err["code"].as_str(), err["req"].as_str()), (Some("forbidden"), Some("s1")));
+    assert_eq!(
+        (err["code"].as_str(), err["req"].as_str()),
+        (Some("forbidden"), Some("s1"))
+    );
 
     // Changing the group default applies to the student too (no override left for can_send).
     let (st, _) = s
-        .call(Method::PATCH, "/v1/groups/class/members/student", Some(&teacher), Some(json!({"permissions": {"can_publish": true}})))
+        .call(
+            Method::PATCH,
+            "/v1/groups/class/members/student",
+            Some(&teacher),
+            Some(json!({"permissions": {"can_publish": true}})),
+        )
         .await;
     assert_eq!(st, 200);
     let (st, _) = s
-        .call(Method::PUT, "/v1/groups/class/members/student", Some(&teacher), Some(json!({"permissions": {}})))
+        .call(
+            Method::PUT,
+            "/v1/groups/class/members/student",
+            Some(&teacher),
+            Some(json!({"permissions": {}})),
+        )
         .await;
     assert_eq!(st, 200);
-    let (st, _) = s.call(Method::PATCH, "/v1/groups/class", Some(&teacher), Some(json!({"settings": {"members": {"can_send": true}}}))).await;
+    let (st, _) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/class",
+            Some(&teacher),
+            Some(json!({"settings": {"members": {"can_send": true}}})),
+        )
+        .await;
     assert_eq!(st, 200);
     let (st, _) = say("now everyone may talk").await;
     assert_eq!(st, 201);
@@ -71,29 +129,62 @@ async fn losing_can_receive_or_membership_stops_delivery_at_once() {
     let s = Server::start().await;
     let alice = s.token("alice").await;
     let bob = s.token("bob").await;
-    let (st, _) = s.call(Method::POST, "/v1/groups", Some(&alice), Some(json!({"id": "team", "name": "Team"}))).await;
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&alice),
+            Some(json!({"id": "team", "name": "Team"})),
+        )
+        .await;
     assert_eq!(st, 201);
-    let (st, _) = s.call(Method::PUT, "/v1/groups/team/members/bob", Some(&alice), Some(json!({}))).await;
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            "/v1/groups/team/members/bob",
+            Some(&alice),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(st, 201);
     let mut bob_ws = s.ws(&bob).await;
     assert_eq!(bob_ws.join("team").await["type"], "joined");
     let mut alice_ws = s.ws(&alice).await;
     assert_eq!(alice_ws.join("team").await["type"], "joined");
-    let post = |text: &'static str| s.call(Method::POST, "/v1/groups/team/messages", Some(&alice), Some(json!({"text": text})));
+    let post = |text: &'static str| {
+        s.call(
+            Method::POST,
+            "/v1/groups/team/messages",
+            Some(&alice),
+            Some(json!({"text": text})),
+        )
+    };
 
     let (st, sent) = post("one").await;
     assert_eq!(st, 201);
     let got = bob_ws.expect("message").await;
     assert_eq!(got["message"], sent);
     assert_eq!(got["group"], "team");
-    assert_eq!(alice_ws.expect("message").await["message"], sent, "the sender's own connection gets it too");
+    assert_eq!(
+        alice_ws.expect("message").await["message"],
+        sent,
+        "the sender's own connection gets it too"
+    );
 
     // Revoke can_receive: the very next message does not reach bob; alice still gets it.
     let (st, _) = s
-        .call(Method::PATCH, "/v1/groups/team/members/bob", Some(&alice), Some(json!({"permissions": {"can_receive": false}})))
+        .call(
+            Method::PATCH,
+            "/v1/groups/team/members/bob",
+            Some(&alice),
+            Some(json!({"permissions": {"can_receive": false}})),
+        )
         .await;
     assert_eq!(st, 200);
-    assert_eq!(bob_ws.expect("permissions_changed").await["permissions"]["can_receive"], false);
+    assert_eq!(
+        bob_ws.expect("permissions_changed").await["permissions"]["can_receive"],
+        false
+    );
     let (st, _) = post("two").await;
     assert_eq!(st, 201);
     assert_eq!(alice_ws.expect("message").await["message"]["text"], "two");
@@ -103,25 +194,42 @@ async fn losing_can_receive_or_membership_stops_delivery_at_once() {
 
     // Restore, then remove bob from the group: he is told and gets nothing more.
     let (st, _) = s
-        .call(Method::PATCH, "/v1/groups/team/members/bob", Some(&alice), Some(json!({"permissions": {"can_receive": true}})))
+        .call(
+            Method::PATCH,
+            "/v1/groups/team/members/bob",
+            Some(&alice),
+            Some(json!({"permissions": {"can_receive": true}})),
+        )
         .await;
     assert_eq!(st, 200);
     let (st, _) = post("three").await;
     assert_eq!(st, 201);
     assert_eq!(bob_ws.expect("message").await["message"]["text"], "three");
-    let (st, _) = s.call(Method::DELETE, "/v1/groups/team/members/bob", Some(&alice), None).await;
+    let (st, _) = s
+        .call(Method::DELETE, "/v1/groups/team/members/bob", Some(&alice), None)
+        .await;
     assert_eq!(st, 204);
     let left = bob_ws.expect("left").await;
-    assert_eq!((left["group"].as_str(), left["reason"].as_str()), (Some("team"), Some("removed")));
+    assert_eq!(
+        (left["group"].as_str(), left["reason"].as_str()),
+        (Some("team"), Some("removed"))
+    );
     let (st, _) = post("four").await;
     assert_eq!(st, 201);
     bob_ws.expect_no("message", Duration::from_millis(500)).await;
     assert_eq!(bob_ws.join("team").await["code"], "forbidden");
 
     // History for a member is complete and ordered.
-    let (st, hist) = s.call(Method::GET, "/v1/groups/team/messages?limit=10", Some(&alice), None).await;
+    let (st, hist) = s
+        .call(Method::GET, "/v1/groups/team/messages?limit=10", Some(&alice), None)
+        .await;
     assert_eq!(st, 200);
-    let texts: Vec<_> = hist["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
+    let texts: Vec<_> = hist["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(texts, ["one", "two", "three", "four"]);
 
     // Deleting the group tells those still in the room.
@@ -134,19 +242,40 @@ async fn losing_can_receive_or_membership_stops_delivery_at_once() {
 async fn a_panicking_room_is_restarted_and_members_are_told() {
     let s = Server::start().await;
     let alice = s.token("alice").await;
-    let (st, _) = s.call(Method::POST, "/v1/groups", Some(&alice), Some(json!({"id": "fragile", "name": "Fragile"}))).await;
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&alice),
+            Some(json!({"id": "fragile", "name": "Fragile"})),
+        )
+        .await;
     assert_eq!(st, 201);
     let mut ws = s.ws(&alice).await;
     assert_eq!(ws.join("fragile").await["type"], "joined");
     assert_eq!(s.metric("fanfare_rooms").await, 1.0);
 
-    let (st, _) = s.call(Method::POST, "/v1/debug/groups/fragile/room/crash", Some(&s.admin), None).await;
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/debug/groups/fragile/room/crash",
+            Some(&s.admin),
+            None,
+        )
+        .await;
     assert_eq!(st, 202);
     assert_eq!(ws.expect("room_restarted").await["group"], "fragile");
     assert_eq!(s.metric("fanfare_room_restarts_total").await, 1.0);
 
     // The restarted room still delivers, and the server still serves.
-    let (st, _) = s.call(Method::POST, "/v1/groups/fragile/messages", Some(&alice), Some(json!({"text": "still here"}))).await;
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/groups/fragile/messages",
+            Some(&alice),
+            Some(json!({"text": "still here"})),
+        )
+        .await;
     assert_eq!(st, 201);
     assert_eq!(ws.expect("message").await["message"]["text"], "still here");
     assert_eq!(s.metric("fanfare_rooms").await, 1.0);
@@ -154,7 +283,9 @@ async fn a_panicking_room_is_restarted_and_members_are_told() {
     assert_eq!(st, 200);
 
     // Non-admins cannot inject faults.
-    let (st, _) = s.call(Method::POST, "/v1/debug/groups/fragile/room/crash", Some(&alice), None).await;
+    let (st, _) = s
+        .call(Method::POST, "/v1/debug/groups/fragile/room/crash", Some(&alice), None)
+        .await;
     assert_eq!(st, 403);
 
     // When the last connection leaves, the room goes away.

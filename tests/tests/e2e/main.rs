@@ -1,4 +1,6 @@
+mod bad_input;
+mod live;
 mod ops;
 mod permissions;
-mod live;
 mod persistence;
+mod tokens;

@@ -12,12 +12,24 @@ async fn groups_members_and_a_thousand_messages_survive_sigkill() {
     let owner = s.token("owner").await;
     for g in ["alpha", "beta", "gamma"] {
         let (st, _) = s
-            .call(Method::POST, "/v1/groups", Some(&owner), Some(json!({"id": g, "name": g.to_uppercase(), "settings": {"guests": {"can_send": false}}})))
+            .call(
+                Method::POST,
+                "/v1/groups",
+                Some(&owner),
+                Some(json!({"id": g, "name": g.to_uppercase(), "settings": {"guests": {"can_send": false}}})),
+            )
             .await;
         assert_eq!(st, 201);
         for m in ["m1", "m2"] {
             let body = json!({"permissions": {"can_publish": false}, "media": {"max_resolution": "hd"}});
-            let (st, _) = s.call(Method::PUT, &format!("/v1/groups/{g}/members/{m}"), Some(&owner), Some(body)).await;
+            let (st, _) = s
+                .call(
+                    Method::PUT,
+                    &format!("/v1/groups/{g}/members/{m}"),
+                    Some(&owner),
+                    Some(body),
+                )
+                .await;
             assert_eq!(st, 201);
         }
     }
@@ -26,7 +38,14 @@ async fn groups_members_and_a_thousand_messages_survive_sigkill() {
         .map(|i| {
             let (s, owner) = (&s, &owner);
             async move {
-                let (st, m) = s.call(Method::POST, "/v1/groups/alpha/messages", Some(owner), Some(json!({"text": format!("msg {i}")}))).await;
+                let (st, m) = s
+                    .call(
+                        Method::POST,
+                        "/v1/groups/alpha/messages",
+                        Some(owner),
+                        Some(json!({"text": format!("msg {i}")})),
+                    )
+                    .await;
                 assert_eq!(st, 201, "{m}");
                 m
             }
@@ -40,7 +59,12 @@ async fn groups_members_and_a_thousand_messages_survive_sigkill() {
     let owner = s.token("owner").await;
     let (st, groups) = s.call(Method::GET, "/v1/groups", Some(&owner), None).await;
     assert_eq!(st, 200);
-    let ids: Vec<_> = groups["groups"].as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<_> = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids, ["alpha", "beta", "gamma"]);
     assert_eq!(groups["groups"][0]["settings"]["guests"]["can_send"], false);
     let (st, members) = s.call(Method::GET, "/v1/groups/beta/members", Some(&owner), None).await;
@@ -48,7 +72,10 @@ async fn groups_members_and_a_thousand_messages_survive_sigkill() {
     let members = members["members"].as_array().unwrap();
     assert_eq!(members.len(), 3, "owner, m1, m2");
     let m1 = members.iter().find(|m| m["user"] == "m1").unwrap();
-    assert_eq!((&m1["permissions"]["can_publish"], &m1["media"]["max_resolution"]), (&json!(false), &json!("hd")));
+    assert_eq!(
+        (&m1["permissions"]["can_publish"], &m1["media"]["max_resolution"]),
+        (&json!(false), &json!("hd"))
+    );
 
     // Page through the history 300 at a time: every message once, ids increasing.
     let mut got = Vec::new();
@@ -77,7 +104,14 @@ async fn groups_members_and_a_thousand_messages_survive_sigkill() {
     want.sort();
     assert_eq!(texts, want);
     // A new message after restart gets a fresh id, greater than every old one.
-    let (st, m) = s.call(Method::POST, "/v1/groups/alpha/messages", Some(&owner), Some(json!({"text": "after"}))).await;
+    let (st, m) = s
+        .call(
+            Method::POST,
+            "/v1/groups/alpha/messages",
+            Some(&owner),
+            Some(json!({"text": "after"})),
+        )
+        .await;
     assert_eq!(st, 201);
     assert!(m["id"].as_str().unwrap().parse::<u64>().unwrap() > *ids.last().unwrap());
 }
@@ -86,7 +120,14 @@ async fn groups_members_and_a_thousand_messages_survive_sigkill() {
 async fn sigterm_shuts_down_cleanly_and_data_reopens() {
     let mut s = Server::start().await;
     let owner = s.token("owner").await;
-    let (st, _) = s.call(Method::POST, "/v1/groups", Some(&owner), Some(json!({"id": "g", "name": "G"}))).await;
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&owner),
+            Some(json!({"id": "g", "name": "G"})),
+        )
+        .await;
     assert_eq!(st, 201);
     let status = s.stop_with(libc::SIGTERM).expect("server was running");
     assert!(status.success(), "graceful exit, got {status:?}; log:\n{}", s.log());
