@@ -2,7 +2,7 @@
 //! variables, then command-line flags, each overriding the one before. Unknown keys are errors,
 //! and everything is validated once at start with a message that names the key.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -35,7 +35,60 @@ pub struct Config {
     pub api_secret: Option<String>,
     pub log: LogConfig,
     pub limits: Limits,
+    pub rtc: RtcConfig,
     pub testing: Testing,
+}
+
+/// WebRTC media settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtcConfig {
+    /// Addresses WebRTC gathers and advertises ICE candidates on (a list, or one
+    /// comma-separated string as in `FANFARE_RTC_IPS`).
+    #[serde(deserialize_with = "ip_list")]
+    pub ips: Vec<IpAddr>,
+    /// Lowest UDP port for peer connections (set with `port_max`; unset: the OS picks).
+    pub port_min: Option<u16>,
+    /// Highest UDP port for peer connections.
+    pub port_max: Option<u16>,
+    /// Threads of the media runtime.
+    pub threads: usize,
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        RtcConfig {
+            ips: vec![IpAddr::from([127, 0, 0, 1])],
+            port_min: None,
+            port_max: None,
+            threads: 2,
+        }
+    }
+}
+
+/// Reads `["a", "b"]` or `"a,b"` as a list of IP addresses.
+fn ip_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match Raw::deserialize(d)? {
+        Raw::One(s) => s
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        Raw::Many(v) => v,
+    };
+    items
+        .iter()
+        .map(|s| {
+            s.parse::<IpAddr>()
+                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an IP address")))
+        })
+        .collect()
 }
 
 /// Logging.
@@ -86,6 +139,7 @@ impl Default for Config {
             api_secret: None,
             log: LogConfig::default(),
             limits: Limits::default(),
+            rtc: RtcConfig::default(),
             testing: Testing::default(),
         }
     }
@@ -128,6 +182,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("API_SECRET", "api_secret"),
     ("LOG", "log.level"),
     ("LOG_FORMAT", "log.format"),
+    ("RTC_IPS", "rtc.ips"),
 ];
 
 impl Config {
@@ -221,7 +276,45 @@ impl Config {
                 });
             }
         }
+        let rtc = &self.rtc;
+        if rtc.ips.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "rtc.ips",
+                message: "list at least one address".into(),
+            });
+        }
+        if rtc.ips.iter().any(|ip| ip.is_unspecified()) {
+            return Err(ConfigError::Invalid {
+                key: "rtc.ips",
+                message: "use concrete addresses (0.0.0.0 and :: skip loopback and advertise nothing useful)".into(),
+            });
+        }
+        match (rtc.port_min, rtc.port_max) {
+            (None, None) => {}
+            (Some(lo), Some(hi)) if lo > 0 && lo <= hi => {}
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "rtc.port_min",
+                    message: "set rtc.port_min and rtc.port_max together, 1 <= port_min <= port_max".into(),
+                })
+            }
+        }
+        if rtc.threads == 0 || rtc.threads > 64 {
+            return Err(ConfigError::Invalid {
+                key: "rtc.threads",
+                message: "must be between 1 and 64".into(),
+            });
+        }
         check_writable_dir(&self.data_dir)
+    }
+
+    /// The media plane's settings.
+    pub fn media(&self) -> engine::media::MediaConfig {
+        engine::media::MediaConfig {
+            ips: self.rtc.ips.clone(),
+            ports: self.rtc.port_min.zip(self.rtc.port_max),
+            threads: self.rtc.threads,
+        }
     }
 }
 
@@ -279,6 +372,22 @@ mod tests {
         assert!(e.contains("api_key"), "{e}");
         let e = load_str("[log]\nformat = \"xml\"").unwrap_err().to_string();
         assert!(e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn rtc_ips_take_a_list_or_a_comma_string() {
+        assert_eq!(
+            load_str("[rtc]\nips = [\"127.0.0.1\", \"::1\"]").unwrap().rtc.ips.len(),
+            2
+        );
+        assert_eq!(
+            load_str("[rtc]\nips = \"127.0.0.1, 127.0.0.2\"").unwrap().rtc.ips.len(),
+            2
+        );
+        let e = load_str("[rtc]\nips = \"nope\"").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        let e = load_str("[rtc]\nport_min = 5000").unwrap_err().to_string();
+        assert!(e.contains("rtc.port_min"), "{e}");
     }
 
     #[test]

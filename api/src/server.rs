@@ -35,6 +35,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (s, m) = (store.clone(), metrics.clone());
     let registry = Registry::start_in_arbiter(&actors.handle(), move |_| Registry::new(s, m));
 
+    let media = engine::media::Media::start(config.media())?;
     let listen = config.listen_addr()?;
     let state = AppState {
         store: store.clone(),
@@ -43,6 +44,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics,
         prometheus,
         config: Arc::new(config.clone()),
+        media,
+        sessions: Default::default(),
     };
     let assets = config.assets_dir.clone();
     let server = HttpServer::new(move || {

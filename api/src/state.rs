@@ -3,8 +3,10 @@
 use std::sync::Arc;
 
 use actix::Addr;
+use engine::media::Media;
 use engine::metrics::EngineMetrics;
 use engine::registry::Registry;
+use engine::session::Sessions;
 use engine::store::Store;
 
 use crate::config::Config;
@@ -19,4 +21,8 @@ pub struct AppState {
     pub metrics: EngineMetrics,
     pub prometheus: prometheus::Registry,
     pub config: Arc<Config>,
+    /// The WebRTC media plane.
+    pub media: Media,
+    /// Live WHIP/WHEP sessions.
+    pub sessions: Sessions,
 }

@@ -42,6 +42,12 @@ pub enum EngineError {
     Corrupt { key: String, reason: String },
     #[error("the {0} actor is not running")]
     ActorGone(&'static str),
+    #[error("invalid SDP: {0}")]
+    InvalidSdp(String),
+    #[error("media engine failure: {0}")]
+    Media(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl EngineError {
@@ -49,7 +55,11 @@ impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             EngineError::InvalidId { .. } | EngineError::Invalid(_) => ErrorKind::InvalidArgument,
-            EngineError::GroupNotFound(_) | EngineError::MemberNotFound { .. } => ErrorKind::NotFound,
+            EngineError::GroupNotFound(_) | EngineError::MemberNotFound { .. } | EngineError::NotFound(_) => {
+                ErrorKind::NotFound
+            }
+            EngineError::InvalidSdp(_) => ErrorKind::InvalidArgument,
+            EngineError::Media(_) => ErrorKind::Internal,
             EngineError::GroupExists(_) => ErrorKind::Conflict,
             EngineError::Forbidden(_) => ErrorKind::PermissionDenied,
             EngineError::Storage(_) => ErrorKind::Unavailable,
@@ -68,7 +78,9 @@ impl EngineError {
             EngineError::Forbidden(_) => "forbidden",
             EngineError::Storage(_) => "storage_unavailable",
             EngineError::Corrupt { .. } => "corrupt_record",
-            EngineError::ActorGone(_) => "internal",
+            EngineError::ActorGone(_) | EngineError::Media(_) => "internal",
+            EngineError::InvalidSdp(_) => "invalid_sdp",
+            EngineError::NotFound(_) => "not_found",
         }
     }
 }

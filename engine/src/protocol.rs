@@ -93,6 +93,24 @@ pub enum ServerMessage {
     ParticipantLeft { group: GroupId, user: UserId },
     /// The room was restarted after an internal fault; state was reloaded from storage.
     RoomRestarted { group: GroupId },
+    /// A participant published a track in a joined group (sent with `can_list`).
+    TrackPublished {
+        group: GroupId,
+        participant: UserId,
+        track: TrackView,
+    },
+    /// A track left the group's call (sent with `can_list`).
+    TrackUnpublished {
+        group: GroupId,
+        participant: UserId,
+        track: String,
+    },
+    /// A moderator muted a track for everyone (sent with `can_list`).
+    TrackMuted {
+        group: GroupId,
+        participant: UserId,
+        track: String,
+    },
     /// Reply to `ping`.
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,5 +132,35 @@ impl ServerMessage {
         serde_json::to_string(self)
             .unwrap_or_else(|_| String::from("{}"))
             .into()
+    }
+}
+
+/// A published track as clients see it (in `GET .../call` and `track_published`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrackView {
+    pub id: String,
+    pub kind: crate::track::MediaKind,
+    pub source: crate::track::Source,
+    pub muted: bool,
+    /// Simulcast layers by RID (empty: one layer).
+    pub layers: Vec<String>,
+    /// Extension: the codec's MIME type, e.g. `video/H264`.
+    pub codec: String,
+    /// Extension: current subscriber legs.
+    pub subscribers: usize,
+}
+
+impl TrackView {
+    /// The view of a live track.
+    pub fn of(track: &crate::track::Fanout) -> TrackView {
+        TrackView {
+            id: track.info.id.clone(),
+            kind: track.info.kind,
+            source: track.info.source,
+            muted: track.muted(),
+            layers: Vec::new(),
+            codec: track.info.codec.mime_type.clone(),
+            subscribers: track.subscribers(),
+        }
     }
 }

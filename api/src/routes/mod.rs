@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per resource.
 
+pub mod call;
 pub mod debug;
 pub mod groups;
 pub mod members;
@@ -7,6 +8,8 @@ pub mod messages;
 pub mod ops;
 pub mod rtc;
 pub mod tokens;
+pub mod whep;
+pub mod whip;
 
 use actix_web::web;
 use engine::ids::{GroupId, UserId};
@@ -43,6 +46,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .get(messages::list)
                         .post(messages::send),
                 )
+                .route("/groups/{gid}/call", web::get().to(call::get))
+                .route("/groups/{gid}/call/participants/{uid}/mute", web::post().to(call::mute))
+                .route("/groups/{gid}/call/participants/{uid}", web::delete().to(call::remove))
+                .route("/groups/{gid}/whep", web::post().to(whep::play))
+                .route("/whip", web::post().to(whip::publish))
+                .service(
+                    web::resource("/sessions/{sid}")
+                        .patch(whip::trickle)
+                        .delete(whip::delete),
+                )
+                .route("/sessions/{sid}/groups", web::put().to(whip::set_groups))
                 .route("/rtc", web::get().to(rtc::connect))
                 .route("/debug/groups/{gid}/room/crash", web::post().to(debug::crash_room)),
         );

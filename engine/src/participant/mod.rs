@@ -6,7 +6,6 @@ pub mod messages;
 mod rate;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,8 +29,6 @@ const REQUESTS_PER_SECOND: f64 = 50.0;
 /// Requests a connection may make in a burst.
 const REQUEST_BURST: f64 = 200.0;
 
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
-
 /// One realtime connection.
 pub struct Participant {
     id: ConnId,
@@ -54,7 +51,7 @@ impl Participant {
         metrics: EngineMetrics,
     ) -> Participant {
         Participant {
-            id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+            id: crate::next_id(),
             principal: Arc::new(principal),
             outbox,
             registry,

@@ -52,3 +52,19 @@ pub struct GroupDeleted {
 pub struct CrashRoom {
     pub group: GroupId,
 }
+
+/// The room of `group` (started if needed), held on behalf of `holder` (a session id) until a
+/// matching [`LeaveRoom`].
+#[derive(Message)]
+#[rtype(result = "actix::Addr<crate::room::Room>")]
+pub struct RoomFor {
+    pub group: GroupId,
+    pub holder: u64,
+}
+
+/// The room of `group` if it is active (nothing is started).
+#[derive(Message)]
+#[rtype(result = "Option<actix::Addr<crate::room::Room>>")]
+pub struct FindRoom {
+    pub group: GroupId,
+}

@@ -20,10 +20,11 @@ use crate::perms::Perms;
 use crate::room::messages::{Broadcast, Close, ConnId, Crash, Join, Leave, Refresh};
 use crate::room::Room;
 use crate::store::Store;
-pub use messages::{CrashRoom, Deliver, GroupChanged, GroupDeleted, JoinRoom, LeaveRoom};
+pub use messages::{CrashRoom, Deliver, FindRoom, GroupChanged, GroupDeleted, JoinRoom, LeaveRoom, RoomFor};
 
 struct RoomEntry {
     addr: Addr<Room>,
+    /// Connections and sessions holding the room; it is dropped when none is left.
     conns: HashSet<ConnId>,
 }
 
@@ -95,6 +96,24 @@ impl Handler<JoinRoom> for Registry {
                 res
             }),
         )
+    }
+}
+
+impl Handler<RoomFor> for Registry {
+    type Result = actix::MessageResult<RoomFor>;
+
+    fn handle(&mut self, msg: RoomFor, _ctx: &mut Context<Self>) -> Self::Result {
+        let entry = self.room(&msg.group, &actix::Arbiter::current());
+        entry.conns.insert(msg.holder);
+        actix::MessageResult(entry.addr.clone())
+    }
+}
+
+impl Handler<FindRoom> for Registry {
+    type Result = Option<Addr<Room>>;
+
+    fn handle(&mut self, msg: FindRoom, _ctx: &mut Context<Self>) -> Self::Result {
+        self.rooms.get(&msg.group).map(|e| e.addr.clone())
     }
 }
 

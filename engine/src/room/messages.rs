@@ -64,3 +64,78 @@ pub struct Crash;
 pub struct Removed {
     pub group: GroupId,
 }
+
+/// Publish a track into this group's call. Replies `Forbidden` without `can_publish`.
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct PublishTrack {
+    /// The publishing session.
+    pub session: u64,
+    pub principal: Arc<Principal>,
+    pub track: Arc<crate::track::Fanout>,
+    /// Where the room tells the session it may no longer publish here.
+    pub revoke: Recipient<Revoked>,
+}
+
+/// Remove every track a session published here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnpublishSession {
+    pub session: u64,
+}
+
+/// Watch a publisher's tracks (the given participant, or the group's first publisher).
+/// Replies with who is watched and their tracks, `Forbidden` without `can_subscribe`,
+/// `NotFound` when nobody (or not that participant) publishes.
+#[derive(Message)]
+#[rtype(result = "Result<(crate::ids::UserId, Vec<Arc<crate::track::Fanout>>), EngineError>")]
+pub struct Subscribe {
+    pub session: u64,
+    pub principal: Arc<Principal>,
+    pub participant: Option<crate::ids::UserId>,
+    /// Where the room tells the viewing session to stop.
+    pub stop: Recipient<StopSession>,
+}
+
+/// A viewing session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub session: u64,
+}
+
+/// Who is in the call and what they publish.
+#[derive(Message)]
+#[rtype(result = "crate::room::call::CallView")]
+pub struct GetCall;
+
+/// Mute a participant's tracks (all, or those of one source) for everyone. Replies with how
+/// many tracks were muted.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct MuteParticipant {
+    pub user: crate::ids::UserId,
+    pub source: Option<crate::track::Source>,
+}
+
+/// Take a participant out of the call: their publishing loses this group, their viewing
+/// sessions here stop. Replies whether they were in the call.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct RemoveParticipant {
+    pub user: crate::ids::UserId,
+}
+
+/// Sent to a publishing session: it may no longer publish into `group`.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Revoked {
+    pub group: GroupId,
+}
+
+/// Sent to a session: end now.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct StopSession {
+    pub reason: &'static str,
+}

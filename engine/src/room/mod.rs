@@ -3,6 +3,7 @@
 //! under a panic guard: a panic stops the actor, its `Supervisor` restarts it, and the restarted
 //! room reloads permissions from storage and tells its members.
 
+pub mod call;
 pub mod messages;
 mod state;
 
@@ -29,6 +30,7 @@ pub struct Room {
     store: Arc<dyn Store>,
     metrics: EngineMetrics,
     state: RoomState,
+    call: call::CallState,
 }
 
 impl Room {
@@ -39,6 +41,7 @@ impl Room {
             store,
             metrics,
             state: RoomState::default(),
+            call: call::CallState::default(),
         }
     }
 
@@ -148,9 +151,11 @@ impl Room {
                 );
             }
         }
+        self.refresh_call(&group);
     }
 
     fn close_all(&mut self, reason: LeaveReason) {
+        self.end_call();
         let ids: Vec<u64> = self.state.conns.keys().copied().collect();
         for id in ids {
             self.evict(id, reason);

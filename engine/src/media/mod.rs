@@ -1,0 +1,118 @@
+//! The WebRTC media plane's base: a dedicated multi-thread tokio runtime for the `webrtc`
+//! crate (whose drivers spawn with `tokio::spawn`, which on an actix worker would land on a
+//! single-thread runtime), the ICE address settings, and peer-connection construction.
+
+mod peer;
+mod rtcp_forward;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+pub use peer::{check_offer, Peer, PeerState, MAX_SDP_BYTES};
+
+use crate::error::EngineError;
+
+/// Where WebRTC binds and what it advertises.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Addresses ICE gathers on and advertises, one UDP socket each per peer connection.
+    pub ips: Vec<IpAddr>,
+    /// Inclusive UDP port range for peer connections; `None` lets the OS pick.
+    pub ports: Option<(u16, u16)>,
+    /// Worker threads of the media runtime.
+    pub threads: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            ips: vec![IpAddr::from([127, 0, 0, 1])],
+            ports: None,
+            threads: 2,
+        }
+    }
+}
+
+static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+/// Handle to the media plane, cheap to clone.
+#[derive(Clone)]
+pub struct Media {
+    config: Arc<MediaConfig>,
+    handle: tokio::runtime::Handle,
+    next_port: Arc<AtomicU32>,
+}
+
+impl Media {
+    /// Starts the media runtime (once per process) with `config`.
+    pub fn start(config: MediaConfig) -> Result<Media, EngineError> {
+        if config.ips.is_empty() {
+            return Err(EngineError::Invalid("rtc.ips must list at least one address".into()));
+        }
+        let threads = config.threads.max(1);
+        let rt = match RUNTIME.get() {
+            Some(rt) => rt,
+            None => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("media")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| EngineError::Media(format!("cannot start the media runtime: {e}")))?;
+                RUNTIME.get_or_init(|| rt)
+            }
+        };
+        Ok(Media {
+            config: Arc::new(config),
+            handle: rt.handle().clone(),
+            next_port: Arc::new(AtomicU32::new(0)),
+        })
+    }
+
+    /// Runs `fut` on the media runtime and waits for it from any executor.
+    pub async fn run<F, T>(&self, fut: F) -> Result<T, EngineError>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle
+            .spawn(fut)
+            .await
+            .map_err(|e| EngineError::Media(format!("media task failed: {e}")))
+    }
+
+    /// Spawns `fut` on the media runtime.
+    pub fn spawn<F>(&self, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.handle.spawn(fut);
+    }
+
+    /// The addresses a new peer connection binds: one per configured IP, on the next port of
+    /// the range (or an OS-chosen one).
+    fn bind_addrs(&self) -> Vec<String> {
+        let port = match self.config.ports {
+            None => 0,
+            Some((lo, hi)) => {
+                let span = u32::from(hi - lo) + 1;
+                lo + (self.next_port.fetch_add(1, Ordering::Relaxed) % span) as u16
+            }
+        };
+        self.config
+            .ips
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, port).to_string())
+            .collect()
+    }
+
+    /// How many bind attempts a port range allows before giving up.
+    fn bind_attempts(&self) -> usize {
+        match self.config.ports {
+            None => 1,
+            Some((lo, hi)) => (usize::from(hi - lo) + 1).min(64),
+        }
+    }
+}

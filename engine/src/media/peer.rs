@@ -1,0 +1,166 @@
+//! One server-side peer connection: built with Fanfare's settings (bound to the configured
+//! addresses, mDNS off, no ICE servers, keyframe requests surfaced), answering a client's offer
+//! without trickle (the answer carries all candidates).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Slot;
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder,
+};
+use webrtc::runtime::TokioRuntime;
+
+use super::rtcp_forward::RtcpForward;
+use super::Media;
+use crate::error::EngineError;
+
+/// A peer connection's state as the rest of the engine sees it.
+pub type PeerState = RTCPeerConnectionState;
+
+/// Largest SDP accepted, in bytes.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+/// How long ICE gathering may take before the answer is sent anyway.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct Events {
+    state: watch::Sender<PeerState>,
+    gathered: watch::Sender<bool>,
+    tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
+        if s == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
+        let _ = self.state.send(s);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        // Runs on the connection's driver: hand the track off and return.
+        let _ = self.tracks.send(track);
+    }
+}
+
+/// A server-side peer connection and its event streams.
+pub struct Peer {
+    pub pc: Arc<dyn PeerConnection>,
+    /// The connection state; `Connected` once DTLS is up (RTP written before that is lost).
+    pub state: watch::Receiver<PeerState>,
+    gathered: watch::Receiver<bool>,
+    tracks: Option<mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>>,
+}
+
+impl Peer {
+    /// Builds a peer connection. Must run on the media runtime (see [`Media::run`]).
+    pub async fn new(media: &Media) -> Result<Peer, EngineError> {
+        let mut last_error = String::new();
+        for _ in 0..media.bind_attempts() {
+            let mut engine = MediaEngine::default();
+            engine
+                .register_default_codecs()
+                .map_err(|e| EngineError::Media(e.to_string()))?;
+            let registry = register_default_interceptors(Registry::new(), &mut engine)
+                .map_err(|e| EngineError::Media(e.to_string()))?
+                .with(Slot::from(14_000), RtcpForward::default());
+            let settings = SettingEngineBuilder::new()
+                .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                .build();
+            let (state_tx, state) = watch::channel(PeerState::New);
+            let (gathered_tx, gathered) = watch::channel(false);
+            let (tracks_tx, tracks) = mpsc::unbounded_channel();
+            let events = Arc::new(Events {
+                state: state_tx,
+                gathered: gathered_tx,
+                tracks: tracks_tx,
+            });
+            let built = PeerConnectionBuilder::new()
+                .with_configuration(RTCConfigurationBuilder::new().build())
+                .with_media_engine(engine)
+                .with_setting_engine(settings)
+                .with_interceptor_registry(registry)
+                .with_runtime(Arc::new(TokioRuntime))
+                .with_handler(events)
+                .with_udp_addrs(media.bind_addrs())
+                .build()
+                .await;
+            match built {
+                Ok(pc) => {
+                    return Ok(Peer {
+                        pc: Arc::new(pc),
+                        state,
+                        gathered,
+                        tracks: Some(tracks),
+                    })
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        Err(EngineError::Media(format!(
+            "cannot open a peer connection: {last_error}"
+        )))
+    }
+
+    /// Answers `offer` (non-trickle) and returns the answer SDP with every candidate.
+    pub async fn answer(&mut self, offer: String) -> Result<String, EngineError> {
+        let offer = RTCSessionDescription::offer(offer).map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .await
+            .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(|e| EngineError::Media(e.to_string()))?;
+        // Gathering on fixed host addresses takes about a millisecond; the timeout only guards.
+        let _ = tokio::time::timeout(GATHER_TIMEOUT, self.gathered.wait_for(|g| *g)).await;
+        let local = self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| EngineError::Media("no local description".into()))?;
+        Ok(local.sdp)
+    }
+
+    /// The stream of tracks the client sends (taken once).
+    pub fn take_tracks(&mut self) -> Option<mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>> {
+        self.tracks.take()
+    }
+}
+
+/// Checks the shape of an SDP offer before it reaches the WebRTC stack.
+pub fn check_offer(sdp: &str) -> Result<(), EngineError> {
+    if sdp.len() > MAX_SDP_BYTES {
+        return Err(EngineError::InvalidSdp(format!(
+            "the offer is larger than {MAX_SDP_BYTES} bytes"
+        )));
+    }
+    if !sdp.trim_start().starts_with("v=0") {
+        return Err(EngineError::InvalidSdp("an SDP offer starts with v=0".into()));
+    }
+    if !sdp
+        .lines()
+        .any(|l| l.starts_with("m=audio") || l.starts_with("m=video"))
+    {
+        return Err(EngineError::InvalidSdp(
+            "the offer has no audio or video section".into(),
+        ));
+    }
+    Ok(())
+}

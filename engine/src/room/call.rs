@@ -1,0 +1,327 @@
+//! The call side of a room: who publishes which tracks here, who watches whom, and the rules
+//! that apply live (`can_publish`, `can_subscribe`, moderation).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::{Context, Handler, MessageResult, Recipient};
+use serde::Serialize;
+
+use super::messages::{
+    GetCall, MuteParticipant, PublishTrack, RemoveParticipant, Revoked, StopSession, Subscribe, UnpublishSession,
+    Unsubscribe,
+};
+use super::Room;
+use crate::error::EngineError;
+use crate::ids::UserId;
+use crate::model::Group;
+use crate::perms::{Perms, Principal};
+use crate::protocol::{ServerMessage, TrackView};
+use crate::track::Fanout;
+
+/// One published track in this room.
+pub struct Publication {
+    pub session: u64,
+    pub principal: Arc<Principal>,
+    pub track: Arc<Fanout>,
+    pub revoke: Recipient<Revoked>,
+}
+
+/// One viewing session in this room.
+pub struct Viewing {
+    pub principal: Arc<Principal>,
+    pub watching: UserId,
+    pub stop: Recipient<StopSession>,
+}
+
+/// The call's live state.
+#[derive(Default)]
+pub struct CallState {
+    /// In publishing order: the first publisher is the group's default program.
+    pub publications: Vec<Publication>,
+    pub viewers: HashMap<u64, Viewing>,
+}
+
+/// `GET /v1/groups/{gid}/call`.
+#[derive(Debug, Serialize)]
+pub struct CallView {
+    pub participants: Vec<ParticipantView>,
+}
+
+/// A participant of the call.
+#[derive(Debug, Serialize)]
+pub struct ParticipantView {
+    pub user: UserId,
+    pub name: Option<String>,
+    pub tracks: Vec<TrackView>,
+}
+
+impl CallState {
+    fn publishes(&self, user: &UserId) -> bool {
+        self.publications.iter().any(|p| &p.principal.user == user)
+    }
+}
+
+impl Room {
+    fn perms_of(&self, group: &Group, who: &Principal) -> Option<Perms> {
+        let member = self.store.member(&self.group, &who.user).ok().flatten();
+        group.effective(who, member.as_ref())
+    }
+
+    /// Removes publications matching `pred`, telling `can_list` connections, and stops the
+    /// viewers of publishers who no longer publish anything here.
+    pub(super) fn unpublish_where(&mut self, pred: impl Fn(&Publication) -> bool) -> Vec<Publication> {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.call.publications)
+            .into_iter()
+            .partition(|p| pred(p));
+        self.call.publications = kept;
+        for p in &gone {
+            let ev = ServerMessage::TrackUnpublished {
+                group: self.group.clone(),
+                participant: p.principal.user.clone(),
+                track: p.track.info.id.clone(),
+            };
+            self.broadcast(&ev, |perms| perms.can_list, None);
+        }
+        let orphaned: Vec<u64> = self
+            .call
+            .viewers
+            .iter()
+            .filter(|(_, v)| !self.call.publishes(&v.watching))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphaned {
+            if let Some(v) = self.call.viewers.remove(&id) {
+                v.stop.do_send(StopSession {
+                    reason: "the publisher left this group's call",
+                });
+            }
+        }
+        gone
+    }
+
+    /// Applies permission changes to the call: publishers without `can_publish` lose this
+    /// group, viewers without `can_subscribe` are stopped.
+    pub(super) fn refresh_call(&mut self, group: &Group) {
+        let revoked: Vec<u64> = self
+            .call
+            .publications
+            .iter()
+            .filter(|p| {
+                !self
+                    .perms_of(group, &p.principal)
+                    .is_some_and(|perms| perms.can_publish)
+            })
+            .map(|p| p.session)
+            .collect();
+        if !revoked.is_empty() {
+            for p in self.unpublish_where(|p| revoked.contains(&p.session)) {
+                p.revoke.do_send(Revoked {
+                    group: self.group.clone(),
+                });
+            }
+        }
+        let stopped: Vec<u64> = self
+            .call
+            .viewers
+            .iter()
+            .filter(|(_, v)| {
+                !self
+                    .perms_of(group, &v.principal)
+                    .is_some_and(|perms| perms.can_subscribe)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stopped {
+            if let Some(v) = self.call.viewers.remove(&id) {
+                v.stop.do_send(StopSession {
+                    reason: "can_subscribe was revoked",
+                });
+            }
+        }
+    }
+
+    /// Ends every session in the call (the group is gone).
+    pub(super) fn end_call(&mut self) {
+        for p in self.unpublish_where(|_| true) {
+            p.revoke.do_send(Revoked {
+                group: self.group.clone(),
+            });
+        }
+        for (_, v) in self.call.viewers.drain() {
+            v.stop.do_send(StopSession {
+                reason: "the group was deleted",
+            });
+        }
+    }
+
+    fn require(&self, who: &Principal, want: impl Fn(&Perms) -> bool, name: &str) -> Result<(), EngineError> {
+        let group = self
+            .store
+            .group(&self.group)?
+            .ok_or_else(|| EngineError::GroupNotFound(self.group.to_string()))?;
+        match self.perms_of(&group, who) {
+            Some(p) if want(&p) => Ok(()),
+            _ => Err(EngineError::Forbidden(format!(
+                "{name} is required in group {}",
+                self.group
+            ))),
+        }
+    }
+}
+
+impl Handler<PublishTrack> for Room {
+    type Result = Result<(), EngineError>;
+
+    fn handle(&mut self, msg: PublishTrack, ctx: &mut Context<Self>) -> Self::Result {
+        self.guarded(ctx, |room| {
+            room.require(&msg.principal, |p| p.can_publish, "can_publish")?;
+            let ev = ServerMessage::TrackPublished {
+                group: room.group.clone(),
+                participant: msg.principal.user.clone(),
+                track: TrackView::of(&msg.track),
+            };
+            room.call.publications.push(Publication {
+                session: msg.session,
+                principal: msg.principal,
+                track: msg.track,
+                revoke: msg.revoke,
+            });
+            room.broadcast(&ev, |p| p.can_list, None);
+            Ok(())
+        })
+        .unwrap_or(Err(EngineError::ActorGone("room")))
+    }
+}
+
+impl Handler<UnpublishSession> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnpublishSession, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |room| {
+            room.unpublish_where(|p| p.session == msg.session);
+        });
+    }
+}
+
+impl Handler<Subscribe> for Room {
+    type Result = Result<(UserId, Vec<Arc<Fanout>>), EngineError>;
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
+        self.guarded(ctx, |room| {
+            room.require(&msg.principal, |p| p.can_subscribe, "can_subscribe")?;
+            let user = match msg.participant {
+                Some(u) => u,
+                None => room
+                    .call
+                    .publications
+                    .first()
+                    .map(|p| p.principal.user.clone())
+                    .ok_or_else(|| EngineError::NotFound(format!("nobody is publishing in group {}", room.group)))?,
+            };
+            let tracks: Vec<Arc<Fanout>> = room
+                .call
+                .publications
+                .iter()
+                .filter(|p| p.principal.user == user)
+                .map(|p| p.track.clone())
+                .collect();
+            if tracks.is_empty() {
+                return Err(EngineError::NotFound(format!(
+                    "{user} is not publishing in group {}",
+                    room.group
+                )));
+            }
+            room.call.viewers.insert(
+                msg.session,
+                Viewing {
+                    principal: msg.principal,
+                    watching: user.clone(),
+                    stop: msg.stop,
+                },
+            );
+            Ok((user, tracks))
+        })
+        .unwrap_or(Err(EngineError::ActorGone("room")))
+    }
+}
+
+impl Handler<Unsubscribe> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Context<Self>) {
+        self.call.viewers.remove(&msg.session);
+    }
+}
+
+impl Handler<GetCall> for Room {
+    type Result = MessageResult<GetCall>;
+
+    fn handle(&mut self, _msg: GetCall, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut participants: Vec<ParticipantView> = Vec::new();
+        for p in &self.call.publications {
+            let view = TrackView::of(&p.track);
+            match participants.iter_mut().find(|v| v.user == p.principal.user) {
+                Some(v) => v.tracks.push(view),
+                None => participants.push(ParticipantView {
+                    user: p.principal.user.clone(),
+                    name: p.principal.name.clone(),
+                    tracks: vec![view],
+                }),
+            }
+        }
+        MessageResult(CallView { participants })
+    }
+}
+
+impl Handler<MuteParticipant> for Room {
+    type Result = usize;
+
+    fn handle(&mut self, msg: MuteParticipant, _ctx: &mut Context<Self>) -> usize {
+        let mut n = 0;
+        for p in self.call.publications.iter().filter(|p| p.principal.user == msg.user) {
+            if msg.source.is_none_or(|s| s == p.track.info.source) {
+                p.track.set_muted(true);
+                n += 1;
+                let ev = ServerMessage::TrackMuted {
+                    group: self.group.clone(),
+                    participant: msg.user.clone(),
+                    track: p.track.info.id.clone(),
+                };
+                self.broadcast(&ev, |perms| perms.can_list, None);
+            }
+        }
+        n
+    }
+}
+
+impl Handler<RemoveParticipant> for Room {
+    type Result = bool;
+
+    fn handle(&mut self, msg: RemoveParticipant, ctx: &mut Context<Self>) -> bool {
+        self.guarded(ctx, |room| {
+            let gone = room.unpublish_where(|p| p.principal.user == msg.user);
+            for p in &gone {
+                p.revoke.do_send(Revoked {
+                    group: room.group.clone(),
+                });
+            }
+            let viewing: Vec<u64> = room
+                .call
+                .viewers
+                .iter()
+                .filter(|(_, v)| v.principal.user == msg.user)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &viewing {
+                if let Some(v) = room.call.viewers.remove(id) {
+                    v.stop.do_send(StopSession {
+                        reason: "removed from the call by a moderator",
+                    });
+                }
+            }
+            !gone.is_empty() || !viewing.is_empty()
+        })
+        .unwrap_or(false)
+    }
+}

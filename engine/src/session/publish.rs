@@ -1,0 +1,360 @@
+//! The `Publisher` actor: one WHIP publish. It owns the peer connection, turns each incoming
+//! track into a [`Fanout`], and publishes every track into each group of its fan-out. Groups
+//! can change while live; a room that revokes `can_publish` takes its group away; the session
+//! ends when no group is left, when the client deletes it, or when the connection drops.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
+
+use super::{AddCandidates, Negotiate, SessionEntry, SessionKind, Sessions, SetGroups};
+use crate::error::EngineError;
+use crate::ids::GroupId;
+use crate::media::{Media, Peer, PeerState};
+use crate::perms::Principal;
+use crate::registry::{LeaveRoom, Registry, RoomFor};
+use crate::room::messages::{PublishTrack, Revoked, StopSession, UnpublishSession};
+use crate::room::Room;
+use crate::track::{Fanout, MediaKind, Source, TrackInfo};
+
+/// A track of this session arrived and is being read.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct TrackArrived(Arc<Fanout>);
+
+/// One WHIP publish.
+pub struct Publisher {
+    id: u64,
+    sid: String,
+    principal: Arc<Principal>,
+    /// The fan-out: each group and its room.
+    rooms: BTreeMap<GroupId, Option<Addr<Room>>>,
+    tracks: Vec<Arc<Fanout>>,
+    pc: Option<Arc<dyn PeerConnection>>,
+    media: Media,
+    registry: Addr<Registry>,
+    sessions: Sessions,
+}
+
+impl Publisher {
+    /// Starts a publish session for `principal` into `groups` and registers it as `sid`.
+    /// Send it [`Negotiate`] next.
+    pub fn launch(
+        sid: String,
+        principal: Principal,
+        groups: Vec<GroupId>,
+        media: Media,
+        registry: Addr<Registry>,
+        sessions: Sessions,
+    ) -> Addr<Publisher> {
+        let owner = principal.user.clone();
+        let addr = Publisher {
+            id: crate::next_id(),
+            sid: sid.clone(),
+            principal: Arc::new(principal),
+            rooms: groups.into_iter().map(|g| (g, None)).collect(),
+            tracks: Vec::new(),
+            pc: None,
+            media,
+            registry,
+            sessions: sessions.clone(),
+        }
+        .start();
+        sessions.insert(
+            sid,
+            SessionEntry {
+                owner,
+                kind: SessionKind::Publish(addr.clone()),
+            },
+        );
+        addr
+    }
+
+    /// Publishes `track` into `group`'s room; a refusal removes the group from the fan-out.
+    fn publish_into(&self, group: GroupId, room: Addr<Room>, track: Arc<Fanout>, ctx: &mut Context<Self>) {
+        let msg = PublishTrack {
+            session: self.id,
+            principal: self.principal.clone(),
+            track,
+            revoke: ctx.address().recipient(),
+        };
+        ctx.spawn(room.send(msg).into_actor(self).map(move |res, act, ctx| {
+            if !matches!(res, Ok(Ok(()))) {
+                act.drop_group(&group, ctx);
+            }
+        }));
+    }
+
+    fn drop_group(&mut self, group: &GroupId, ctx: &mut Context<Self>) {
+        if let Some(room) = self.rooms.remove(group) {
+            if let Some(room) = room {
+                room.do_send(UnpublishSession { session: self.id });
+            }
+            self.registry.do_send(LeaveRoom {
+                group: group.clone(),
+                conn: self.id,
+            });
+        }
+        if self.rooms.is_empty() {
+            ctx.stop();
+        }
+    }
+}
+
+/// Reads the client's tracks as they arrive: each becomes a fan-out, announced to the actor,
+/// with a reader task on the media runtime.
+async fn intake(
+    mut tracks: tokio::sync::mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    publisher: Addr<Publisher>,
+    principal: Arc<Principal>,
+) {
+    while let Some(remote) = tracks.recv().await {
+        let Some(ssrc) = remote.ssrcs().await.first().copied() else {
+            continue;
+        };
+        let kind = match remote.kind().await {
+            RtpCodecKind::Audio => MediaKind::Audio,
+            RtpCodecKind::Video => MediaKind::Video,
+            _ => continue,
+        };
+        let Some(codec) = remote.codec(ssrc).await else {
+            continue;
+        };
+        let (track_id, stream_id) = (remote.track_id().await, remote.stream_id().await);
+        let info = TrackInfo {
+            id: format!("TR_{}", crate::next_id()),
+            kind,
+            source: Source::guess(kind, &[&track_id, &stream_id]),
+            codec,
+            publisher: principal.user.clone(),
+        };
+        let fanout = Fanout::new(info, remote, ssrc);
+        publisher.do_send(TrackArrived(fanout.clone()));
+        tokio::spawn(fanout.run_reader());
+    }
+}
+
+/// Ends the session when its connection drops.
+async fn watch_state(mut state: tokio::sync::watch::Receiver<PeerState>, publisher: Addr<Publisher>) {
+    let ended = state
+        .wait_for(|s| matches!(s, PeerState::Disconnected | PeerState::Failed | PeerState::Closed))
+        .await
+        .is_ok();
+    if ended {
+        publisher.do_send(StopSession {
+            reason: "the connection dropped",
+        });
+    }
+}
+
+impl Actor for Publisher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Hold each group's room before anything else is handled.
+        let (registry, id) = (self.registry.clone(), self.id);
+        let groups: Vec<GroupId> = self.rooms.keys().cloned().collect();
+        let fut = async move {
+            let mut rooms = Vec::new();
+            for group in groups {
+                if let Ok(room) = registry
+                    .send(RoomFor {
+                        group: group.clone(),
+                        holder: id,
+                    })
+                    .await
+                {
+                    rooms.push((group, room));
+                }
+            }
+            rooms
+        };
+        ctx.wait(fut.into_actor(self).map(|rooms, act, _| {
+            for (group, room) in rooms {
+                act.rooms.insert(group, Some(room));
+            }
+        }));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.sessions.remove(&self.sid);
+        for (group, room) in std::mem::take(&mut self.rooms) {
+            if let Some(room) = room {
+                room.do_send(UnpublishSession { session: self.id });
+            }
+            self.registry.do_send(LeaveRoom { group, conn: self.id });
+        }
+        if let Some(pc) = self.pc.take() {
+            self.media.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+        tracing::info!(session = %self.sid, user = %self.principal.user, "publish session ended");
+    }
+}
+
+impl Handler<Negotiate> for Publisher {
+    type Result = ResponseActFuture<Self, Result<String, EngineError>>;
+
+    fn handle(&mut self, msg: Negotiate, ctx: &mut Context<Self>) -> Self::Result {
+        let (media, addr, principal) = (self.media.clone(), ctx.address(), self.principal.clone());
+        let runner = self.media.clone();
+        let fut = async move {
+            runner
+                .run(async move {
+                    let mut peer = Peer::new(&media).await?;
+                    let answer = match peer.answer(msg.offer).await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            let _ = peer.pc.close().await;
+                            return Err(e);
+                        }
+                    };
+                    if let Some(tracks) = peer.take_tracks() {
+                        tokio::spawn(intake(tracks, addr.clone(), principal));
+                    }
+                    tokio::spawn(watch_state(peer.state.clone(), addr));
+                    Ok((peer.pc.clone(), answer))
+                })
+                .await
+        };
+        Box::pin(fut.into_actor(self).map(|res, act, ctx| match res.and_then(|r| r) {
+            Ok((pc, answer)) => {
+                act.pc = Some(pc);
+                Ok(answer)
+            }
+            Err(e) => {
+                ctx.stop();
+                Err(e)
+            }
+        }))
+    }
+}
+
+impl Handler<TrackArrived> for Publisher {
+    type Result = ();
+
+    fn handle(&mut self, TrackArrived(track): TrackArrived, ctx: &mut Context<Self>) {
+        tracing::info!(session = %self.sid, track = %track.info.id, codec = %track.info.codec.mime_type, "track published");
+        self.tracks.push(track.clone());
+        let rooms: Vec<(GroupId, Addr<Room>)> = self
+            .rooms
+            .iter()
+            .filter_map(|(g, r)| r.clone().map(|r| (g.clone(), r)))
+            .collect();
+        for (group, room) in rooms {
+            self.publish_into(group, room, track.clone(), ctx);
+        }
+    }
+}
+
+impl Handler<SetGroups> for Publisher {
+    type Result = ResponseActFuture<Self, Result<Vec<GroupId>, EngineError>>;
+
+    fn handle(&mut self, msg: SetGroups, ctx: &mut Context<Self>) -> Self::Result {
+        let removed: Vec<GroupId> = self.rooms.keys().filter(|g| !msg.groups.contains(g)).cloned().collect();
+        for group in &removed {
+            if let Some(Some(room)) = self.rooms.remove(group) {
+                room.do_send(UnpublishSession { session: self.id });
+            }
+            self.registry.do_send(LeaveRoom {
+                group: group.clone(),
+                conn: self.id,
+            });
+        }
+        let added: Vec<GroupId> = msg
+            .groups
+            .iter()
+            .filter(|g| !self.rooms.contains_key(g))
+            .cloned()
+            .collect();
+        let (registry, id) = (self.registry.clone(), self.id);
+        let fut = async move {
+            let mut rooms = Vec::new();
+            for group in added {
+                let room = registry
+                    .send(RoomFor {
+                        group: group.clone(),
+                        holder: id,
+                    })
+                    .await;
+                rooms.push((group, room.map_err(|_| EngineError::ActorGone("registry"))?));
+            }
+            Ok::<_, EngineError>(rooms)
+        };
+        let _ = ctx;
+        Box::pin(fut.into_actor(self).map(|res, act, ctx| {
+            for (group, room) in res? {
+                act.rooms.insert(group.clone(), Some(room.clone()));
+                for track in act.tracks.clone() {
+                    act.publish_into(group.clone(), room.clone(), track, ctx);
+                }
+            }
+            if act.rooms.is_empty() {
+                ctx.stop();
+            }
+            Ok(act.rooms.keys().cloned().collect())
+        }))
+    }
+}
+
+impl Handler<Revoked> for Publisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: Revoked, ctx: &mut Context<Self>) {
+        tracing::info!(session = %self.sid, group = %msg.group, "publishing revoked in group");
+        // The room already removed the tracks; only let go of it.
+        if self.rooms.remove(&msg.group).is_some() {
+            self.registry.do_send(LeaveRoom {
+                group: msg.group,
+                conn: self.id,
+            });
+        }
+        if self.rooms.is_empty() {
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<StopSession> for Publisher {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopSession, ctx: &mut Context<Self>) {
+        tracing::info!(session = %self.sid, reason = msg.reason, "stopping publish session");
+        ctx.stop();
+    }
+}
+
+impl Handler<AddCandidates> for Publisher {
+    type Result = ResponseActFuture<Self, Result<usize, EngineError>>;
+
+    fn handle(&mut self, msg: AddCandidates, _ctx: &mut Context<Self>) -> Self::Result {
+        let (pc, media) = (self.pc.clone(), self.media.clone());
+        let fut = async move { media.run(add_candidates(pc, msg.candidates)).await };
+        Box::pin(fut.into_actor(self).map(|res, _, _| res.and_then(|r| r)))
+    }
+}
+
+/// Adds trickled candidates to `pc`.
+pub(super) async fn add_candidates(
+    pc: Option<Arc<dyn PeerConnection>>,
+    lines: Vec<String>,
+) -> Result<usize, EngineError> {
+    let pc = pc.ok_or_else(|| EngineError::Invalid("the session has not been negotiated".into()))?;
+    let mut n = 0;
+    for candidate in lines {
+        let init = RTCIceCandidateInit {
+            candidate,
+            ..Default::default()
+        };
+        pc.add_ice_candidate(init)
+            .await
+            .map_err(|e| EngineError::InvalidSdp(format!("bad candidate: {e}")))?;
+        n += 1;
+    }
+    Ok(n)
+}
