@@ -1,6 +1,6 @@
 //! The engine's Prometheus instruments, registered once into the server's registry.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Counters and gauges the actors update.
 #[derive(Clone)]
@@ -17,6 +17,22 @@ pub struct EngineMetrics {
     pub dropped: IntCounter,
     /// Room actors restarted after a panic.
     pub room_restarts: IntCounter,
+    /// Live WebRTC sessions by kind (`publish`, `view`).
+    pub rtc_sessions: IntGaugeVec,
+    /// Published tracks being read.
+    pub tracks: IntGauge,
+    /// Subscriber legs attached to tracks.
+    pub legs: IntGauge,
+    /// RTP packets and payload bytes received from publishers.
+    pub rtp_packets_in: IntCounter,
+    pub rtp_bytes_in: IntCounter,
+    /// RTP packets and payload bytes sent to subscribers.
+    pub rtp_packets_out: IntCounter,
+    pub rtp_bytes_out: IntCounter,
+    /// RTP packets a slow subscriber leg lost (its queue was full).
+    pub rtp_dropped: IntCounter,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub keyframe_requests: IntCounter,
 }
 
 impl EngineMetrics {
@@ -35,13 +51,39 @@ impl EngineMetrics {
                 "Deliveries dropped because a connection could not keep up",
             )?,
             room_restarts: IntCounter::new("fanfare_room_restarts_total", "Room actors restarted after a panic")?,
+            rtc_sessions: IntGaugeVec::new(Opts::new("fanfare_rtc_sessions", "Live WebRTC sessions"), &["kind"])?,
+            tracks: IntGauge::new("fanfare_tracks", "Published tracks being read")?,
+            legs: IntGauge::new("fanfare_subscriber_legs", "Subscriber legs attached to tracks")?,
+            rtp_packets_in: IntCounter::new("fanfare_rtp_packets_in_total", "RTP packets received from publishers")?,
+            rtp_bytes_in: IntCounter::new(
+                "fanfare_rtp_bytes_in_total",
+                "RTP payload bytes received from publishers",
+            )?,
+            rtp_packets_out: IntCounter::new("fanfare_rtp_packets_out_total", "RTP packets sent to subscribers")?,
+            rtp_bytes_out: IntCounter::new("fanfare_rtp_bytes_out_total", "RTP payload bytes sent to subscribers")?,
+            rtp_dropped: IntCounter::new("fanfare_rtp_dropped_total", "RTP packets lost by slow subscriber legs")?,
+            keyframe_requests: IntCounter::new(
+                "fanfare_keyframe_requests_total",
+                "Keyframe requests sent to publishers",
+            )?,
         };
+        m.rtc_sessions.with_label_values(&["publish"]).set(0);
+        m.rtc_sessions.with_label_values(&["view"]).set(0);
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.rooms.clone()))?;
         registry.register(Box::new(m.messages.clone()))?;
         registry.register(Box::new(m.deliveries.clone()))?;
         registry.register(Box::new(m.dropped.clone()))?;
         registry.register(Box::new(m.room_restarts.clone()))?;
+        registry.register(Box::new(m.rtc_sessions.clone()))?;
+        registry.register(Box::new(m.tracks.clone()))?;
+        registry.register(Box::new(m.legs.clone()))?;
+        registry.register(Box::new(m.rtp_packets_in.clone()))?;
+        registry.register(Box::new(m.rtp_bytes_in.clone()))?;
+        registry.register(Box::new(m.rtp_packets_out.clone()))?;
+        registry.register(Box::new(m.rtp_bytes_out.clone()))?;
+        registry.register(Box::new(m.rtp_dropped.clone()))?;
+        registry.register(Box::new(m.keyframe_requests.clone()))?;
         Ok(m)
     }
 

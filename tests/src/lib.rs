@@ -1,6 +1,9 @@
 //! Test harness: starts the real `fanfare` binary on a free loopback port with its own data
 //! directory, and talks to it over HTTP and WebSocket as clients do.
 
+pub mod h264;
+pub mod rtc_client;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

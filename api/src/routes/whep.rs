@@ -45,6 +45,7 @@ pub async fn play(
         state.media.clone(),
         state.registry.clone(),
         state.sessions.clone(),
+        state.metrics.clone(),
     );
     let answer = viewer.send(Negotiate { offer }).await.map_err(ApiError::internal)??;
     Ok(created(&sid, answer))

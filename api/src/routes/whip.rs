@@ -106,6 +106,7 @@ pub async fn publish(
         state.media.clone(),
         state.registry.clone(),
         state.sessions.clone(),
+        state.metrics.clone(),
     );
     let answer = publisher
         .send(Negotiate { offer })

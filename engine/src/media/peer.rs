@@ -144,23 +144,53 @@ impl Peer {
     }
 }
 
-/// Checks the shape of an SDP offer before it reaches the WebRTC stack.
+/// Checks an SDP offer before it reaches the WebRTC stack: size, syntax, at least one audio or
+/// video section, and the ICE credentials and DTLS fingerprint every WebRTC offer carries.
 pub fn check_offer(sdp: &str) -> Result<(), EngineError> {
+    use rtc::sdp::description::session::SessionDescription;
+
     if sdp.len() > MAX_SDP_BYTES {
         return Err(EngineError::InvalidSdp(format!(
             "the offer is larger than {MAX_SDP_BYTES} bytes"
         )));
     }
-    if !sdp.trim_start().starts_with("v=0") {
-        return Err(EngineError::InvalidSdp("an SDP offer starts with v=0".into()));
-    }
-    if !sdp
-        .lines()
-        .any(|l| l.starts_with("m=audio") || l.starts_with("m=video"))
-    {
+    let desc = SessionDescription::unmarshal(&mut std::io::Cursor::new(sdp.as_bytes()))
+        .map_err(|e| EngineError::InvalidSdp(format!("the offer cannot be parsed: {e}")))?;
+    let media: Vec<_> = desc
+        .media_descriptions
+        .iter()
+        .filter(|m| matches!(m.media_name.media.as_str(), "audio" | "video"))
+        .collect();
+    if media.is_empty() {
         return Err(EngineError::InvalidSdp(
             "the offer has no audio or video section".into(),
         ));
     }
+    for key in ["ice-ufrag", "ice-pwd", "fingerprint"] {
+        let present = desc.attributes.iter().any(|a| a.key == key)
+            || media.iter().all(|m| m.attributes.iter().any(|a| a.key == key));
+        if !present {
+            return Err(EngineError::InvalidSdp(format!("the offer lacks a={key}")));
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_offer;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 AB:CD\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:efghijklmnopqrstuvwxyz12\r\n\
+        a=rtpmap:96 H264/90000\r\na=sendonly\r\n";
+
+    #[test]
+    fn offers_are_checked() {
+        assert!(check_offer(OFFER).is_ok());
+        assert!(check_offer("hello").is_err());
+        assert!(check_offer(&OFFER.replace("m=video", "m=application")).is_err());
+        assert!(check_offer(&OFFER.replace("a=ice-pwd", "a=ice-pass")).is_err());
+        assert!(check_offer(&OFFER.replace("a=fingerprint", "a=fingerprints")).is_err());
+        assert!(check_offer(&"a".repeat(70_000)).is_err());
+    }
 }

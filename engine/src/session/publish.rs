@@ -15,6 +15,7 @@ use super::{AddCandidates, Negotiate, SessionEntry, SessionKind, Sessions, SetGr
 use crate::error::EngineError;
 use crate::ids::GroupId;
 use crate::media::{Media, Peer, PeerState};
+use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
 use crate::room::messages::{PublishTrack, Revoked, StopSession, UnpublishSession};
@@ -38,6 +39,7 @@ pub struct Publisher {
     media: Media,
     registry: Addr<Registry>,
     sessions: Sessions,
+    metrics: EngineMetrics,
 }
 
 impl Publisher {
@@ -50,6 +52,7 @@ impl Publisher {
         media: Media,
         registry: Addr<Registry>,
         sessions: Sessions,
+        metrics: EngineMetrics,
     ) -> Addr<Publisher> {
         let owner = principal.user.clone();
         let addr = Publisher {
@@ -62,6 +65,7 @@ impl Publisher {
             media,
             registry,
             sessions: sessions.clone(),
+            metrics,
         }
         .start();
         sessions.insert(
@@ -111,6 +115,7 @@ async fn intake(
     mut tracks: tokio::sync::mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
     publisher: Addr<Publisher>,
     principal: Arc<Principal>,
+    metrics: EngineMetrics,
 ) {
     while let Some(remote) = tracks.recv().await {
         let Some(ssrc) = remote.ssrcs().await.first().copied() else {
@@ -132,7 +137,7 @@ async fn intake(
             codec,
             publisher: principal.user.clone(),
         };
-        let fanout = Fanout::new(info, remote, ssrc);
+        let fanout = Fanout::new(info, remote, ssrc, metrics.clone());
         publisher.do_send(TrackArrived(fanout.clone()));
         tokio::spawn(fanout.run_reader());
     }
@@ -155,6 +160,7 @@ impl Actor for Publisher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.metrics.rtc_sessions.with_label_values(&["publish"]).inc();
         // Hold each group's room before anything else is handled.
         let (registry, id) = (self.registry.clone(), self.id);
         let groups: Vec<GroupId> = self.rooms.keys().cloned().collect();
@@ -181,6 +187,7 @@ impl Actor for Publisher {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.metrics.rtc_sessions.with_label_values(&["publish"]).dec();
         self.sessions.remove(&self.sid);
         for (group, room) in std::mem::take(&mut self.rooms) {
             if let Some(room) = room {
@@ -202,6 +209,7 @@ impl Handler<Negotiate> for Publisher {
 
     fn handle(&mut self, msg: Negotiate, ctx: &mut Context<Self>) -> Self::Result {
         let (media, addr, principal) = (self.media.clone(), ctx.address(), self.principal.clone());
+        let metrics = self.metrics.clone();
         let runner = self.media.clone();
         let fut = async move {
             runner
@@ -215,7 +223,7 @@ impl Handler<Negotiate> for Publisher {
                         }
                     };
                     if let Some(tracks) = peer.take_tracks() {
-                        tokio::spawn(intake(tracks, addr.clone(), principal));
+                        tokio::spawn(intake(tracks, addr.clone(), principal, metrics));
                     }
                     tokio::spawn(watch_state(peer.state.clone(), addr));
                     Ok((peer.pc.clone(), answer))

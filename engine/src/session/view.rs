@@ -16,6 +16,7 @@ use super::{AddCandidates, Negotiate, SessionEntry, SessionKind, Sessions};
 use crate::error::EngineError;
 use crate::ids::{GroupId, UserId};
 use crate::media::{Media, Peer, PeerState};
+use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
 use crate::room::messages::{StopSession, Subscribe, Unsubscribe};
@@ -35,6 +36,7 @@ pub struct Viewer {
     media: Media,
     registry: Addr<Registry>,
     sessions: Sessions,
+    metrics: EngineMetrics,
 }
 
 impl Viewer {
@@ -49,6 +51,7 @@ impl Viewer {
         media: Media,
         registry: Addr<Registry>,
         sessions: Sessions,
+        metrics: EngineMetrics,
     ) -> Addr<Viewer> {
         let owner = principal.user.clone();
         let addr = Viewer {
@@ -63,6 +66,7 @@ impl Viewer {
             media,
             registry,
             sessions: sessions.clone(),
+            metrics,
         }
         .start();
         sessions.insert(
@@ -170,6 +174,7 @@ impl Actor for Viewer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.metrics.rtc_sessions.with_label_values(&["view"]).inc();
         let fut = self.registry.send(RoomFor {
             group: self.group.clone(),
             holder: self.id,
@@ -181,6 +186,7 @@ impl Actor for Viewer {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.metrics.rtc_sessions.with_label_values(&["view"]).dec();
         self.sessions.remove(&self.sid);
         for (track, leg) in self.legs.drain(..) {
             track.detach(leg);

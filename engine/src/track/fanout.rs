@@ -13,6 +13,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::TrackInfo;
 use crate::media::PeerState;
+use crate::metrics::EngineMetrics;
 
 /// Packets a subscriber leg may have queued before it starts losing them.
 const LEG_QUEUE: usize = 512;
@@ -51,11 +52,13 @@ pub struct Fanout {
     remote: Arc<dyn TrackRemote>,
     ssrc: u32,
     last_pli: Mutex<Option<Instant>>,
+    metrics: EngineMetrics,
 }
 
 impl Fanout {
     /// A fan-out for `remote` (the publisher's track, first SSRC `ssrc`).
-    pub fn new(info: TrackInfo, remote: Arc<dyn TrackRemote>, ssrc: u32) -> Arc<Fanout> {
+    pub fn new(info: TrackInfo, remote: Arc<dyn TrackRemote>, ssrc: u32, metrics: EngineMetrics) -> Arc<Fanout> {
+        metrics.tracks.inc();
         Arc::new(Fanout {
             info,
             counters: TrackCounters::default(),
@@ -64,6 +67,7 @@ impl Fanout {
             remote,
             ssrc,
             last_pli: Mutex::new(None),
+            metrics,
         })
     }
 
@@ -87,6 +91,8 @@ impl Fanout {
         let c = &self.counters;
         c.packets_in.fetch_add(1, Ordering::Relaxed);
         c.bytes_in.fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+        self.metrics.rtp_packets_in.inc();
+        self.metrics.rtp_bytes_in.inc_by(pkt.payload.len() as u64);
         if self.muted() {
             return;
         }
@@ -96,6 +102,7 @@ impl Fanout {
             if leg.tx.try_send((pkt.clone(), offset)).is_err() {
                 leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
                 c.dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.rtp_dropped.inc();
             }
         }
     }
@@ -111,6 +118,7 @@ impl Fanout {
             *last = Some(now);
         }
         self.counters.plis.fetch_add(1, Ordering::Relaxed);
+        self.metrics.keyframe_requests.inc();
         let pli = PictureLossIndication {
             sender_ssrc: 0,
             media_ssrc: self.ssrc,
@@ -135,6 +143,7 @@ impl Fanout {
         }
         // Closing every queue ends every leg's writer.
         if let Ok(mut legs) = self.legs.write() {
+            self.metrics.legs.sub(legs.len() as i64);
             legs.clear();
         }
     }
@@ -174,6 +183,8 @@ impl Fanout {
                 }
                 fanout.counters.packets_out.fetch_add(1, Ordering::Relaxed);
                 fanout.counters.bytes_out.fetch_add(len, Ordering::Relaxed);
+                fanout.metrics.rtp_packets_out.inc();
+                fanout.metrics.rtp_bytes_out.inc_by(len);
             }
         });
         let fanout = self.clone();
@@ -187,6 +198,7 @@ impl Fanout {
         });
         if let Ok(mut legs) = self.legs.write() {
             legs.push(leg.clone());
+            self.metrics.legs.inc();
         }
         leg
     }
@@ -194,7 +206,15 @@ impl Fanout {
     /// Detaches a subscriber leg; its writer ends once its queue drains.
     pub fn detach(&self, leg_id: u64) {
         if let Ok(mut legs) = self.legs.write() {
+            let before = legs.len();
             legs.retain(|l| l.id != leg_id);
+            self.metrics.legs.sub((before - legs.len()) as i64);
         }
+    }
+}
+
+impl Drop for Fanout {
+    fn drop(&mut self) {
+        self.metrics.tracks.dec();
     }
 }

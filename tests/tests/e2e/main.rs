@@ -4,3 +4,4 @@ mod ops;
 mod permissions;
 mod persistence;
 mod tokens;
+mod sfu;

@@ -1,0 +1,1277 @@
+//! WebRTC test clients for Fanfare's WHIP (publish) and WHEP (play) endpoints.
+//!
+//! [`WhipPublisher`] loops the H.264 fixture at 30 fps (plus optional Opus silence) once its
+//! connection is up, and answers PLI/FIR by jumping to the next keyframe. [`WhepSubscriber`]
+//! receives and counts packets, complete frames and keyframes. Both make a non-trickle offer from
+//! a PeerConnection bound to 127.0.0.1 only, with no ICE servers and mDNS disabled. The SDP
+//! exchange is pluggable (`connect_with`), so the clients can be tested against an in-process
+//! answerer; `connect` does it over HTTP as RFC 9725 describes.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use reqwest::header::{CONTENT_TYPE, LOCATION};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::media_stream::Track;
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder,
+};
+use webrtc::rtp_transceiver::RtpSender;
+use webrtc::runtime::TokioRuntime;
+
+use crate::h264::{self, AccessUnit, FrameCounter, Packetizer};
+
+/// Time between two video frames (30 fps).
+pub const FRAME_INTERVAL: Duration = Duration::from_nanos(1_000_000_000 / 30);
+/// RTP timestamp increment per video frame (90 kHz / 30 fps).
+pub const FRAME_TICKS: u32 = h264::CLOCK_RATE / 30;
+/// An Opus frame of 20 ms of silence (TOC 0xF8: CELT fullband 20 ms, one frame).
+pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+
+/// Why a client could not connect or stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The server answered with an unexpected HTTP status (anything but 201 for an offer, or a
+    /// non-2xx status for a DELETE).
+    Http {
+        /// The HTTP status code.
+        status: u16,
+        /// The response body, as text.
+        body: String,
+    },
+    /// The HTTP request itself failed (connection refused, timeout, unreadable body).
+    Request(String),
+    /// The server's response broke the WHIP/WHEP contract (no Location, bad SDP, codec refused).
+    Protocol(String),
+    /// The WebRTC stack reported an error.
+    WebRtc(String),
+    /// A bounded wait ran out.
+    Timeout(String),
+    /// The media fixture could not be read.
+    Media(String),
+}
+
+/// The error type of [`WhipPublisher`] and [`WhepSubscriber`].
+pub type PublishError = ClientError;
+
+impl ClientError {
+    /// The HTTP status, for [`ClientError::Http`].
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Http { status, body } => write!(f, "HTTP {status}: {body}"),
+            ClientError::Request(e) => write!(f, "HTTP request failed: {e}"),
+            ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
+            ClientError::WebRtc(e) => write!(f, "WebRTC error: {e}"),
+            ClientError::Timeout(e) => write!(f, "timed out: {e}"),
+            ClientError::Media(e) => write!(f, "media error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<webrtc::error::Error> for ClientError {
+    fn from(e: webrtc::error::Error) -> Self {
+        ClientError::WebRtc(e.to_string())
+    }
+}
+
+/// Settings shared by both clients.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Publisher: also send an Opus track (20 ms silence frames, 50 packets/s). Subscriber: also
+    /// offer to receive audio.
+    pub audio: bool,
+    /// Bound on each step: one HTTP request, ICE gathering, and how long the publisher's sender
+    /// waits for the connection before giving up.
+    pub timeout: Duration,
+    /// The Annex-B H.264 file the publisher loops.
+    pub fixture: PathBuf,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            audio: true,
+            timeout: Duration::from_secs(10),
+            fixture: h264::fixture_path(),
+        }
+    }
+}
+
+/// The answerer's side of an SDP exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdpAnswer {
+    /// The answer SDP.
+    pub sdp: String,
+    /// The session URL (the WHIP/WHEP `Location` header), e.g. `/v1/sessions/{sid}`.
+    pub location: String,
+}
+
+/// A pseudo-random 32-bit value (no `rand` dependency): time, pid and a counter through splitmix64.
+pub fn random_u32() -> u32 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut z = nanos
+        ^ ((std::process::id() as u64) << 32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) as u32
+}
+
+fn random_ssrc() -> u32 {
+    loop {
+        let v = random_u32();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// The H.264 codec the publisher sends (constrained baseline, packetization-mode 1).
+pub fn h264_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: h264::CLOCK_RATE,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// The Opus codec the publisher sends.
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// A local RTP track with one encoding of `codec` on `ssrc`.
+pub fn local_track(
+    stream_id: &str,
+    track_id: &str,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    codec: RTCRtpCodec,
+) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        stream_id.to_owned(),
+        track_id.to_owned(),
+        track_id.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )))
+}
+
+/// The payload type negotiated on `sender` for `codec`: same MIME type, preferring the same fmtp line.
+pub async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, codec: &RTCRtpCodec) -> Option<u8> {
+    let params = sender.get_parameters().await.ok()?;
+    let codecs = &params.rtp_parameters.codecs;
+    let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
+        c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type)
+    };
+    codecs
+        .iter()
+        .filter(same_mime)
+        .find(|c| c.rtp_codec.sdp_fmtp_line == codec.sdp_fmtp_line)
+        .or_else(|| codecs.iter().find(same_mime))
+        .map(|c| c.payload_type)
+}
+
+// ───────────────────────────── peer connection plumbing ─────────────────────────────
+
+/// Interceptor, placed last, that hands PLI, FIR and NACK to the application
+/// (`TrackLocal::poll`); without it inbound RTCP never leaves the interceptor chain.
+struct RtcpToApp {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpToApp {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(pkts) = &msg.message.packet {
+            let keep: Vec<Box<dyn rtc::rtcp::Packet>> = pkts
+                .iter()
+                .filter(|p| {
+                    let a = p.as_any();
+                    a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>() || a.is::<TransportLayerNack>()
+                })
+                .cloned()
+                .collect();
+            if keep.is_empty() {
+                return Ok(()); // the interceptors before this one have consumed the rest
+            }
+            msg.message.packet = Packet::Rtcp(keep);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for RtcpToApp {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+/// Forwards PeerConnection events into channels; it runs on the connection's driver task, so it
+/// only sends and returns.
+struct PeerEvents {
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+    tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for PeerEvents {
+    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
+        if s == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
+        let _ = self.state.send(s);
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tracks.send(track);
+    }
+}
+
+/// A PeerConnection on 127.0.0.1 (one UDP socket, random port) with the default codecs and
+/// interceptors, no ICE servers and mDNS disabled, plus watches of its gathering and connection
+/// state. The building block of both clients, and of in-process fake servers in tests.
+pub struct LoopbackPeer {
+    pc: Arc<dyn PeerConnection>,
+    gathered: watch::Receiver<bool>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    tracks: Option<mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>>,
+}
+
+impl LoopbackPeer {
+    /// Builds the connection. With `rtcp_to_app`, inbound PLI/FIR/NACK reach `TrackLocal::poll`.
+    pub async fn new(rtcp_to_app: bool) -> Result<Self, ClientError> {
+        let mut media = MediaEngine::default();
+        media.register_default_codecs()?;
+        let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
+        if rtcp_to_app {
+            registry = registry.with(
+                Slot::from(14_000),
+                RtcpToApp {
+                    read: VecDeque::new(),
+                    write: VecDeque::new(),
+                },
+            );
+        }
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .build();
+        let (gathered_tx, gathered) = watch::channel(false);
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let (tracks_tx, tracks) = mpsc::unbounded_channel();
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media)
+            .with_setting_engine(settings)
+            .with_interceptor_registry(registry)
+            .with_runtime(Arc::new(TokioRuntime))
+            .with_handler(Arc::new(PeerEvents {
+                gathered: gathered_tx,
+                state: state_tx,
+                tracks: tracks_tx,
+            }))
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await?;
+        Ok(LoopbackPeer {
+            pc: Arc::new(pc),
+            gathered,
+            state,
+            tracks: Some(tracks),
+        })
+    }
+
+    /// The connection.
+    pub fn pc(&self) -> &Arc<dyn PeerConnection> {
+        &self.pc
+    }
+
+    /// The latest connection state.
+    pub fn state(&self) -> RTCPeerConnectionState {
+        *self.state.borrow()
+    }
+
+    /// A watch of the connection state.
+    pub fn state_watch(&self) -> watch::Receiver<RTCPeerConnectionState> {
+        self.state.clone()
+    }
+
+    /// Waits up to `timeout` for the connection to be `Connected`.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        wait_state(self.state.clone(), timeout).await
+    }
+
+    /// Takes the stream of remote tracks (`on_track`); `None` the second time.
+    pub fn take_tracks(&mut self) -> Option<mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>> {
+        self.tracks.take()
+    }
+
+    async fn set_local_and_gather(
+        &self,
+        desc: RTCSessionDescription,
+        timeout: Duration,
+    ) -> Result<String, ClientError> {
+        self.pc.set_local_description(desc).await?;
+        let mut gathered = self.gathered.clone();
+        match tokio::time::timeout(timeout, gathered.wait_for(|g| *g)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(ClientError::WebRtc("connection dropped while gathering".into())),
+            Err(_) => return Err(ClientError::Timeout("ICE gathering".into())),
+        }
+        let desc = self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| ClientError::WebRtc("no local description".into()))?;
+        Ok(desc.sdp)
+    }
+
+    /// Creates an offer, sets it, waits for ICE gathering and returns the SDP with its candidates.
+    pub async fn create_offer(&self, timeout: Duration) -> Result<String, ClientError> {
+        let offer = self.pc.create_offer(None).await?;
+        self.set_local_and_gather(offer, timeout).await
+    }
+
+    /// Applies a remote offer and returns the complete answer SDP (non-trickle).
+    pub async fn answer(&self, offer_sdp: String, timeout: Duration) -> Result<String, ClientError> {
+        let offer =
+            RTCSessionDescription::offer(offer_sdp).map_err(|e| ClientError::Protocol(format!("bad offer: {e}")))?;
+        self.pc.set_remote_description(offer).await?;
+        let answer = self.pc.create_answer(None).await?;
+        self.set_local_and_gather(answer, timeout).await
+    }
+
+    /// Applies the remote answer to our offer.
+    pub async fn accept_answer(&self, answer_sdp: String) -> Result<(), ClientError> {
+        let answer = RTCSessionDescription::answer(answer_sdp)
+            .map_err(|e| ClientError::Protocol(format!("bad answer SDP: {e}")))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| ClientError::Protocol(format!("answer rejected: {e}")))
+    }
+
+    /// Closes the connection (idempotent).
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+/// Waits for `Connected`; false on timeout or when the connection failed or closed first.
+async fn wait_state(mut state: watch::Receiver<RTCPeerConnectionState>, timeout: Duration) -> bool {
+    let done = |s: &RTCPeerConnectionState| {
+        matches!(
+            s,
+            RTCPeerConnectionState::Connected | RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+        )
+    };
+    let connected = matches!(
+        tokio::time::timeout(timeout, state.wait_for(done)).await,
+        Ok(Ok(s)) if *s == RTCPeerConnectionState::Connected
+    );
+    connected
+}
+
+fn is_over(state: &watch::Receiver<RTCPeerConnectionState>) -> bool {
+    matches!(
+        *state.borrow(),
+        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+    )
+}
+
+// ───────────────────────────── HTTP (WHIP/WHEP) ─────────────────────────────
+
+#[derive(Clone)]
+struct Http {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Http {
+    fn new(base_url: &str, token: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        Ok(Http {
+            client,
+            base: base_url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else if path.starts_with('/') {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/{path}", self.base)
+        }
+    }
+
+    fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if self.token.is_empty() {
+            req
+        } else {
+            req.bearer_auth(&self.token)
+        }
+    }
+
+    /// POSTs an offer; 201 with `Location` and an `application/sdp` answer is the only success.
+    async fn post_offer(&self, path_and_query: &str, offer: String) -> Result<SdpAnswer, ClientError> {
+        let req = self
+            .client
+            .post(self.url(path_and_query))
+            .header(CONTENT_TYPE, "application/sdp")
+            .body(offer);
+        let res = self
+            .auth(req)
+            .send()
+            .await
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let status = res.status().as_u16();
+        let header = |name| {
+            res.headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let location = header(LOCATION);
+        let content_type = header(CONTENT_TYPE);
+        let body = res.text().await.map_err(|e| ClientError::Request(e.to_string()))?;
+        if status != 201 {
+            return Err(ClientError::Http { status, body });
+        }
+        let location = location.ok_or_else(|| ClientError::Protocol("201 without a Location header".into()))?;
+        if !content_type
+            .as_deref()
+            .unwrap_or("")
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/sdp")
+        {
+            return Err(ClientError::Protocol(format!(
+                "answer Content-Type is {content_type:?}, not application/sdp"
+            )));
+        }
+        Ok(SdpAnswer { sdp: body, location })
+    }
+
+    /// DELETEs the session; any 2xx is success.
+    async fn delete(&self, location: &str) -> Result<(), ClientError> {
+        let req = self.client.delete(self.url(location));
+        let res = self
+            .auth(req)
+            .send()
+            .await
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let status = res.status().as_u16();
+        let body = res.text().await.unwrap_or_default();
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(ClientError::Http { status, body })
+        }
+    }
+}
+
+/// What both clients share: the connection, the session, the background tasks.
+struct Session {
+    peer: LoopbackPeer,
+    location: String,
+    http: Option<Http>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Session {
+    fn abort_tasks(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
+
+    async fn stop(&self) -> Result<(), ClientError> {
+        let deleted = match &self.http {
+            Some(http) => http.delete(&self.location).await,
+            None => Ok(()),
+        };
+        self.close().await;
+        deleted
+    }
+
+    async fn close(&self) {
+        self.abort_tasks();
+        self.peer.close().await;
+    }
+
+    fn session_id(&self) -> &str {
+        self.location.trim_end_matches('/').rsplit('/').next().unwrap_or("")
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.abort_tasks();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let pc = self.peer.pc.clone();
+            rt.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
+
+/// Runs `exchange` and applies its answer; closes the connection on failure.
+async fn negotiate<F, Fut>(peer: &LoopbackPeer, timeout: Duration, exchange: F) -> Result<SdpAnswer, ClientError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<SdpAnswer, ClientError>>,
+{
+    let result = async {
+        let offer = peer.create_offer(timeout).await?;
+        let answer = exchange(offer).await?;
+        peer.accept_answer(answer.sdp.clone()).await?;
+        Ok(answer)
+    }
+    .await;
+    if result.is_err() {
+        peer.close().await;
+    }
+    result
+}
+
+// ───────────────────────────── WHIP publisher ─────────────────────────────
+
+#[derive(Default)]
+struct PublisherCounters {
+    packets_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    frames_sent: AtomicU64,
+    keyframes_sent: AtomicU64,
+    audio_packets_sent: AtomicU64,
+    write_errors: AtomicU64,
+    plis_received: AtomicU64,
+    firs_received: AtomicU64,
+    nacks_received: AtomicU64,
+    forced_keyframes: AtomicU64,
+    keyframe_requested: AtomicBool,
+}
+
+/// A snapshot of a publisher's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Video RTP packets accepted by the connection.
+    pub packets_sent: u64,
+    /// Video RTP payload bytes accepted by the connection.
+    pub bytes_sent: u64,
+    /// Video frames sent.
+    pub frames_sent: u64,
+    /// Keyframes (IDR pictures) among them.
+    pub keyframes_sent: u64,
+    /// Opus packets sent.
+    pub audio_packets_sent: u64,
+    /// RTP writes the connection refused.
+    pub write_errors: u64,
+    /// PLIs received for the video track.
+    pub plis_received: u64,
+    /// FIRs received for the video track.
+    pub firs_received: u64,
+    /// NACK packets received for the video track.
+    pub nacks_received: u64,
+    /// Keyframe requests (PLI/FIR) acted on by sending a keyframe next.
+    pub forced_keyframes: u64,
+}
+
+/// A WHIP publisher: sends the H.264 fixture in a loop (and Opus silence) to the server.
+pub struct WhipPublisher {
+    session: Session,
+    counters: Arc<PublisherCounters>,
+    video_ssrc: u32,
+    video_payload_type: u8,
+    audio_payload_type: Option<u8>,
+}
+
+impl WhipPublisher {
+    /// Publishes over HTTP: POSTs the offer to `base_url` + `path_and_query` (e.g.
+    /// `/v1/whip?groups=a,b`) with `token` as bearer (none when empty). Anything but 201 with a
+    /// `Location` and an SDP answer is an error; [`ClientError::status`] has the HTTP status.
+    pub async fn connect(base_url: &str, path_and_query: &str, token: &str) -> Result<Self, ClientError> {
+        Self::connect_opts(base_url, path_and_query, token, ClientOptions::default()).await
+    }
+
+    /// [`WhipPublisher::connect`] with options.
+    pub async fn connect_opts(
+        base_url: &str,
+        path_and_query: &str,
+        token: &str,
+        opts: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let http = Http::new(base_url, token, opts.timeout)?;
+        let h = http.clone();
+        let mut publisher =
+            Self::connect_with(opts, |offer| async move { h.post_offer(path_and_query, offer).await }).await?;
+        publisher.session.http = Some(http);
+        Ok(publisher)
+    }
+
+    /// Publishes with a custom SDP exchange: `exchange` gets the complete offer and returns the
+    /// answer and session location. [`WhipPublisher::stop`] then sends no DELETE.
+    pub async fn connect_with<F, Fut>(opts: ClientOptions, exchange: F) -> Result<Self, ClientError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<SdpAnswer, ClientError>>,
+    {
+        let aus = h264::read_access_units(&opts.fixture)
+            .map_err(|e| ClientError::Media(format!("{}: {e}", opts.fixture.display())))?;
+        if !aus.iter().any(|a| a.keyframe) {
+            return Err(ClientError::Media(format!("{}: no keyframe", opts.fixture.display())));
+        }
+        let peer = LoopbackPeer::new(true).await?;
+        let video_ssrc = random_ssrc();
+        let stream_id = format!("fanfare-test-{video_ssrc:08x}");
+        let video = local_track(&stream_id, "video", RtpCodecKind::Video, video_ssrc, h264_codec());
+        let added = async {
+            let video_sender = add_sendonly(&peer, video.clone()).await?;
+            let audio = if opts.audio {
+                let track = local_track(&stream_id, "audio", RtpCodecKind::Audio, random_ssrc(), opus_codec());
+                let sender = add_sendonly(&peer, track.clone()).await?;
+                Some((track, sender))
+            } else {
+                None
+            };
+            Ok::<_, ClientError>((video_sender, audio))
+        }
+        .await;
+        let (video_sender, audio) = match added {
+            Ok(v) => v,
+            Err(e) => {
+                peer.close().await;
+                return Err(e);
+            }
+        };
+        let answer = negotiate(&peer, opts.timeout, exchange).await?;
+
+        let Some(video_payload_type) = negotiated_payload_type(&video_sender, &h264_codec()).await else {
+            peer.close().await;
+            return Err(ClientError::Protocol("the answer did not accept H.264 video".into()));
+        };
+        let mut audio_payload_type = None;
+        let mut audio_track = None;
+        if let Some((track, sender)) = audio {
+            if let Some(pt) = negotiated_payload_type(&sender, &opus_codec()).await {
+                audio_payload_type = Some(pt);
+                audio_track = Some(track);
+            }
+        }
+
+        let counters = Arc::new(PublisherCounters::default());
+        let mut tasks = vec![tokio::spawn(read_feedback(video.clone(), counters.clone()))];
+        let packetizer = Packetizer::new(video_payload_type, video_ssrc, random_u32() as u16);
+        tasks.push(tokio::spawn(send_video(
+            video,
+            packetizer,
+            aus,
+            counters.clone(),
+            peer.state_watch(),
+            opts.timeout,
+        )));
+        if let (Some(track), Some(pt)) = (audio_track, audio_payload_type) {
+            tasks.push(tokio::spawn(read_feedback(
+                track.clone(),
+                Arc::new(PublisherCounters::default()),
+            )));
+            tasks.push(tokio::spawn(send_audio(
+                track,
+                pt,
+                counters.clone(),
+                peer.state_watch(),
+                opts.timeout,
+            )));
+        }
+        Ok(WhipPublisher {
+            session: Session {
+                peer,
+                location: answer.location,
+                http: None,
+                tasks: Mutex::new(tasks),
+            },
+            counters,
+            video_ssrc,
+            video_payload_type,
+            audio_payload_type,
+        })
+    }
+
+    /// The session URL from the `Location` header, e.g. `/v1/sessions/{sid}`.
+    pub fn location(&self) -> &str {
+        &self.session.location
+    }
+
+    /// The last path segment of [`WhipPublisher::location`].
+    pub fn session_id(&self) -> &str {
+        self.session.session_id()
+    }
+
+    /// The SSRC of the video stream.
+    pub fn video_ssrc(&self) -> u32 {
+        self.video_ssrc
+    }
+
+    /// The negotiated H.264 payload type.
+    pub fn video_payload_type(&self) -> u8 {
+        self.video_payload_type
+    }
+
+    /// The negotiated Opus payload type; `None` without audio or when the server refused it.
+    pub fn audio_payload_type(&self) -> Option<u8> {
+        self.audio_payload_type
+    }
+
+    /// The current connection state.
+    pub fn connection_state(&self) -> RTCPeerConnectionState {
+        self.session.peer.state()
+    }
+
+    /// Waits up to `timeout` for the connection to be `Connected`.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        self.session.peer.wait_connected(timeout).await
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> PublisherStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PublisherStats {
+            packets_sent: get(&c.packets_sent),
+            bytes_sent: get(&c.bytes_sent),
+            frames_sent: get(&c.frames_sent),
+            keyframes_sent: get(&c.keyframes_sent),
+            audio_packets_sent: get(&c.audio_packets_sent),
+            write_errors: get(&c.write_errors),
+            plis_received: get(&c.plis_received),
+            firs_received: get(&c.firs_received),
+            nacks_received: get(&c.nacks_received),
+            forced_keyframes: get(&c.forced_keyframes),
+        }
+    }
+
+    /// Video packets sent so far.
+    pub fn packets_sent(&self) -> u64 {
+        self.counters.packets_sent.load(Ordering::Relaxed)
+    }
+
+    /// Video frames sent so far.
+    pub fn frames_sent(&self) -> u64 {
+        self.counters.frames_sent.load(Ordering::Relaxed)
+    }
+
+    /// PLIs received so far.
+    pub fn plis_received(&self) -> u64 {
+        self.counters.plis_received.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to `timeout` for `pred` to hold on the counters (polled every 10 ms).
+    pub async fn wait_until(&self, timeout: Duration, pred: impl Fn(&PublisherStats) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&self.stats()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Ends the session: DELETE on the location (with the token; HTTP sessions only), then closes
+    /// the connection whatever the DELETE returned. A non-2xx DELETE is [`ClientError::Http`].
+    pub async fn stop(&self) -> Result<(), ClientError> {
+        self.session.stop().await
+    }
+
+    /// Closes the connection without telling the server (a vanished publisher).
+    pub async fn close(&self) {
+        self.session.close().await
+    }
+}
+
+/// Adds `track` on a sendonly transceiver (as WHIP clients do) and returns its sender.
+async fn add_sendonly(peer: &LoopbackPeer, track: Arc<TrackLocalStaticRTP>) -> Result<Arc<dyn RtpSender>, ClientError> {
+    let init = RTCRtpTransceiverInit {
+        direction: RTCRtpTransceiverDirection::Sendonly,
+        ..Default::default()
+    };
+    let transceiver = peer
+        .pc
+        .add_transceiver_from_track(track as Arc<dyn TrackLocal>, Some(init))
+        .await?;
+    transceiver
+        .sender()
+        .await?
+        .ok_or_else(|| ClientError::WebRtc("transceiver without a sender".into()))
+}
+
+/// Counts keyframe requests and NACKs arriving for `track`, and flags the sender.
+async fn read_feedback(track: Arc<TrackLocalStaticRTP>, counters: Arc<PublisherCounters>) {
+    while let Some(ev) = track.poll().await {
+        let TrackLocalEvent::OnRtcpPacket(pkts) = ev else {
+            continue;
+        };
+        for p in pkts {
+            let any = p.as_any();
+            if any.is::<PictureLossIndication>() {
+                counters.plis_received.fetch_add(1, Ordering::Relaxed);
+                counters.keyframe_requested.store(true, Ordering::SeqCst);
+            } else if any.is::<FullIntraRequest>() {
+                counters.firs_received.fetch_add(1, Ordering::Relaxed);
+                counters.keyframe_requested.store(true, Ordering::SeqCst);
+            } else if any.is::<TransportLayerNack>() {
+                counters.nacks_received.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Paces the fixture at 30 fps from the moment the connection is up (RTP before DTLS is lost),
+/// looping it with continuous timestamps and sequence numbers.
+async fn send_video(
+    track: Arc<TrackLocalStaticRTP>,
+    mut packetizer: Packetizer,
+    aus: Vec<AccessUnit>,
+    counters: Arc<PublisherCounters>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    connect_timeout: Duration,
+) {
+    if !wait_state(state.clone(), connect_timeout).await {
+        return;
+    }
+    let mut tick = tokio::time::interval(FRAME_INTERVAL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut idx = 0;
+    let mut timestamp = random_u32();
+    loop {
+        tick.tick().await;
+        if is_over(&state) {
+            return;
+        }
+        if counters.keyframe_requested.swap(false, Ordering::SeqCst) {
+            counters.forced_keyframes.fetch_add(1, Ordering::Relaxed);
+            if !aus[idx].keyframe {
+                idx = h264::next_keyframe(&aus, idx).unwrap_or(idx);
+            }
+        }
+        let au = &aus[idx];
+        match packetizer.packetize(au, timestamp) {
+            Ok(pkts) => {
+                for p in pkts {
+                    let len = p.payload.len() as u64;
+                    if track.write_rtp(p).await.is_ok() {
+                        counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+                        counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
+                    } else {
+                        counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(_) => {
+                counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        counters.frames_sent.fetch_add(1, Ordering::Relaxed);
+        if au.keyframe {
+            counters.keyframes_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        timestamp = timestamp.wrapping_add(FRAME_TICKS);
+        idx = (idx + 1) % aus.len();
+    }
+}
+
+/// Sends a 20 ms Opus silence frame every 20 ms once the connection is up.
+async fn send_audio(
+    track: Arc<TrackLocalStaticRTP>,
+    payload_type: u8,
+    counters: Arc<PublisherCounters>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    connect_timeout: Duration,
+) {
+    if !wait_state(state.clone(), connect_timeout).await {
+        return;
+    }
+    let Some(ssrc) = track.ssrcs().await.first().copied() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let (mut seq, mut timestamp, mut first) = (random_u32() as u16, random_u32(), true);
+    loop {
+        tick.tick().await;
+        if is_over(&state) {
+            return;
+        }
+        let pkt = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                marker: first,
+                payload_type,
+                sequence_number: seq,
+                timestamp,
+                ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(&OPUS_SILENCE),
+        };
+        if track.write_rtp(pkt).await.is_ok() {
+            counters.audio_packets_sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+        seq = seq.wrapping_add(1);
+        timestamp = timestamp.wrapping_add(960);
+    }
+}
+
+// ───────────────────────────── WHEP subscriber ─────────────────────────────
+
+/// A snapshot of what a subscriber has received. Times are measured from the start of `connect`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriberCounts {
+    /// RTP packets received (all tracks).
+    pub packets: u64,
+    /// RTP payload bytes received (all tracks).
+    pub bytes: u64,
+    /// Video RTP packets received.
+    pub video_packets: u64,
+    /// Video RTP payload bytes received.
+    pub video_bytes: u64,
+    /// Audio RTP packets received.
+    pub audio_packets: u64,
+    /// Audio RTP payload bytes received.
+    pub audio_bytes: u64,
+    /// Complete H.264 frames (every packet of the timestamp, in sequence, ending with the marker).
+    pub frames: u64,
+    /// Complete frames containing an IDR slice.
+    pub keyframes: u64,
+    /// Frames abandoned because of loss or a missing start or marker.
+    pub incomplete_frames: u64,
+    /// When the first RTP packet arrived.
+    pub first_packet: Option<Duration>,
+    /// When the first complete keyframe arrived.
+    pub first_keyframe: Option<Duration>,
+    /// When the latest RTP packet arrived.
+    pub last_packet: Option<Duration>,
+    /// Remote video tracks seen.
+    pub video_tracks: u32,
+    /// Remote audio tracks seen.
+    pub audio_tracks: u32,
+    /// MIME type of the (latest) remote video track, e.g. `video/H264`.
+    pub video_mime: Option<String>,
+    /// PLIs this subscriber sent.
+    pub plis_sent: u64,
+}
+
+struct SubscriberShared {
+    counts: watch::Sender<SubscriberCounts>,
+    video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+    started: Instant,
+}
+
+/// A WHEP subscriber: receives the server's tracks and counts packets, frames and keyframes.
+pub struct WhepSubscriber {
+    session: Session,
+    shared: Arc<SubscriberShared>,
+    counts: watch::Receiver<SubscriberCounts>,
+}
+
+impl WhepSubscriber {
+    /// Plays over HTTP: POSTs a recvonly offer to `base_url` + `path_and_query` (e.g.
+    /// `/v1/groups/g/whep?participant=uid`) with `token` as bearer (none when empty). Anything
+    /// but 201 with a `Location` and an SDP answer is an error.
+    pub async fn connect(base_url: &str, path_and_query: &str, token: &str) -> Result<Self, ClientError> {
+        Self::connect_opts(base_url, path_and_query, token, ClientOptions::default()).await
+    }
+
+    /// [`WhepSubscriber::connect`] with options.
+    pub async fn connect_opts(
+        base_url: &str,
+        path_and_query: &str,
+        token: &str,
+        opts: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let http = Http::new(base_url, token, opts.timeout)?;
+        let h = http.clone();
+        let mut subscriber =
+            Self::connect_with(opts, |offer| async move { h.post_offer(path_and_query, offer).await }).await?;
+        subscriber.session.http = Some(http);
+        Ok(subscriber)
+    }
+
+    /// Plays with a custom SDP exchange (see [`WhipPublisher::connect_with`]).
+    pub async fn connect_with<F, Fut>(opts: ClientOptions, exchange: F) -> Result<Self, ClientError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<SdpAnswer, ClientError>>,
+    {
+        let started = Instant::now();
+        let mut peer = LoopbackPeer::new(false).await?;
+        let mut kinds = vec![RtpCodecKind::Video];
+        if opts.audio {
+            kinds.push(RtpCodecKind::Audio);
+        }
+        for kind in kinds {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            };
+            if let Err(e) = peer.pc.add_transceiver_from_kind(kind, Some(init)).await {
+                peer.close().await;
+                return Err(e.into());
+            }
+        }
+        let Some(tracks) = peer.take_tracks() else {
+            return Err(ClientError::WebRtc("track stream already taken".into()));
+        };
+        let (counts_tx, counts) = watch::channel(SubscriberCounts::default());
+        let shared = Arc::new(SubscriberShared {
+            counts: counts_tx,
+            video: Mutex::new(None),
+            started,
+        });
+        // Start draining tracks before the answer is applied: on_track may fire right after.
+        let dispatch = tokio::spawn(dispatch_tracks(tracks, shared.clone()));
+        let answer = match negotiate(&peer, opts.timeout, exchange).await {
+            Ok(a) => a,
+            Err(e) => {
+                dispatch.abort();
+                return Err(e);
+            }
+        };
+        Ok(WhepSubscriber {
+            session: Session {
+                peer,
+                location: answer.location,
+                http: None,
+                tasks: Mutex::new(vec![dispatch]),
+            },
+            shared,
+            counts,
+        })
+    }
+
+    /// The session URL from the `Location` header.
+    pub fn location(&self) -> &str {
+        &self.session.location
+    }
+
+    /// The last path segment of [`WhepSubscriber::location`].
+    pub fn session_id(&self) -> &str {
+        self.session.session_id()
+    }
+
+    /// The current connection state.
+    pub fn connection_state(&self) -> RTCPeerConnectionState {
+        self.session.peer.state()
+    }
+
+    /// Waits up to `timeout` for the connection to be `Connected`.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        self.session.peer.wait_connected(timeout).await
+    }
+
+    /// A snapshot of the counters.
+    pub fn counts(&self) -> SubscriberCounts {
+        self.counts.borrow().clone()
+    }
+
+    /// Waits up to `timeout` for `pred` to hold on the counters.
+    pub async fn wait_until(&self, timeout: Duration, pred: impl FnMut(&SubscriberCounts) -> bool) -> bool {
+        let mut rx = self.counts.clone();
+        let reached = matches!(tokio::time::timeout(timeout, rx.wait_for(pred)).await, Ok(Ok(_)));
+        reached
+    }
+
+    /// Waits up to `timeout` for at least `n` complete frames in total.
+    pub async fn wait_frames(&self, n: u64, timeout: Duration) -> bool {
+        self.wait_until(timeout, |c| c.frames >= n).await
+    }
+
+    /// Waits up to `timeout` for at least `n` complete keyframes in total.
+    pub async fn wait_keyframes(&self, n: u64, timeout: Duration) -> bool {
+        self.wait_until(timeout, |c| c.keyframes >= n).await
+    }
+
+    /// Whether no RTP packet at all arrives during the next `window`.
+    pub async fn no_packets_within(&self, window: Duration) -> bool {
+        let before = self.counts().packets;
+        !self.wait_until(window, |c| c.packets > before).await
+    }
+
+    /// Sends a PLI for the remote video track; fails before the track has arrived.
+    pub async fn send_pli(&self) -> Result<(), ClientError> {
+        let video = self.shared.video.lock().ok().and_then(|v| v.clone());
+        let Some((track, ssrc)) = video else {
+            return Err(ClientError::Protocol("no remote video track yet".into()));
+        };
+        track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })])
+            .await?;
+        self.shared.counts.send_modify(|c| c.plis_sent += 1);
+        Ok(())
+    }
+
+    /// Ends the session: DELETE on the location (HTTP sessions only), then closes the connection
+    /// whatever the DELETE returned. A non-2xx DELETE is [`ClientError::Http`].
+    pub async fn stop(&self) -> Result<(), ClientError> {
+        self.session.stop().await
+    }
+
+    /// Closes the connection without telling the server.
+    pub async fn close(&self) {
+        self.session.close().await
+    }
+}
+
+/// Starts a counting task per remote track; those end when the connection closes.
+async fn dispatch_tracks(mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>, shared: Arc<SubscriberShared>) {
+    while let Some(track) = tracks.recv().await {
+        let kind = track.kind().await;
+        let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
+        let mime = track.codec(ssrc).await.map(|c| c.mime_type);
+        if kind == RtpCodecKind::Video {
+            if let Ok(mut v) = shared.video.lock() {
+                *v = Some((track.clone(), ssrc));
+            }
+            shared.counts.send_modify(|c| {
+                c.video_tracks += 1;
+                c.video_mime = mime.clone();
+            });
+        } else {
+            shared.counts.send_modify(|c| c.audio_tracks += 1);
+        }
+        let h264 = mime.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(MIME_TYPE_H264));
+        tokio::spawn(read_track(track, kind == RtpCodecKind::Video, h264, shared.clone()));
+    }
+}
+
+/// Counts one remote track's packets and, for H.264 video, its complete frames and keyframes.
+async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared: Arc<SubscriberShared>) {
+    let mut counter = FrameCounter::new();
+    while let Some(ev) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
+            continue;
+        };
+        let now = shared.started.elapsed();
+        let incomplete_before = counter.incomplete;
+        let frame = if h264 { counter.push(&pkt) } else { None };
+        let newly_incomplete = counter.incomplete - incomplete_before;
+        let len = pkt.payload.len() as u64;
+        shared.counts.send_modify(|c| {
+            c.packets += 1;
+            c.bytes += len;
+            if video {
+                c.video_packets += 1;
+                c.video_bytes += len;
+            } else {
+                c.audio_packets += 1;
+                c.audio_bytes += len;
+            }
+            c.first_packet.get_or_insert(now);
+            c.last_packet = Some(now);
+            c.incomplete_frames += newly_incomplete;
+            if let Some(f) = &frame {
+                c.frames += 1;
+                if f.keyframe {
+                    c.keyframes += 1;
+                    c.first_keyframe.get_or_insert(now);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,387 @@
+//! The SFU over real WebRTC on loopback: a Rust client publishes the H.264 fixture with WHIP,
+//! Rust clients play it with WHEP. Multi-group fan-out, permissions applied live, bad input,
+//! and nothing left behind once everyone has gone.
+
+use std::time::Duration;
+
+use fanfare_tests::rtc_client::{WhepSubscriber, WhipPublisher};
+use fanfare_tests::Server;
+use reqwest::Method;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn group(s: &Server, id: &str, members: &[(&str, serde_json::Value)]) {
+    let (st, body) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&s.admin),
+            Some(json!({"id": id, "name": id})),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    for (user, perms) in members {
+        let (st, body) = s
+            .call(
+                Method::PUT,
+                &format!("/v1/groups/{id}/members/{user}"),
+                Some(&s.admin),
+                Some(json!({"permissions": perms})),
+            )
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+}
+
+/// Polls `/metrics` until `name` reads `want` (or 5 s pass) and returns the last value.
+async fn metric_settles(s: &Server, name: &str, want: f64) -> f64 {
+    let mut v = s.metric(name).await;
+    for _ in 0..100 {
+        if v == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        v = s.metric(name).await;
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publish_fans_out_to_several_groups_each_with_its_own_permissions() {
+    let s = Server::start().await;
+    group(
+        &s,
+        "ga",
+        &[
+            ("pub", json!({})),
+            ("va", json!({})),
+            ("mute", json!({"can_subscribe": false})),
+        ],
+    )
+    .await;
+    group(&s, "gb", &[("pub", json!({})), ("vb", json!({}))]).await;
+    group(&s, "gc", &[("vc", json!({}))]).await;
+    let (publisher_t, va, vb, vc, muted) = (
+        s.token("pub").await,
+        s.token("va").await,
+        s.token("vb").await,
+        s.token("vc").await,
+        s.token("mute").await,
+    );
+
+    let publisher = WhipPublisher::connect(&s.base, "/v1/whip?groups=ga,gb", &publisher_t)
+        .await
+        .expect("publish");
+    assert!(publisher.location().starts_with("/v1/sessions/"));
+    assert!(publisher.wait_connected(WAIT).await, "publisher connects");
+
+    let viewer_a = WhepSubscriber::connect(&s.base, "/v1/groups/ga/whep", &va)
+        .await
+        .expect("play in ga");
+    let viewer_b = WhepSubscriber::connect(&s.base, "/v1/groups/gb/whep?participant=pub", &vb)
+        .await
+        .expect("play in gb");
+    assert!(
+        viewer_a.wait_frames(30, WAIT).await,
+        "ga viewer decodes frames: {:?}",
+        viewer_a.counts()
+    );
+    assert!(
+        viewer_b.wait_frames(30, WAIT).await,
+        "gb viewer decodes frames: {:?}",
+        viewer_b.counts()
+    );
+    let a = viewer_a.counts();
+    assert!(
+        a.keyframes >= 1 && a.video_mime.as_deref() == Some("video/H264"),
+        "{a:?}"
+    );
+    // A fresh subscriber gets a picture fast: the server asks the publisher for a keyframe.
+    assert!(
+        a.first_keyframe.is_some_and(|t| t < Duration::from_secs(3)),
+        "first keyframe: {a:?}"
+    );
+    assert!(
+        publisher.plis_received() >= 1,
+        "the server requested a keyframe for the new viewers"
+    );
+
+    // Not a member of ga (closed): refused. Member of gc only: nobody publishes there.
+    let err = WhepSubscriber::connect(&s.base, "/v1/groups/ga/whep", &vc)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.status(), Some(403));
+    let err = WhepSubscriber::connect(&s.base, "/v1/groups/gc/whep", &vc)
+        .await
+        .err()
+        .expect("nothing to play");
+    assert_eq!(err.status(), Some(404));
+    // A member of ga without can_subscribe: 403 and no media.
+    let err = WhepSubscriber::connect(&s.base, "/v1/groups/ga/whep", &muted)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.status(), Some(403));
+
+    // The call view lists the publisher's tracks in both groups.
+    let (st, call) = s.call(Method::GET, "/v1/groups/ga/call", Some(&va), None).await;
+    assert_eq!(st, 200);
+    let p = &call["participants"][0];
+    assert_eq!(p["user"], "pub");
+    let kinds: Vec<_> = p["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(kinds.contains(&"video".to_string()), "{call}");
+    let (st, _) = s.call(Method::GET, "/v1/groups/gb/call", Some(&va), None).await;
+    assert_eq!(st, 403, "va is not in gb");
+
+    // Narrow the fan-out to ga: gb's viewer stops, ga's continues.
+    let sid = publisher.session_id().to_string();
+    let (st, body) = s
+        .call(
+            Method::PUT,
+            &format!("/v1/sessions/{sid}/groups"),
+            Some(&publisher_t),
+            Some(json!({"groups": ["ga"]})),
+        )
+        .await;
+    assert_eq!((st, &body["groups"]), (200, &json!(["ga"])), "{body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        viewer_b.no_packets_within(Duration::from_secs(1)).await,
+        "gb viewer stopped: {:?}",
+        viewer_b.counts()
+    );
+    let before = viewer_a.counts().frames;
+    assert!(viewer_a.wait_frames(before + 15, WAIT).await, "ga viewer continues");
+    // Someone else cannot change or end the session.
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/v1/sessions/{sid}"), Some(&va), None)
+        .await;
+    assert_eq!(st, 403);
+
+    publisher.stop().await.expect("DELETE the session");
+    assert!(
+        viewer_a.no_packets_within(Duration::from_secs(1)).await
+            || viewer_a.no_packets_within(Duration::from_secs(1)).await
+    );
+    viewer_a.stop().await.ok();
+    viewer_b.stop().await.ok();
+    // Nothing left behind: sessions, tracks, legs, rooms.
+    assert_eq!(
+        metric_settles(&s, "fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
+        0.0
+    );
+    assert_eq!(
+        metric_settles(&s, "fanfare_rtc_sessions{kind=\"view\"}", 0.0).await,
+        0.0
+    );
+    assert_eq!(metric_settles(&s, "fanfare_subscriber_legs", 0.0).await, 0.0);
+    assert_eq!(metric_settles(&s, "fanfare_rooms", 0.0).await, 0.0);
+    assert!(s.metric("fanfare_rtp_packets_out_total").await > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classroom_teacher_grants_then_revokes_publishing() {
+    let s = Server::start().await;
+    let teacher = s.token("teacher").await;
+    let settings = json!({"members": {"can_publish": false}});
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&teacher),
+            Some(json!({"id": "class", "name": "Class", "settings": settings})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    for u in ["student", "peer"] {
+        let (st, _) = s
+            .call(
+                Method::PUT,
+                &format!("/v1/groups/class/members/{u}"),
+                Some(&teacher),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(st, 201);
+    }
+    let (student, peer) = (s.token("student").await, s.token("peer").await);
+
+    let err = WhipPublisher::connect(&s.base, "/v1/whip?groups=class", &student)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.status(), Some(403));
+
+    let grant = json!({"permissions": {"can_publish": true}});
+    let (st, _) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/class/members/student",
+            Some(&teacher),
+            Some(grant),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let publisher = WhipPublisher::connect(&s.base, "/v1/whip?groups=class", &student)
+        .await
+        .expect("publish");
+    assert!(publisher.wait_connected(WAIT).await);
+    let viewer = WhepSubscriber::connect(&s.base, "/v1/groups/class/whep?participant=student", &peer)
+        .await
+        .expect("play");
+    assert!(viewer.wait_frames(20, WAIT).await, "{:?}", viewer.counts());
+
+    let revoke = json!({"permissions": {"can_publish": false}});
+    let (st, _) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/class/members/student",
+            Some(&teacher),
+            Some(revoke),
+        )
+        .await;
+    assert_eq!(st, 200);
+    // Within one second of the revocation the media has stopped for everyone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        viewer.no_packets_within(Duration::from_secs(1)).await,
+        "media stopped: {:?}",
+        viewer.counts()
+    );
+    let (st, call) = s.call(Method::GET, "/v1/groups/class/call", Some(&peer), None).await;
+    assert_eq!(
+        (st, call["participants"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{call}"
+    );
+    assert_eq!(
+        metric_settles(&s, "fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
+        0.0,
+        "the publish session ended"
+    );
+    publisher.close().await;
+    viewer.close().await;
+}
+
+#[tokio::test]
+async fn bad_offers_and_sessions_get_clear_errors() {
+    let s = Server::start().await;
+    group(&s, "g", &[("pub", json!({}))]).await;
+    let t = s.token("pub").await;
+    let post = |path: &'static str, ct: &'static str, body: Vec<u8>| s.raw(Method::POST, path, Some(&t), ct, body);
+
+    let v = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_vec();
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "garbage",
+            "application/sdp",
+            b"hello there".to_vec(),
+            400,
+            "invalid_sdp",
+        ),
+        ("no media", "application/sdp", v.clone(), 400, "invalid_sdp"),
+        (
+            "truncated",
+            "application/sdp",
+            b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96"
+                .to_vec(),
+            400,
+            "invalid_sdp",
+        ),
+        (
+            "not utf-8",
+            "application/sdp",
+            vec![0xff, 0xfe, 0x00],
+            400,
+            "invalid_sdp",
+        ),
+        (
+            "json",
+            "application/json",
+            b"{}".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        ("1 MiB", "application/sdp", vec![b'a'; 1 << 20], 413, "body_too_large"),
+    ];
+    for (name, ct, body, status, code) in cases {
+        let (st, resp) = post("/v1/whip?groups=g", ct, body.clone()).await;
+        assert_eq!(
+            (st, resp["error"]["code"].as_str()),
+            (status, Some(code)),
+            "WHIP {name}: {resp}"
+        );
+        let (st, resp) = post("/v1/groups/g/whep", ct, body).await;
+        assert_eq!(st, status, "WHEP {name}: {resp}");
+    }
+    // Well-formed (parses, has media, ICE credentials and a fingerprint) but never negotiated.
+    let sdp = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 AB:CD\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:efghijklmnopqrstuvwxyz12\r\n\
+a=rtpmap:96 H264/90000\r\na=sendonly\r\n"
+        .to_vec();
+    for (path, status) in [
+        ("/v1/whip", 400),
+        ("/v1/whip?groups=", 400),
+        ("/v1/whip?groups=..%2Fx", 400),
+        ("/v1/whip?groups=nope", 404),
+    ] {
+        let (st, resp) = s
+            .raw(Method::POST, path, Some(&t), "application/sdp", sdp.clone())
+            .await;
+        assert_eq!(st, status, "{path}: {resp}");
+        assert!(resp["error"]["code"].is_string(), "{path}: {resp}");
+    }
+    let (st, _) = s
+        .raw(Method::POST, "/v1/whip?groups=g", None, "application/sdp", sdp.clone())
+        .await;
+    assert_eq!(st, 401);
+    for (method, path) in [
+        (Method::DELETE, "/v1/sessions/nope"),
+        (Method::PUT, "/v1/sessions/nope/groups"),
+    ] {
+        let (st, resp) = s.call(method, path, Some(&t), Some(json!({"groups": ["g"]}))).await;
+        assert_eq!(
+            (st, resp["error"]["code"].as_str()),
+            (404, Some("session_not_found")),
+            "{path}"
+        );
+    }
+    let (st, _) = s
+        .raw(
+            Method::PATCH,
+            "/v1/sessions/nope",
+            Some(&t),
+            "application/trickle-ice-sdpfrag",
+            b"a=candidate:1 1 udp 1 127.0.0.1 9 typ host".to_vec(),
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/groups/g/call/participants/pub/mute",
+            Some(&s.admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 404, "nobody is in the call");
+    // Failed negotiations leave nothing behind, and the server still serves.
+    assert_eq!(
+        metric_settles(&s, "fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
+        0.0
+    );
+    assert_eq!(
+        metric_settles(&s, "fanfare_rtc_sessions{kind=\"view\"}", 0.0).await,
+        0.0
+    );
+    assert_eq!(metric_settles(&s, "fanfare_rooms", 0.0).await, 0.0);
+    let (st, _) = s.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(st, 200);
+}
