@@ -37,6 +37,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let media = engine::media::Media::start(config.media())?;
     let listen = config.listen_addr()?;
+    let rtc = engine::session::SessionDeps {
+        store: store.clone(),
+        media,
+        registry: registry.clone(),
+        sessions: Default::default(),
+        metrics: metrics.clone(),
+    };
     let state = AppState {
         store: store.clone(),
         registry,
@@ -44,8 +51,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics,
         prometheus,
         config: Arc::new(config.clone()),
-        media,
-        sessions: Default::default(),
+        rtc,
     };
     let assets = config.assets_dir.clone();
     let server = HttpServer::new(move || {

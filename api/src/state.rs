@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use actix::Addr;
-use engine::media::Media;
 use engine::metrics::EngineMetrics;
 use engine::registry::Registry;
-use engine::session::Sessions;
+use engine::session::SessionDeps;
 use engine::store::Store;
 
 use crate::config::Config;
@@ -21,8 +20,6 @@ pub struct AppState {
     pub metrics: EngineMetrics,
     pub prometheus: prometheus::Registry,
     pub config: Arc<Config>,
-    /// The WebRTC media plane.
-    pub media: Media,
-    /// Live WHIP/WHEP sessions.
-    pub sessions: Sessions,
+    /// The WebRTC media plane and live sessions.
+    pub rtc: SessionDeps,
 }

@@ -37,6 +37,28 @@ pub enum ClientMessage {
         #[serde(default)]
         req: Option<String>,
     },
+    /// Publish an SDP offer's tracks into one or more groups (like WHIP); answered with `answer`.
+    Publish {
+        groups: Vec<GroupId>,
+        sdp: String,
+        #[serde(default)]
+        req: Option<String>,
+    },
+    /// Play a publisher of a group (like WHEP); answered with `answer`.
+    Subscribe {
+        group: GroupId,
+        #[serde(default)]
+        participant: Option<UserId>,
+        sdp: String,
+        #[serde(default)]
+        req: Option<String>,
+    },
+    /// End a session this connection started; answered with `session_ended`.
+    EndSession {
+        session: String,
+        #[serde(default)]
+        req: Option<String>,
+    },
 }
 
 /// Why a connection left a room.
@@ -110,6 +132,19 @@ pub enum ServerMessage {
         group: GroupId,
         participant: UserId,
         track: String,
+    },
+    /// Reply to `publish` or `subscribe`: the session id and the SDP answer.
+    Answer {
+        session: String,
+        sdp: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: Option<String>,
+    },
+    /// A session of this connection ended on request.
+    SessionEnded {
+        session: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: Option<String>,
     },
     /// Reply to `ping`.
     Pong {

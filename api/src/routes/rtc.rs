@@ -26,14 +26,7 @@ pub async fn connect(
         .aggregate_continuations()
         .max_continuation_size(state.config.limits.max_ws_frame_bytes);
     let (outbox, mut outbox_rx) = Outbox::channel(OUTBOX_CAPACITY);
-    let participant = Participant::new(
-        who,
-        outbox,
-        state.registry.clone(),
-        state.store.clone(),
-        state.metrics.clone(),
-    )
-    .start();
+    let participant = Participant::new(who, outbox, state.rtc.clone()).start();
     actix_web::rt::spawn(async move {
         let mut session = session;
         let reason = loop {

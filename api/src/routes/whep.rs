@@ -1,10 +1,7 @@
 //! WHEP playback: `POST /v1/groups/{gid}/whep?participant=<uid>` (needs `can_subscribe`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use engine::access::Access;
-use engine::media::check_offer;
-use engine::perms::Perm;
-use engine::session::{new_session_id, Negotiate, Viewer};
+use engine::session::start_view;
 use serde::Deserialize;
 
 use super::whip::{created, sdp_body};
@@ -34,19 +31,6 @@ pub async fn play(
     let offer = sdp_body(&req, &body, "application/sdp")?;
     let gid = super::group_id(&gid)?;
     let participant = query.participant.as_deref().map(super::user_id).transpose()?;
-    check_offer(&offer)?;
-    Access::load(state.store.as_ref(), &who, &gid)?.require(Perm::Subscribe)?;
-    let sid = new_session_id();
-    let viewer = Viewer::launch(
-        sid.clone(),
-        who,
-        gid,
-        participant,
-        state.media.clone(),
-        state.registry.clone(),
-        state.sessions.clone(),
-        state.metrics.clone(),
-    );
-    let answer = viewer.send(Negotiate { offer }).await.map_err(ApiError::internal)??;
+    let (sid, answer) = start_view(&state.rtc, who, gid, participant, offer).await?;
     Ok(created(&sid, answer))
 }

@@ -5,10 +5,8 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use engine::access::Access;
 use engine::ids::GroupId;
-use engine::media::check_offer;
 use engine::perms::{Perm, Principal};
-use engine::room::messages::StopSession;
-use engine::session::{new_session_id, AddCandidates, Negotiate, Publisher, SessionEntry, SessionKind, SetGroups};
+use engine::session::{start_publish, AddCandidates, SessionEntry, SessionKind, SetGroups};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -96,27 +94,13 @@ pub async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     let offer = sdp_body(&req, &body, "application/sdp")?;
     let groups = parse_groups(query.groups.split(','))?;
-    check_offer(&offer)?;
-    require_publish(&state, &who, &groups)?;
-    let sid = new_session_id();
-    let publisher = Publisher::launch(
-        sid.clone(),
-        who,
-        groups,
-        state.media.clone(),
-        state.registry.clone(),
-        state.sessions.clone(),
-        state.metrics.clone(),
-    );
-    let answer = publisher
-        .send(Negotiate { offer })
-        .await
-        .map_err(ApiError::internal)??;
+    let (sid, answer) = start_publish(&state.rtc, who, groups, offer).await?;
     Ok(created(&sid, answer))
 }
 
 fn owned_session(state: &AppState, who: &Principal, sid: &str) -> Result<SessionEntry, ApiError> {
     let entry = state
+        .rtc
         .sessions
         .get(sid)
         .ok_or_else(|| ApiError::not_found("session_not_found", "no such session"))?;
@@ -132,15 +116,8 @@ pub async fn delete(
     state: web::Data<AppState>,
     sid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let entry = owned_session(&state, &who, &sid)?;
-    let stop = StopSession {
-        reason: "deleted by the client",
-    };
-    match entry.kind {
-        SessionKind::Publish(a) => a.do_send(stop),
-        SessionKind::View(a) => a.do_send(stop),
-    }
-    state.sessions.remove(&sid);
+    owned_session(&state, &who, &sid)?;
+    state.rtc.sessions.stop(&sid, "deleted by the client");
     Ok(HttpResponse::Ok().finish())
 }
 

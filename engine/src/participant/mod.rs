@@ -9,18 +9,17 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, WrapFuture};
 
 use crate::chat::send_message;
 use crate::error::EngineError;
-use crate::ids::GroupId;
-use crate::metrics::EngineMetrics;
+use crate::ids::{GroupId, UserId};
 use crate::outbox::Outbox;
 use crate::perms::Principal;
 use crate::protocol::{ClientMessage, LeaveReason, ServerMessage};
-use crate::registry::{JoinRoom, LeaveRoom, Registry};
+use crate::registry::{JoinRoom, LeaveRoom};
 use crate::room::messages::{ConnId, ConnInfo, Removed};
-use crate::store::Store;
+use crate::session::{start_publish, start_view, SessionDeps};
 pub use messages::{Disconnected, Inbound};
 use rate::TokenBucket;
 
@@ -34,30 +33,23 @@ pub struct Participant {
     id: ConnId,
     principal: Arc<Principal>,
     outbox: Outbox,
-    registry: Addr<Registry>,
-    store: Arc<dyn Store>,
-    metrics: EngineMetrics,
+    deps: SessionDeps,
     groups: HashSet<GroupId>,
+    /// WebRTC sessions started on this connection; they end with it.
+    sessions: HashSet<String>,
     bucket: TokenBucket,
 }
 
 impl Participant {
     /// A participant for `principal` writing to `outbox`.
-    pub fn new(
-        principal: Principal,
-        outbox: Outbox,
-        registry: Addr<Registry>,
-        store: Arc<dyn Store>,
-        metrics: EngineMetrics,
-    ) -> Participant {
+    pub fn new(principal: Principal, outbox: Outbox, deps: SessionDeps) -> Participant {
         Participant {
             id: crate::next_id(),
             principal: Arc::new(principal),
             outbox,
-            registry,
-            store,
-            metrics,
+            deps,
             groups: HashSet::new(),
+            sessions: HashSet::new(),
             bucket: TokenBucket::new(REQUESTS_PER_SECOND, REQUEST_BURST, Instant::now()),
         }
     }
@@ -81,7 +73,7 @@ impl Participant {
             outbox: self.outbox.clone(),
             notices: ctx.address().recipient(),
         };
-        let fut = self.registry.send(JoinRoom {
+        let fut = self.deps.registry.send(JoinRoom {
             group: group.clone(),
             conn,
         });
@@ -103,7 +95,7 @@ impl Participant {
 
     fn leave(&mut self, group: GroupId, req: Option<String>) {
         if self.groups.remove(&group) {
-            self.registry.do_send(LeaveRoom {
+            self.deps.registry.do_send(LeaveRoom {
                 group: group.clone(),
                 conn: self.id,
             });
@@ -116,14 +108,9 @@ impl Participant {
     }
 
     fn send(&mut self, group: GroupId, text: String, req: Option<String>, ctx: &mut Context<Self>) {
-        let (store, registry, metrics, who) = (
-            self.store.clone(),
-            self.registry.clone(),
-            self.metrics.clone(),
-            self.principal.clone(),
-        );
+        let (deps, who) = (self.deps.clone(), self.principal.clone());
         let fut = async move {
-            send_message(store.as_ref(), &registry, &metrics, &who, &group, &text)
+            send_message(deps.store.as_ref(), &deps.registry, &deps.metrics, &who, &group, &text)
                 .await
                 .map(|m| (group, m))
         };
@@ -132,13 +119,48 @@ impl Participant {
             Err(e) => act.error(&e, req),
         }));
     }
+
+    /// Starts a publish (`participant` is `None`) or a playback session and replies `answer`.
+    fn negotiate(&mut self, target: Negotiation, sdp: String, req: Option<String>, ctx: &mut Context<Self>) {
+        let (deps, who) = (self.deps.clone(), (*self.principal).clone());
+        let fut = async move {
+            match target {
+                Negotiation::Publish(groups) => start_publish(&deps, who, groups, sdp).await,
+                Negotiation::Play(group, participant) => start_view(&deps, who, group, participant, sdp).await,
+            }
+        };
+        // Not `wait`: chat and other requests go on while the connection is being set up.
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| match res {
+            Ok((session, sdp)) => {
+                act.sessions.insert(session.clone());
+                act.reply(&ServerMessage::Answer { session, sdp, req });
+            }
+            Err(e) => act.error(&e, req),
+        }));
+    }
+
+    fn end_session(&mut self, session: String, req: Option<String>) {
+        if self.sessions.remove(&session) {
+            self.deps.sessions.stop(&session, "ended by the client");
+            self.reply(&ServerMessage::SessionEnded { session, req });
+        } else {
+            let e = EngineError::NotFound(format!("no session {session} on this connection"));
+            self.error(&e, req);
+        }
+    }
+}
+
+/// What a `publish` or `subscribe` request sets up.
+enum Negotiation {
+    Publish(Vec<GroupId>),
+    Play(GroupId, Option<UserId>),
 }
 
 impl Actor for Participant {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Context<Self>) {
-        self.metrics.connections.inc();
+        self.deps.metrics.connections.inc();
         self.reply(&ServerMessage::Hello {
             user: self.principal.user.clone(),
             connection: self.id.to_string(),
@@ -147,9 +169,12 @@ impl Actor for Participant {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         for group in self.groups.drain() {
-            self.registry.do_send(LeaveRoom { group, conn: self.id });
+            self.deps.registry.do_send(LeaveRoom { group, conn: self.id });
         }
-        self.metrics.connections.dec();
+        for session in self.sessions.drain() {
+            self.deps.sessions.stop(&session, "the realtime connection closed");
+        }
+        self.deps.metrics.connections.dec();
     }
 }
 
@@ -169,6 +194,16 @@ impl Handler<Inbound> for Participant {
             Ok(ClientMessage::Leave { group, req }) => self.leave(group, req),
             Ok(ClientMessage::SendMessage { group, text, req }) => self.send(group, text, req, ctx),
             Ok(ClientMessage::Ping { req }) => self.reply(&ServerMessage::Pong { req }),
+            Ok(ClientMessage::Publish { groups, sdp, req }) => {
+                self.negotiate(Negotiation::Publish(groups), sdp, req, ctx)
+            }
+            Ok(ClientMessage::Subscribe {
+                group,
+                participant,
+                sdp,
+                req,
+            }) => self.negotiate(Negotiation::Play(group, participant), sdp, req, ctx),
+            Ok(ClientMessage::EndSession { session, req }) => self.end_session(session, req),
             Err(e) => self.reply(&ServerMessage::Error {
                 code: "invalid_message".into(),
                 message: format!("could not read that message: {e}"),
@@ -191,7 +226,7 @@ impl Handler<Removed> for Participant {
 
     fn handle(&mut self, msg: Removed, _ctx: &mut Context<Self>) {
         if self.groups.remove(&msg.group) {
-            self.registry.do_send(LeaveRoom {
+            self.deps.registry.do_send(LeaveRoom {
                 group: msg.group,
                 conn: self.id,
             });

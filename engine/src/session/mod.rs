@@ -12,8 +12,15 @@ use actix::{Addr, Message};
 pub use publish::Publisher;
 pub use view::Viewer;
 
+use crate::access::Access;
 use crate::error::EngineError;
 use crate::ids::{GroupId, UserId};
+use crate::media::{check_offer, Media};
+use crate::metrics::EngineMetrics;
+use crate::perms::{Perm, Principal};
+use crate::registry::Registry;
+use crate::room::messages::StopSession;
+use crate::store::Store;
 
 /// What a session id refers to.
 #[derive(Clone)]
@@ -93,4 +100,79 @@ pub struct SetGroups {
 #[rtype(result = "Result<usize, EngineError>")]
 pub struct AddCandidates {
     pub candidates: Vec<String>,
+}
+
+/// Everything starting a session needs; shared by the WHIP/WHEP routes and the realtime socket.
+#[derive(Clone)]
+pub struct SessionDeps {
+    pub store: Arc<dyn Store>,
+    pub media: Media,
+    pub registry: Addr<Registry>,
+    pub sessions: Sessions,
+    pub metrics: EngineMetrics,
+}
+
+/// Publishes `who`'s offer into every group of `groups` (needs `can_publish` in each).
+/// Returns the session id and the SDP answer.
+pub async fn start_publish(
+    deps: &SessionDeps,
+    who: Principal,
+    groups: Vec<GroupId>,
+    offer: String,
+) -> Result<(String, String), EngineError> {
+    check_offer(&offer)?;
+    for g in &groups {
+        Access::load(deps.store.as_ref(), &who, g)?.require(Perm::Publish)?;
+    }
+    let sid = new_session_id();
+    let d = deps.clone();
+    let publisher = Publisher::launch(sid.clone(), who, groups, d.media, d.registry, d.sessions, d.metrics);
+    let answer = publisher
+        .send(Negotiate { offer })
+        .await
+        .map_err(|_| EngineError::ActorGone("publisher"))??;
+    Ok((sid, answer))
+}
+
+/// Plays `participant` (or the group's first publisher) in `group` for `who` (needs
+/// `can_subscribe`). Returns the session id and the SDP answer.
+pub async fn start_view(
+    deps: &SessionDeps,
+    who: Principal,
+    group: GroupId,
+    participant: Option<UserId>,
+    offer: String,
+) -> Result<(String, String), EngineError> {
+    check_offer(&offer)?;
+    Access::load(deps.store.as_ref(), &who, &group)?.require(Perm::Subscribe)?;
+    let sid = new_session_id();
+    let d = deps.clone();
+    let viewer = Viewer::launch(
+        sid.clone(),
+        who,
+        group,
+        participant,
+        d.media,
+        d.registry,
+        d.sessions,
+        d.metrics,
+    );
+    let answer = viewer
+        .send(Negotiate { offer })
+        .await
+        .map_err(|_| EngineError::ActorGone("viewer"))??;
+    Ok((sid, answer))
+}
+
+impl Sessions {
+    /// Ends session `sid` if it exists; returns whether it did.
+    pub fn stop(&self, sid: &str, reason: &'static str) -> bool {
+        let Some(entry) = self.get(sid) else { return false };
+        match entry.kind {
+            SessionKind::Publish(a) => a.do_send(StopSession { reason }),
+            SessionKind::View(a) => a.do_send(StopSession { reason }),
+        }
+        self.remove(sid);
+        true
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fanfare_tests::rtc_client::{WhepSubscriber, WhipPublisher};
+use fanfare_tests::rtc_client::{ClientError, ClientOptions, SdpAnswer, WhepSubscriber, WhipPublisher};
 use fanfare_tests::Server;
 use reqwest::Method;
 use serde_json::json;
@@ -384,4 +384,101 @@ a=rtpmap:96 H264/90000\r\na=sendonly\r\n"
     assert_eq!(metric_settles(&s, "fanfare_rooms", 0.0).await, 0.0);
     let (st, _) = s.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(st, 200);
+}
+
+/// Publishes or plays over the realtime socket instead of WHIP/WHEP.
+async fn ws_exchange(ws: &mut fanfare_tests::Ws, request: serde_json::Value) -> Result<SdpAnswer, ClientError> {
+    ws.send(request).await;
+    loop {
+        let Some(msg) = ws.next(Duration::from_secs(15)).await else {
+            return Err(ClientError::Timeout("no answer on the socket".into()));
+        };
+        match msg["type"].as_str() {
+            Some("answer") => {
+                let session = msg["session"].as_str().unwrap_or_default();
+                return Ok(SdpAnswer {
+                    sdp: msg["sdp"].as_str().unwrap_or_default().to_string(),
+                    location: format!("/v1/sessions/{session}"),
+                });
+            }
+            Some("error") => {
+                return Err(ClientError::Http {
+                    status: 403,
+                    body: msg.to_string(),
+                })
+            }
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_and_play_over_the_realtime_socket() {
+    let s = Server::start().await;
+    group(
+        &s,
+        "live",
+        &[
+            ("alice", json!({})),
+            ("bob", json!({})),
+            ("eve", json!({"can_publish": false})),
+        ],
+    )
+    .await;
+    let (alice_t, bob_t, eve_t) = (s.token("alice").await, s.token("bob").await, s.token("eve").await);
+    let mut alice = s.ws(&alice_t).await;
+    let mut bob = s.ws(&bob_t).await;
+    assert_eq!(bob.join("live").await["type"], "joined");
+
+    let opts = ClientOptions::default;
+    let publish = |offer: String| json!({"type": "publish", "groups": ["live"], "sdp": offer, "req": "p1"});
+    let publisher = WhipPublisher::connect_with(opts(), |offer| ws_exchange(&mut alice, publish(offer)))
+        .await
+        .expect("publish");
+    assert!(publisher.wait_connected(WAIT).await);
+    let ev = bob.expect("track_published").await;
+    assert_eq!(
+        (ev["group"].as_str(), ev["participant"].as_str()),
+        (Some("live"), Some("alice")),
+        "{ev}"
+    );
+
+    let play = |offer: String| json!({"type": "subscribe", "group": "live", "participant": "alice", "sdp": offer});
+    let viewer = WhepSubscriber::connect_with(opts(), |offer| ws_exchange(&mut bob, play(offer)))
+        .await
+        .expect("play");
+    assert!(viewer.wait_frames(20, WAIT).await, "{:?}", viewer.counts());
+
+    // Without can_publish the socket says no, with the spec's error code.
+    let mut eve = s.ws(&eve_t).await;
+    let err = WhipPublisher::connect_with(opts(), |offer| ws_exchange(&mut eve, publish(offer)))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, ClientError::Http { body, .. } if body.contains("forbidden")),
+        "{err:?}"
+    );
+
+    // Ending the publish over the socket stops the media and tells the room.
+    let sid = publisher.session_id().to_string();
+    alice
+        .send(json!({"type": "end_session", "session": sid, "req": "e1"}))
+        .await;
+    assert_eq!(alice.expect("session_ended").await["req"], "e1");
+    assert_eq!(bob.expect("track_unpublished").await["participant"], "alice");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(viewer.no_packets_within(Duration::from_secs(1)).await);
+    // Sessions started on a socket end with it.
+    drop(bob);
+    assert_eq!(
+        metric_settles(&s, "fanfare_rtc_sessions{kind=\"view\"}", 0.0).await,
+        0.0
+    );
+    assert_eq!(
+        metric_settles(&s, "fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
+        0.0
+    );
+    publisher.close().await;
+    viewer.close().await;
 }
