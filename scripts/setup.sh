@@ -11,11 +11,15 @@ BUILD_PACKAGES=(
 )
 TEST_PACKAGES=(
   iproute2 procps
+  chromium  # the real browser of tests/tests/browser.rs
 )
 
 want=("${BUILD_PACKAGES[@]}")
 if [ "${1:-build}" = "test" ]; then
   want+=("${TEST_PACKAGES[@]}")
+  # Node.js drives Chromium (tests/browser): Debian's packages, unless a node/npm is already on PATH.
+  command -v node >/dev/null || want+=(nodejs)
+  command -v npm >/dev/null || want+=(npm)
 fi
 
 missing=()
@@ -35,6 +39,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# tests/browser's npm packages (playwright-core; never `playwright install`: the browser is
+# Debian's). Reinstalled only when package-lock.json changed since the last `npm ci`, so later
+# runs need no network.
+if [ "${1:-build}" = "test" ]; then
+  browser_dir="$(dirname "$0")/../tests/browser"
+  lock_sum="$(sha256sum "$browser_dir/package-lock.json" | cut -d' ' -f1)"
+  if [ "$(cat "$browser_dir/node_modules/.fanfare-lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
+    echo "setup: npm ci in tests/browser"
+    (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_sum" >"$browser_dir/node_modules/.fanfare-lock-sha256"
+  fi
 fi
 
 if ! command -v cargo >/dev/null; then
