@@ -482,3 +482,109 @@ async fn publish_and_play_over_the_realtime_socket() {
     publisher.close().await;
     viewer.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderators_mute_and_remove_call_participants() {
+    let s = Server::start().await;
+    group(
+        &s,
+        "stage",
+        &[
+            ("talker", json!({})),
+            ("viewer", json!({})),
+            ("mod", json!({"can_moderate": true})),
+        ],
+    )
+    .await;
+    let (talker, viewer_t, moderator) = (s.token("talker").await, s.token("viewer").await, s.token("mod").await);
+    let publisher = WhipPublisher::connect(&s.base, "/v1/whip?groups=stage", &talker)
+        .await
+        .expect("publish");
+    assert!(publisher.wait_connected(WAIT).await);
+    let viewer = WhepSubscriber::connect(&s.base, "/v1/groups/stage/whep", &viewer_t)
+        .await
+        .expect("play");
+    assert!(viewer.wait_frames(15, WAIT).await, "{:?}", viewer.counts());
+
+    // Only moderators may mute; muting video stops it for everyone and shows in the call view.
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/groups/stage/call/participants/talker/mute",
+            Some(&viewer_t),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 403);
+    let (st, body) = s
+        .call(
+            Method::POST,
+            "/v1/groups/stage/call/participants/talker/mute",
+            Some(&moderator),
+            Some(json!({"source": "camera"})),
+        )
+        .await;
+    assert_eq!((st, &body["muted"]), (200, &json!(1)), "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let video_before = viewer.counts().video_packets;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        viewer.counts().video_packets,
+        video_before,
+        "muted video is not forwarded"
+    );
+    let (_, call) = s
+        .call(Method::GET, "/v1/groups/stage/call", Some(&viewer_t), None)
+        .await;
+    let video = call["participants"][0]["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "video")
+        .cloned()
+        .unwrap();
+    assert_eq!(video["muted"], true, "{call}");
+
+    // Removing the participant from the call ends their publish here and everyone's playback of it.
+    let (st, _) = s
+        .call(
+            Method::DELETE,
+            "/v1/groups/stage/call/participants/talker",
+            Some(&viewer_t),
+            None,
+        )
+        .await;
+    assert_eq!(st, 403);
+    let (st, _) = s
+        .call(
+            Method::DELETE,
+            "/v1/groups/stage/call/participants/talker",
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(st, 204);
+    let (_, call) = s
+        .call(Method::GET, "/v1/groups/stage/call", Some(&viewer_t), None)
+        .await;
+    assert_eq!(call["participants"], json!([]));
+    assert_eq!(
+        metric_settles(&s, "fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
+        0.0
+    );
+    assert_eq!(
+        metric_settles(&s, "fanfare_rtc_sessions{kind=\"view\"}", 0.0).await,
+        0.0
+    );
+    let (st, _) = s
+        .call(
+            Method::DELETE,
+            "/v1/groups/stage/call/participants/talker",
+            Some(&moderator),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404, "no longer in the call");
+    publisher.close().await;
+    viewer.close().await;
+}
