@@ -4,6 +4,7 @@
 
 mod peer;
 mod rtcp_forward;
+mod sdp;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 pub use peer::{check_offer, Peer, PeerState, MAX_SDP_BYTES};
+pub use sdp::cap_video_bitrate;
 
 use crate::error::EngineError;
 

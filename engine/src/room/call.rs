@@ -14,10 +14,10 @@ use super::messages::{
 use super::Room;
 use crate::error::EngineError;
 use crate::ids::UserId;
-use crate::model::Group;
+use crate::model::{Group, MediaSettings};
 use crate::perms::{Perms, Principal};
 use crate::protocol::{ServerMessage, TrackView};
-use crate::track::Fanout;
+use crate::track::{Fanout, MediaKind, Source, TrackInfo};
 
 /// One published track in this room.
 pub struct Publication {
@@ -155,13 +155,14 @@ impl Room {
         }
     }
 
-    fn require(&self, who: &Principal, want: impl Fn(&Perms) -> bool, name: &str) -> Result<(), EngineError> {
+    /// The group, if `who` holds the permission `want` tests (named `name` in the error).
+    fn require(&self, who: &Principal, want: impl Fn(&Perms) -> bool, name: &str) -> Result<Group, EngineError> {
         let group = self
             .store
             .group(&self.group)?
             .ok_or_else(|| EngineError::GroupNotFound(self.group.to_string()))?;
         match self.perms_of(&group, who) {
-            Some(p) if want(&p) => Ok(()),
+            Some(p) if want(&p) => Ok(group),
             _ => Err(EngineError::Forbidden(format!(
                 "{name} is required in group {}",
                 self.group
@@ -170,12 +171,24 @@ impl Room {
     }
 }
 
+/// Whether a group's media settings let a track of this kind and source into its call.
+pub fn media_allowed(media: &MediaSettings, track: &TrackInfo) -> bool {
+    match (track.kind, track.source) {
+        (MediaKind::Audio, _) => media.audio,
+        (MediaKind::Video, Source::Screen) => media.screen,
+        (MediaKind::Video, _) => media.video,
+    }
+}
+
 impl Handler<PublishTrack> for Room {
-    type Result = Result<(), EngineError>;
+    type Result = Result<bool, EngineError>;
 
     fn handle(&mut self, msg: PublishTrack, ctx: &mut Context<Self>) -> Self::Result {
         self.guarded(ctx, |room| {
-            room.require(&msg.principal, |p| p.can_publish, "can_publish")?;
+            let group = room.require(&msg.principal, |p| p.can_publish, "can_publish")?;
+            if !media_allowed(&group.settings.media, &msg.track.info) {
+                return Ok(false);
+            }
             let ev = ServerMessage::TrackPublished {
                 group: room.group.clone(),
                 participant: msg.principal.user.clone(),
@@ -188,7 +201,7 @@ impl Handler<PublishTrack> for Room {
                 revoke: msg.revoke,
             });
             room.broadcast(&ev, |p| p.can_list, None);
-            Ok(())
+            Ok(true)
         })
         .unwrap_or(Err(EngineError::ActorGone("room")))
     }

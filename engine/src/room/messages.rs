@@ -65,9 +65,10 @@ pub struct Removed {
     pub group: GroupId,
 }
 
-/// Publish a track into this group's call. Replies `Forbidden` without `can_publish`.
+/// Publish a track into this group's call. Replies `Forbidden` without `can_publish`, and
+/// `false` when the group's media settings keep this kind of track out (audio, video, screen).
 #[derive(Message)]
-#[rtype(result = "Result<(), EngineError>")]
+#[rtype(result = "Result<bool, EngineError>")]
 pub struct PublishTrack {
     /// The publishing session.
     pub session: u64,

@@ -85,6 +85,8 @@ pub fn new_session_id() -> String {
 #[rtype(result = "Result<String, EngineError>")]
 pub struct Negotiate {
     pub offer: String,
+    /// For a publish: the video bitrate cap to announce in the answer.
+    pub max_video_kbps: Option<u32>,
 }
 
 /// Replace the groups a publish fans out to (permissions already checked by the caller, and
@@ -121,14 +123,23 @@ pub async fn start_publish(
     offer: String,
 ) -> Result<(String, String), EngineError> {
     check_offer(&offer)?;
+    let mut max_video_kbps: Option<u32> = None;
     for g in &groups {
-        Access::load(deps.store.as_ref(), &who, g)?.require(Perm::Publish)?;
+        let access = Access::load(deps.store.as_ref(), &who, g)?;
+        access.require(Perm::Publish)?;
+        let member_cap = access.member.as_ref().and_then(|m| m.media.max_bitrate_kbps);
+        for cap in [Some(access.group.settings.media.max_bitrate_kbps), member_cap]
+            .into_iter()
+            .flatten()
+        {
+            max_video_kbps = Some(max_video_kbps.map_or(cap, |c| c.min(cap)));
+        }
     }
     let sid = new_session_id();
     let d = deps.clone();
     let publisher = Publisher::launch(sid.clone(), who, groups, d.media, d.registry, d.sessions, d.metrics);
     let answer = publisher
-        .send(Negotiate { offer })
+        .send(Negotiate { offer, max_video_kbps })
         .await
         .map_err(|_| EngineError::ActorGone("publisher"))??;
     Ok((sid, answer))
@@ -158,7 +169,10 @@ pub async fn start_view(
         d.metrics,
     );
     let answer = viewer
-        .send(Negotiate { offer })
+        .send(Negotiate {
+            offer,
+            max_video_kbps: None,
+        })
         .await
         .map_err(|_| EngineError::ActorGone("viewer"))??;
     Ok((sid, answer))

@@ -14,7 +14,7 @@ use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 use super::{AddCandidates, Negotiate, SessionEntry, SessionKind, Sessions, SetGroups};
 use crate::error::EngineError;
 use crate::ids::GroupId;
-use crate::media::{Media, Peer, PeerState};
+use crate::media::{cap_video_bitrate, Media, Peer, PeerState};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
@@ -86,10 +86,12 @@ impl Publisher {
             track,
             revoke: ctx.address().recipient(),
         };
-        ctx.spawn(room.send(msg).into_actor(self).map(move |res, act, ctx| {
-            if !matches!(res, Ok(Ok(()))) {
-                act.drop_group(&group, ctx);
+        ctx.spawn(room.send(msg).into_actor(self).map(move |res, act, ctx| match res {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                tracing::info!(session = %act.sid, %group, "track kind is off in this group; not published")
             }
+            _ => act.drop_group(&group, ctx),
         }));
     }
 
@@ -226,6 +228,10 @@ impl Handler<Negotiate> for Publisher {
                         tokio::spawn(intake(tracks, addr.clone(), principal, metrics));
                     }
                     tokio::spawn(watch_state(peer.state.clone(), addr));
+                    let answer = match msg.max_video_kbps {
+                        Some(kbps) => cap_video_bitrate(&answer, kbps),
+                        None => answer,
+                    };
                     Ok((peer.pc.clone(), answer))
                 })
                 .await

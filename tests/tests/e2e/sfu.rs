@@ -644,3 +644,95 @@ async fn viewers_joining_and_leaving_leave_nothing_behind() {
         "the publisher's tracks are released"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_media_settings_cap_bitrate_and_keep_kinds_out() {
+    let s = Server::start().await;
+    let settings = json!({"media": {"max_bitrate_kbps": 800}});
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&s.admin),
+            Some(json!({"id": "capped", "name": "c", "settings": settings})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let body = json!({"media": {"max_bitrate_kbps": 300, "max_resolution": "vga"}});
+    let (st, _) = s
+        .call(Method::PUT, "/v1/groups/capped/members/cam", Some(&s.admin), Some(body))
+        .await;
+    assert_eq!(st, 201);
+    let audio_only = json!({"media": {"video": false, "screen": false}});
+    let (st, _) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&s.admin),
+            Some(json!({"id": "radio", "name": "r", "settings": audio_only})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            "/v1/groups/radio/members/cam",
+            Some(&s.admin),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let cam = s.token("cam").await;
+
+    // The answer caps the publisher's video at the tighter of the group's and the member's caps.
+    let mut ws = s.ws(&cam).await;
+    let mut answer_sdp = String::new();
+    let publish = json!({"type": "publish", "groups": ["capped", "radio"], "sdp": ""});
+    let publisher = WhipPublisher::connect_with(ClientOptions::default(), |offer| {
+        let mut req = publish.clone();
+        req["sdp"] = json!(offer);
+        let (ws, answer_sdp) = (&mut ws, &mut answer_sdp);
+        async move {
+            let answer = ws_exchange(ws, req).await?;
+            *answer_sdp = answer.sdp.clone();
+            Ok(answer)
+        }
+    })
+    .await
+    .expect("publish");
+    assert!(
+        answer_sdp.contains("b=AS:300\r\n") && answer_sdp.contains("b=TIAS:300000\r\n"),
+        "{answer_sdp}"
+    );
+    assert!(publisher.wait_connected(WAIT).await);
+
+    // The audio-only group lists the audio track and keeps the video out; the other has both.
+    let kinds = |g: &'static str| {
+        let s = &s;
+        let cam = cam.clone();
+        async move {
+            for _ in 0..50 {
+                let (_, call) = s
+                    .call(Method::GET, &format!("/v1/groups/{g}/call"), Some(&cam), None)
+                    .await;
+                let mut k: Vec<String> = call["participants"][0]["tracks"]
+                    .as_array()
+                    .map(|t| {
+                        t.iter()
+                            .map(|t| t["kind"].as_str().unwrap_or_default().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                k.sort();
+                if k.len() == 2 || (g == "radio" && k.len() == 1) {
+                    return k;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Vec::new()
+        }
+    };
+    assert_eq!(kinds("capped").await, ["audio", "video"]);
+    assert_eq!(kinds("radio").await, ["audio"]);
+    publisher.stop().await.ok();
+}

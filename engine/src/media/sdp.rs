@@ -1,0 +1,52 @@
+//! Small edits to SDP text the server sends.
+
+/// Caps the bitrate of every video section of `sdp` at `kbps`: `b=AS` (kbps) and `b=TIAS`
+/// (bps) lines replace any bandwidth lines there, placed where RFC 4566 wants them (after the
+/// section's `c=` line). A sender that honours them (browsers, OBS, GStreamer) encodes within
+/// the cap.
+pub fn cap_video_bitrate(sdp: &str, kbps: u32) -> String {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(sdp.len() + 64);
+    let mut in_video = false;
+    let mut pending_cap = false;
+    let caps = format!("b=AS:{kbps}{eol}b=TIAS:{}{eol}", u64::from(kbps) * 1000);
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            if pending_cap {
+                out.push_str(&caps);
+            }
+            in_video = line.starts_with("m=video");
+            pending_cap = in_video;
+        } else if in_video && line.starts_with("b=") {
+            continue;
+        } else if pending_cap && !line.starts_with("i=") && !line.starts_with("c=") {
+            out.push_str(&caps);
+            pending_cap = false;
+        }
+        out.push_str(line);
+        out.push_str(eol);
+    }
+    if pending_cap {
+        out.push_str(&caps);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cap_video_bitrate;
+
+    #[test]
+    fn caps_only_video_sections_after_their_connection_line() {
+        let sdp = "v=0\r\ns=-\r\nm=audio 9 UDP 111\r\nc=IN IP4 0.0.0.0\r\na=x\r\n\
+                   m=video 9 UDP 96\r\nc=IN IP4 0.0.0.0\r\nb=AS:9000\r\na=y\r\n";
+        let capped = cap_video_bitrate(sdp, 500);
+        assert_eq!(
+            capped,
+            "v=0\r\ns=-\r\nm=audio 9 UDP 111\r\nc=IN IP4 0.0.0.0\r\na=x\r\n\
+             m=video 9 UDP 96\r\nc=IN IP4 0.0.0.0\r\nb=AS:500\r\nb=TIAS:500000\r\na=y\r\n"
+        );
+        // A video section that ends the SDP right after its c= line still gets the cap.
+        assert!(cap_video_bitrate("m=video 9 UDP 96\nc=IN IP4 0.0.0.0\n", 64).ends_with("b=AS:64\nb=TIAS:64000\n"));
+    }
+}
