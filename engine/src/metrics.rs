@@ -33,6 +33,14 @@ pub struct EngineMetrics {
     pub rtp_dropped: IntCounter,
     /// Keyframe requests (PLI) sent to publishers.
     pub keyframe_requests: IntCounter,
+    /// NACKs received from subscribers (answered from the sender's history).
+    pub nacks: IntCounter,
+    /// Live tracks, reported per track at scrape time.
+    pub tracks_live: crate::track::TrackDirectory,
+    /// Per room (label `group`): realtime connections, published tracks, viewing sessions.
+    pub room_connections: IntGaugeVec,
+    pub room_tracks: IntGaugeVec,
+    pub room_viewers: IntGaugeVec,
 }
 
 impl EngineMetrics {
@@ -66,7 +74,22 @@ impl EngineMetrics {
                 "fanfare_keyframe_requests_total",
                 "Keyframe requests sent to publishers",
             )?,
+            nacks: IntCounter::new("fanfare_nacks_received_total", "NACKs received from subscribers")?,
+            tracks_live: Default::default(),
+            room_connections: IntGaugeVec::new(
+                Opts::new("fanfare_room_connections", "Realtime connections in the room"),
+                &["group"],
+            )?,
+            room_tracks: IntGaugeVec::new(
+                Opts::new("fanfare_room_tracks", "Tracks published in the room"),
+                &["group"],
+            )?,
+            room_viewers: IntGaugeVec::new(
+                Opts::new("fanfare_room_viewers", "Playback sessions in the room"),
+                &["group"],
+            )?,
         };
+        registry.register(Box::new(m.tracks_live.collector()?))?;
         m.rtc_sessions.with_label_values(&["publish"]).set(0);
         m.rtc_sessions.with_label_values(&["view"]).set(0);
         registry.register(Box::new(m.connections.clone()))?;
@@ -84,6 +107,10 @@ impl EngineMetrics {
         registry.register(Box::new(m.rtp_bytes_out.clone()))?;
         registry.register(Box::new(m.rtp_dropped.clone()))?;
         registry.register(Box::new(m.keyframe_requests.clone()))?;
+        registry.register(Box::new(m.nacks.clone()))?;
+        registry.register(Box::new(m.room_connections.clone()))?;
+        registry.register(Box::new(m.room_tracks.clone()))?;
+        registry.register(Box::new(m.room_viewers.clone()))?;
         Ok(m)
     }
 

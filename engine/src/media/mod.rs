@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
-pub use peer::{check_offer, Peer, PeerState, MAX_SDP_BYTES};
+pub use peer::{check_offer, OfferInfo, Peer, PeerState, MAX_SDP_BYTES};
 pub use sdp::cap_video_bitrate;
 
 use crate::error::EngineError;

@@ -19,6 +19,7 @@ use webrtc::runtime::TokioRuntime;
 use super::rtcp_forward::RtcpForward;
 use super::Media;
 use crate::error::EngineError;
+use crate::metrics::EngineMetrics;
 
 /// A peer connection's state as the rest of the engine sees it.
 pub type PeerState = RTCPeerConnectionState;
@@ -64,7 +65,7 @@ pub struct Peer {
 
 impl Peer {
     /// Builds a peer connection. Must run on the media runtime (see [`Media::run`]).
-    pub async fn new(media: &Media) -> Result<Peer, EngineError> {
+    pub async fn new(media: &Media, metrics: &EngineMetrics) -> Result<Peer, EngineError> {
         let mut last_error = String::new();
         for _ in 0..media.bind_attempts() {
             let mut engine = MediaEngine::default();
@@ -73,7 +74,7 @@ impl Peer {
                 .map_err(|e| EngineError::Media(e.to_string()))?;
             let registry = register_default_interceptors(Registry::new(), &mut engine)
                 .map_err(|e| EngineError::Media(e.to_string()))?
-                .with(Slot::from(14_000), RtcpForward::default());
+                .with(Slot::from(14_000), RtcpForward::new(metrics.nacks.clone()));
             let settings = SettingEngineBuilder::new()
                 .with_multicast_dns_mode(MulticastDnsMode::Disabled)
                 .build();
@@ -144,9 +145,16 @@ impl Peer {
     }
 }
 
+/// What [`check_offer`] learned about an offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OfferInfo {
+    /// Audio and video sections the offerer sends on (not `recvonly` or `inactive`).
+    pub sending: usize,
+}
+
 /// Checks an SDP offer before it reaches the WebRTC stack: size, syntax, at least one audio or
 /// video section, and the ICE credentials and DTLS fingerprint every WebRTC offer carries.
-pub fn check_offer(sdp: &str) -> Result<(), EngineError> {
+pub fn check_offer(sdp: &str) -> Result<OfferInfo, EngineError> {
     use rtc::sdp::description::session::SessionDescription;
 
     if sdp.len() > MAX_SDP_BYTES {
@@ -173,7 +181,11 @@ pub fn check_offer(sdp: &str) -> Result<(), EngineError> {
             return Err(EngineError::InvalidSdp(format!("the offer lacks a={key}")));
         }
     }
-    Ok(())
+    let sending = media
+        .iter()
+        .filter(|m| !m.attributes.iter().any(|a| a.key == "recvonly" || a.key == "inactive"))
+        .count();
+    Ok(OfferInfo { sending })
 }
 
 #[cfg(test)]
@@ -186,7 +198,11 @@ mod tests {
 
     #[test]
     fn offers_are_checked() {
-        assert!(check_offer(OFFER).is_ok());
+        assert_eq!(check_offer(OFFER).unwrap().sending, 1);
+        assert_eq!(
+            check_offer(&OFFER.replace("a=sendonly", "a=recvonly")).unwrap().sending,
+            0
+        );
         assert!(check_offer("hello").is_err());
         assert!(check_offer(&OFFER.replace("m=video", "m=application")).is_err());
         assert!(check_offer(&OFFER.replace("a=ice-pwd", "a=ice-pass")).is_err());

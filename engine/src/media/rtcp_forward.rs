@@ -8,13 +8,25 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
-/// Marks inbound PLI/FIR for delivery to the application; passes everything else through.
-#[derive(Default)]
+/// Marks inbound PLI/FIR for delivery to the application and counts NACKs.
 pub struct RtcpForward {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+    nacks: prometheus::IntCounter,
+}
+
+impl RtcpForward {
+    /// A forwarder counting NACKs into `nacks`.
+    pub fn new(nacks: prometheus::IntCounter) -> Self {
+        RtcpForward {
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+            nacks,
+        }
+    }
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
@@ -26,6 +38,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(pkts) = &msg.message.packet {
+            let nacks = pkts.iter().filter(|p| p.as_any().is::<TransportLayerNack>()).count();
+            self.nacks.inc_by(nacks as u64);
             let keyframe_requests: Vec<Box<dyn rtc::rtcp::Packet>> = pkts
                 .iter()
                 .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::messages::{
     GetCall, MuteParticipant, PublishTrack, RemoveParticipant, Revoked, StopSession, Subscribe, UnpublishSession,
-    Unsubscribe,
+    Unsubscribe, Watched,
 };
 use super::Room;
 use crate::error::EngineError;
@@ -40,6 +40,9 @@ pub struct CallState {
     /// In publishing order: the first publisher is the group's default program.
     pub publications: Vec<Publication>,
     pub viewers: HashMap<u64, Viewing>,
+    /// Per publishing session: its user, tracks that arrived here (published or kept out by the
+    /// group's media settings), and tracks its offer announced.
+    pub arrivals: HashMap<u64, (UserId, usize, usize)>,
 }
 
 /// `GET /v1/groups/{gid}/call`.
@@ -59,6 +62,14 @@ pub struct ParticipantView {
 impl CallState {
     fn publishes(&self, user: &UserId) -> bool {
         self.publications.iter().any(|p| &p.principal.user == user)
+    }
+
+    /// Whether every session of `user` has delivered all the tracks it announced.
+    fn complete(&self, user: &UserId) -> bool {
+        self.arrivals
+            .values()
+            .filter(|(u, _, _)| u == user)
+            .all(|(_, arrived, expected)| arrived >= expected)
     }
 }
 
@@ -186,6 +197,12 @@ impl Handler<PublishTrack> for Room {
     fn handle(&mut self, msg: PublishTrack, ctx: &mut Context<Self>) -> Self::Result {
         self.guarded(ctx, |room| {
             let group = room.require(&msg.principal, |p| p.can_publish, "can_publish")?;
+            let arrival =
+                room.call
+                    .arrivals
+                    .entry(msg.session)
+                    .or_insert((msg.principal.user.clone(), 0, msg.expected));
+            arrival.1 += 1;
             if !media_allowed(&group.settings.media, &msg.track.info) {
                 return Ok(false);
             }
@@ -212,13 +229,14 @@ impl Handler<UnpublishSession> for Room {
 
     fn handle(&mut self, msg: UnpublishSession, ctx: &mut Context<Self>) {
         self.guarded(ctx, |room| {
+            room.call.arrivals.remove(&msg.session);
             room.unpublish_where(|p| p.session == msg.session);
         });
     }
 }
 
 impl Handler<Subscribe> for Room {
-    type Result = Result<(UserId, Vec<Arc<Fanout>>), EngineError>;
+    type Result = Result<Watched, EngineError>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         self.guarded(ctx, |room| {
@@ -253,7 +271,8 @@ impl Handler<Subscribe> for Room {
                     stop: msg.stop,
                 },
             );
-            Ok((user, tracks))
+            let complete = room.call.complete(&user);
+            Ok(Watched { user, tracks, complete })
         })
         .unwrap_or(Err(EngineError::ActorGone("room")))
     }
@@ -262,8 +281,10 @@ impl Handler<Subscribe> for Room {
 impl Handler<Unsubscribe> for Room {
     type Result = ();
 
-    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Context<Self>) {
-        self.call.viewers.remove(&msg.session);
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |room| {
+            room.call.viewers.remove(&msg.session);
+        });
     }
 }
 

@@ -74,6 +74,8 @@ pub struct PublishTrack {
     pub session: u64,
     pub principal: Arc<Principal>,
     pub track: Arc<crate::track::Fanout>,
+    /// How many tracks the session's offer announced (to tell when they have all arrived).
+    pub expected: usize,
     /// Where the room tells the session it may no longer publish here.
     pub revoke: Recipient<Revoked>,
 }
@@ -88,8 +90,8 @@ pub struct UnpublishSession {
 /// Watch a publisher's tracks (the given participant, or the group's first publisher).
 /// Replies with who is watched and their tracks, `Forbidden` without `can_subscribe`,
 /// `NotFound` when nobody (or not that participant) publishes.
-#[derive(Message)]
-#[rtype(result = "Result<(crate::ids::UserId, Vec<Arc<crate::track::Fanout>>), EngineError>")]
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Watched, EngineError>")]
 pub struct Subscribe {
     pub session: u64,
     pub principal: Arc<Principal>,
@@ -139,4 +141,13 @@ pub struct Revoked {
 #[rtype(result = "()")]
 pub struct StopSession {
     pub reason: &'static str,
+}
+
+/// The reply to [`Subscribe`].
+pub struct Watched {
+    pub user: crate::ids::UserId,
+    pub tracks: Vec<Arc<crate::track::Fanout>>,
+    /// Whether every track the publisher announced has arrived (tracks of one offer arrive one
+    /// by one; a viewer asks again until this holds, or gives up waiting).
+    pub complete: bool,
 }

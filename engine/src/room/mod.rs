@@ -48,7 +48,10 @@ impl Room {
     /// Runs `f`; a panic inside it is logged and stops the actor so its supervisor restarts it.
     fn guarded<R>(&mut self, ctx: &mut Context<Self>, f: impl FnOnce(&mut Self) -> R) -> Option<R> {
         match catch_unwind(AssertUnwindSafe(|| f(self))) {
-            Ok(r) => Some(r),
+            Ok(r) => {
+                self.report();
+                Some(r)
+            }
             Err(_) => {
                 error!(group = %self.group, "room panicked; restarting it");
                 self.metrics.room_restarts.inc();
@@ -80,6 +83,19 @@ impl Room {
             }
         }
         delivered
+    }
+
+    /// Publishes this room's sizes to the per-room gauges (after every guarded handler).
+    fn report(&self) {
+        let g = [self.group.as_str()];
+        let m = &self.metrics;
+        m.room_connections
+            .with_label_values(&g)
+            .set(self.state.conns.len() as i64);
+        m.room_tracks
+            .with_label_values(&g)
+            .set(self.call.publications.len() as i64);
+        m.room_viewers.with_label_values(&g).set(self.call.viewers.len() as i64);
     }
 
     /// Loads the group; `None` if it is gone, an error if storage failed.
@@ -172,6 +188,11 @@ impl Actor for Room {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.metrics.rooms.dec();
+        let g = [self.group.as_str()];
+        let m = &self.metrics;
+        for gauge in [&m.room_connections, &m.room_tracks, &m.room_viewers] {
+            let _ = gauge.remove_label_values(&g);
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Publisher {
     /// The fan-out: each group and its room.
     rooms: BTreeMap<GroupId, Option<Addr<Room>>>,
     tracks: Vec<Arc<Fanout>>,
+    /// Tracks the client's offer announced.
+    expected_tracks: usize,
     pc: Option<Arc<dyn PeerConnection>>,
     media: Media,
     registry: Addr<Registry>,
@@ -61,6 +63,7 @@ impl Publisher {
             principal: Arc::new(principal),
             rooms: groups.into_iter().map(|g| (g, None)).collect(),
             tracks: Vec::new(),
+            expected_tracks: 0,
             pc: None,
             media,
             registry,
@@ -84,6 +87,7 @@ impl Publisher {
             session: self.id,
             principal: self.principal.clone(),
             track,
+            expected: self.expected_tracks,
             revoke: ctx.address().recipient(),
         };
         ctx.spawn(room.send(msg).into_actor(self).map(move |res, act, ctx| match res {
@@ -210,13 +214,14 @@ impl Handler<Negotiate> for Publisher {
     type Result = ResponseActFuture<Self, Result<String, EngineError>>;
 
     fn handle(&mut self, msg: Negotiate, ctx: &mut Context<Self>) -> Self::Result {
+        self.expected_tracks = crate::media::check_offer(&msg.offer).map(|o| o.sending).unwrap_or(0);
         let (media, addr, principal) = (self.media.clone(), ctx.address(), self.principal.clone());
         let metrics = self.metrics.clone();
         let runner = self.media.clone();
         let fut = async move {
             runner
                 .run(async move {
-                    let mut peer = Peer::new(&media).await?;
+                    let mut peer = Peer::new(&media, &metrics).await?;
                     let answer = match peer.answer(msg.offer).await {
                         Ok(a) => a,
                         Err(e) => {

@@ -84,12 +84,13 @@ impl Viewer {
 /// and a leg attached to each fan-out whose codec the client accepted.
 async fn build(
     media: Media,
+    metrics: EngineMetrics,
     offer: String,
     watched: UserId,
     tracks: Vec<Arc<Fanout>>,
     viewer: Addr<Viewer>,
 ) -> Result<(Arc<dyn PeerConnection>, String, Vec<(Arc<Fanout>, u64)>), EngineError> {
-    let peer = Peer::new(&media).await?;
+    let peer = Peer::new(&media, &metrics).await?;
     let mut locals = Vec::new();
     for track in &tracks {
         let ssrc: u32 = rand::random();
@@ -221,15 +222,24 @@ impl Handler<Negotiate> for Viewer {
             participant: self.participant.clone(),
             stop: ctx.address().recipient(),
         };
-        let (media, addr) = (self.media.clone(), ctx.address());
+        let (media, addr, metrics) = (self.media.clone(), ctx.address(), self.metrics.clone());
         let fut = async move {
-            let (watched, tracks) = room
-                .send(subscribe)
-                .await
-                .map_err(|_| EngineError::ActorGone("room"))??;
+            // Tracks of one publish arrive one by one: ask again until all have (up to 3 s).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            let watched = loop {
+                let watched = room
+                    .send(subscribe.clone())
+                    .await
+                    .map_err(|_| EngineError::ActorGone("room"))??;
+                if watched.complete || std::time::Instant::now() >= deadline {
+                    break watched;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            let (watched, tracks) = (watched.user, watched.tracks);
             media
                 .clone()
-                .run(build(media, msg.offer, watched, tracks, addr))
+                .run(build(media, metrics, msg.offer, watched, tracks, addr))
                 .await?
         };
         Box::pin(fut.into_actor(self).map(|res, act, ctx| match res {

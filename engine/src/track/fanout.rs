@@ -59,7 +59,7 @@ impl Fanout {
     /// A fan-out for `remote` (the publisher's track, first SSRC `ssrc`).
     pub fn new(info: TrackInfo, remote: Arc<dyn TrackRemote>, ssrc: u32, metrics: EngineMetrics) -> Arc<Fanout> {
         metrics.tracks.inc();
-        Arc::new(Fanout {
+        let fanout = Arc::new(Fanout {
             info,
             counters: TrackCounters::default(),
             legs: RwLock::new(Vec::new()),
@@ -67,8 +67,10 @@ impl Fanout {
             remote,
             ssrc,
             last_pli: Mutex::new(None),
-            metrics,
-        })
+            metrics: metrics.clone(),
+        });
+        metrics.tracks_live.add(&fanout);
+        fanout
     }
 
     /// Whether the track is muted for everyone.

@@ -3,8 +3,10 @@
 //! leg's bounded queue: no actor mailbox on the per-packet path, and a slow subscriber loses
 //! packets (counted) instead of slowing the publisher or the others.
 
+mod directory;
 mod fanout;
 
+pub use directory::{TrackCollector, TrackDirectory};
 pub use fanout::{Downtrack, Fanout, TrackCounters};
 
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;

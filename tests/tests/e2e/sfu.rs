@@ -106,6 +106,12 @@ async fn one_publish_fans_out_to_several_groups_each_with_its_own_permissions() 
         publisher.plis_received() >= 1,
         "the server requested a keyframe for the new viewers"
     );
+    // Per-track and per-room metrics.
+    assert!(s.metric("fanfare_track_packets_in").await > 0.0);
+    assert!(s.metric("fanfare_track_packets_out").await > 0.0);
+    assert_eq!(metric_settles(&s, "fanfare_room_viewers{group=\"ga\"}", 1.0).await, 1.0);
+    assert!(s.metric("fanfare_room_tracks{group=\"gb\"}").await >= 1.0);
+    assert!(s.metric("fanfare_nacks_received_total").await >= 0.0);
 
     // Not a member of ga (closed): refused. Member of gc only: nobody publishes there.
     let err = WhepSubscriber::connect(&s.base, "/v1/groups/ga/whep", &vc)
