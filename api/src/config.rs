@@ -53,6 +53,22 @@ pub struct RtcConfig {
     pub port_max: Option<u16>,
     /// Threads of the media runtime.
     pub threads: usize,
+    /// Behind a 1:1 NAT: the public address advertised in place of `ips` in ICE candidates.
+    pub public_ip: Option<IpAddr>,
+    /// STUN/TURN servers handed to clients by `GET /v1/rtc/config` (the server itself uses none).
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A STUN or TURN server for clients.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, `turns:...`.
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 impl Default for RtcConfig {
@@ -62,6 +78,8 @@ impl Default for RtcConfig {
             port_min: None,
             port_max: None,
             threads: 2,
+            public_ip: None,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -299,6 +317,27 @@ impl Config {
                 })
             }
         }
+        for server in &rtc.ice_servers {
+            let ok = !server.urls.is_empty()
+                && server
+                    .urls
+                    .iter()
+                    .all(|u| ["stun:", "stuns:", "turn:", "turns:"].iter().any(|p| u.starts_with(p)));
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "rtc.ice_servers",
+                    message: "each server needs urls starting with stun:, stuns:, turn: or turns:".into(),
+                });
+            }
+            if server.urls.iter().any(|u| u.starts_with("turn"))
+                && (server.username.is_none() || server.credential.is_none())
+            {
+                return Err(ConfigError::Invalid {
+                    key: "rtc.ice_servers",
+                    message: "a TURN server needs username and credential".into(),
+                });
+            }
+        }
         if rtc.threads == 0 || rtc.threads > 64 {
             return Err(ConfigError::Invalid {
                 key: "rtc.threads",
@@ -314,6 +353,7 @@ impl Config {
             ips: self.rtc.ips.clone(),
             ports: self.rtc.port_min.zip(self.rtc.port_max),
             threads: self.rtc.threads,
+            public_ip: self.rtc.public_ip,
         }
     }
 }
@@ -388,6 +428,12 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         let e = load_str("[rtc]\nport_min = 5000").unwrap_err().to_string();
         assert!(e.contains("rtc.port_min"), "{e}");
+        let e = load_str("[[rtc.ice_servers]]\nurls = [\"turn:t.example:3478\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rtc.ice_servers"), "{e}");
+        let c = load_str("public_ip = 1\n").unwrap_err().to_string();
+        assert!(c.contains("public_ip"), "{c}");
     }
 
     #[test]

@@ -21,6 +21,16 @@ fn op(summary: &str, needs: &str, ok: &str, body: Option<&str>) -> Value {
     o
 }
 
+fn sdp_op(summary: &str, needs: &str) -> Value {
+    let mut o = op(summary, needs, "201", None);
+    o["requestBody"] = json!({"required": true, "content": {"application/sdp": {"schema": {"type": "string"}}}});
+    o["responses"]["201"] = json!({"description": "SDP answer; Location: /v1/sessions/{sid}",
+        "content": {"application/sdp": {"schema": {"type": "string"}}}});
+    o["responses"]["413"] = json!({"$ref": "#/components/responses/Error"});
+    o["responses"]["415"] = json!({"$ref": "#/components/responses/Error"});
+    o
+}
+
 fn perms_schema() -> Value {
     let props: serde_json::Map<String, Value> = engine::perms::Perm::ALL
         .iter()
@@ -63,6 +73,17 @@ pub fn document() -> Value {
                 "post": op("Send a message", "can_send", "201", Some("SendMessage"))
             },
             "/v1/rtc": {"get": op("Realtime WebSocket (?token=); message catalogue in the README", "a token", "101", None)},
+            "/v1/rtc/config": {"get": op("ICE servers for clients (from rtc.ice_servers)", "a token", "200", None)},
+            "/v1/whip": {"post": sdp_op("WHIP publish to ?groups=a,b (application/sdp offer -> answer, Location)", "can_publish in every group")},
+            "/v1/groups/{gid}/whep": {"post": sdp_op("WHEP playback of ?participant=uid or the first publisher", "can_subscribe")},
+            "/v1/sessions/{sid}": {
+                "patch": op("Trickle ICE (application/trickle-ice-sdpfrag)", "the session's owner or an admin", "204", None),
+                "delete": op("End a WHIP/WHEP session", "the session's owner or an admin", "200", None)
+            },
+            "/v1/sessions/{sid}/groups": {"put": op("Change the groups a live publish fans out to", "owner; can_publish in every group", "200", Some("Groups"))},
+            "/v1/groups/{gid}/call": {"get": op("Participants of the live call and their tracks", "can_list", "200", None)},
+            "/v1/groups/{gid}/call/participants/{uid}/mute": {"post": op("Mute a participant's tracks for everyone ({\"source\"?})", "can_moderate", "200", None)},
+            "/v1/groups/{gid}/call/participants/{uid}": {"delete": op("Take a participant out of the call", "can_moderate", "204", None)},
             "/v1/openapi.json": {"get": {"summary": "This document", "security": public, "responses": {"200": {"description": "OpenAPI"}}}}
         },
         "components": {
@@ -85,6 +106,7 @@ pub fn document() -> Value {
                 "UpdateGroup": {"type": "object", "properties": {"name": {"type": "string"}, "settings": {"type": "object"}}},
                 "MemberBody": {"type": "object", "properties": {"role": {"enum": ["owner", "admin", "member"]}, "permissions": {"type": "object"},
                                "media": {"type": "object", "properties": {"max_resolution": {"enum": ["vga", "hd", "fhd", "4k"]}, "max_bitrate_kbps": {"type": "integer"}}}}},
+                "Groups": {"type": "object", "required": ["groups"], "properties": {"groups": {"type": "array", "items": {"type": "string"}}}},
                 "SendMessage": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
                 "Message": {"type": "object", "properties": {"id": {"type": "string"}, "from": {"type": "string"}, "text": {"type": "string"}, "ts": {"type": "string", "format": "date-time"}}}
             }

@@ -69,3 +69,8 @@ pub async fn connect(
 async fn close(session: Session) {
     let _ = session.close(None).await;
 }
+
+/// `GET /v1/rtc/config` (extension): the ICE servers clients should use, from `rtc.ice_servers`.
+pub async fn config(_caller: Caller, state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "ice_servers": state.config.rtc.ice_servers }))
+}

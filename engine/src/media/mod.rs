@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 pub use peer::{check_offer, OfferInfo, Peer, PeerState, MAX_SDP_BYTES};
-pub use sdp::cap_video_bitrate;
+pub use sdp::{advertise_public_ip, cap_video_bitrate};
 
 use crate::error::EngineError;
 
@@ -25,6 +25,9 @@ pub struct MediaConfig {
     pub ports: Option<(u16, u16)>,
     /// Worker threads of the media runtime.
     pub threads: usize,
+    /// The address clients reach the server at when it sits behind a 1:1 NAT; replaces the
+    /// bound addresses in the candidates the server advertises.
+    pub public_ip: Option<IpAddr>,
 }
 
 impl Default for MediaConfig {
@@ -33,6 +36,7 @@ impl Default for MediaConfig {
             ips: vec![IpAddr::from([127, 0, 0, 1])],
             ports: None,
             threads: 2,
+            public_ip: None,
         }
     }
 }
@@ -108,6 +112,14 @@ impl Media {
             .iter()
             .map(|ip| std::net::SocketAddr::new(*ip, port).to_string())
             .collect()
+    }
+
+    /// The SDP the server sends, with candidates rewritten to the public address if one is set.
+    pub fn advertise(&self, sdp: String) -> String {
+        match self.config.public_ip {
+            Some(public) => advertise_public_ip(&sdp, &self.config.ips, public),
+            None => sdp,
+        }
     }
 
     /// How many bind attempts a port range allows before giving up.

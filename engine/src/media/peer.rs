@@ -61,6 +61,7 @@ pub struct Peer {
     pub state: watch::Receiver<PeerState>,
     gathered: watch::Receiver<bool>,
     tracks: Option<mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>>,
+    media: Media,
 }
 
 impl Peer {
@@ -103,6 +104,7 @@ impl Peer {
                         state,
                         gathered,
                         tracks: Some(tracks),
+                        media: media.clone(),
                     })
                 }
                 Err(e) => last_error = e.to_string(),
@@ -136,7 +138,7 @@ impl Peer {
             .local_description()
             .await
             .ok_or_else(|| EngineError::Media("no local description".into()))?;
-        Ok(local.sdp)
+        Ok(self.media.advertise(local.sdp))
     }
 
     /// The stream of tracks the client sends (taken once).

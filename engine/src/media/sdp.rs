@@ -32,6 +32,33 @@ pub fn cap_video_bitrate(sdp: &str, kbps: u32) -> String {
     out
 }
 
+/// Rewrites the address of every `a=candidate` line from one of `bound` to `public` (1:1 NAT:
+/// the server binds a private address and is reached at a public one).
+pub fn advertise_public_ip(sdp: &str, bound: &[std::net::IpAddr], public: std::net::IpAddr) -> String {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines() {
+        if line.starts_with("a=candidate:") {
+            // candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...
+            let mut fields: Vec<&str> = line.split(' ').collect();
+            let public_text = public.to_string();
+            if fields.len() > 5
+                && fields[4]
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| bound.contains(&ip))
+            {
+                fields[4] = &public_text;
+                out.push_str(&fields.join(" "));
+                out.push_str(eol);
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push_str(eol);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::cap_video_bitrate;
@@ -48,5 +75,18 @@ mod tests {
         );
         // A video section that ends the SDP right after its c= line still gets the cap.
         assert!(cap_video_bitrate("m=video 9 UDP 96\nc=IN IP4 0.0.0.0\n", 64).ends_with("b=AS:64\nb=TIAS:64000\n"));
+    }
+
+    #[test]
+    fn public_ip_replaces_bound_candidate_addresses_only() {
+        let sdp = "a=candidate:1 1 udp 2130706431 10.0.0.5 50000 typ host\r\n\
+                   a=candidate:2 1 udp 2130706431 127.0.0.1 50001 typ host\r\na=ice-ufrag:x\r\n";
+        let bound = ["10.0.0.5".parse().unwrap()];
+        let out = super::advertise_public_ip(sdp, &bound, "203.0.113.7".parse().unwrap());
+        assert_eq!(
+            out,
+            "a=candidate:1 1 udp 2130706431 203.0.113.7 50000 typ host\r\n\
+             a=candidate:2 1 udp 2130706431 127.0.0.1 50001 typ host\r\na=ice-ufrag:x\r\n"
+        );
     }
 }

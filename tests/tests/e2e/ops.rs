@@ -18,6 +18,13 @@ async fn health_ready_metrics_openapi() {
         "/v1/groups/{gid}/messages",
         "/v1/tokens",
         "/v1/rtc",
+        "/v1/rtc/config",
+        "/v1/whip",
+        "/v1/groups/{gid}/whep",
+        "/v1/sessions/{sid}",
+        "/v1/sessions/{sid}/groups",
+        "/v1/groups/{gid}/call",
+        "/v1/groups/{gid}/call/participants/{uid}/mute",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lists {path}");
     }
@@ -28,4 +35,8 @@ async fn health_ready_metrics_openapi() {
     assert!(count >= 1.0);
     assert_eq!(s.metric("fanfare_rooms").await, 0.0);
     assert_eq!(s.metric("fanfare_connections").await, 0.0);
+    // Clients learn the ICE servers to use (none configured here).
+    let t = s.token("u").await;
+    let (st, cfg) = s.call(Method::GET, "/v1/rtc/config", Some(&t), None).await;
+    assert_eq!((st, cfg["ice_servers"].as_array().map(Vec::len)), (200, Some(0)));
 }
