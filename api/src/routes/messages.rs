@@ -42,15 +42,7 @@ pub async fn send(
     body: web::Json<SendBody>,
 ) -> Result<HttpResponse, ApiError> {
     let gid = super::group_id(&gid)?;
-    let message = send_message(
-        state.store.as_ref(),
-        &state.registry,
-        &state.metrics,
-        &who,
-        &gid,
-        &body.text,
-    )
-    .await?;
+    let message = send_message(&state.store, &state.registry, &state.metrics, &who, &gid, &body.text).await?;
     Ok(HttpResponse::Created().json(message))
 }
 

@@ -110,7 +110,7 @@ impl Participant {
     fn send(&mut self, group: GroupId, text: String, req: Option<String>, ctx: &mut Context<Self>) {
         let (deps, who) = (self.deps.clone(), self.principal.clone());
         let fut = async move {
-            send_message(deps.store.as_ref(), &deps.registry, &deps.metrics, &who, &group, &text)
+            send_message(&deps.store, &deps.registry, &deps.metrics, &who, &group, &text)
                 .await
                 .map(|m| (group, m))
         };
