@@ -23,3 +23,14 @@ pub struct AppState {
     /// The WebRTC media plane and live sessions.
     pub rtc: SessionDeps,
 }
+
+impl AppState {
+    /// The caller's standing in group `gid` (404 if there is no such group).
+    pub fn access(
+        &self,
+        who: &engine::perms::Principal,
+        gid: &engine::ids::GroupId,
+    ) -> Result<engine::access::Access, crate::error::ApiError> {
+        Ok(engine::access::Access::load(self.store.as_ref(), who, gid)?)
+    }
+}

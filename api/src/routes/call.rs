@@ -2,7 +2,6 @@
 //! participants (`can_moderate`): mute, remove.
 
 use actix_web::{web, HttpResponse};
-use engine::access::Access;
 use engine::perms::Perm;
 use engine::registry::FindRoom;
 use engine::room::call::CallView;
@@ -41,7 +40,7 @@ pub async fn get(
     gid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let gid = super::group_id(&gid)?;
-    Access::load(state.store.as_ref(), &who, &gid)?.require(Perm::List)?;
+    state.access(&who, &gid)?.require(Perm::List)?;
     let view = match room(&state, &gid).await? {
         Some(room) => room.send(GetCall).await.map_err(ApiError::internal)?,
         None => CallView {
@@ -59,7 +58,7 @@ pub async fn mute(
     body: Option<web::Json<MuteBody>>,
 ) -> Result<HttpResponse, ApiError> {
     let (gid, uid) = (super::group_id(&path.0)?, super::user_id(&path.1)?);
-    Access::load(state.store.as_ref(), &who, &gid)?.require(Perm::Moderate)?;
+    state.access(&who, &gid)?.require(Perm::Moderate)?;
     let source = body.map(|b| b.into_inner()).unwrap_or_default().source;
     let muted = match room(&state, &gid).await? {
         Some(room) => room
@@ -87,7 +86,7 @@ pub async fn remove(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (gid, uid) = (super::group_id(&path.0)?, super::user_id(&path.1)?);
-    Access::load(state.store.as_ref(), &who, &gid)?.require(Perm::Moderate)?;
+    state.access(&who, &gid)?.require(Perm::Moderate)?;
     let removed = match room(&state, &gid).await? {
         Some(room) => room
             .send(RemoveParticipant { user: uid.clone() })

@@ -1,7 +1,6 @@
 //! `/v1/groups` and `/v1/groups/{gid}`: create, list, read, change and delete groups.
 
 use actix_web::{web, HttpResponse};
-use engine::access::Access;
 use engine::ids::GroupId;
 use engine::model::{validate_name, Group, Member, Settings};
 use engine::perms::{Perm, Perms, Principal, Role};
@@ -114,7 +113,7 @@ pub async fn get(
     gid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let gid = super::group_id(&gid)?;
-    let access = Access::load(state.store.as_ref(), &who, &gid)?;
+    let access = state.access(&who, &gid)?;
     access.require_any()?;
     Ok(HttpResponse::Ok().json(GroupView::new(access.group, &who, access.member.as_ref())))
 }
@@ -127,7 +126,7 @@ pub async fn update(
     body: web::Json<UpdateGroup>,
 ) -> Result<HttpResponse, ApiError> {
     let gid = super::group_id(&gid)?;
-    let access = Access::load(state.store.as_ref(), &who, &gid)?;
+    let access = state.access(&who, &gid)?;
     access.require(Perm::Moderate)?;
     let req = body.into_inner();
     let mut group = access.group;
@@ -155,7 +154,7 @@ pub async fn delete(
     gid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let gid = super::group_id(&gid)?;
-    let access = Access::load(state.store.as_ref(), &who, &gid)?;
+    let access = state.access(&who, &gid)?;
     access.require_any()?;
     if !access.is_privileged(&who) {
         return Err(ApiError::forbidden("only the group's owner or admins may delete it"));

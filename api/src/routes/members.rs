@@ -91,7 +91,7 @@ pub async fn list(
     gid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let gid = super::group_id(&gid)?;
-    let access = Access::load(state.store.as_ref(), &who, &gid)?;
+    let access = state.access(&who, &gid)?;
     access.require_any()?;
     if access.member.is_none() && !who.admin {
         return Err(ApiError::forbidden("only members may list a group's members"));
@@ -112,7 +112,7 @@ pub async fn get(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (gid, uid) = ids(&path.0, &path.1)?;
-    let access = Access::load(state.store.as_ref(), &who, &gid)?;
+    let access = state.access(&who, &gid)?;
     access.require_any()?;
     if access.member.is_none() && !who.admin {
         return Err(ApiError::forbidden("only members may see a group's members"));
@@ -132,7 +132,7 @@ pub async fn put(
     body: web::Json<MemberBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (gid, uid) = ids(&path.0, &path.1)?;
-    let access = Access::load(state.store.as_ref(), &who, &gid)?;
+    let access = state.access(&who, &gid)?;
     let existing = state.store.member(&gid, &uid)?;
     let req = body.into_inner();
     authorize_change(&access, &who, existing.as_ref(), req.role)?;
@@ -163,7 +163,7 @@ pub async fn patch(
     body: web::Json<MemberBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (gid, uid) = ids(&path.0, &path.1)?;
-    let access = Access::load(state.store.as_ref(), &who, &gid)?;
+    let access = state.access(&who, &gid)?;
     let existing = state.store.member(&gid, &uid)?;
     let req = body.into_inner();
     authorize_change(&access, &who, existing.as_ref(), req.role)?;
@@ -191,7 +191,7 @@ pub async fn delete(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (gid, uid) = ids(&path.0, &path.1)?;
-    let access = Access::load(state.store.as_ref(), &who, &gid)?;
+    let access = state.access(&who, &gid)?;
     let existing = state.store.member(&gid, &uid)?;
     let leaving_self = !who.admin && who.user == uid && existing.is_some();
     if !leaving_self {

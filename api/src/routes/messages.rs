@@ -1,7 +1,6 @@
 //! `/v1/groups/{gid}/messages`: send (`can_send`) and page through history (`can_receive`).
 
 use actix_web::{web, HttpResponse};
-use engine::access::Access;
 use engine::chat::send_message;
 use engine::perms::Perm;
 use serde::Deserialize;
@@ -75,7 +74,7 @@ pub async fn list(
                 .map_err(|_| ApiError::bad_request("invalid_after", "after must be a message id"))?,
         ),
     };
-    Access::load(state.store.as_ref(), &who, &gid)?.require(Perm::Receive)?;
+    state.access(&who, &gid)?.require(Perm::Receive)?;
     let messages = state.store.messages(&gid, after, limit)?;
     let next_after = messages.last().map(|m| m.id.clone());
     Ok(HttpResponse::Ok().json(json!({ "messages": messages, "next_after": next_after })))

@@ -3,7 +3,6 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use engine::access::Access;
 use engine::ids::GroupId;
 use engine::perms::{Perm, Principal};
 use engine::session::{start_publish, AddCandidates, SessionEntry, SessionKind, SetGroups};
@@ -71,7 +70,7 @@ fn parse_groups<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<GroupId>
 /// Fails unless `who` may publish in every group.
 fn require_publish(state: &AppState, who: &Principal, groups: &[GroupId]) -> Result<(), ApiError> {
     for g in groups {
-        Access::load(state.store.as_ref(), who, g)?.require(Perm::Publish)?;
+        state.access(who, g)?.require(Perm::Publish)?;
     }
     Ok(())
 }

@@ -190,3 +190,20 @@ impl Sessions {
         true
     }
 }
+
+/// Ends a session (through `stop`) once its connection drops, fails or closes.
+async fn stop_when_dropped(
+    mut state: tokio::sync::watch::Receiver<crate::media::PeerState>,
+    stop: actix::Recipient<StopSession>,
+) {
+    use crate::media::PeerState;
+    let ended = state
+        .wait_for(|s| matches!(s, PeerState::Disconnected | PeerState::Failed | PeerState::Closed))
+        .await
+        .is_ok();
+    if ended {
+        stop.do_send(StopSession {
+            reason: "the connection dropped",
+        });
+    }
+}

@@ -14,7 +14,7 @@ use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 use super::{AddCandidates, Negotiate, SessionEntry, SessionKind, Sessions, SetGroups};
 use crate::error::EngineError;
 use crate::ids::GroupId;
-use crate::media::{cap_video_bitrate, Media, Peer, PeerState};
+use crate::media::{cap_video_bitrate, Media, Peer};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
@@ -149,19 +149,6 @@ async fn intake(
     }
 }
 
-/// Ends the session when its connection drops.
-async fn watch_state(mut state: tokio::sync::watch::Receiver<PeerState>, publisher: Addr<Publisher>) {
-    let ended = state
-        .wait_for(|s| matches!(s, PeerState::Disconnected | PeerState::Failed | PeerState::Closed))
-        .await
-        .is_ok();
-    if ended {
-        publisher.do_send(StopSession {
-            reason: "the connection dropped",
-        });
-    }
-}
-
 impl Actor for Publisher {
     type Context = Context<Self>;
 
@@ -232,7 +219,7 @@ impl Handler<Negotiate> for Publisher {
                     if let Some(tracks) = peer.take_tracks() {
                         tokio::spawn(intake(tracks, addr.clone(), principal, metrics));
                     }
-                    tokio::spawn(watch_state(peer.state.clone(), addr));
+                    tokio::spawn(super::stop_when_dropped(peer.state.clone(), addr.recipient()));
                     let answer = match msg.max_video_kbps {
                         Some(kbps) => cap_video_bitrate(&answer, kbps),
                         None => answer,

@@ -15,7 +15,7 @@ use webrtc::peer_connection::PeerConnection;
 use super::{AddCandidates, Negotiate, SessionEntry, SessionKind, Sessions};
 use crate::error::EngineError;
 use crate::ids::{GroupId, UserId};
-use crate::media::{Media, Peer, PeerState};
+use crate::media::{Media, Peer};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
@@ -133,7 +133,7 @@ async fn build(
             legs.push((track, leg.id));
         }
     }
-    tokio::spawn(watch_state(peer.state.clone(), viewer));
+    tokio::spawn(super::stop_when_dropped(peer.state.clone(), viewer.recipient()));
     Ok((peer.pc.clone(), answer, legs))
 }
 
@@ -157,18 +157,6 @@ async fn negotiated_pt(pc: &Arc<dyn PeerConnection>, track: &Fanout) -> Option<u
         return Some(pick.payload_type);
     }
     None
-}
-
-async fn watch_state(mut state: tokio::sync::watch::Receiver<PeerState>, viewer: Addr<Viewer>) {
-    let ended = state
-        .wait_for(|s| matches!(s, PeerState::Disconnected | PeerState::Failed | PeerState::Closed))
-        .await
-        .is_ok();
-    if ended {
-        viewer.do_send(StopSession {
-            reason: "the connection dropped",
-        });
-    }
 }
 
 impl Actor for Viewer {
