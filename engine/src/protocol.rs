@@ -140,9 +140,13 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
     },
-    /// A session of this connection ended on request.
+    /// A session of this connection ended: on request (with `req`), or by the server (with
+    /// `reason`).
     SessionEnded {
         session: String,
+        /// Why, when the server ended it (permission revoked, publisher left, connection lost).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
     },

@@ -31,6 +31,6 @@ pub async fn play(
     let offer = sdp_body(&req, &body, "application/sdp")?;
     let gid = super::group_id(&gid)?;
     let participant = query.participant.as_deref().map(super::user_id).transpose()?;
-    let (sid, answer) = start_view(&state.rtc, who, gid, participant, offer).await?;
+    let (sid, answer) = start_view(&state.rtc, who, gid, participant, offer, None).await?;
     Ok(created(&sid, answer))
 }

@@ -19,7 +19,7 @@ use crate::perms::Principal;
 use crate::protocol::{ClientMessage, LeaveReason, ServerMessage};
 use crate::registry::{JoinRoom, LeaveRoom};
 use crate::room::messages::{ConnId, ConnInfo, Removed};
-use crate::session::{start_publish, start_view, SessionDeps};
+use crate::session::{start_publish, start_view, SessionClosed, SessionDeps};
 pub use messages::{Disconnected, Inbound};
 use rate::TokenBucket;
 
@@ -123,10 +123,13 @@ impl Participant {
     /// Starts a publish (`participant` is `None`) or a playback session and replies `answer`.
     fn negotiate(&mut self, target: Negotiation, sdp: String, req: Option<String>, ctx: &mut Context<Self>) {
         let (deps, who) = (self.deps.clone(), (*self.principal).clone());
+        let notify = ctx.address().recipient();
         let fut = async move {
             match target {
-                Negotiation::Publish(groups) => start_publish(&deps, who, groups, sdp).await,
-                Negotiation::Play(group, participant) => start_view(&deps, who, group, participant, sdp).await,
+                Negotiation::Publish(groups) => start_publish(&deps, who, groups, sdp, Some(notify)).await,
+                Negotiation::Play(group, participant) => {
+                    start_view(&deps, who, group, participant, sdp, Some(notify)).await
+                }
             }
         };
         // Not `wait`: chat and other requests go on while the connection is being set up.
@@ -142,7 +145,11 @@ impl Participant {
     fn end_session(&mut self, session: String, req: Option<String>) {
         if self.sessions.remove(&session) {
             self.deps.sessions.stop(&session, "ended by the client");
-            self.reply(&ServerMessage::SessionEnded { session, req });
+            self.reply(&ServerMessage::SessionEnded {
+                session,
+                reason: None,
+                req,
+            });
         } else {
             let e = EngineError::NotFound(format!("no session {session} on this connection"));
             self.error(&e, req);
@@ -218,6 +225,22 @@ impl Handler<Disconnected> for Participant {
 
     fn handle(&mut self, _msg: Disconnected, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+impl Handler<SessionClosed> for Participant {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionClosed, _ctx: &mut Context<Self>) {
+        // Sessions this connection ended itself were already answered.
+        if self.sessions.remove(&msg.session) {
+            let reason = Some(msg.reason.to_string());
+            self.reply(&ServerMessage::SessionEnded {
+                session: msg.session,
+                reason,
+                req: None,
+            });
+        }
     }
 }
 

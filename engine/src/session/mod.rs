@@ -80,6 +80,14 @@ pub fn new_session_id() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 20)
 }
 
+/// Sent to whoever started a session when it ends, with why.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionClosed {
+    pub session: String,
+    pub reason: &'static str,
+}
+
 /// Answer a client's SDP offer; replies with the answer SDP. Sent once, right after start.
 #[derive(Message)]
 #[rtype(result = "Result<String, EngineError>")]
@@ -121,6 +129,7 @@ pub async fn start_publish(
     who: Principal,
     groups: Vec<GroupId>,
     offer: String,
+    notify: Option<actix::Recipient<SessionClosed>>,
 ) -> Result<(String, String), EngineError> {
     check_offer(&offer)?;
     let mut max_video_kbps: Option<u32> = None;
@@ -137,7 +146,16 @@ pub async fn start_publish(
     }
     let sid = new_session_id();
     let d = deps.clone();
-    let publisher = Publisher::launch(sid.clone(), who, groups, d.media, d.registry, d.sessions, d.metrics);
+    let publisher = Publisher::launch(
+        sid.clone(),
+        who,
+        groups,
+        d.media,
+        d.registry,
+        d.sessions,
+        d.metrics,
+        notify,
+    );
     let answer = publisher
         .send(Negotiate { offer, max_video_kbps })
         .await
@@ -153,6 +171,7 @@ pub async fn start_view(
     group: GroupId,
     participant: Option<UserId>,
     offer: String,
+    notify: Option<actix::Recipient<SessionClosed>>,
 ) -> Result<(String, String), EngineError> {
     check_offer(&offer)?;
     Access::load(deps.store.as_ref(), &who, &group)?.require(Perm::Subscribe)?;
@@ -167,6 +186,7 @@ pub async fn start_view(
         d.registry,
         d.sessions,
         d.metrics,
+        notify,
     );
     let answer = viewer
         .send(Negotiate {

@@ -6,12 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, ResponseActFuture, WrapFuture,
+};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 
-use super::{AddCandidates, Negotiate, SessionEntry, SessionKind, Sessions, SetGroups};
+use super::{AddCandidates, Negotiate, SessionClosed, SessionEntry, SessionKind, Sessions, SetGroups};
 use crate::error::EngineError;
 use crate::ids::GroupId;
 use crate::media::{cap_video_bitrate, Media, Peer};
@@ -42,6 +44,10 @@ pub struct Publisher {
     registry: Addr<Registry>,
     sessions: Sessions,
     metrics: EngineMetrics,
+    /// Told when the session ends (the realtime connection that started it, if any).
+    notify: Option<Recipient<SessionClosed>>,
+    /// Why the session ended, for `notify`.
+    end_reason: &'static str,
 }
 
 impl Publisher {
@@ -55,6 +61,7 @@ impl Publisher {
         registry: Addr<Registry>,
         sessions: Sessions,
         metrics: EngineMetrics,
+        notify: Option<Recipient<SessionClosed>>,
     ) -> Addr<Publisher> {
         let owner = principal.user.clone();
         let addr = Publisher {
@@ -69,6 +76,8 @@ impl Publisher {
             registry,
             sessions: sessions.clone(),
             metrics,
+            notify,
+            end_reason: "the session ended",
         }
         .start();
         sessions.insert(
@@ -182,6 +191,12 @@ impl Actor for Publisher {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.metrics.rtc_sessions.with_label_values(&["publish"]).dec();
         self.sessions.remove(&self.sid);
+        if let Some(notify) = self.notify.take() {
+            notify.do_send(SessionClosed {
+                session: self.sid.clone(),
+                reason: self.end_reason,
+            });
+        }
         for (group, room) in std::mem::take(&mut self.rooms) {
             if let Some(room) = room {
                 room.do_send(UnpublishSession { session: self.id });
@@ -313,6 +328,7 @@ impl Handler<Revoked> for Publisher {
 
     fn handle(&mut self, msg: Revoked, ctx: &mut Context<Self>) {
         tracing::info!(session = %self.sid, group = %msg.group, "publishing revoked in group");
+        self.end_reason = "can_publish was revoked in every group of the session";
         // The room already removed the tracks; only let go of it.
         if self.rooms.remove(&msg.group).is_some() {
             self.registry.do_send(LeaveRoom {
@@ -331,6 +347,7 @@ impl Handler<StopSession> for Publisher {
 
     fn handle(&mut self, msg: StopSession, ctx: &mut Context<Self>) {
         tracing::info!(session = %self.sid, reason = msg.reason, "stopping publish session");
+        self.end_reason = msg.reason;
         ctx.stop();
     }
 }

@@ -5,14 +5,16 @@
 
 use std::sync::Arc;
 
-use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, ResponseActFuture, WrapFuture,
+};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::PeerConnection;
 
-use super::{AddCandidates, Negotiate, SessionEntry, SessionKind, Sessions};
+use super::{AddCandidates, Negotiate, SessionClosed, SessionEntry, SessionKind, Sessions};
 use crate::error::EngineError;
 use crate::ids::{GroupId, UserId};
 use crate::media::{Media, Peer};
@@ -37,6 +39,10 @@ pub struct Viewer {
     registry: Addr<Registry>,
     sessions: Sessions,
     metrics: EngineMetrics,
+    /// Told when the session ends (the realtime connection that started it, if any).
+    notify: Option<Recipient<SessionClosed>>,
+    /// Why the session ended, for `notify`.
+    end_reason: &'static str,
 }
 
 impl Viewer {
@@ -52,6 +58,7 @@ impl Viewer {
         registry: Addr<Registry>,
         sessions: Sessions,
         metrics: EngineMetrics,
+        notify: Option<Recipient<SessionClosed>>,
     ) -> Addr<Viewer> {
         let owner = principal.user.clone();
         let addr = Viewer {
@@ -67,6 +74,8 @@ impl Viewer {
             registry,
             sessions: sessions.clone(),
             metrics,
+            notify,
+            end_reason: "the session ended",
         }
         .start();
         sessions.insert(
@@ -177,6 +186,12 @@ impl Actor for Viewer {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.metrics.rtc_sessions.with_label_values(&["view"]).dec();
         self.sessions.remove(&self.sid);
+        if let Some(notify) = self.notify.take() {
+            notify.do_send(SessionClosed {
+                session: self.sid.clone(),
+                reason: self.end_reason,
+            });
+        }
         for (track, leg) in self.legs.drain(..) {
             track.detach(leg);
         }
@@ -249,6 +264,7 @@ impl Handler<StopSession> for Viewer {
 
     fn handle(&mut self, msg: StopSession, ctx: &mut Context<Self>) {
         tracing::info!(session = %self.sid, reason = msg.reason, "stopping playback session");
+        self.end_reason = msg.reason;
         ctx.stop();
     }
 }

@@ -473,6 +473,12 @@ async fn publish_and_play_over_the_realtime_socket() {
         .await;
     assert_eq!(alice.expect("session_ended").await["req"], "e1");
     assert_eq!(bob.expect("track_unpublished").await["participant"], "alice");
+    // Bob's playback of it was ended by the server, and his socket is told why.
+    let ended = bob.expect("session_ended").await;
+    assert!(
+        ended["reason"].as_str().is_some_and(|r| r.contains("publisher")),
+        "{ended}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(viewer.no_packets_within(Duration::from_secs(1)).await);
     // Sessions started on a socket end with it.
