@@ -135,6 +135,11 @@ impl Fanout {
     pub async fn run_reader(self: Arc<Self>) {
         while let Some(event) = self.remote.poll().await {
             if let TrackRemoteEvent::OnRtpPacket(mut pkt) = event {
+                // One stream per track: further simulcast layers (and repair streams) arrive with
+                // other SSRCs and are not mixed in. Layer selection is not implemented yet.
+                if pkt.header.ssrc != self.ssrc {
+                    continue;
+                }
                 // Extension ids are per leg; none are forwarded.
                 pkt.header.extension = false;
                 pkt.header.extension_profile = 0;
