@@ -83,7 +83,7 @@ impl MediaCaps {
 }
 
 /// A group's settings (the spec's `settings`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Applies to every member.
@@ -93,17 +93,6 @@ pub struct Settings {
     pub media: MediaSettings,
     /// Record calls automatically.
     pub record: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            members: Perms::default(),
-            guests: None,
-            media: MediaSettings::default(),
-            record: false,
-        }
-    }
 }
 
 impl Settings {

@@ -19,6 +19,8 @@ pub struct Perms {
     pub can_moderate: bool,
 }
 
+// Not derivable: the conference default grants everything but `can_moderate`.
+#[allow(clippy::derivable_impls)]
 impl Default for Perms {
     fn default() -> Self {
         Perms {

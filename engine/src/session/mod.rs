@@ -145,17 +145,7 @@ pub async fn start_publish(
         }
     }
     let sid = new_session_id();
-    let d = deps.clone();
-    let publisher = Publisher::launch(
-        sid.clone(),
-        who,
-        groups,
-        d.media,
-        d.registry,
-        d.sessions,
-        d.metrics,
-        notify,
-    );
+    let publisher = Publisher::launch(sid.clone(), who, groups, deps.clone(), notify);
     let answer = publisher
         .send(Negotiate { offer, max_video_kbps })
         .await
@@ -176,18 +166,7 @@ pub async fn start_view(
     check_offer(&offer)?;
     Access::load(deps.store.as_ref(), &who, &group)?.require(Perm::Subscribe)?;
     let sid = new_session_id();
-    let d = deps.clone();
-    let viewer = Viewer::launch(
-        sid.clone(),
-        who,
-        group,
-        participant,
-        d.media,
-        d.registry,
-        d.sessions,
-        d.metrics,
-        notify,
-    );
+    let viewer = Viewer::launch(sid.clone(), who, group, participant, deps.clone(), notify);
     let answer = viewer
         .send(Negotiate {
             offer,

@@ -13,7 +13,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 
-use super::{AddCandidates, Negotiate, SessionClosed, SessionEntry, SessionKind, Sessions, SetGroups};
+use super::{AddCandidates, Negotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind, Sessions, SetGroups};
 use crate::error::EngineError;
 use crate::ids::GroupId;
 use crate::media::{cap_video_bitrate, Media, Peer};
@@ -57,12 +57,16 @@ impl Publisher {
         sid: String,
         principal: Principal,
         groups: Vec<GroupId>,
-        media: Media,
-        registry: Addr<Registry>,
-        sessions: Sessions,
-        metrics: EngineMetrics,
+        deps: SessionDeps,
         notify: Option<Recipient<SessionClosed>>,
     ) -> Addr<Publisher> {
+        let SessionDeps {
+            media,
+            registry,
+            sessions,
+            metrics,
+            ..
+        } = deps;
         let owner = principal.user.clone();
         let addr = Publisher {
             id: crate::next_id(),

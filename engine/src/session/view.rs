@@ -14,7 +14,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::PeerConnection;
 
-use super::{AddCandidates, Negotiate, SessionClosed, SessionEntry, SessionKind, Sessions};
+use super::{AddCandidates, Negotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind, Sessions};
 use crate::error::EngineError;
 use crate::ids::{GroupId, UserId};
 use crate::media::{Media, Peer};
@@ -48,18 +48,21 @@ pub struct Viewer {
 impl Viewer {
     /// Starts a playback session of `participant` (or the group's first publisher) in `group`
     /// for `principal`, registered as `sid`. Send it [`Negotiate`] next.
-    #[allow(clippy::too_many_arguments)]
     pub fn launch(
         sid: String,
         principal: Principal,
         group: GroupId,
         participant: Option<UserId>,
-        media: Media,
-        registry: Addr<Registry>,
-        sessions: Sessions,
-        metrics: EngineMetrics,
+        deps: SessionDeps,
         notify: Option<Recipient<SessionClosed>>,
     ) -> Addr<Viewer> {
+        let SessionDeps {
+            media,
+            registry,
+            sessions,
+            metrics,
+            ..
+        } = deps;
         let owner = principal.user.clone();
         let addr = Viewer {
             id: crate::next_id(),

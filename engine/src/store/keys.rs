@@ -39,7 +39,7 @@ pub fn message(gid: &GroupId, seq: u64) -> Vec<u8> {
 }
 
 /// The part of a `prefix \0 rest` key after the separator.
-pub fn suffix<'a>(key: &'a [u8], prefix_len: usize) -> &'a [u8] {
+pub fn suffix(key: &[u8], prefix_len: usize) -> &[u8] {
     key.get(prefix_len..).unwrap_or_default()
 }
 
