@@ -52,6 +52,8 @@ pub struct Fanout {
     remote: Arc<dyn TrackRemote>,
     ssrc: u32,
     last_pli: Mutex<Option<Instant>>,
+    /// A keyframe request is scheduled for the end of the current interval.
+    pli_deferred: AtomicBool,
     metrics: EngineMetrics,
 }
 
@@ -67,6 +69,7 @@ impl Fanout {
             remote,
             ssrc,
             last_pli: Mutex::new(None),
+            pli_deferred: AtomicBool::new(false),
             metrics: metrics.clone(),
         });
         metrics.tracks_live.add(&fanout);
@@ -109,16 +112,41 @@ impl Fanout {
         }
     }
 
-    /// Asks the publisher for a keyframe, at most once per [`PLI_INTERVAL`].
-    pub async fn request_keyframe(&self) {
-        {
+    /// Asks the publisher for a keyframe, at most once per [`PLI_INTERVAL`]. A request that
+    /// falls inside the interval is not lost: one request is sent when the interval ends, so a
+    /// subscriber joining right after another still gets a keyframe within [`PLI_INTERVAL`].
+    /// Must be called on the media runtime.
+    pub async fn request_keyframe(self: &Arc<Self>) {
+        let wait = {
             let Ok(mut last) = self.last_pli.lock() else { return };
             let now = Instant::now();
-            if last.is_some_and(|t| now.duration_since(t) < PLI_INTERVAL) {
-                return;
+            match *last {
+                Some(t) if now.duration_since(t) < PLI_INTERVAL => Some(PLI_INTERVAL - now.duration_since(t)),
+                _ => {
+                    *last = Some(now);
+                    None
+                }
             }
-            *last = Some(now);
+        };
+        match wait {
+            None => self.send_pli().await,
+            Some(wait) => {
+                if !self.pli_deferred.swap(true, Ordering::AcqRel) {
+                    let fanout = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        fanout.pli_deferred.store(false, Ordering::Release);
+                        if let Ok(mut last) = fanout.last_pli.lock() {
+                            *last = Some(Instant::now());
+                        }
+                        fanout.send_pli().await;
+                    });
+                }
+            }
         }
+    }
+
+    async fn send_pli(&self) {
         self.counters.plis.fetch_add(1, Ordering::Relaxed);
         self.metrics.keyframe_requests.inc();
         let pli = PictureLossIndication {
