@@ -21,7 +21,7 @@
 //! subscriber failed to join or got no keyframe.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -31,27 +31,19 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use futures_util::stream::{self, StreamExt};
-use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use rtc::sansio::Protocol;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, MissedTickBehavior};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder,
-};
-use webrtc::runtime::TokioRuntime;
+use webrtc::peer_connection::RTCPeerConnectionState;
 
 use fanfare_tests::h264::{self, AccessUnit, FrameCounter, Packetizer};
 use fanfare_tests::rtc_client::{
@@ -616,174 +608,8 @@ impl Drop for Janus {
 
 // ───────────────────────────── peer connections ─────────────────────────────
 
-/// Interceptor, placed last, that hands PLI and FIR to the application (`TrackLocal::poll`);
-/// without it inbound RTCP never leaves the interceptor chain (as in the e2e test clients).
-#[derive(Default)]
-struct RtcpToApp {
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpToApp {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
-        if let Packet::Rtcp(pkts) = &msg.message.packet {
-            let keep: Vec<Box<dyn rtc::rtcp::Packet>> = pkts
-                .iter()
-                .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
-                .cloned()
-                .collect();
-            if keep.is_empty() {
-                return Ok(());
-            }
-            msg.message.packet = Packet::Rtcp(keep);
-            msg.message.add(Attribute::DeliverToApplication);
-        }
-        self.read.push_back(msg);
-        Ok(())
-    }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for RtcpToApp {
-    fn bind_local_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
-}
-
-/// Forwards connection events into channels (runs on the connection's driver task).
-struct PeerEvents {
-    gathered: watch::Sender<bool>,
-    state: watch::Sender<RTCPeerConnectionState>,
-    tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for PeerEvents {
-    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
-        if s == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(true);
-        }
-    }
-    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
-        let _ = self.state.send(s);
-    }
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let _ = self.tracks.send(track);
-    }
-}
-
-/// A peer connection like the e2e tests' `LoopbackPeer` (default codecs and interceptors, no
-/// ICE servers, mDNS off, one UDP socket) but bound to `ip`: Janus never gathers on a loopback
-/// interface, so its runs use a dummy interface's address (see `--rtc-ip`).
-struct Peer {
-    pc: Arc<dyn PeerConnection>,
-    gathered: watch::Receiver<bool>,
-    state: watch::Receiver<RTCPeerConnectionState>,
-    tracks: Option<mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>>,
-}
-
-impl Peer {
-    async fn new(ip: IpAddr, rtcp_to_app: bool) -> Result<Peer> {
-        let mut media = MediaEngine::default();
-        media.register_default_codecs()?;
-        let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
-        if rtcp_to_app {
-            registry = registry.with(Slot::from(14_000), RtcpToApp::default());
-        }
-        let settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .build();
-        let (gathered_tx, gathered) = watch::channel(false);
-        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
-        let (tracks_tx, tracks) = mpsc::unbounded_channel();
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_media_engine(media)
-            .with_setting_engine(settings)
-            .with_interceptor_registry(registry)
-            .with_runtime(Arc::new(TokioRuntime))
-            .with_handler(Arc::new(PeerEvents {
-                gathered: gathered_tx,
-                state: state_tx,
-                tracks: tracks_tx,
-            }))
-            .with_udp_addrs(vec![SocketAddr::new(ip, 0)])
-            .build()
-            .await?;
-        Ok(Peer {
-            pc: Arc::new(pc),
-            gathered,
-            state,
-            tracks: Some(tracks),
-        })
-    }
-
-    async fn gather(&self, desc: RTCSessionDescription) -> Result<String> {
-        self.pc.set_local_description(desc).await?;
-        let mut gathered = self.gathered.clone();
-        timeout(STEP_TIMEOUT, gathered.wait_for(|g| *g))
-            .await
-            .map_err(|_| anyhow!("ICE gathering timed out"))?
-            .map_err(|_| anyhow!("connection dropped while gathering"))?;
-        Ok(self.pc.local_description().await.context("no local description")?.sdp)
-    }
-
-    /// A complete (non-trickle) offer.
-    async fn create_offer(&self) -> Result<String> {
-        let offer = self.pc.create_offer(None).await?;
-        self.gather(offer).await
-    }
-
-    /// Applies a remote offer; returns the complete answer.
-    async fn answer(&self, offer: String) -> Result<String> {
-        let offer = RTCSessionDescription::offer(offer).map_err(|e| anyhow!("bad offer: {e}"))?;
-        self.pc.set_remote_description(offer).await?;
-        let answer = self.pc.create_answer(None).await?;
-        self.gather(answer).await
-    }
-
-    async fn accept_answer(&self, answer: String) -> Result<()> {
-        let answer = RTCSessionDescription::answer(answer).map_err(|e| anyhow!("bad answer: {e}"))?;
-        self.pc.set_remote_description(answer).await?;
-        Ok(())
-    }
-
-    /// Waits for `Connected`; false on timeout, failure or close.
-    async fn wait_connected(&self) -> bool {
-        let mut state = self.state.clone();
-        let done = |s: &RTCPeerConnectionState| {
-            matches!(
-                s,
-                RTCPeerConnectionState::Connected | RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
-            )
-        };
-        let connected = matches!(
-            timeout(STEP_TIMEOUT, state.wait_for(done)).await,
-            Ok(Ok(s)) if *s == RTCPeerConnectionState::Connected
-        );
-        connected
-    }
-
-    async fn close(&self) {
-        let _ = self.pc.close().await;
-    }
-}
+// The same loopback-style peer as the end-to-end tests, bound to the benchmark's address.
+use fanfare_tests::rtc_client::LoopbackPeer as Peer;
 
 // ───────────────────────────── publisher ─────────────────────────────
 
@@ -800,7 +626,7 @@ impl Publisher {
         F: FnOnce(String) -> Fut,
         Fut: std::future::Future<Output = Result<String>>,
     {
-        let peer = Peer::new(ip, true).await?;
+        let peer = Peer::bound(ip, true).await?;
         let ssrc = random_u32() | 1;
         let track = local_track("bench", "video", RtpCodecKind::Video, ssrc, h264_codec());
         let init = RTCRtpTransceiverInit {
@@ -808,17 +634,17 @@ impl Publisher {
             ..Default::default()
         };
         let transceiver = peer
-            .pc
+            .pc()
             .add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init))
             .await?;
         let sender = transceiver.sender().await?.context("transceiver without a sender")?;
-        let offer = peer.create_offer().await?;
+        let offer = peer.create_offer(STEP_TIMEOUT).await?;
         let answer = exchange(offer).await?;
         peer.accept_answer(answer).await?;
         let pt = negotiated_payload_type(&sender, &h264_codec())
             .await
             .context("the answer did not accept H.264")?;
-        if !peer.wait_connected().await {
+        if !peer.wait_connected(STEP_TIMEOUT).await {
             peer.close().await;
             bail!("the publisher did not connect within {STEP_TIMEOUT:?}");
         }
@@ -831,7 +657,7 @@ impl Publisher {
                 aus,
                 want_key,
                 stats,
-                peer.state.clone(),
+                peer.state_watch(),
             )),
         ];
         Ok(Publisher { peer, tasks })
@@ -930,8 +756,8 @@ impl Subscriber {
 
 /// A receiving peer whose video tracks are counted into `stats`.
 async fn subscriber_peer(ip: IpAddr, stats: &Arc<Stats>, started: Instant) -> Result<Subscriber> {
-    let mut peer = Peer::new(ip, false).await?;
-    let tracks = peer.tracks.take().context("tracks already taken")?;
+    let mut peer = Peer::bound(ip, false).await?;
+    let tracks = peer.take_tracks().context("tracks already taken")?;
     let first_key = Arc::new(AtomicU64::new(u64::MAX));
     let dispatch = tokio::spawn(dispatch(tracks, stats.clone(), started, first_key.clone()));
     Ok(Subscriber {
@@ -1037,10 +863,10 @@ async fn join(how: Join, ip: IpAddr, stats: Arc<Stats>) -> Result<Subscriber> {
                     ..Default::default()
                 };
                 sub.peer
-                    .pc
+                    .pc()
                     .add_transceiver_from_kind(RtpCodecKind::Video, Some(init))
                     .await?;
-                let offer = sub.peer.create_offer().await?;
+                let offer = sub.peer.create_offer(STEP_TIMEOUT).await?;
                 let answer = post_sdp(&http, &url, &token, offer).await?;
                 sub.peer.accept_answer(answer).await?;
             }
@@ -1052,7 +878,7 @@ async fn join(how: Join, ip: IpAddr, stats: Arc<Stats>) -> Result<Subscriber> {
                     .as_str()
                     .ok_or_else(|| anyhow!("janus subscriber join without an offer: {ev}"))?
                     .to_owned();
-                let answer = sub.peer.answer(offer).await?;
+                let answer = sub.peer.answer(offer, STEP_TIMEOUT).await?;
                 janus
                     .message(
                         handle,
@@ -1062,7 +888,7 @@ async fn join(how: Join, ip: IpAddr, stats: Arc<Stats>) -> Result<Subscriber> {
                     .await?;
             }
         }
-        if !sub.peer.wait_connected().await {
+        if !sub.peer.wait_connected(STEP_TIMEOUT).await {
             bail!("subscriber did not connect within {STEP_TIMEOUT:?}");
         }
         anyhow::Ok(())
@@ -1253,7 +1079,7 @@ async fn baseline(args: &Args, aus: Arc<Vec<AccessUnit>>) -> Result<(f64, f64)> 
     let sub = subscriber_peer(args.rtc_ip, &stats, Instant::now()).await?;
     let sub_ref = &sub;
     let publisher = Publisher::start(args.rtc_ip, aus, stats.clone(), |offer| async move {
-        sub_ref.peer.answer(offer).await
+        Ok(sub_ref.peer.answer(offer, STEP_TIMEOUT).await?)
     })
     .await?;
     sleep(Duration::from_secs(args.settle)).await;

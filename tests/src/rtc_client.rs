@@ -319,6 +319,11 @@ pub struct LoopbackPeer {
 impl LoopbackPeer {
     /// Builds the connection. With `rtcp_to_app`, inbound PLI/FIR/NACK reach `TrackLocal::poll`.
     pub async fn new(rtcp_to_app: bool) -> Result<Self, ClientError> {
+        Self::bound(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app).await
+    }
+
+    /// Like [`LoopbackPeer::new`], bound to `ip` (e.g. a veth address in a private namespace).
+    pub async fn bound(ip: std::net::IpAddr, rtcp_to_app: bool) -> Result<Self, ClientError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
         let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
@@ -348,7 +353,7 @@ impl LoopbackPeer {
                 state: state_tx,
                 tracks: tracks_tx,
             }))
-            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .with_udp_addrs(vec![std::net::SocketAddr::new(ip, 0)])
             .build()
             .await?;
         Ok(LoopbackPeer {

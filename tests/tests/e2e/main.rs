@@ -3,5 +3,5 @@ mod live;
 mod ops;
 mod permissions;
 mod persistence;
-mod tokens;
 mod sfu;
+mod tokens;
