@@ -23,7 +23,6 @@ use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message as Ws;
@@ -178,30 +177,11 @@ async fn start_server(bin: &Path) -> Result<(Server, String, String)> {
     let pid = child.id().context("the server exited at once")?;
     let stdout = child.stdout.take().context("no server stdout")?;
     let server = Server { child, pid, dir };
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut base, mut admin) = (None, None);
-    let read = async {
-        while admin.is_none() {
-            let line = lines
-                .next_line()
-                .await?
-                .context("stdout closed before the admin token")?;
-            if let Some(rest) = line.strip_prefix("Fanfare listening on ") {
-                base = Some(rest.trim_end_matches('/').to_owned());
-            }
-            admin = line.strip_prefix("Admin token (24 h): ").map(str::to_owned);
-        }
-        anyhow::Ok(())
-    };
-    let started = timeout(Duration::from_secs(30), read).await;
-    match (started, base, admin) {
-        (Ok(Ok(())), Some(base), Some(admin)) => {
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            Ok((server, base, admin))
-        }
-        (res, ..) => {
+    match fanfare_bench::read_banner(stdout).await {
+        Ok((base, admin)) => Ok((server, base, admin)),
+        Err(e) => {
             stop_server(server).await;
-            bail!("the server did not start: {res:?}")
+            Err(e.context("the server did not start"))
         }
     }
 }

@@ -36,7 +36,6 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, MissedTickBehavior};
@@ -371,30 +370,11 @@ async fn start_fanfare(bin: &Path, core: usize, rtc_ip: IpAddr) -> Result<(Serve
     let pid = child.id().context("the server exited at once")?;
     let stdout = child.stdout.take().context("no server stdout")?;
     let server = ServerProc { child, pid, dir };
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut base_url, mut admin) = (None, None);
-    let read = async {
-        while admin.is_none() {
-            let line = lines
-                .next_line()
-                .await?
-                .context("stdout closed before the admin token")?;
-            if let Some(rest) = line.strip_prefix("Fanfare listening on ") {
-                base_url = Some(rest.trim_end_matches('/').to_owned());
-            }
-            admin = line.strip_prefix("Admin token (24 h): ").map(str::to_owned);
-        }
-        anyhow::Ok(())
-    };
-    let started = timeout(Duration::from_secs(30), read).await;
-    match (started, base_url, admin) {
-        (Ok(Ok(())), Some(b), Some(a)) => {
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            Ok((server, b, a))
-        }
-        (res, ..) => {
+    match fanfare_bench::read_banner(stdout).await {
+        Ok((base, admin)) => Ok((server, base, admin)),
+        Err(e) => {
             server.stop().await;
-            bail!("fanfare did not start: {res:?}")
+            Err(e.context("fanfare did not start"))
         }
     }
 }
