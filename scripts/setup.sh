@@ -12,6 +12,11 @@ BUILD_PACKAGES=(
 TEST_PACKAGES=(
   iproute2 procps
   chromium  # the real browser of tests/tests/browser.rs
+  ffmpeg    # ffprobe checks recordings; ffmpeg makes upload fixtures
+  # GStreamer's RTSP server, the real camera of the ingest tests (tests/rtsp/server.py)
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+  python3-venv  # tests/s3's moto server lives in a venv inside the clone
 )
 
 want=("${BUILD_PACKAGES[@]}")
@@ -51,6 +56,19 @@ if [ "${1:-build}" = "test" ]; then
     echo "setup: npm ci in tests/browser"
     (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error)
     echo "$lock_sum" >"$browser_dir/node_modules/.fanfare-lock-sha256"
+  fi
+
+  # The S3-compatible server of the object-store tests (moto, from PyPI) in a venv under
+  # target/, rebuilt only when tests/s3/requirements.txt changes.
+  s3_dir="$(dirname "$0")/../tests/s3"
+  venv="$(dirname "$0")/../target/s3-venv"
+  req_sum="$(sha256sum "$s3_dir/requirements.txt" | cut -d' ' -f1)"
+  if [ "$(cat "$venv/.fanfare-req-sha256" 2>/dev/null)" != "$req_sum" ]; then
+    echo "setup: moto (S3 test server) into target/s3-venv"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$s3_dir/requirements.txt"
+    echo "$req_sum" >"$venv/.fanfare-req-sha256"
   fi
 fi
 

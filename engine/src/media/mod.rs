@@ -43,6 +43,11 @@ impl Default for MediaConfig {
 
 static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
 
+/// The media runtime's handle, once [`Media::start`] has run.
+pub(crate) fn runtime_handle() -> Option<tokio::runtime::Handle> {
+    RUNTIME.get().map(|rt| rt.handle().clone())
+}
+
 /// Handle to the media plane, cheap to clone.
 #[derive(Clone)]
 pub struct Media {

@@ -8,8 +8,8 @@ use actix::{Context, Handler, MessageResult, Recipient};
 use serde::Serialize;
 
 use super::messages::{
-    GetCall, MuteParticipant, PublishTrack, RemoveParticipant, Revoked, StopSession, Subscribe, UnpublishSession,
-    Unsubscribe, Watched,
+    CallChanged, GetCall, MuteParticipant, PublishTrack, RemoveParticipant, Revoked, StopSession, Subscribe,
+    UnpublishSession, Unsubscribe, UnwatchCall, WatchCall, Watched,
 };
 use super::Room;
 use crate::error::EngineError;
@@ -43,6 +43,8 @@ pub struct CallState {
     /// Per publishing session: its user, tracks that arrived here (published or kept out by the
     /// group's media settings), and tracks its offer announced.
     pub arrivals: HashMap<u64, (UserId, usize, usize)>,
+    /// Told of every change to `publications` (see [`WatchCall`]).
+    pub watchers: HashMap<u64, Recipient<CallChanged>>,
 }
 
 /// `GET /v1/groups/{gid}/call`.
@@ -74,6 +76,19 @@ impl CallState {
 }
 
 impl Room {
+    /// Sends the current publications to every watcher (or only to `only`).
+    fn notify_watchers(&self, only: Option<u64>) {
+        let msg = CallChanged {
+            group: self.group.clone(),
+            tracks: self.call.publications.iter().map(|p| p.track.clone()).collect(),
+        };
+        for (id, w) in &self.call.watchers {
+            if only.is_none_or(|o| o == *id) {
+                w.do_send(msg.clone());
+            }
+        }
+    }
+
     fn perms_of(&self, group: &Group, who: &Principal) -> Option<Perms> {
         let member = self.store.member(&self.group, &who.user).ok().flatten();
         group.effective(who, member.as_ref())
@@ -86,6 +101,9 @@ impl Room {
             .into_iter()
             .partition(|p| pred(p));
         self.call.publications = kept;
+        if !gone.is_empty() {
+            self.notify_watchers(None);
+        }
         for p in &gone {
             let ev = ServerMessage::TrackUnpublished {
                 group: self.group.clone(),
@@ -218,6 +236,7 @@ impl Handler<PublishTrack> for Room {
                 revoke: msg.revoke,
             });
             room.broadcast(&ev, |p| p.can_list, None);
+            room.notify_watchers(None);
             Ok(true)
         })
         .unwrap_or(Err(EngineError::ActorGone("room")))
@@ -357,5 +376,22 @@ impl Handler<RemoveParticipant> for Room {
             !gone.is_empty() || !viewing.is_empty()
         })
         .unwrap_or(false)
+    }
+}
+
+impl Handler<WatchCall> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchCall, _ctx: &mut Context<Self>) {
+        self.call.watchers.insert(msg.id, msg.watcher);
+        self.notify_watchers(Some(msg.id));
+    }
+}
+
+impl Handler<UnwatchCall> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnwatchCall, _ctx: &mut Context<Self>) {
+        self.call.watchers.remove(&msg.id);
     }
 }

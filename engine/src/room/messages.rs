@@ -151,3 +151,27 @@ pub struct Watched {
     /// by one; a viewer asks again until this holds, or gives up waiting).
     pub complete: bool,
 }
+
+/// Subscribes `watcher` (identified by `id`) to the call's publications: it is sent the
+/// current list at once and again after every change. Used by recorders and live HLS.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WatchCall {
+    pub id: u64,
+    pub watcher: Recipient<CallChanged>,
+}
+
+/// Ends a [`WatchCall`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnwatchCall {
+    pub id: u64,
+}
+
+/// The call's published tracks, in publishing order (the first publisher's tracks first).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct CallChanged {
+    pub group: GroupId,
+    pub tracks: Vec<Arc<crate::track::Fanout>>,
+}

@@ -22,7 +22,7 @@ use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
 use crate::room::messages::{PublishTrack, Revoked, StopSession, UnpublishSession};
 use crate::room::Room;
-use crate::track::{Fanout, MediaKind, Source, TrackInfo};
+use crate::track::{Fanout, MediaKind, Source, TrackInfo, Upstream};
 
 /// A track of this session arrived and is being read.
 #[derive(actix::Message)]
@@ -156,7 +156,7 @@ async fn intake(
             codec,
             publisher: principal.user.clone(),
         };
-        let fanout = Fanout::new(info, remote, ssrc, metrics.clone());
+        let fanout = Fanout::new(info, Upstream::Rtc { remote, ssrc }, metrics.clone());
         publisher.do_send(TrackArrived(fanout.clone()));
         tokio::spawn(fanout.run_reader());
     }

@@ -44,6 +44,16 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` messages with ids greater than `after`, oldest first.
     fn messages(&self, gid: &GroupId, after: Option<u64>, limit: usize) -> StoreResult<Vec<Message>>;
 
+    /// Writes one document (opaque bytes, usually JSON) under `key` in `table`: the storage
+    /// of recordings, segment indexes and ingests. Durable on return.
+    fn put_doc(&self, table: &str, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// One document.
+    fn doc(&self, table: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Every document of `table` whose key starts with `prefix`, in key order.
+    fn docs(&self, table: &str, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>>;
+    /// Deletes every document of `table` whose key starts with `prefix`; returns how many.
+    fn delete_docs(&self, table: &str, prefix: &str) -> StoreResult<usize>;
+
     /// Checks that the store can be read and written (for `/readyz`).
     fn check(&self) -> StoreResult<()>;
     /// Makes everything written so far durable (called on shutdown).

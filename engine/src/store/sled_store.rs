@@ -46,6 +46,11 @@ impl SledStore {
         Ok(())
     }
 
+    /// The tree of a document table (`doc:` names keep them apart from the fixed trees).
+    fn doc_tree(&self, table: &str) -> StoreResult<sled::Tree> {
+        Ok(self.db.open_tree(format!("doc:{table}"))?)
+    }
+
     /// Removes every key under `prefix` in `tree`.
     fn clear_prefix(tree: &sled::Tree, prefix: &[u8]) -> StoreResult<()> {
         let mut batch = sled::Batch::default();
@@ -229,6 +234,32 @@ impl Store for SledStore {
             .take(limit)
             .map(|kv| kv.map_err(EngineError::from).and_then(|(k, v)| decode(&k, &v)))
             .collect()
+    }
+
+    fn put_doc(&self, table: &str, key: &str, value: &[u8]) -> StoreResult<()> {
+        self.doc_tree(table)?.insert(key.as_bytes(), value)?;
+        self.durable()
+    }
+
+    fn doc(&self, table: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.doc_tree(table)?.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    fn docs(&self, table: &str, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for kv in self.doc_tree(table)?.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn delete_docs(&self, table: &str, prefix: &str) -> StoreResult<usize> {
+        let tree = self.doc_tree(table)?;
+        let n = tree.scan_prefix(prefix.as_bytes()).count();
+        Self::clear_prefix(&tree, prefix.as_bytes())?;
+        self.durable()?;
+        Ok(n)
     }
 
     fn check(&self) -> StoreResult<()> {

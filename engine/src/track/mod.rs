@@ -7,7 +7,7 @@ mod directory;
 mod fanout;
 
 pub use directory::{TrackCollector, TrackDirectory};
-pub use fanout::{Downtrack, Fanout, TrackCounters};
+pub use fanout::{starts_keyframe, Downtrack, Fanout, TrackCounters, Upstream};
 
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use serde::{Deserialize, Serialize};
