@@ -37,6 +37,55 @@ pub struct Config {
     pub limits: Limits,
     pub rtc: RtcConfig,
     pub testing: Testing,
+    pub web: WebConfig,
+    /// Where recordings' segments are stored.
+    pub storage: vod::storage::ObjectStoreConfig,
+    pub hls: HlsConfig,
+    /// RTSP camera ingest.
+    pub ingest: ingest::IngestConfig,
+}
+
+/// HLS: segmenting, signed links, uploads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsConfig {
+    /// Target segment duration in seconds (segments are cut on keyframes).
+    pub segment_s: f64,
+    /// Target duration of a low-latency part, in milliseconds.
+    pub part_ms: u64,
+    /// How long signed segment links in playlists stay valid (e.g. "10m").
+    pub link_ttl: String,
+    /// Largest upload accepted by `POST /v1/groups/{gid}/media`, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            segment_s: 1.0,
+            part_ms: 200,
+            link_ttl: "10m".into(),
+            max_upload_bytes: 2 << 30,
+        }
+    }
+}
+
+/// The web app served from `assets_dir`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Enables `POST /v1/dev/token` (anyone gets a 24 h user token for any user id: for trying
+    /// the web app on one machine). Unset: on when `listen` is a loopback address.
+    pub dev_tokens: Option<bool>,
+}
+
+impl Config {
+    /// Whether `POST /v1/dev/token` answers: `web.dev_tokens`, or, unset, a loopback `listen`.
+    pub fn dev_tokens(&self) -> bool {
+        self.web
+            .dev_tokens
+            .unwrap_or_else(|| self.listen_addr().map(|a| a.ip().is_loopback()).unwrap_or(false))
+    }
 }
 
 /// WebRTC media settings.
@@ -159,6 +208,10 @@ impl Default for Config {
             limits: Limits::default(),
             rtc: RtcConfig::default(),
             testing: Testing::default(),
+            web: WebConfig::default(),
+            storage: Default::default(),
+            hls: HlsConfig::default(),
+            ingest: ingest::IngestConfig::default(),
         }
     }
 }
@@ -344,7 +397,41 @@ impl Config {
                 message: "must be between 1 and 64".into(),
             });
         }
+        if let Err((key, message)) = self.ingest.validate() {
+            return Err(ConfigError::Invalid { key, message });
+        }
         check_writable_dir(&self.data_dir)
+    }
+
+    /// The HLS side's settings (`secret`: the API secret, which signs links).
+    pub fn vod(&self, secret: &str) -> Result<vod::VodConfig, ConfigError> {
+        let h = &self.hls;
+        if !(0.2..=30.0).contains(&h.segment_s) {
+            return Err(ConfigError::Invalid {
+                key: "hls.segment_s",
+                message: "must be between 0.2 and 30 seconds".into(),
+            });
+        }
+        if !(50..=5000).contains(&h.part_ms) || h.part_ms as f64 / 1000.0 > h.segment_s {
+            return Err(ConfigError::Invalid {
+                key: "hls.part_ms",
+                message: "must be between 50 and 5000 ms and not longer than a segment".into(),
+            });
+        }
+        let link_ttl = humantime::parse_duration(&h.link_ttl).map_err(|e| ConfigError::Invalid {
+            key: "hls.link_ttl",
+            message: format!("not a duration like \"10m\": {e}"),
+        })?;
+        Ok(vod::VodConfig {
+            data_dir: self.data_dir.clone(),
+            object_store: self.storage.clone(),
+            link_ttl,
+            segmenting: vod::segment::SegmenterConfig {
+                target: std::time::Duration::from_secs_f64(h.segment_s),
+                part: std::time::Duration::from_millis(h.part_ms),
+            },
+            secret: secret.to_owned(),
+        })
     }
 
     /// The media plane's settings.
@@ -434,6 +521,16 @@ mod tests {
         assert!(e.contains("rtc.ice_servers"), "{e}");
         let c = load_str("public_ip = 1\n").unwrap_err().to_string();
         assert!(c.contains("public_ip"), "{c}");
+    }
+
+    #[test]
+    fn dev_tokens_default_to_loopback_listen() {
+        assert!(load_str("").unwrap().dev_tokens());
+        assert!(!load_str("listen = \"0.0.0.0:8080\"").unwrap().dev_tokens());
+        assert!(load_str("listen = \"0.0.0.0:8080\"\n[web]\ndev_tokens = true").unwrap().dev_tokens());
+        assert!(!load_str("[web]\ndev_tokens = false").unwrap().dev_tokens());
+        let e = load_str("[web]\ndev_token = true").unwrap_err().to_string();
+        assert!(e.contains("dev_token"), "{e}");
     }
 
     #[test]

@@ -96,6 +96,26 @@ impl From<EngineError> for ApiError {
 }
 
 /// Maps JSON body extractor failures.
+impl From<vod::VodError> for ApiError {
+    fn from(e: vod::VodError) -> Self {
+        use vod::VodError as V;
+        match e {
+            V::NotFound(m) => ApiError::not_found("not_found", m),
+            V::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            V::Link(m) => ApiError::new(StatusCode::FORBIDDEN, "link_invalid", m),
+            V::BadMedia(m) => ApiError::bad_request("bad_media", m),
+            V::Unsupported(m) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media", m),
+            V::ObjectStore(m) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "object_store_unavailable",
+                format!("the object store is not reachable: {m}"),
+            ),
+            V::Engine(e) => e.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let e = match &err {
         JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(

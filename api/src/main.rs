@@ -1,6 +1,9 @@
 //! The `fanfare` binary: parses the command line, loads the configuration, and either runs the
 //! server or prints a token. This is the only place errors become `anyhow`.
 
+// The OpenAPI document is one `json!` literal, deeper than the default limit allows.
+#![recursion_limit = "256"]
+
 mod auth;
 mod cli;
 mod config;

@@ -52,6 +52,7 @@ pub fn document() -> Value {
             "/readyz": {"get": {"summary": "Storage reachable", "security": public, "responses": {"200": {"description": "ready"}, "503": {"$ref": "#/components/responses/Error"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": public, "responses": {"200": {"description": "text format"}}}},
             "/v1/tokens": {"post": op("Mint a user token", "an admin token", "201", Some("TokenRequest"))},
+            "/v1/dev/token": {"post": {"summary": "Development sign-in: a 24 h user token for {\"user\", \"name\"?} (404 unless [web] dev_tokens, default on for a loopback listen)", "security": public, "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DevTokenRequest"}}}}, "responses": {"201": {"description": "{\"token\"}"}, "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
             "/v1/groups": {
                 "get": op("The caller's groups (admin: all)", "a token", "200", None),
                 "post": op("Create a group; a user creator becomes owner", "a token", "201", Some("CreateGroup"))
@@ -74,6 +75,14 @@ pub fn document() -> Value {
             },
             "/v1/rtc": {"get": op("Realtime WebSocket (?token=); message catalogue in the README", "a token", "101", None)},
             "/v1/rtc/config": {"get": op("ICE servers for clients (from rtc.ice_servers)", "a token", "200", None)},
+            "/v1/ingests": {
+                "get": op("RTSP ingests the caller may see (admin: all; user: created, or can_list in a group): {\"ingests\": [...]}", "a token", "200", None),
+                "post": op("Ingest an RTSP camera into group calls as participant ingest-{id}", "admin, or can_publish in every group", "201", Some("NewIngest"))
+            },
+            "/v1/ingests/{id}": {
+                "get": op("An ingest: status connecting|live|retrying|stopped, counters, last_error (URL credentials redacted)", "admin, creator, or can_list in one of its groups", "200", None),
+                "delete": op("Stop and delete an ingest (200 with the final view)", "admin, creator, or can_moderate in one of its groups", "200", None)
+            },
             "/v1/whip": {"post": sdp_op("WHIP publish to ?groups=a,b (application/sdp offer -> answer, Location)", "can_publish in every group")},
             "/v1/groups/{gid}/whep": {"post": sdp_op("WHEP playback of ?participant=uid or the first publisher", "can_subscribe")},
             "/v1/sessions/{sid}": {
@@ -84,6 +93,22 @@ pub fn document() -> Value {
             "/v1/groups/{gid}/call": {"get": op("Participants of the live call and their tracks", "can_list", "200", None)},
             "/v1/groups/{gid}/call/participants/{uid}/mute": {"post": op("Mute a participant's tracks for everyone ({\"source\"?})", "can_moderate", "200", None)},
             "/v1/groups/{gid}/call/participants/{uid}": {"delete": op("Take a participant out of the call", "can_moderate", "204", None)},
+            "/v1/groups/{gid}/recordings": {
+                "get": op("Recordings and uploads of the group ({\"recordings\": [...]}, each with playlist_url and poster_url)", "can_playback", "200", None),
+                "post": op("Start recording the group call's program", "can_moderate", "201", None)
+            },
+            "/v1/groups/{gid}/media": {"post": op("Upload a video (raw video/* or multipart/form-data), converted to HLS in the background", "can_publish", "201", None)},
+            "/v1/recordings/{rid}": {
+                "get": op("One recording", "can_playback in its group", "200", None),
+                "delete": op("Delete a recording and its segments", "can_moderate in its group", "204", None)
+            },
+            "/v1/recordings/{rid}/stop": {"post": op("Stop a recording (ready once its segments are uploaded)", "can_moderate in its group", "200", None)},
+            "/v1/recordings/{rid}/index.m3u8": {"get": op("HLS playlist (VOD when ready, EVENT while recording) with signed segment links", "can_playback in its group", "200", None)},
+            "/v1/recordings/{rid}/segments/{n}.ts": {"get": {"summary": "A segment, by the signed link (?exp&sig) from the playlist", "security": public, "responses": {"200": {"description": "video/mp2t"}, "403": {"$ref": "#/components/responses/Error"}}}},
+            "/v1/recordings/{rid}/poster.jpg": {"get": {"summary": "The poster, by the signed link from the recording's poster_url", "security": public, "responses": {"200": {"description": "image/jpeg"}, "403": {"$ref": "#/components/responses/Error"}}}},
+            "/v1/groups/{gid}/live/index.m3u8": {"get": op("Low-latency HLS of the group's program (blocking reload: _HLS_msn, _HLS_part)", "can_subscribe", "200", None)},
+            "/v1/groups/{gid}/live/{n}.ts": {"get": {"summary": "A live segment (n.ts) or part (n.k.ts), by the signed link from the playlist", "security": public, "responses": {"200": {"description": "video/mp2t"}, "403": {"$ref": "#/components/responses/Error"}}}},
+            "/v1/groups/{gid}/live/program": {"put": op("Choose the program participant ({\"participant\": uid|null})", "can_moderate", "200", None)},
             "/v1/openapi.json": {"get": {"summary": "This document", "security": public, "responses": {"200": {"description": "OpenAPI"}}}}
         },
         "components": {
@@ -95,6 +120,7 @@ pub fn document() -> Value {
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
                 "Perms": perms_schema(),
+                "DevTokenRequest": {"type": "object", "required": ["user"], "properties": {"user": {"type": "string"}, "name": {"type": "string"}}},
                 "TokenRequest": {"type": "object", "required": ["user"], "properties": {"user": {"type": "string"}, "name": {"type": "string"}, "ttl_s": {"type": "integer"}, "admin": {"type": "boolean"}}},
                 "Settings": {"type": "object", "properties": {
                     "members": {"$ref": "#/components/schemas/Perms"},
@@ -108,6 +134,8 @@ pub fn document() -> Value {
                                "media": {"type": "object", "properties": {"max_resolution": {"enum": ["vga", "hd", "fhd", "4k"]}, "max_bitrate_kbps": {"type": "integer"}}}}},
                 "Groups": {"type": "object", "required": ["groups"], "properties": {"groups": {"type": "array", "items": {"type": "string"}}}},
                 "SendMessage": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
+                "NewIngest": {"type": "object", "required": ["url", "groups"], "properties": {"url": {"type": "string", "pattern": "^rtsp://"}, "name": {"type": "string"},
+                              "groups": {"type": "array", "items": {"type": "string"}}, "record": {"type": "boolean"}, "transport": {"enum": ["tcp", "udp"]}}},
                 "Message": {"type": "object", "properties": {"id": {"type": "string"}, "from": {"type": "string"}, "text": {"type": "string"}, "ts": {"type": "string", "format": "date-time"}}}
             }
         }

@@ -44,6 +44,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sessions: Default::default(),
         metrics: metrics.clone(),
     };
+    let vod = vod::Vod::start(config.vod(&creds.api_secret)?, store.clone(), registry.clone())?;
+    let ingests = ingest::IngestManager::new(ingest::IngestDeps {
+        store: store.clone(),
+        registry: registry.clone(),
+        media: rtc.media.clone(),
+        metrics: metrics.clone(),
+        arbiter: actors.handle(),
+        config: config.ingest.clone(),
+    });
+    // Recording hook: `ingests.set_recorder(...)` goes here, before `boot`.
+    match ingests.boot() {
+        Ok(n) if n > 0 => println!("Restarted {n} stored RTSP ingests"),
+        Ok(_) => {}
+        Err(e) => tracing::error!("cannot load stored ingests: {e}"),
+    }
     let state = AppState {
         store: store.clone(),
         registry,
@@ -52,12 +67,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         prometheus,
         config: Arc::new(config.clone()),
         rtc,
+        vod,
     };
     let assets = config.assets_dir.clone();
     let server = HttpServer::new(move || {
         let hm = http_metrics.clone();
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .app_data(web::Data::new(ingests.clone()))
             .app_data(
                 web::JsonConfig::default()
                     .limit(state.config.limits.max_json_bytes)

@@ -22,6 +22,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The WebRTC media plane and live sessions.
     pub rtc: SessionDeps,
+    /// Live HLS, recordings and uploads.
+    pub vod: vod::Vod,
 }
 
 impl AppState {

@@ -1,1 +1,21 @@
-//! placeholder
+//! Fanfare's RTSP camera ingest. Each camera is an [`IngestSession`] actor: a retina RTSP
+//! session (re-established with backoff when it drops) whose H.264 and audio frames are
+//! repacketized into RTP and pushed into [`engine::track::Fanout`]s, published into each group
+//! call as participant `ingest-{id}` with source `ingest`. The [`IngestManager`] stores ingests,
+//! restarts them at boot, and answers the HTTP routes.
+
+pub mod backoff;
+pub mod config;
+pub mod error;
+pub mod manager;
+pub mod model;
+pub mod packetize;
+pub mod session;
+pub mod source;
+pub mod status;
+
+pub use config::IngestConfig;
+pub use error::IngestError;
+pub use manager::{IngestDeps, IngestManager, IngestRecorder};
+pub use model::{IngestRecord, IngestState, IngestView, NewIngest, RtspTransport};
+pub use session::{IngestSession, IngestTracks};

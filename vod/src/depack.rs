@@ -1,1 +1,659 @@
-//! placeholder (being written)
+//! RTP depacketization: the packets of one SSRC, in order, turned into [`Frame`]s.
+//!
+//! H.264 (RFC 6184: single NAL unit, STAP-A, FU-A), VP8 (RFC 7741), Opus, G.711 and AAC in
+//! RFC 3640 `mpeg4-generic` (AAC-hbr). Loss is tolerated: a sequence gap drops the access unit
+//! it broke and, for video, everything until the next keyframe. Malformed payloads are skipped,
+//! never a panic: per-packet problems are trace lines, not errors.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::frame::{Codec, Frame, CLOCK_HZ};
+use crate::VodError;
+
+/// Largest access unit we assemble; anything bigger is treated as garbage.
+const MAX_FRAME_BYTES: usize = 8 << 20;
+
+/// Turns the RTP packets of one track into frames.
+#[derive(Debug)]
+pub struct Depacketizer {
+    clock_rate: u32,
+    ts: Unwrap,
+    last_seq: Option<u16>,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    H264(VideoAu),
+    Vp8(VideoAu),
+    /// One packet = one frame (Opus, G.711).
+    Simple(Codec),
+    Aac(AacState),
+}
+
+impl Depacketizer {
+    /// `mime` like "video/H264", "video/VP8", "audio/opus", "audio/PCMU", "audio/PCMA",
+    /// "audio/mpeg4-generic" (RFC 3640 AAC-hbr; its AudioSpecificConfig comes from `fmtp` "config=<hex>").
+    /// Err(VodError::Unsupported) for anything else.
+    pub fn new(mime: &str, clock_rate: u32, channels: u16, fmtp: &str) -> Result<Depacketizer, VodError> {
+        let clock_rate = if clock_rate == 0 { CLOCK_HZ as u32 } else { clock_rate };
+        let kind = match mime.to_ascii_lowercase().as_str() {
+            "video/h264" => Kind::H264(VideoAu::default()),
+            "video/vp8" => Kind::Vp8(VideoAu::default()),
+            "audio/opus" => Kind::Simple(Codec::Opus {
+                channels: if channels == 1 { 1 } else { 2 },
+            }),
+            "audio/pcmu" => Kind::Simple(Codec::Pcmu),
+            "audio/pcma" => Kind::Simple(Codec::Pcma),
+            "audio/mpeg4-generic" => Kind::Aac(AacState::from_fmtp(fmtp)?),
+            other => return Err(VodError::Unsupported(format!("RTP payload format {other:?}"))),
+        };
+        Ok(Depacketizer {
+            clock_rate,
+            ts: Unwrap::default(),
+            last_seq: None,
+            kind,
+        })
+    }
+
+    /// Feeds one packet; returns the frames it completed (H.264: access unit complete on marker bit
+    /// or timestamp change; FU-A/STAP-A/single NAL; after a sequence gap drop the broken AU and, for video,
+    /// emit nothing until the next keyframe). pts = RTP timestamp unwrapped to i64 and rescaled to 90 kHz,
+    /// starting from whatever the first packet says (consumers rebase). H.264 keyframes: prepend the most
+    /// recent SPS/PPS seen if the AU lacks them.
+    pub fn push(&mut self, pkt: &rtc::rtp::Packet) -> Vec<Frame> {
+        let seq = pkt.header.sequence_number;
+        let gap = match self.last_seq {
+            Some(last) => seq != last.wrapping_add(1),
+            None => false,
+        };
+        if let Some(last) = self.last_seq {
+            // A duplicate or reordered old packet: ignore it rather than break the frame.
+            let d = seq.wrapping_sub(last) as i16;
+            if d <= 0 {
+                tracing::trace!(seq, last, "rtp: old or duplicate packet dropped");
+                return Vec::new();
+            }
+        }
+        self.last_seq = Some(seq);
+        let ts = self.ts.unwrap(pkt.header.timestamp);
+        let pts = rescale(ts, self.clock_rate);
+        let mut out = Vec::new();
+        match &mut self.kind {
+            Kind::H264(au) => au.push(&H264, pkt, pts, gap, &mut out),
+            Kind::Vp8(au) => au.push(&Vp8, pkt, pts, gap, &mut out),
+            Kind::Simple(codec) => {
+                if !pkt.payload.is_empty() {
+                    out.push(Frame {
+                        codec: codec.clone(),
+                        pts,
+                        keyframe: true,
+                        data: pkt.payload.clone(),
+                    });
+                }
+            }
+            Kind::Aac(st) => st.push(pkt, ts, self.clock_rate, gap, &mut out),
+        }
+        out
+    }
+}
+
+/// Rescales a timestamp of `clock_rate` Hz to 90 kHz.
+fn rescale(ts: i64, clock_rate: u32) -> i64 {
+    if clock_rate as i64 == CLOCK_HZ {
+        ts
+    } else {
+        ((ts as i128) * (CLOCK_HZ as i128) / (clock_rate as i128)) as i64
+    }
+}
+
+/// Unwraps 32-bit RTP timestamps into a continuous i64 timeline.
+#[derive(Debug, Default)]
+struct Unwrap {
+    last: Option<(u32, i64)>,
+}
+
+impl Unwrap {
+    fn unwrap(&mut self, ts: u32) -> i64 {
+        let v = match self.last {
+            None => ts as i64,
+            Some((raw, ext)) => ext + ts.wrapping_sub(raw) as i32 as i64,
+        };
+        self.last = Some((ts, v));
+        v
+    }
+}
+
+/// What differs between the video payload formats: how a payload adds to the frame being built.
+trait VideoFormat {
+    /// The codec of the frames.
+    fn codec(&self) -> Codec;
+    /// Appends the payload's contribution to `au`; false when the payload is malformed.
+    fn append(&self, au: &mut VideoAu, payload: &Bytes) -> bool;
+    /// Whether this payload starts a frame (used to tell whether the head of a frame was lost).
+    fn starts_frame(&self, payload: &[u8]) -> bool;
+    /// Finishes the frame: its bytes and whether it is a keyframe, or None to drop it.
+    fn finish(&self, au: &mut VideoAu) -> Option<(Bytes, bool)>;
+}
+
+/// A video frame being assembled, plus the state that spans frames.
+#[derive(Debug, Default)]
+struct VideoAu {
+    /// RTP timestamp (90 kHz, unwrapped) of the frame being built, while one is open.
+    open: Option<i64>,
+    broken: bool,
+    /// After loss: emit nothing until a keyframe.
+    waiting_key: bool,
+    /// H.264: NAL units of the access unit (without start codes). VP8: unused.
+    nalus: Vec<Bytes>,
+    /// H.264: FU-A fragment being reassembled. VP8: the frame bytes.
+    buf: Option<BytesMut>,
+    size: usize,
+    /// H.264 parameter sets last seen.
+    sps: Option<Bytes>,
+    pps: Option<Bytes>,
+}
+
+impl VideoAu {
+    fn push<F: VideoFormat>(&mut self, fmt: &F, pkt: &rtc::rtp::Packet, pts: i64, gap: bool, out: &mut Vec<Frame>) {
+        let codec = fmt.codec();
+        let head_ok = fmt.starts_frame(&pkt.payload);
+        match self.open {
+            Some(open_ts) if open_ts == pts => {
+                if gap {
+                    self.broken = true;
+                }
+            }
+            Some(_) => {
+                // Timestamp change without a marker: the previous frame ends here. A gap means
+                // the lost packets were its tail (if this packet starts a frame) or this one's head.
+                if gap {
+                    self.broken = true;
+                }
+                self.complete(fmt, codec.clone(), out);
+                self.start(pts, gap && !head_ok);
+            }
+            None => self.start(pts, gap || !head_ok),
+        }
+        if gap {
+            self.waiting_key = true;
+        }
+        if !pkt.payload.is_empty() && !self.broken && !fmt.append(self, &pkt.payload) {
+            tracing::trace!("rtp: malformed video payload");
+            self.broken = true;
+        }
+        if self.size > MAX_FRAME_BYTES {
+            self.broken = true;
+        }
+        if pkt.header.marker {
+            self.complete(fmt, codec, out);
+        }
+    }
+
+    fn start(&mut self, pts: i64, broken: bool) {
+        self.open = Some(pts);
+        self.broken = broken;
+        self.nalus.clear();
+        self.buf = None;
+        self.size = 0;
+    }
+
+    fn complete<F: VideoFormat>(&mut self, fmt: &F, codec: Codec, out: &mut Vec<Frame>) {
+        let Some(pts) = self.open.take() else { return };
+        if self.broken {
+            self.waiting_key = true;
+            self.nalus.clear();
+            self.buf = None;
+            return;
+        }
+        let Some((data, keyframe)) = fmt.finish(self) else {
+            return;
+        };
+        if self.waiting_key && !keyframe {
+            return;
+        }
+        self.waiting_key = false;
+        out.push(Frame {
+            codec,
+            pts,
+            keyframe,
+            data,
+        });
+    }
+}
+
+struct H264;
+
+const NAL_IDR: u8 = 5;
+const NAL_SPS: u8 = 7;
+const NAL_PPS: u8 = 8;
+const NAL_AUD: u8 = 9;
+
+impl H264 {
+    fn add_nal(au: &mut VideoAu, nal: Bytes) {
+        if nal.is_empty() {
+            return;
+        }
+        match nal[0] & 0x1f {
+            NAL_SPS => au.sps = Some(nal.clone()),
+            NAL_PPS => au.pps = Some(nal.clone()),
+            _ => {}
+        }
+        au.size += nal.len() + 4;
+        au.nalus.push(nal);
+    }
+}
+
+impl VideoFormat for H264 {
+    fn codec(&self) -> Codec {
+        Codec::H264
+    }
+
+    fn append(&self, au: &mut VideoAu, p: &Bytes) -> bool {
+        let t = p[0] & 0x1f;
+        match t {
+            1..=23 => {
+                au.buf = None;
+                H264::add_nal(au, p.clone());
+                true
+            }
+            24 => {
+                let mut i = 1;
+                while i + 2 <= p.len() {
+                    let len = u16::from_be_bytes([p[i], p[i + 1]]) as usize;
+                    i += 2;
+                    if len == 0 || i + len > p.len() {
+                        return false;
+                    }
+                    H264::add_nal(au, p.slice(i..i + len));
+                    i += len;
+                }
+                i == p.len()
+            }
+            28 => {
+                let Some(&fu) = p.get(1) else { return false };
+                let (start, end) = (fu & 0x80 != 0, fu & 0x40 != 0);
+                if start {
+                    let mut b = BytesMut::with_capacity(p.len() * 4);
+                    b.extend_from_slice(&[(p[0] & 0xe0) | (fu & 0x1f)]);
+                    b.extend_from_slice(&p[2..]);
+                    au.buf = Some(b);
+                } else {
+                    match au.buf.as_mut() {
+                        Some(b) => b.extend_from_slice(&p[2..]),
+                        None => return false,
+                    }
+                }
+                au.size += p.len();
+                if end {
+                    if let Some(b) = au.buf.take() {
+                        H264::add_nal(au, b.freeze());
+                    }
+                }
+                true
+            }
+            _ => false, // STAP-B, MTAP, FU-B and reserved types
+        }
+    }
+
+    fn starts_frame(&self, p: &[u8]) -> bool {
+        match p.first().map(|b| b & 0x1f) {
+            Some(1..=24) => true,
+            Some(28) => p.get(1).is_some_and(|b| b & 0x80 != 0),
+            _ => false,
+        }
+    }
+
+    fn finish(&self, au: &mut VideoAu) -> Option<(Bytes, bool)> {
+        let nalus = std::mem::take(&mut au.nalus);
+        if au.buf.take().is_some() {
+            return None; // an FU-A never ended
+        }
+        let has_vcl = nalus.iter().any(|n| (1..=5).contains(&(n[0] & 0x1f)));
+        if !has_vcl {
+            return None; // parameter sets alone (kept above) or SEI only
+        }
+        let keyframe = nalus.iter().any(|n| n[0] & 0x1f == NAL_IDR);
+        let has_sps = nalus.iter().any(|n| n[0] & 0x1f == NAL_SPS);
+        let has_pps = nalus.iter().any(|n| n[0] & 0x1f == NAL_PPS);
+        let mut out = BytesMut::with_capacity(au.size + 64);
+        if keyframe && !(has_sps && has_pps) {
+            let (Some(sps), Some(pps)) = (au.sps.clone(), au.pps.clone()) else {
+                tracing::trace!("h264: keyframe without SPS/PPS dropped");
+                return None;
+            };
+            // Put the parameter sets first, then the AU's own NAL units minus any partial set.
+            for n in [&sps, &pps] {
+                out.extend_from_slice(&[0, 0, 0, 1]);
+                out.extend_from_slice(n);
+            }
+            for n in nalus.iter().filter(|n| !matches!(n[0] & 0x1f, NAL_SPS | NAL_PPS | NAL_AUD)) {
+                out.extend_from_slice(&[0, 0, 0, 1]);
+                out.extend_from_slice(n);
+            }
+        } else {
+            for n in nalus.iter().filter(|n| n[0] & 0x1f != NAL_AUD) {
+                out.extend_from_slice(&[0, 0, 0, 1]);
+                out.extend_from_slice(n);
+            }
+        }
+        Some((out.freeze(), keyframe))
+    }
+}
+
+struct Vp8;
+
+impl Vp8 {
+    /// Length of the VP8 payload descriptor, or None when malformed.
+    fn descriptor_len(p: &[u8]) -> Option<usize> {
+        let b0 = *p.first()?;
+        let mut i = 1;
+        if b0 & 0x80 != 0 {
+            let x = *p.get(i)?;
+            i += 1;
+            if x & 0x80 != 0 {
+                let pid = *p.get(i)?;
+                i += if pid & 0x80 != 0 { 2 } else { 1 };
+            }
+            if x & 0x40 != 0 {
+                i += 1;
+            }
+            if x & 0x30 != 0 {
+                i += 1;
+            }
+        }
+        (i < p.len()).then_some(i)
+    }
+}
+
+impl VideoFormat for Vp8 {
+    fn codec(&self) -> Codec {
+        Codec::Vp8
+    }
+
+    fn append(&self, au: &mut VideoAu, p: &Bytes) -> bool {
+        let Some(d) = Vp8::descriptor_len(p) else {
+            return false;
+        };
+        let start = p[0] & 0x10 != 0 && p[0] & 0x07 == 0;
+        if start {
+            au.buf = Some(BytesMut::with_capacity(p.len() * 4));
+        }
+        let Some(b) = au.buf.as_mut() else {
+            return false;
+        };
+        b.extend_from_slice(&p[d..]);
+        au.size = b.len();
+        true
+    }
+
+    fn starts_frame(&self, p: &[u8]) -> bool {
+        p.first().is_some_and(|b| b & 0x10 != 0 && b & 0x07 == 0)
+    }
+
+    fn finish(&self, au: &mut VideoAu) -> Option<(Bytes, bool)> {
+        let data = au.buf.take()?.freeze();
+        let first = *data.first()?;
+        // VP8 frame tag: bit 0 is 0 for a key frame, which also carries the start code 9d 01 2a.
+        let keyframe = first & 0x01 == 0 && data.get(3..6) == Some(&[0x9d, 0x01, 0x2a][..]);
+        Some((data, keyframe))
+    }
+}
+
+/// RFC 3640 AAC-hbr state.
+#[derive(Debug)]
+struct AacState {
+    config: Bytes,
+    size_length: u32,
+    index_length: u32,
+    index_delta_length: u32,
+    /// A fragmented AU being reassembled: expected size, bytes so far, RTP timestamp.
+    frag: Option<(usize, BytesMut, i64)>,
+}
+
+impl AacState {
+    fn from_fmtp(fmtp: &str) -> Result<AacState, VodError> {
+        let mut config = None;
+        let (mut size_length, mut index_length, mut index_delta_length) = (13, 3, 3);
+        for kv in fmtp.split(';') {
+            let Some((k, v)) = kv.split_once('=') else { continue };
+            let v = v.trim();
+            match k.trim().to_ascii_lowercase().as_str() {
+                "config" => config = parse_hex(v),
+                "sizelength" => size_length = v.parse().unwrap_or(13),
+                "indexlength" => index_length = v.parse().unwrap_or(3),
+                "indexdeltalength" => index_delta_length = v.parse().unwrap_or(3),
+                _ => {}
+            }
+        }
+        let config = config
+            .filter(|c| c.len() >= 2)
+            .ok_or_else(|| VodError::Unsupported("mpeg4-generic without a valid config= in fmtp".into()))?;
+        if size_length == 0 || size_length > 16 || index_length > 16 || index_delta_length > 16 {
+            return Err(VodError::Unsupported("mpeg4-generic with unusual AU header sizes".into()));
+        }
+        Ok(AacState {
+            config: Bytes::from(config),
+            size_length,
+            index_length,
+            index_delta_length,
+            frag: None,
+        })
+    }
+
+    fn push(&mut self, pkt: &rtc::rtp::Packet, ts: i64, clock_rate: u32, gap: bool, out: &mut Vec<Frame>) {
+        if gap {
+            self.frag = None;
+        }
+        let p = &pkt.payload;
+        if p.len() < 2 {
+            return;
+        }
+        let headers_bits = u16::from_be_bytes([p[0], p[1]]) as usize;
+        let headers_bytes = headers_bits.div_ceil(8);
+        let Some(hdr) = p.get(2..2 + headers_bytes) else { return };
+        let mut data_off = 2 + headers_bytes;
+        let mut bits = BitReader { data: hdr, pos: 0 };
+        let mut sizes = Vec::new();
+        let mut first = true;
+        while bits.pos + self.size_length as usize <= headers_bits {
+            let Some(size) = bits.read(self.size_length) else { break };
+            let idx_len = if first { self.index_length } else { self.index_delta_length };
+            if bits.read(idx_len).is_none() {
+                break;
+            }
+            first = false;
+            sizes.push(size as usize);
+        }
+        // A fragment continuing an AU from earlier packets.
+        if let Some((want, mut buf, frag_ts)) = self.frag.take() {
+            if frag_ts == ts && sizes.len() == 1 {
+                buf.extend_from_slice(&p[data_off..]);
+                if buf.len() >= want {
+                    buf.truncate(want);
+                    out.push(self.frame(ts, clock_rate, buf.freeze()));
+                } else if pkt.header.marker {
+                    // The AU ended short: drop it.
+                } else {
+                    self.frag = Some((want, buf, frag_ts));
+                }
+                return;
+            }
+        }
+        for (i, size) in sizes.iter().enumerate() {
+            let end = data_off + size;
+            if end > p.len() {
+                if sizes.len() == 1 && !pkt.header.marker {
+                    let mut buf = BytesMut::with_capacity(*size);
+                    buf.extend_from_slice(&p[data_off..]);
+                    self.frag = Some((*size, buf, ts));
+                }
+                return;
+            }
+            if *size > 0 {
+                let au_ts = ts + (i as i64) * 1024 * (clock_rate as i64) / (aac_rate(&self.config) as i64).max(1);
+                out.push(self.frame(au_ts, clock_rate, p.slice(data_off..end)));
+            }
+            data_off = end;
+        }
+    }
+
+    fn frame(&self, ts: i64, clock_rate: u32, data: Bytes) -> Frame {
+        Frame {
+            codec: Codec::Aac {
+                config: self.config.clone(),
+            },
+            pts: rescale(ts, clock_rate),
+            keyframe: true,
+            data,
+        }
+    }
+}
+
+/// Sample rate from an AudioSpecificConfig (48 kHz when unreadable).
+pub(crate) fn aac_rate(config: &[u8]) -> u32 {
+    const RATES: [u32; 13] = [
+        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+    ];
+    if config.len() < 2 {
+        return 48000;
+    }
+    let idx = (((config[0] & 0x07) << 1) | (config[1] >> 7)) as usize;
+    if idx == 15 && config.len() >= 5 {
+        return (((config[1] & 0x7f) as u32) << 17)
+            | ((config[2] as u32) << 9)
+            | ((config[3] as u32) << 1)
+            | ((config[4] >> 7) as u32);
+    }
+    RATES.get(idx).copied().unwrap_or(48000)
+}
+
+/// Channel count from an AudioSpecificConfig (2 when unreadable).
+pub(crate) fn aac_channels(config: &[u8]) -> u16 {
+    if config.len() < 2 {
+        return 2;
+    }
+    let idx = (((config[0] & 0x07) << 1) | (config[1] >> 7)) as usize;
+    let ch = if idx == 15 {
+        config.get(4).map(|b| (b >> 3) & 0x0f).unwrap_or(2)
+    } else {
+        (config[1] >> 3) & 0x0f
+    };
+    match ch {
+        0 => 2,
+        7 => 8,
+        c => c as u16,
+    }
+}
+
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl BitReader<'_> {
+    fn read(&mut self, n: u32) -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            let byte = *self.data.get(self.pos / 8)?;
+            let bit = (byte >> (7 - (self.pos % 8))) & 1;
+            v = (v << 1) | bit as u32;
+            self.pos += 1;
+        }
+        Some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtp::header::Header;
+    use rtc::rtp::Packet;
+
+    fn pkt(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Packet {
+        Packet {
+            header: Header {
+                version: 2,
+                marker,
+                sequence_number: seq,
+                timestamp: ts,
+                ..Default::default()
+            },
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_payload_formats() {
+        assert!(matches!(
+            Depacketizer::new("video/H265", 90000, 0, ""),
+            Err(VodError::Unsupported(_))
+        ));
+        assert!(Depacketizer::new("audio/mpeg4-generic", 48000, 2, "mode=AAC-hbr").is_err());
+    }
+
+    #[test]
+    fn h264_stap_and_fu_a_reassemble() {
+        let mut d = Depacketizer::new("video/H264", 90000, 0, "").unwrap();
+        // STAP-A with SPS + PPS, then an IDR in two FU-A fragments.
+        let stap = [24, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce];
+        assert!(d.push(&pkt(1, 1000, false, &stap)).is_empty());
+        assert!(d.push(&pkt(2, 1000, false, &[0x7c, 0x85, 1, 2])).is_empty());
+        let f = d.push(&pkt(3, 1000, true, &[0x7c, 0x45, 3]));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].keyframe);
+        assert_eq!(f[0].pts, 1000);
+        assert_eq!(&f[0].data[..], &[0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 1, 2, 3]);
+        // A P frame with the marker lost, then a new timestamp: completes on timestamp change.
+        assert!(d.push(&pkt(4, 4000, false, &[0x41, 9])).is_empty());
+        let f = d.push(&pkt(5, 7000, true, &[0x41, 8]));
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].pts, 4000);
+        // IDR without parameter sets gets the last ones prepended.
+        let f = d.push(&pkt(6, 10000, true, &[0x65, 7]));
+        assert_eq!(&f[0].data[..4], &[0, 0, 0, 1]);
+        assert_eq!(f[0].data[4], 0x67);
+    }
+
+    #[test]
+    fn timestamps_unwrap_and_rescale() {
+        let mut d = Depacketizer::new("audio/opus", 48000, 2, "").unwrap();
+        let a = d.push(&pkt(1, u32::MAX - 479, false, &[1]));
+        let b = d.push(&pkt(2, 480, false, &[1]));
+        assert_eq!(b[0].pts - a[0].pts, 1800); // 960 samples at 48 kHz = 20 ms
+        assert!(d.push(&pkt(3, 1440, false, &[])).is_empty());
+    }
+
+    #[test]
+    fn aac_hbr_multiple_aus() {
+        let mut d = Depacketizer::new("audio/mpeg4-generic", 48000, 2, "mode=AAC-hbr;config=1190;sizeLength=13")
+            .unwrap();
+        // two AU headers (16 bits each): sizes 2 and 3
+        let payload = [0, 32, 0, 16, 0, 24, 0xa, 0xb, 1, 2, 3];
+        let f = d.push(&pkt(1, 0, true, &payload));
+        assert_eq!(f.len(), 2);
+        assert_eq!(&f[1].data[..], &[1, 2, 3]);
+        assert_eq!(f[1].pts, 1920);
+        assert_eq!(aac_rate(&[0x11, 0x90]), 48000);
+        assert_eq!(aac_channels(&[0x11, 0x90]), 2);
+    }
+
+    #[test]
+    fn vp8_keyframe() {
+        let mut d = Depacketizer::new("video/VP8", 90000, 0, "").unwrap();
+        let f = d.push(&pkt(1, 0, true, &[0x10, 0x50, 0, 0, 0x9d, 0x01, 0x2a, 1, 2]));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].keyframe);
+        assert_eq!(f[0].data.len(), 8);
+    }
+}

@@ -20,6 +20,15 @@ pub enum VodError {
     /// The embedded database failed.
     #[error(transparent)]
     Engine(#[from] engine::EngineError),
+    /// No such recording, segment or live program.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (already recording, not recording).
+    #[error("{0}")]
+    Conflict(String),
+    /// A signed link that is expired or does not match.
+    #[error("{0}")]
+    Link(String),
     /// Local disk I/O failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

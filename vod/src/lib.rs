@@ -7,8 +7,15 @@
 pub mod depack;
 pub mod error;
 pub mod frame;
+pub mod live;
+pub mod program;
+pub mod recordings;
 pub mod segment;
+pub mod service;
+pub mod signing;
+pub mod storage;
 pub mod transcode;
 pub mod upload;
 
 pub use error::VodError;
+pub use service::{Vod, VodConfig};

@@ -1,1 +1,497 @@
-//! placeholder (being written)
+//! Codec work for HLS: audio that is not AAC (Opus, G.711, anything an upload carries) is
+//! decoded, resampled to 48 kHz and encoded AAC-LC with FFmpeg's native encoder; video that is
+//! not H.264 (VP8 from WebRTC, anything an upload carries) is decoded and encoded with libx264.
+//! H.264 itself is never re-encoded. Also the poster: a JPEG from one H.264 keyframe.
+//! Everything here is synchronous CPU work meant for a blocking thread.
+
+use std::sync::Once;
+
+use bytes::Bytes;
+use ffmpeg_next as ff;
+use ff::codec::{self, decoder, encoder, Id};
+use ff::ffi;
+use ff::format::{sample::Type as SampleType, Pixel, Sample};
+use ff::software::scaling;
+use ff::util::frame;
+use ff::{ChannelLayout, Dictionary, Packet, Rational};
+
+use crate::frame::{Codec, CLOCK_HZ};
+use crate::segment::mux::AudioTrack;
+use crate::VodError;
+
+static INIT: Once = Once::new();
+
+/// Initialises FFmpeg once per process and keeps its log quiet (errors only).
+pub(crate) fn init() {
+    INIT.call_once(|| {
+        let _ = ff::init();
+        unsafe { ffi::av_log_set_level(ffi::AV_LOG_FATAL) };
+    });
+}
+
+const TB90K: Rational = Rational(1, CLOCK_HZ as i32);
+/// AAC output sample rate.
+const AAC_RATE: u32 = 48_000;
+/// AAC-LC frame length in samples.
+const AAC_FRAME: usize = 1024;
+
+/// One encoded AAC frame, pts on the 90 kHz clock.
+#[derive(Debug)]
+pub(crate) struct AacFrame {
+    pub pts: i64,
+    pub data: Bytes,
+}
+
+/// One encoded H.264 access unit (Annex-B), 90 kHz timestamps.
+#[derive(Debug)]
+pub(crate) struct H264Frame {
+    pub pts: i64,
+    pub dts: i64,
+    pub key: bool,
+    pub data: Bytes,
+}
+
+/// An AudioSpecificConfig for AAC-LC at `rate` Hz with `channels` channels.
+pub(crate) fn aac_config(rate: u32, channels: u16) -> Bytes {
+    const RATES: [u32; 13] = [
+        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+    ];
+    let idx = RATES.iter().position(|&r| r == rate).unwrap_or(3) as u8;
+    let ch = channels.clamp(1, 7) as u8;
+    Bytes::from(vec![(2 << 3) | (idx >> 1), ((idx & 1) << 7) | (ch << 3)])
+}
+
+/// Decodes any audio FFmpeg decodes and re-encodes it as AAC-LC, 48 kHz.
+pub(crate) struct AudioTranscoder {
+    dec: decoder::Audio,
+    enc: encoder::Audio,
+    swr: *mut ffi::SwrContext,
+    swr_in: Option<(Sample, u64, u16, u32)>,
+    channels: u16,
+    fifo: Vec<Vec<f32>>,
+    /// Samples handed to the encoder so far (its pts clock, 1/48000).
+    enc_samples: i64,
+    /// 90 kHz time of encoder sample 0.
+    base: Option<i64>,
+    /// 90 kHz time the next input packet is expected at.
+    expected: Option<i64>,
+    track: AudioTrack,
+}
+
+// The resampler pointer is owned exclusively by this struct.
+unsafe impl Send for AudioTranscoder {}
+
+impl AudioTranscoder {
+    /// A transcoder for live audio of `codec` (Opus, PCMU or PCMA).
+    pub fn for_codec(codec: &Codec) -> Result<AudioTranscoder, VodError> {
+        init();
+        let (id, rate, channels) = match codec {
+            Codec::Opus { channels } => (Id::OPUS, 48000, (*channels).clamp(1, 2) as u16),
+            Codec::Pcmu => (Id::PCM_MULAW, 8000, 1),
+            Codec::Pcma => (Id::PCM_ALAW, 8000, 1),
+            other => return Err(VodError::Unsupported(format!("audio transcoding from {other:?}"))),
+        };
+        let dc = decoder::find(id).ok_or_else(|| VodError::Unsupported(format!("no {id:?} decoder")))?;
+        let mut ctx = codec::context::Context::new_with_codec(dc);
+        unsafe {
+            let p = ctx.as_mut_ptr();
+            (*p).sample_rate = rate;
+            ffi::av_channel_layout_default(&mut (*p).ch_layout, channels as i32);
+        }
+        let dec = ctx.decoder().audio()?;
+        Self::with_decoder(dec, channels)
+    }
+
+    /// A transcoder for an upload's audio stream.
+    pub fn from_parameters(par: codec::Parameters) -> Result<AudioTranscoder, VodError> {
+        init();
+        let ctx = codec::context::Context::from_parameters(par)?;
+        let dec = ctx.decoder().audio()?;
+        let channels = dec.channels().clamp(1, 2);
+        Self::with_decoder(dec, channels)
+    }
+
+    fn with_decoder(dec: decoder::Audio, channels: u16) -> Result<AudioTranscoder, VodError> {
+        let ec = encoder::find_by_name("aac").ok_or_else(|| VodError::Unsupported("no AAC encoder".into()))?;
+        let mut enc = codec::context::Context::new_with_codec(ec).encoder().audio()?;
+        enc.set_rate(AAC_RATE as i32);
+        enc.set_format(Sample::F32(SampleType::Planar));
+        enc.set_channel_layout(ChannelLayout::default(channels as i32));
+        enc.set_bit_rate(if channels == 1 { 64_000 } else { 128_000 });
+        enc.set_time_base(Rational(1, AAC_RATE as i32));
+        let enc = enc.open_as(ec)?;
+        Ok(AudioTranscoder {
+            dec,
+            enc,
+            swr: std::ptr::null_mut(),
+            swr_in: None,
+            channels,
+            fifo: vec![Vec::with_capacity(4096); channels as usize],
+            enc_samples: 0,
+            base: None,
+            expected: None,
+            track: AudioTrack {
+                config: aac_config(AAC_RATE, channels),
+                rate: AAC_RATE,
+                channels,
+            },
+        })
+    }
+
+    /// The AAC track this transcoder produces.
+    pub fn track(&self) -> &AudioTrack {
+        &self.track
+    }
+
+    /// Decodes one packet (pts on the 90 kHz clock) and returns the AAC frames now complete.
+    pub fn push(&mut self, pts: i64, data: &[u8]) -> Result<Vec<AacFrame>, VodError> {
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pkt = Packet::copy(data);
+        if self.dec.send_packet(&pkt).is_err() {
+            tracing::trace!("audio decode: packet rejected");
+            return Ok(Vec::new());
+        }
+        let mut decoded = 0i64;
+        let mut in_rate = 48000;
+        let mut f = frame::Audio::empty();
+        while self.dec.receive_frame(&mut f).is_ok() {
+            in_rate = f.rate().max(1);
+            // Re-anchor on the first packet and whenever the input jumps (loss, discontinuity).
+            let drift = self.expected.map(|e| (pts - e).abs()).unwrap_or(i64::MAX);
+            if decoded == 0 && drift > CLOCK_HZ / 10 {
+                for ch in &mut self.fifo {
+                    ch.clear();
+                }
+                self.base = Some(pts - self.enc_samples * CLOCK_HZ / AAC_RATE as i64);
+            }
+            decoded += f.samples() as i64;
+            self.resample(&f)?;
+        }
+        if decoded > 0 {
+            self.expected = Some(pts + decoded * CLOCK_HZ / in_rate as i64);
+        }
+        self.encode_fifo(false)
+    }
+
+    /// Encodes what is buffered (end of stream).
+    pub fn flush(&mut self) -> Result<Vec<AacFrame>, VodError> {
+        let mut out = self.encode_fifo(true)?;
+        if self.enc.send_eof().is_ok() {
+            self.drain(&mut out);
+        }
+        Ok(out)
+    }
+
+    fn resample(&mut self, f: &frame::Audio) -> Result<(), VodError> {
+        let layout = f.channel_layout();
+        let ch = f.channels().max(1);
+        let key = (f.format(), layout.bits(), ch, f.rate());
+        unsafe {
+            if self.swr_in != Some(key) || self.swr.is_null() {
+                if !self.swr.is_null() {
+                    ffi::swr_free(&mut self.swr);
+                }
+                let mut in_layout: ffi::AVChannelLayout = std::mem::zeroed();
+                let src = (*f.as_ptr()).ch_layout;
+                if src.nb_channels > 0 && ffi::av_channel_layout_check(&src) != 0 {
+                    ffi::av_channel_layout_copy(&mut in_layout, &src);
+                } else {
+                    ffi::av_channel_layout_default(&mut in_layout, ch as i32);
+                }
+                let mut out_layout: ffi::AVChannelLayout = std::mem::zeroed();
+                ffi::av_channel_layout_default(&mut out_layout, self.channels as i32);
+                let r = ffi::swr_alloc_set_opts2(
+                    &mut self.swr,
+                    &mut out_layout,
+                    ffi::AVSampleFormat::AV_SAMPLE_FMT_FLTP,
+                    AAC_RATE as i32,
+                    &mut in_layout,
+                    f.format().into(),
+                    f.rate() as i32,
+                    0,
+                    std::ptr::null_mut(),
+                );
+                ffi::av_channel_layout_uninit(&mut in_layout);
+                ffi::av_channel_layout_uninit(&mut out_layout);
+                if r < 0 || self.swr.is_null() || ffi::swr_init(self.swr) < 0 {
+                    return Err(VodError::Ffmpeg("cannot set up the audio resampler".into()));
+                }
+                self.swr_in = Some(key);
+            }
+            let n_in = f.samples() as i32;
+            let cap = ffi::swr_get_out_samples(self.swr, n_in).max(0) as usize + 16;
+            let mut bufs: Vec<Vec<f32>> = vec![vec![0f32; cap]; self.channels as usize];
+            let mut ptrs: Vec<*mut u8> = bufs.iter_mut().map(|b| b.as_mut_ptr() as *mut u8).collect();
+            let n = ffi::swr_convert(
+                self.swr,
+                ptrs.as_mut_ptr(),
+                cap as i32,
+                (*f.as_ptr()).extended_data as *mut *const u8,
+                n_in,
+            );
+            if n < 0 {
+                return Err(VodError::Ffmpeg("audio resampling failed".into()));
+            }
+            for (fifo, b) in self.fifo.iter_mut().zip(bufs.iter()) {
+                fifo.extend_from_slice(&b[..n as usize]);
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_fifo(&mut self, all: bool) -> Result<Vec<AacFrame>, VodError> {
+        let mut out = Vec::new();
+        loop {
+            let have = self.fifo.first().map(Vec::len).unwrap_or(0);
+            if have == 0 || (have < AAC_FRAME && !all) {
+                break;
+            }
+            let n = have.min(AAC_FRAME);
+            let mut f = frame::Audio::new(
+                Sample::F32(SampleType::Planar),
+                n,
+                ChannelLayout::default(self.channels as i32),
+            );
+            f.set_rate(AAC_RATE);
+            for (i, ch) in self.fifo.iter_mut().enumerate() {
+                f.plane_mut::<f32>(i)[..n].copy_from_slice(&ch[..n]);
+                ch.drain(..n);
+            }
+            f.set_pts(Some(self.enc_samples));
+            self.enc_samples += n as i64;
+            self.enc.send_frame(&f)?;
+            self.drain(&mut out);
+        }
+        Ok(out)
+    }
+
+    fn drain(&mut self, out: &mut Vec<AacFrame>) {
+        let mut p = Packet::empty();
+        while self.enc.receive_packet(&mut p).is_ok() {
+            let (Some(data), Some(pts)) = (p.data(), p.pts()) else { continue };
+            let base = self.base.unwrap_or(0);
+            // Shift out the encoder priming so audio never starts before its input.
+            let pad = unsafe { (*self.enc.as_ptr()).initial_padding } as i64;
+            out.push(AacFrame {
+                pts: base + (pts + pad) * CLOCK_HZ / AAC_RATE as i64,
+                data: Bytes::copy_from_slice(data),
+            });
+        }
+    }
+}
+
+impl Drop for AudioTranscoder {
+    fn drop(&mut self) {
+        if !self.swr.is_null() {
+            unsafe { ffi::swr_free(&mut self.swr) };
+        }
+    }
+}
+
+/// Decodes video FFmpeg decodes (VP8, anything an upload carries) and encodes H.264 with libx264.
+pub(crate) struct VideoTranscoder {
+    dec: decoder::Video,
+    enc: Option<(encoder::Video, u32, u32)>,
+    scaler: Option<(scaling::Context, Pixel, u32, u32)>,
+    last_pts: Option<i64>,
+}
+
+impl VideoTranscoder {
+    /// A transcoder for live VP8.
+    pub fn vp8() -> Result<VideoTranscoder, VodError> {
+        init();
+        let dc = decoder::find(Id::VP8).ok_or_else(|| VodError::Unsupported("no VP8 decoder".into()))?;
+        let dec = codec::context::Context::new_with_codec(dc).decoder().video()?;
+        Ok(VideoTranscoder {
+            dec,
+            enc: None,
+            scaler: None,
+            last_pts: None,
+        })
+    }
+
+    /// A transcoder for an upload's video stream.
+    pub fn from_parameters(par: codec::Parameters) -> Result<VideoTranscoder, VodError> {
+        init();
+        let mut ctx = codec::context::Context::from_parameters(par)?;
+        ctx.set_threading(ff::threading::Config {
+            kind: ff::threading::Type::Frame,
+            count: 2,
+            safe: true,
+        });
+        let dec = ctx.decoder().video()?;
+        Ok(VideoTranscoder {
+            dec,
+            enc: None,
+            scaler: None,
+            last_pts: None,
+        })
+    }
+
+    /// Decodes one frame (pts on the 90 kHz clock) and returns the H.264 frames now encoded.
+    pub fn push(&mut self, pts: i64, data: &[u8]) -> Result<Vec<H264Frame>, VodError> {
+        let mut out = Vec::new();
+        if data.is_empty() {
+            return Ok(out);
+        }
+        let mut pkt = Packet::copy(data);
+        pkt.set_pts(Some(pts));
+        pkt.set_dts(Some(pts));
+        if self.dec.send_packet(&pkt).is_err() {
+            tracing::trace!("video decode: packet rejected");
+            return Ok(out);
+        }
+        self.receive(&mut out)?;
+        Ok(out)
+    }
+
+    /// Drains decoder and encoder (end of stream).
+    pub fn flush(&mut self) -> Result<Vec<H264Frame>, VodError> {
+        let mut out = Vec::new();
+        if self.dec.send_eof().is_ok() {
+            self.receive(&mut out)?;
+        }
+        if let Some((enc, _, _)) = self.enc.as_mut() {
+            if enc.send_eof().is_ok() {
+                Self::drain(enc, &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    fn receive(&mut self, out: &mut Vec<H264Frame>) -> Result<(), VodError> {
+        let mut f = frame::Video::empty();
+        while self.dec.receive_frame(&mut f).is_ok() {
+            let Some(pts) = f.timestamp().or(f.pts()) else { continue };
+            if self.last_pts.is_some_and(|l| pts <= l) {
+                continue; // the encoder needs increasing timestamps
+            }
+            self.last_pts = Some(pts);
+            let (w, h) = (f.width() & !1, f.height() & !1);
+            if w == 0 || h == 0 {
+                continue;
+            }
+            if self.enc.as_ref().is_none_or(|(_, ew, eh)| (*ew, *eh) != (w, h)) {
+                if let Some((mut old, _, _)) = self.enc.take() {
+                    if old.send_eof().is_ok() {
+                        Self::drain(&mut old, out);
+                    }
+                }
+                self.enc = Some((open_x264(w, h)?, w, h));
+            }
+            let key = f.is_key();
+            let mut src = if f.format() != Pixel::YUV420P || f.width() != w || f.height() != h {
+                let fmt = f.format();
+                if self
+                    .scaler
+                    .as_ref()
+                    .is_none_or(|(_, sf, sw, sh)| (*sf, *sw, *sh) != (fmt, f.width(), f.height()))
+                {
+                    let s = scaling::Context::get(
+                        fmt,
+                        f.width(),
+                        f.height(),
+                        Pixel::YUV420P,
+                        w,
+                        h,
+                        scaling::Flags::BILINEAR,
+                    )?;
+                    self.scaler = Some((s, fmt, f.width(), f.height()));
+                }
+                let mut o = frame::Video::empty();
+                if let Some((s, _, _, _)) = self.scaler.as_mut() {
+                    s.run(&f, &mut o)?;
+                }
+                o
+            } else {
+                f.clone()
+            };
+            src.set_pts(Some(pts));
+            src.set_kind(if key {
+                ff::picture::Type::I
+            } else {
+                ff::picture::Type::None
+            });
+            if let Some((enc, _, _)) = self.enc.as_mut() {
+                enc.send_frame(&src)?;
+                Self::drain(enc, out);
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(enc: &mut encoder::Video, out: &mut Vec<H264Frame>) {
+        let mut p = Packet::empty();
+        while enc.receive_packet(&mut p).is_ok() {
+            let Some(data) = p.data() else { continue };
+            let Some(pts) = p.pts() else { continue };
+            out.push(H264Frame {
+                pts,
+                dts: p.dts().unwrap_or(pts),
+                key: p.is_key(),
+                data: Bytes::copy_from_slice(data),
+            });
+        }
+    }
+}
+
+fn open_x264(w: u32, h: u32) -> Result<encoder::Video, VodError> {
+    let ec = encoder::find_by_name("libx264").ok_or_else(|| VodError::Unsupported("no libx264 encoder".into()))?;
+    let mut enc = codec::context::Context::new_with_codec(ec).encoder().video()?;
+    enc.set_width(w);
+    enc.set_height(h);
+    enc.set_format(Pixel::YUV420P);
+    enc.set_time_base(TB90K);
+    enc.set_gop(60);
+    enc.set_max_b_frames(0);
+    let mut opts = Dictionary::new();
+    opts.set("preset", "veryfast");
+    opts.set("tune", "zerolatency");
+    opts.set("crf", "23");
+    opts.set("threads", "2");
+    opts.set("forced-idr", "1");
+    Ok(enc.open_as_with(ec, opts)?)
+}
+
+/// Encodes a JPEG poster (max 640 px wide) from one H.264 keyframe (Annex-B).
+pub fn poster_jpeg(keyframe: &[u8]) -> Result<Bytes, VodError> {
+    init();
+    let bad = || VodError::BadMedia("the keyframe could not be decoded into a picture".into());
+    let dc = decoder::find(Id::H264).ok_or_else(|| VodError::Unsupported("no H.264 decoder".into()))?;
+    let mut dec = codec::context::Context::new_with_codec(dc).decoder().video()?;
+    dec.send_packet(&Packet::copy(keyframe)).map_err(|_| bad())?;
+    let _ = dec.send_eof();
+    let mut f = frame::Video::empty();
+    dec.receive_frame(&mut f).map_err(|_| bad())?;
+    if f.width() == 0 || f.height() == 0 {
+        return Err(bad());
+    }
+    let w = f.width().min(640) & !1;
+    let h = ((f.height() as u64 * w as u64 / f.width() as u64) as u32 & !1).max(2);
+    let mut s = scaling::Context::get(f.format(), f.width(), f.height(), Pixel::YUVJ420P, w, h, scaling::Flags::BICUBIC)?;
+    let mut o = frame::Video::empty();
+    s.run(&f, &mut o)?;
+    let ec = encoder::find(Id::MJPEG).ok_or_else(|| VodError::Unsupported("no JPEG encoder".into()))?;
+    let mut enc = codec::context::Context::new_with_codec(ec).encoder().video()?;
+    enc.set_width(w);
+    enc.set_height(h);
+    enc.set_format(Pixel::YUVJ420P);
+    enc.set_time_base(Rational(1, 25));
+    let q = 4 * ffi::FF_QP2LAMBDA;
+    unsafe {
+        let p = enc.as_mut_ptr();
+        (*p).flags |= ffi::AV_CODEC_FLAG_QSCALE as i32;
+        (*p).global_quality = q;
+        (*o.as_mut_ptr()).quality = q;
+    }
+    let mut enc = enc.open_as(ec)?;
+    o.set_pts(Some(0));
+    enc.send_frame(&o)?;
+    let _ = enc.send_eof();
+    let mut p = Packet::empty();
+    enc.receive_packet(&mut p)?;
+    let data = p.data().ok_or_else(bad)?;
+    Ok(Bytes::copy_from_slice(data))
+}

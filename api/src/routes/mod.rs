@@ -2,10 +2,14 @@
 
 pub mod call;
 pub mod debug;
+pub mod dev;
 pub mod groups;
+pub mod ingests;
+pub mod live;
 pub mod members;
 pub mod messages;
 pub mod ops;
+pub mod recordings;
 pub mod rtc;
 pub mod tokens;
 pub mod whep;
@@ -50,6 +54,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/groups/{gid}/call/participants/{uid}/mute", web::post().to(call::mute))
                 .route("/groups/{gid}/call/participants/{uid}", web::delete().to(call::remove))
                 .route("/groups/{gid}/whep", web::post().to(whep::play))
+                .service(
+                    web::resource("/groups/{gid}/recordings")
+                        .get(recordings::list)
+                        .post(recordings::start),
+                )
+                .route("/groups/{gid}/media", web::post().to(recordings::upload))
+                .service(
+                    web::resource("/recordings/{rid}")
+                        .get(recordings::get)
+                        .delete(recordings::delete),
+                )
+                .route("/recordings/{rid}/stop", web::post().to(recordings::stop))
+                .route("/recordings/{rid}/index.m3u8", web::get().to(recordings::playlist))
+                .route("/recordings/{rid}/poster.jpg", web::get().to(recordings::poster))
+                .route("/recordings/{rid}/segments/{name}", web::get().to(recordings::segment))
+                .route("/groups/{gid}/live/index.m3u8", web::get().to(live::playlist))
+                .route("/groups/{gid}/live/program", web::put().to(live::set_program))
+                .route("/groups/{gid}/live/{name}", web::get().to(live::chunk))
+                .service(web::resource("/ingests").get(ingests::list).post(ingests::create))
+                .service(web::resource("/ingests/{id}").get(ingests::get).delete(ingests::delete))
                 .route("/whip", web::post().to(whip::publish))
                 .service(
                     web::resource("/sessions/{sid}")
@@ -59,7 +83,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/sessions/{sid}/groups", web::put().to(whip::set_groups))
                 .route("/rtc", web::get().to(rtc::connect))
                 .route("/rtc/config", web::get().to(rtc::config))
-                .route("/debug/groups/{gid}/room/crash", web::post().to(debug::crash_room)),
+                .route("/debug/groups/{gid}/room/crash", web::post().to(debug::crash_room))
+                .route("/dev/token", web::post().to(dev::token)),
         );
 }
 

@@ -15,7 +15,15 @@ pub async fn healthz() -> HttpResponse {
 /// `GET /readyz`: storage answers; 503 otherwise.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.store.check()?;
-    Ok(HttpResponse::Ok().json(json!({ "status": "ready", "store": "ok" })))
+    // A down object store is reported (503) but loses nothing: segments wait in the spool.
+    if let Err(e) = state.vod.check().await {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "object_store_unavailable",
+            format!("the object store is not reachable (segments are kept locally meanwhile): {e}"),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "status": "ready", "store": "ok", "object_store": "ok" })))
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -105,6 +105,10 @@ async fn build(
     let peer = Peer::new(&media, &metrics).await?;
     let mut locals = Vec::new();
     for track in &tracks {
+        if !webrtc_carries(&track.info.codec.mime_type) {
+            // E.g. an RTSP camera's AAC track: for HLS and recordings only.
+            continue;
+        }
         let ssrc: u32 = rand::random();
         let kind = match track.info.kind {
             MediaKind::Audio => RtpCodecKind::Audio,
@@ -147,6 +151,13 @@ async fn build(
     }
     tokio::spawn(super::stop_when_dropped(peer.state.clone(), viewer.recipient()));
     Ok((peer.pc.clone(), answer, legs))
+}
+
+/// Whether a WebRTC viewer can be offered this codec.
+fn webrtc_carries(mime: &str) -> bool {
+    ["video/H264", "video/VP8", "video/VP9", "video/AV1", "audio/opus", "audio/PCMU", "audio/PCMA", "audio/G722"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(mime))
 }
 
 /// The payload type this leg negotiated for `track`'s codec, if the client accepted it.

@@ -195,6 +195,15 @@ impl Fanout {
         }
     }
 
+    /// [`Self::request_keyframe`] from any thread (spawned on the media runtime; a no-op
+    /// before the media plane has started or for a local source).
+    pub fn request_keyframe_soon(self: &Arc<Self>) {
+        if let (Upstream::Rtc { .. }, Some(rt)) = (&self.upstream, crate::media::runtime_handle()) {
+            let fanout = self.clone();
+            rt.spawn(async move { fanout.request_keyframe().await });
+        }
+    }
+
     async fn send_pli(&self) {
         let Upstream::Rtc { remote, ssrc } = &self.upstream else {
             return;
@@ -245,11 +254,9 @@ impl Fanout {
         if let Ok(mut taps) = self.taps.lock() {
             taps.push(tx);
         }
+        drop(_guard);
         if !served && self.info.kind == MediaKind::Video {
-            let fanout = self.clone();
-            if let Some(rt) = crate::media::runtime_handle() {
-                rt.spawn(async move { fanout.request_keyframe().await });
-            }
+            self.request_keyframe_soon();
         }
         rx
     }

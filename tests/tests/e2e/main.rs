@@ -1,7 +1,9 @@
 mod bad_input;
+mod ingest;
 mod live;
 mod ops;
 mod permissions;
 mod persistence;
+mod recording;
 mod sfu;
 mod tokens;

@@ -1,0 +1,61 @@
+//! RTSP camera ingests: `POST /v1/ingests` (admin, or `can_publish` in every listed group),
+//! `GET /v1/ingests` and `GET /v1/ingests/{id}` (admin: all; a user: those they created and
+//! those in a group where they hold `can_list`), `DELETE /v1/ingests/{id}` (admin, creator, or
+//! `can_moderate` in one of its groups; answers 200 with the final view, `status: stopped`).
+//! URLs are returned with their credentials replaced by `***`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use engine::ErrorKind;
+use ingest::{IngestError, IngestManager, NewIngest};
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// Maps the ingest crate's errors onto the spec's error JSON.
+fn api_error(e: IngestError) -> ApiError {
+    let status = match e.kind() {
+        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => return ApiError::internal(e),
+    };
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+/// Creates an ingest; 201 with its view (`id`, `status`, ...).
+pub async fn create(
+    Caller(who): Caller,
+    manager: web::Data<IngestManager>,
+    body: web::Json<NewIngest>,
+) -> Result<HttpResponse, ApiError> {
+    let view = manager.create(&who, body.into_inner()).await.map_err(api_error)?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// The ingests the caller may see: `{"ingests": [...]}`.
+pub async fn list(Caller(who): Caller, manager: web::Data<IngestManager>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(json!({"ingests": manager.list(&who)})))
+}
+
+/// One ingest with its status and counters.
+pub async fn get(
+    Caller(who): Caller,
+    manager: web::Data<IngestManager>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(manager.get(&who, &id).map_err(api_error)?))
+}
+
+/// Stops and forgets an ingest.
+pub async fn delete(
+    Caller(who): Caller,
+    manager: web::Data<IngestManager>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = manager.delete(&who, &id).await.map_err(api_error)?;
+    Ok(HttpResponse::Ok().json(view))
+}

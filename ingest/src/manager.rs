@@ -1,0 +1,291 @@
+//! The `IngestManager`: the table of running ingests. It validates and stores new ingests
+//! (table `ingests`, one JSON document per id), starts their [`IngestSession`] on the engine's
+//! actor arbiter, restarts the stored ones at boot, and decides who may see or delete one.
+//!
+//! Visibility (our choice; the contract leaves it open): a server admin sees every ingest; a
+//! user sees the ingests they created and those in a group where they hold `can_list` (the
+//! permission that shows who is in a call). Deleting needs admin, the creator, or
+//! `can_moderate` in one of the ingest's groups.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use actix::{Actor, Addr};
+use engine::access::Access;
+use engine::ids::GroupId;
+use engine::media::Media;
+use engine::metrics::EngineMetrics;
+use engine::perms::{Perm, Principal};
+use engine::registry::Registry;
+use engine::store::Store;
+use time::OffsetDateTime;
+
+use crate::config::IngestConfig;
+use crate::error::IngestError;
+use crate::model::{IngestRecord, IngestState, IngestView, NewIngest, MAX_GROUPS, TABLE};
+use crate::session::{GetIngestTracks, IngestSession, IngestTracks, SessionParts, StopIngest};
+use crate::source::SourceUrl;
+use crate::status::IngestStatus;
+
+/// The recording hook. The recorder is installed with [`IngestManager::set_recorder`]; each
+/// ingest created with `"record": true` calls [`IngestRecorder::tracks_published`] once its
+/// tracks exist (first successful connection; they then live until the ingest ends, across
+/// reconnects) and [`IngestRecorder::ingest_stopped`] when it ends.
+pub trait IngestRecorder: Send + Sync + 'static {
+    /// Start recording participant `tracks.participant` in each of `tracks.groups`.
+    fn tracks_published(&self, tracks: &IngestTracks);
+    /// The ingest ended (deleted, or its groups are gone).
+    fn ingest_stopped(&self, id: &str);
+}
+
+/// What the manager needs from the server.
+#[derive(Clone)]
+pub struct IngestDeps {
+    pub store: Arc<dyn Store>,
+    pub registry: Addr<Registry>,
+    pub media: Media,
+    pub metrics: EngineMetrics,
+    /// Where the session actors run (the engine's actor arbiter).
+    pub arbiter: actix::ArbiterHandle,
+    pub config: IngestConfig,
+}
+
+struct Running {
+    record: IngestRecord,
+    status: Arc<IngestStatus>,
+    addr: Addr<IngestSession>,
+}
+
+struct Inner {
+    deps: IngestDeps,
+    running: Mutex<HashMap<String, Running>>,
+    recorder: RwLock<Option<Arc<dyn IngestRecorder>>>,
+}
+
+/// The ingests of this server.
+#[derive(Clone)]
+pub struct IngestManager {
+    inner: Arc<Inner>,
+}
+
+impl IngestManager {
+    /// A manager with no ingest running yet (see [`IngestManager::boot`]).
+    pub fn new(deps: IngestDeps) -> IngestManager {
+        IngestManager {
+            inner: Arc::new(Inner {
+                deps,
+                running: Mutex::new(HashMap::new()),
+                recorder: RwLock::new(None),
+            }),
+        }
+    }
+
+    /// Installs the recorder called for ingests with `record` (those started afterwards; call
+    /// it before [`IngestManager::boot`]).
+    pub fn set_recorder(&self, recorder: Arc<dyn IngestRecorder>) {
+        if let Ok(mut r) = self.inner.recorder.write() {
+            *r = Some(recorder);
+        }
+    }
+
+    /// Starts every stored ingest; returns how many. A record that no longer parses is logged
+    /// and skipped.
+    pub fn boot(&self) -> Result<usize, IngestError> {
+        let docs = self.inner.deps.store.docs(TABLE, "")?;
+        let mut n = 0;
+        for (key, bytes) in docs {
+            match serde_json::from_slice::<IngestRecord>(&bytes) {
+                Ok(record) => match SourceUrl::parse(&record.url) {
+                    Ok(source) => {
+                        self.launch(record, source);
+                        n += 1;
+                    }
+                    Err(e) => tracing::error!(ingest = %key, "stored ingest has a bad url: {e}"),
+                },
+                Err(e) => tracing::error!(ingest = %key, "stored ingest is corrupt: {e}"),
+            }
+        }
+        if n > 0 {
+            tracing::info!(ingests = n, "restarted stored ingests");
+        }
+        Ok(n)
+    }
+
+    fn launch(&self, record: IngestRecord, source: SourceUrl) {
+        let status = Arc::new(IngestStatus::default());
+        let deps = &self.inner.deps;
+        let parts = SessionParts {
+            registry: deps.registry.clone(),
+            media: deps.media.clone(),
+            metrics: deps.metrics.clone(),
+            config: deps.config.clone(),
+            recorder: self.inner.recorder.read().ok().and_then(|r| r.clone()),
+        };
+        let session = IngestSession::new(record.clone(), source, status.clone(), parts);
+        let addr = IngestSession::start_in_arbiter(&deps.arbiter, move |_| session);
+        if let Ok(mut running) = self.inner.running.lock() {
+            running.insert(record.id.clone(), Running { record, status, addr });
+        }
+    }
+
+    /// Creates an ingest for `who` (admin, or `can_publish` in every group), stores it and
+    /// starts it.
+    pub async fn create(&self, who: &Principal, req: NewIngest) -> Result<IngestView, IngestError> {
+        let deps = &self.inner.deps;
+        let source = SourceUrl::parse(&req.url)?;
+        if let Some(name) = &req.name {
+            engine::model::validate_name(name)?;
+        }
+        if req.groups.is_empty() || req.groups.len() > MAX_GROUPS {
+            return Err(IngestError::Invalid(format!(
+                "groups must list 1 to {MAX_GROUPS} groups"
+            )));
+        }
+        let mut groups: Vec<GroupId> = Vec::new();
+        for g in req.groups {
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+        for g in &groups {
+            let access = Access::load(deps.store.as_ref(), who, g)?;
+            access.require(Perm::Publish)?;
+        }
+        let timeout = std::time::Duration::from_secs(deps.config.connect_timeout_s);
+        source.check_allowed(deps.config.allow_remote, timeout).await?;
+        let count = self.inner.running.lock().map(|r| r.len()).unwrap_or(0);
+        if count >= deps.config.max_ingests {
+            return Err(IngestError::TooMany(count));
+        }
+        let record = IngestRecord {
+            id: new_id(),
+            url: req.url,
+            name: req.name,
+            groups,
+            record: req.record,
+            transport: req.transport,
+            created_by: who.user.clone(),
+            created_at: OffsetDateTime::now_utc(),
+        };
+        let bytes = serde_json::to_vec(&record).map_err(|e| IngestError::Invalid(e.to_string()))?;
+        deps.store.put_doc(TABLE, &record.id, &bytes)?;
+        tracing::info!(ingest = %record.id, url = %source.redacted, by = %who.user, "ingest created");
+        self.launch(record.clone(), source);
+        Ok(self
+            .view_of(&record.id)
+            .unwrap_or_else(|| IngestView::of(&record, IngestStatus::default().snapshot())))
+    }
+
+    fn view_of(&self, id: &str) -> Option<IngestView> {
+        let running = self.inner.running.lock().ok()?;
+        running.get(id).map(|r| IngestView::of(&r.record, r.status.snapshot()))
+    }
+
+    fn records(&self) -> Vec<(IngestRecord, Arc<IngestStatus>)> {
+        let Ok(running) = self.inner.running.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = running.values().map(|r| (r.record.clone(), r.status.clone())).collect();
+        v.sort_by(|a, b| (a.0.created_at, &a.0.id).cmp(&(b.0.created_at, &b.0.id)));
+        v
+    }
+
+    fn holds_in_any(&self, who: &Principal, record: &IngestRecord, perm: Perm) -> bool {
+        who.admin
+            || record.created_by == who.user
+            || record.groups.iter().any(|g| {
+                Access::load(self.inner.deps.store.as_ref(), who, g)
+                    .ok()
+                    .and_then(|a| a.perms)
+                    .is_some_and(|p| p.has(perm))
+            })
+    }
+
+    /// The ingests `who` may see, oldest first.
+    pub fn list(&self, who: &Principal) -> Vec<IngestView> {
+        self.records()
+            .into_iter()
+            .filter(|(r, _)| self.holds_in_any(who, r, Perm::List))
+            .map(|(r, s)| IngestView::of(&r, s.snapshot()))
+            .collect()
+    }
+
+    /// One ingest, if `who` may see it.
+    pub fn get(&self, who: &Principal, id: &str) -> Result<IngestView, IngestError> {
+        let found = self
+            .records()
+            .into_iter()
+            .find(|(r, _)| r.id == id)
+            .filter(|(r, _)| self.holds_in_any(who, r, Perm::List));
+        match found {
+            Some((r, s)) => Ok(IngestView::of(&r, s.snapshot())),
+            None => Err(IngestError::NotFound(id.chars().take(64).collect())),
+        }
+    }
+
+    /// Deletes an ingest: removes its record, stops it; returns its final view (`stopped`).
+    pub async fn delete(&self, who: &Principal, id: &str) -> Result<IngestView, IngestError> {
+        let record = self.get(who, id)?;
+        let (record, status, addr) = {
+            let running = self
+                .inner
+                .running
+                .lock()
+                .map_err(|_| IngestError::NotFound(id.into()))?;
+            let r = running
+                .get(&record.id)
+                .ok_or_else(|| IngestError::NotFound(id.into()))?;
+            (r.record.clone(), r.status.clone(), r.addr.clone())
+        };
+        if !self.holds_in_any(who, &record, Perm::Moderate) {
+            return Err(engine::EngineError::Forbidden(
+                "deleting an ingest needs admin, its creator, or can_moderate in one of its groups".into(),
+            )
+            .into());
+        }
+        self.inner.deps.store.delete_docs(TABLE, &exact_key(&record.id))?;
+        if let Ok(mut running) = self.inner.running.lock() {
+            running.remove(&record.id);
+        }
+        status.set_state(IngestState::Stopped);
+        let _ = addr
+            .send(StopIngest {
+                reason: "the ingest was deleted",
+            })
+            .await;
+        tracing::info!(ingest = %record.id, by = %who.user, "ingest deleted");
+        Ok(IngestView::of(&record, status.snapshot()))
+    }
+
+    /// The recording hook by id: the ingest's tracks (empty before its first connection).
+    pub async fn tracks(&self, id: &str) -> Option<IngestTracks> {
+        let addr = self.inner.running.lock().ok()?.get(id).map(|r| r.addr.clone())?;
+        addr.send(GetIngestTracks).await.ok()
+    }
+
+    /// How many ingests are running.
+    pub fn len(&self) -> usize {
+        self.inner.running.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// Whether no ingest is running.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Ids are 12 lowercase alphanumerics, all the same length, so an id is never the prefix of
+/// another and `delete_docs(prefix = id)` removes exactly one record.
+fn exact_key(id: &str) -> String {
+    id.to_string()
+}
+
+/// A new ingest id.
+fn new_id() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..12)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}

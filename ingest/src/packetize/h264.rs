@@ -1,0 +1,152 @@
+//! H.264 access units (retina's length-prefixed NALs) to RTP payloads (RFC 6184,
+//! packetization-mode 1): single NAL unit packets up to [`MAX_PAYLOAD`] bytes, FU-A fragments
+//! beyond. SPS and PPS from the stream's parameters are sent as their own packets before every
+//! IDR; in-band parameter sets and access unit delimiters are dropped. The caller sets the
+//! marker on the last payload of the access unit.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Largest RTP payload written (fits a 1280-byte path MTU after SRTP and headers).
+pub const MAX_PAYLOAD: usize = 1200;
+
+const NAL_IDR: u8 = 5;
+const NAL_SPS: u8 = 7;
+const NAL_PPS: u8 = 8;
+const NAL_AUD: u8 = 9;
+const NAL_FU_A: u8 = 28;
+
+/// Why an access unit could not be split into NAL units.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MalformedAu(pub &'static str);
+
+/// Splits 4-byte length-prefixed data into NAL units.
+pub fn split_avcc(data: &[u8]) -> Result<Vec<&[u8]>, MalformedAu> {
+    let mut nals = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err(MalformedAu("truncated NAL length"));
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        if len == 0 || len > tail.len() {
+            return Err(MalformedAu("NAL length beyond the access unit"));
+        }
+        nals.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    Ok(nals)
+}
+
+/// The RTP payloads of one access unit, in order. `params` are the stream's SPS and PPS,
+/// inserted before an IDR. Returns an empty list when nothing is left to send.
+pub fn packetize_au(
+    data: &[u8],
+    params: Option<(&[u8], &[u8])>,
+    max_payload: usize,
+) -> Result<Vec<Bytes>, MalformedAu> {
+    let nals = split_avcc(data)?;
+    let has_idr = nals.iter().any(|n| n.first().is_some_and(|h| h & 0x1f == NAL_IDR));
+    let mut out = Vec::new();
+    let mut inserted = false;
+    for nal in nals {
+        let Some(&header) = nal.first() else { continue };
+        let ty = header & 0x1f;
+        match ty {
+            NAL_AUD => continue,
+            NAL_SPS | NAL_PPS if params.is_some() => continue,
+            _ => {}
+        }
+        if has_idr && !inserted {
+            if let Some((sps, pps)) = params {
+                for ps in [sps, pps] {
+                    if !ps.is_empty() {
+                        fragment(ps, max_payload, &mut out);
+                    }
+                }
+            }
+            inserted = true;
+        }
+        fragment(nal, max_payload, &mut out);
+    }
+    Ok(out)
+}
+
+/// One NAL unit as a single packet, or as FU-A fragments when larger than `max_payload`.
+fn fragment(nal: &[u8], max_payload: usize, out: &mut Vec<Bytes>) {
+    if nal.len() <= max_payload {
+        out.push(Bytes::copy_from_slice(nal));
+        return;
+    }
+    let header = nal[0];
+    let indicator = (header & 0xe0) | NAL_FU_A;
+    let body = &nal[1..];
+    let chunk = max_payload.saturating_sub(2).max(1);
+    let count = body.len().div_ceil(chunk);
+    for (i, part) in body.chunks(chunk).enumerate() {
+        let mut fu_header = header & 0x1f;
+        if i == 0 {
+            fu_header |= 0x80;
+        }
+        if i + 1 == count {
+            fu_header |= 0x40;
+        }
+        let mut b = BytesMut::with_capacity(part.len() + 2);
+        b.put_u8(indicator);
+        b.put_u8(fu_header);
+        b.put_slice(part);
+        out.push(b.freeze());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn avcc(nals: &[&[u8]]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for n in nals {
+            v.extend_from_slice(&(n.len() as u32).to_be_bytes());
+            v.extend_from_slice(n);
+        }
+        v
+    }
+
+    #[test]
+    fn small_nals_go_alone_and_params_precede_idr() {
+        let sps = [0x67, 0x42, 0xe0, 0x1f];
+        let pps = [0x68, 0xce];
+        let idr = [0x65, 1, 2, 3];
+        let au = avcc(&[&[0x09, 0xf0], &[0x67, 9, 9], &idr]);
+        let p = packetize_au(&au, Some((&sps, &pps)), MAX_PAYLOAD).unwrap();
+        let p: Vec<&[u8]> = p.iter().map(|b| b.as_ref()).collect();
+        assert_eq!(p, vec![&sps[..], &pps[..], &idr[..]]);
+        // A non-IDR slice gets no parameter sets.
+        let p = packetize_au(&avcc(&[&[0x41, 7, 7]]), Some((&sps, &pps)), MAX_PAYLOAD).unwrap();
+        assert_eq!(p.len(), 1);
+        assert!(engine::track::starts_keyframe("video/H264", &[0x67, 0x42]));
+    }
+
+    #[test]
+    fn large_nals_become_fu_a() {
+        let mut idr = vec![0x65];
+        idr.extend((0..3000u32).map(|i| (i % 251) as u8));
+        let p = packetize_au(&avcc(&[&idr]), None, 1200).unwrap();
+        assert_eq!(p.len(), 3);
+        assert!(p.iter().all(|b| b.len() <= 1200));
+        assert_eq!(p[0][0], 0x60 | 28);
+        assert_eq!(p[0][1], 0x80 | 5);
+        assert_eq!(p[1][1], 5);
+        assert_eq!(p[2][1], 0x40 | 5);
+        assert!(engine::track::starts_keyframe("video/H264", &p[0]));
+        let rebuilt: Vec<u8> = p.iter().flat_map(|b| b[2..].to_vec()).collect();
+        assert_eq!(rebuilt, idr[1..]);
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        assert!(split_avcc(&[0, 0, 0, 9, 1]).is_err());
+        assert!(split_avcc(&[0, 0]).is_err());
+        assert!(split_avcc(&[0, 0, 0, 0]).is_err());
+        assert_eq!(split_avcc(&[]).unwrap().len(), 0);
+    }
+}

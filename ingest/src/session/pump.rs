@@ -1,0 +1,285 @@
+//! The RTSP side of one ingest, run as a task on the media runtime: connect (bounded by the
+//! connect timeout), play, forward every frame into the tracks' fan-outs, and on any failure or
+//! silence longer than the read timeout, count it, wait (exponential backoff, jittered) and
+//! reconnect. The tracks and their RTP timelines outlive connections, so subscribers see one
+//! continuous stream with a gap.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use engine::metrics::EngineMetrics;
+use engine::track::{Fanout, Source, TrackInfo, Upstream};
+use futures_util::StreamExt;
+use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions, Transport};
+use retina::codec::CodecItem;
+use tokio::sync::watch;
+
+use super::tracks::{self, LiveTrack, TrackPlan};
+use super::IngestSession;
+use super::TracksReady;
+use crate::backoff::Backoff;
+use crate::config::IngestConfig;
+use crate::model::{IngestState, RtspTransport, TrackSummary};
+use crate::packetize::RtpTimeline;
+use crate::source::{redact_text, SourceUrl};
+use crate::status::IngestStatus;
+
+/// Everything the pump needs.
+pub struct Pump {
+    pub id: String,
+    pub participant: engine::ids::UserId,
+    pub source: SourceUrl,
+    pub transport: RtspTransport,
+    pub config: IngestConfig,
+    pub status: Arc<IngestStatus>,
+    pub metrics: EngineMetrics,
+    pub session: Addr<IngestSession>,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// How one connection ended.
+enum Ended {
+    /// Frames flowed for a while before it ended (reset the backoff).
+    AfterLive(String),
+    /// It never got going.
+    Failed(String),
+}
+
+impl Pump {
+    /// Runs until told to stop.
+    pub async fn run(mut self) {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            _ = self.run_loop() => {}
+        }
+        tracing::info!(ingest = %self.id, "ingest pump stopped");
+    }
+
+    async fn run_loop(&mut self) {
+        let mut backoff = Backoff::new(
+            Duration::from_millis(self.config.backoff_min_ms),
+            Duration::from_millis(self.config.backoff_max_ms),
+        );
+        let mut tracks: Option<Vec<LiveTrack>> = None;
+        loop {
+            let ended = self.connection(&mut tracks).await;
+            let message = match ended {
+                Ended::AfterLive(m) => {
+                    backoff.reset();
+                    m
+                }
+                Ended::Failed(m) => m,
+            };
+            let message = self.redact(&message);
+            tracing::warn!(ingest = %self.id, url = %self.source.redacted, "camera session ended: {message}");
+            self.status.set_error(message);
+            self.status.set_state(IngestState::Retrying);
+            let delay = backoff.next_delay(rand::random::<f64>());
+            tokio::time::sleep(delay).await;
+            self.status
+                .reconnects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let secrets: Vec<&str> = self
+            .source
+            .credentials
+            .iter()
+            .flat_map(|(u, p)| [p.as_str(), u.as_str()])
+            .collect();
+        redact_text(text, &secrets)
+    }
+
+    /// One connection, from DESCRIBE until it fails.
+    async fn connection(&mut self, tracks: &mut Option<Vec<LiveTrack>>) -> Ended {
+        let connect_timeout = Duration::from_secs(self.config.connect_timeout_s);
+        if let Err(e) = self
+            .source
+            .check_allowed(self.config.allow_remote, connect_timeout)
+            .await
+        {
+            return Ended::Failed(e.to_string());
+        }
+        let connected = tokio::time::timeout(connect_timeout, self.connect(tracks)).await;
+        let (mut demuxed, by_stream) = match connected {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Ended::Failed(e),
+            Err(_) => {
+                return Ended::Failed(format!(
+                    "no answer within {} s (connect timeout)",
+                    connect_timeout.as_secs()
+                ))
+            }
+        };
+        let Some(live) = tracks.as_mut() else {
+            return Ended::Failed("no track to publish".into());
+        };
+        for t in live.iter_mut() {
+            t.timeline.reconnected();
+        }
+        let read_timeout = Duration::from_secs(self.config.read_timeout_s);
+        let started = Instant::now();
+        let mut last_frame = Instant::now();
+        let mut went_live = false;
+        let mut params: Option<(bytes::Bytes, bytes::Bytes)> = None;
+        loop {
+            let left = read_timeout.saturating_sub(last_frame.elapsed());
+            let item = match tokio::time::timeout(left, demuxed.next()).await {
+                Err(_) => {
+                    return self.ended(
+                        went_live,
+                        started,
+                        format!("no frame for {} s (read timeout)", read_timeout.as_secs()),
+                    )
+                }
+                Ok(None) => return self.ended(went_live, started, "the camera closed the session".into()),
+                Ok(Some(Err(e))) => return self.ended(went_live, started, e.to_string()),
+                Ok(Some(Ok(item))) => item,
+            };
+            let now = Instant::now();
+            match item {
+                CodecItem::VideoFrame(frame) => {
+                    let Some(&idx) = by_stream.get(frame.stream_id()).and_then(|i| i.as_ref()) else {
+                        continue;
+                    };
+                    if frame.has_new_parameters() || params.is_none() {
+                        params =
+                            tracks::h264_params(demuxed.streams().get(frame.stream_id()).and_then(|s| s.parameters()));
+                    }
+                    let ps = params.as_ref().map(|(s, p)| (s.as_ref(), p.as_ref()));
+                    self.status.count_frame(frame.data().len());
+                    live[idx].video(&frame, ps, now);
+                }
+                CodecItem::AudioFrame(frame) => {
+                    let Some(&idx) = by_stream.get(frame.stream_id()).and_then(|i| i.as_ref()) else {
+                        continue;
+                    };
+                    self.status.count_frame(frame.data().len());
+                    live[idx].audio(&frame, now);
+                }
+                _ => continue,
+            }
+            last_frame = now;
+            if !went_live {
+                went_live = true;
+                self.status.set_state(IngestState::Live);
+                tracing::info!(ingest = %self.id, url = %self.source.redacted, "camera live");
+            }
+        }
+    }
+
+    fn ended(&self, went_live: bool, started: Instant, message: String) -> Ended {
+        // A session that delivered frames for a few seconds counts as a success for backoff.
+        if went_live && started.elapsed() >= Duration::from_secs(3) {
+            Ended::AfterLive(message)
+        } else {
+            Ended::Failed(message)
+        }
+    }
+
+    /// DESCRIBE, SETUP of the chosen streams, PLAY. On the first success the tracks are created
+    /// and announced to the session actor; later connections reuse them. Returns the frame
+    /// stream and, per camera stream, the index of its track.
+    async fn connect(
+        &mut self,
+        tracks: &mut Option<Vec<LiveTrack>>,
+    ) -> Result<(retina::client::Demuxed, Vec<Option<usize>>), String> {
+        let creds = self.source.credentials.as_ref().map(|(u, p)| Credentials {
+            username: u.clone(),
+            password: p.clone(),
+        });
+        let options = SessionOptions::default()
+            .creds(creds)
+            .user_agent(format!("fanfare/{}", env!("CARGO_PKG_VERSION")));
+        let mut session = retina::client::Session::describe(self.source.url.clone(), options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (plans, skipped) = tracks::plan(session.streams());
+        for note in &skipped {
+            tracing::info!(ingest = %self.id, "{note}");
+        }
+        // Map camera streams onto tracks: all new on the first connection, else by codec.
+        let mut chosen: Vec<(TrackPlan, usize)> = Vec::new();
+        match tracks.as_ref() {
+            None => chosen = plans.iter().cloned().enumerate().map(|(i, p)| (p, i)).collect(),
+            Some(live) => {
+                for p in &plans {
+                    match live.iter().position(|t| t.plan.same_as(p)) {
+                        Some(i) => chosen.push((p.clone(), i)),
+                        None => tracing::warn!(ingest = %self.id, stream = p.stream, codec = %p.rtp.mime_type,
+                            "the camera's stream changed codec since the first connection; left out"),
+                    }
+                }
+            }
+        }
+        if chosen.is_empty() {
+            return Err(format!(
+                "no supported stream (H.264 video, AAC/PCMU/PCMA audio){}",
+                if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", skipped.join("; "))
+                }
+            ));
+        }
+        let transport: Transport = match self.transport {
+            RtspTransport::Tcp => Transport::default(),
+            RtspTransport::Udp => "udp".parse().map_err(|e: retina::Error| e.to_string())?,
+        };
+        for (p, _) in &chosen {
+            session
+                .setup(
+                    p.stream,
+                    SetupOptions::default()
+                        .transport(transport.clone())
+                        .frame_format(retina::codec::FrameFormat::MP4),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let playing = session.play(PlayOptions::default()).await.map_err(|e| e.to_string())?;
+        let demuxed = playing.demuxed().map_err(|e| e.to_string())?;
+        let mut by_stream = vec![None; demuxed.streams().len()];
+        for (p, i) in &chosen {
+            if let Some(slot) = by_stream.get_mut(p.stream) {
+                *slot = Some(*i);
+            }
+        }
+        if tracks.is_none() {
+            let live: Vec<LiveTrack> = chosen.into_iter().map(|(p, _)| self.new_track(p)).collect();
+            self.status.set_tracks(
+                live.iter()
+                    .map(|t| TrackSummary {
+                        id: t.fanout.info.id.clone(),
+                        kind: t.fanout.info.kind,
+                        codec: t.fanout.info.codec.mime_type.clone(),
+                    })
+                    .collect(),
+            );
+            self.session
+                .do_send(TracksReady(live.iter().map(|t| t.fanout.clone()).collect()));
+            *tracks = Some(live);
+        }
+        Ok((demuxed, by_stream))
+    }
+
+    fn new_track(&self, plan: TrackPlan) -> LiveTrack {
+        let info = TrackInfo {
+            id: format!("TR_{}", engine::next_id()),
+            kind: plan.kind,
+            source: Source::Ingest,
+            codec: plan.rtp.clone(),
+            publisher: self.participant.clone(),
+        };
+        let timeline = RtpTimeline::random(plan.rtp.clock_rate);
+        LiveTrack {
+            fanout: Fanout::new(info, Upstream::Local, self.metrics.clone()),
+            plan,
+            timeline,
+        }
+    }
+}

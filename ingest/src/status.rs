@@ -1,0 +1,108 @@
+//! The live status of one ingest, shared between its RTSP pump (writes) and the API (reads):
+//! state, counters and the last error (already redacted).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::model::{IngestState, TrackSummary};
+
+/// Shared status of one ingest.
+#[derive(Debug)]
+pub struct IngestStatus {
+    state: Mutex<IngestState>,
+    /// Frames received from the camera (video and audio).
+    pub frames: AtomicU64,
+    /// Bytes of those frames.
+    pub bytes: AtomicU64,
+    /// Connection attempts after a failure.
+    pub reconnects: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    tracks: Mutex<Vec<TrackSummary>>,
+}
+
+/// A copy of the status at one instant.
+#[derive(Clone, Debug)]
+pub struct StatusSnapshot {
+    pub state: IngestState,
+    pub frames: u64,
+    pub bytes: u64,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+    pub tracks: Vec<TrackSummary>,
+}
+
+impl Default for IngestStatus {
+    fn default() -> Self {
+        IngestStatus {
+            state: Mutex::new(IngestState::Connecting),
+            frames: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            tracks: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl IngestStatus {
+    /// The current state.
+    pub fn state(&self) -> IngestState {
+        self.state.lock().map(|s| *s).unwrap_or(IngestState::Stopped)
+    }
+
+    /// Moves to `state` (a stopped ingest stays stopped).
+    pub fn set_state(&self, state: IngestState) {
+        if let Ok(mut s) = self.state.lock() {
+            if *s != IngestState::Stopped {
+                *s = state;
+            }
+        }
+    }
+
+    /// Records a (redacted) error.
+    pub fn set_error(&self, message: String) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(message);
+        }
+    }
+
+    /// Counts one frame of `len` bytes.
+    pub fn count_frame(&self, len: usize) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// Sets the published tracks.
+    pub fn set_tracks(&self, tracks: Vec<TrackSummary>) {
+        if let Ok(mut t) = self.tracks.lock() {
+            *t = tracks;
+        }
+    }
+
+    /// A copy of everything.
+    pub fn snapshot(&self) -> StatusSnapshot {
+        StatusSnapshot {
+            state: self.state(),
+            frames: self.frames.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            tracks: self.tracks.lock().map(|t| t.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stopped_is_final() {
+        let s = IngestStatus::default();
+        assert_eq!(s.state(), IngestState::Connecting);
+        s.set_state(IngestState::Live);
+        s.set_state(IngestState::Stopped);
+        s.set_state(IngestState::Retrying);
+        assert_eq!(s.state(), IngestState::Stopped);
+    }
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""A real RTSP camera for Fanfare's ingest tests: GStreamer's RTSP server (through GI) serving
+a live test pattern as H.264 (x264enc, zerolatency, a keyframe every 30 frames), optionally with
+AAC audio (voaacenc or avenc_aac, when installed) and Basic or Digest authentication.
+
+Run with Debian's /usr/bin/python3 (it has `gi`). Prints `READY <port>` once listening; exits
+when stdin closes or on SIGTERM/SIGINT.
+
+    /usr/bin/python3 tests/rtsp/server.py --port 8554 --path /cam [--user u --password p
+        [--auth digest|basic]] [--audio]
+"""
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+gi.require_version("GstRtsp", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+
+def aac_encoder():
+    for name in ("voaacenc", "avenc_aac", "fdkaacenc"):
+        if Gst.ElementFactory.find(name) is not None:
+            return name
+    return None
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, default=8554)
+    p.add_argument("--path", default="/cam")
+    p.add_argument("--user")
+    p.add_argument("--password")
+    p.add_argument("--auth", choices=["digest", "basic"], default="digest")
+    p.add_argument("--audio", action="store_true", help="add an AAC track if an encoder exists")
+    p.add_argument("--fps", type=int, default=30)
+    args = p.parse_args()
+
+    Gst.init(None)
+    video = (
+        f"videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate={args.fps}/1 "
+        "! x264enc tune=zerolatency key-int-max=30 speed-preset=ultrafast ! rtph264pay name=pay0 pt=96 config-interval=-1"
+    )
+    launch = video
+    audio = None
+    if args.audio:
+        audio = aac_encoder()
+        if audio:
+            launch += (
+                f" audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! "
+                f"audio/x-raw,rate=48000,channels=1 ! {audio} ! rtpmp4gpay name=pay1 pt=97"
+            )
+        else:
+            print("no AAC encoder: serving video only", file=sys.stderr, flush=True)
+
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(str(args.port))
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(f"( {launch} )")
+    factory.set_shared(True)
+
+    if args.user is not None:
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "camuser")
+        if args.auth == "digest":
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+            auth.add_digest(args.user, args.password or "", token)
+        else:
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+            basic = GstRtspServer.RTSPAuth.make_basic(args.user, args.password or "")
+            auth.add_basic(basic, token)
+        server.set_auth(auth)
+        permissions = GstRtspServer.RTSPPermissions()
+        permissions.add_role("camuser")
+        permissions.add_permission_for_role("camuser", "media.factory.access", True)
+        permissions.add_permission_for_role("camuser", "media.factory.construct", True)
+        factory.set_permissions(permissions)
+
+    server.get_mount_points().add_factory(args.path, factory)
+    if server.attach(None) == 0:
+        print(f"cannot listen on port {args.port}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+    loop = GLib.MainLoop()
+
+    def stop(*_):
+        GLib.idle_add(loop.quit)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def watch_stdin():
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        stop()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    # Wake the main loop regularly so Python signal handlers run.
+    GLib.timeout_add(200, lambda: True)
+    print(f"READY {server.get_bound_port()} audio={audio or 'none'}", flush=True)
+    loop.run()
+
+
+if __name__ == "__main__":
+    main()

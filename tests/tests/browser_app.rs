@@ -1,0 +1,165 @@
+//! The web app in real browsers: `tests/browser/app_flow.mjs` drives headless Chromium (Debian's
+//! `/usr/bin/chromium`, playwright-core) through `assets/index.html` as alice (owner), bob and
+//! carol (a member without `can_publish`), all signing in by name with `POST /v1/dev/token`:
+//! a two-person call where each plays the other's video, a classroom grant and revoke of
+//! `can_publish` seen live by a third person, chat both ways, and, when the server has
+//! `GET /v1/groups/{gid}/recordings`, a call recording listed and played in the recordings view.
+//! Screenshots go to `tests/out/` (call-view.png, webinar-view.png, recordings-view.png).
+//!
+//! Needs `scripts/setup.sh test` (chromium, node, `npm ci` in tests/browser). Like every test it
+//! runs inside a loopback-only network namespace, so no candidate leaves lo.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fanfare_tests::{workspace, Server};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Longer than the script's own 100 s limit, so its JSON report normally arrives.
+const NODE_TIMEOUT: Duration = Duration::from_secs(115);
+const GROUP: &str = "class";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_app_call_classroom_chat_recordings() {
+    let root = workspace();
+    assert!(
+        root.join("tests/browser/node_modules/playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run `scripts/setup.sh test` (it runs `npm ci` there)"
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing: run `scripts/setup.sh test`"
+    );
+    let out_dir = root.join("tests/out");
+    std::fs::create_dir_all(&out_dir).expect("create tests/out");
+
+    let s = Server::start().await;
+    // Dev tokens are on: the server listens on loopback.
+    let (st, body) = s
+        .call(Method::POST, "/v1/dev/token", None, Some(json!({"user": "probe"})))
+        .await;
+    assert_eq!(st, 201, "dev token on a loopback server: {body}");
+    let (st, body) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&s.admin),
+            Some(json!({"id": GROUP, "name": "Physics 101"})),
+        )
+        .await;
+    assert_eq!(st, 201, "create group: {body}");
+    for (user, member) in [
+        ("alice", json!({"role": "owner"})),
+        ("bob", json!({})),
+        ("carol", json!({"permissions": {"can_publish": false}})),
+    ] {
+        let (st, body) = s
+            .call(
+                Method::PUT,
+                &format!("/v1/groups/{GROUP}/members/{user}"),
+                Some(&s.admin),
+                Some(member),
+            )
+            .await;
+        assert_eq!(st, 201, "add {user}: {body}");
+    }
+
+    let started = Instant::now();
+    let child = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/app_flow.mjs"))
+        .args(["--base", &s.base, "--group", GROUP, "--out"])
+        .arg(&out_dir)
+        .current_dir(root.join("tests/browser"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start node (is Node.js installed? run `scripts/setup.sh test`)");
+    let out = match tokio::time::timeout(NODE_TIMEOUT, child.wait_with_output()).await {
+        Ok(out) => out.expect("wait for node"),
+        Err(_) => panic!(
+            "app_flow.mjs did not finish within {NODE_TIMEOUT:?}\n--- server log ---\n{}",
+            s.log()
+        ),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    let context = || {
+        format!(
+            "node exit: {}\nreport: {report}\n--- node stderr ---\n{stderr}\n--- server log (tail) ---\n{}",
+            out.status,
+            tail(&s.log(), 60)
+        )
+    };
+    println!("web app run took {:?}: {report}", started.elapsed());
+    println!("recordings: {}", report["recordings"]);
+    assert!(
+        out.status.success() && report["ok"] == true,
+        "the web app flow failed\n{}",
+        context()
+    );
+
+    let steps = &report["steps"];
+    for (step, who) in [
+        ("aliceSeesBob", "alice watching bob"),
+        ("bobSeesAlice", "bob watching alice"),
+        ("carolWatchesAlice", "carol (webinar) watching alice"),
+        ("bobSeesCarol", "bob watching carol once she may present"),
+    ] {
+        let v = &steps[step];
+        let (before, after) = (
+            v["framesDecodedBefore"].as_u64().unwrap_or(0),
+            v["framesDecoded"].as_u64().unwrap_or(0),
+        );
+        assert!(
+            v["videoWidth"].as_u64().unwrap_or(0) > 0,
+            "{who}: no picture\n{}",
+            context()
+        );
+        assert!(
+            after > before,
+            "{who}: decoding stopped ({before} then {after})\n{}",
+            context()
+        );
+    }
+    for step in ["carolButtonAppeared", "carolButtonGone", "carolTileGoneForBob", "chat"] {
+        assert_eq!(steps[step], true, "step {step}\n{}", context());
+    }
+    // The recordings part runs only when the server has the recordings API.
+    let (st, _) = s
+        .call(
+            Method::GET,
+            &format!("/v1/groups/{GROUP}/recordings"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    if st == 200 {
+        assert_eq!(report["recordings"], "verified", "recordings\n{}", context());
+        let v = &steps["recordingPlays"];
+        assert!(
+            v["currentTime"].as_f64().unwrap_or(0.0) > v["currentTimeBefore"].as_f64().unwrap_or(0.0),
+            "the recording did not play\n{}",
+            context()
+        );
+    } else {
+        println!(
+            "NOT VERIFIED: GET /v1/groups/{GROUP}/recordings answered {st}; the recordings playback check was skipped"
+        );
+    }
+    for shot in ["call-view.png", "webinar-view.png", "recordings-view.png"] {
+        assert!(out_dir.join(shot).is_file(), "screenshot {shot} missing\n{}", context());
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

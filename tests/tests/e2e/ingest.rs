@@ -1,0 +1,417 @@
+//! RTSP camera ingest against a real camera (GStreamer's RTSP server, `tests/rtsp/server.py`):
+//! a WHEP subscriber receives the camera's frames; the camera restarting is survived without
+//! the subscriber rejoining; bad sources give a clear status; permissions; restart of stored
+//! ingests with the server.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fanfare_tests::rtc_client::WhepSubscriber;
+use fanfare_tests::{workspace, Server};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Fast retries so tests stay short.
+const CONFIG: &str = "[testing]\nfault_injection = true\n[ingest]\nbackoff_min_ms = 300\nbackoff_max_ms = 1500\nread_timeout_s = 4\nconnect_timeout_s = 4\n";
+
+/// A GStreamer RTSP camera process, killed (by PID) on drop.
+struct Camera {
+    child: Child,
+    port: u16,
+    /// Whether it serves an AAC track too (an AAC encoder is installed).
+    aac: bool,
+}
+
+impl Camera {
+    /// Starts a camera on `port` serving `/cam` (extra args: `--audio`, `--user u --password p`).
+    fn start(port: u16, extra: &[&str]) -> Camera {
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(workspace().join("tests/rtsp/server.py"))
+            .args(["--port", &port.to_string(), "--path", "/cam"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the RTSP camera (python3-gi and gir1.2-gst-rtsp-server-1.0 installed?)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("READY ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let aac = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => {
+                eprintln!("camera: {line}");
+                extra.contains(&"--audio") && !line.contains("audio=none")
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the RTSP camera did not get ready on port {port}");
+            }
+        };
+        Camera { child, port, aac }
+    }
+
+    fn url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/cam", self.port)
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+async fn group(s: &Server, id: &str, members: &[(&str, Value)]) {
+    let (st, body) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&s.admin),
+            Some(json!({"id": id, "name": id})),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    for (user, perms) in members {
+        let (st, body) = s
+            .call(
+                Method::PUT,
+                &format!("/v1/groups/{id}/members/{user}"),
+                Some(&s.admin),
+                Some(json!({"permissions": perms})),
+            )
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+}
+
+async fn create(s: &Server, token: &str, body: Value) -> (u16, Value) {
+    s.call(Method::POST, "/v1/ingests", Some(token), Some(body)).await
+}
+
+/// Polls the ingest until `pred` holds (or `wait` passes); returns the last view.
+async fn wait_for(s: &Server, id: &str, wait: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + wait;
+    loop {
+        let (st, v) = s
+            .call(Method::GET, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+            .await;
+        assert_eq!(st, 200, "{v}");
+        if pred(&v) || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn wait_status(s: &Server, id: &str, status: &str, wait: Duration) -> Value {
+    let v = wait_for(s, id, wait, |v| v["status"] == status).await;
+    assert_eq!(v["status"], status, "ingest never became {status}: {v}");
+    v
+}
+
+async fn call_participants(s: &Server, gid: &str) -> Vec<Value> {
+    let (st, call) = s
+        .call(Method::GET, &format!("/v1/groups/{gid}/call"), Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 200, "{call}");
+    call["participants"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
+    let s = Server::start_with_config(CONFIG).await;
+    group(&s, "cams", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let port = free_port();
+    let camera = Camera::start(port, &["--audio"]);
+
+    let (st, created) = create(
+        &s,
+        &s.admin,
+        json!({"url": camera.url(), "name": "Gate", "groups": ["cams"], "record": false}),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    assert!(
+        ["connecting", "live"].contains(&created["status"].as_str().unwrap_or("")),
+        "{created}"
+    );
+    wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+
+    // The camera is a participant of the call, with source `ingest`.
+    let participant = format!("ingest-{id}");
+    let parts = call_participants(&s, "cams").await;
+    let cam = parts
+        .iter()
+        .find(|p| p["user"] == participant.as_str())
+        .unwrap_or_else(|| panic!("{parts:?}"));
+    let tracks = cam["tracks"].as_array().expect("tracks");
+    assert!(tracks.iter().all(|t| t["source"] == "ingest"), "{cam}");
+    assert!(tracks.iter().any(|t| t["codec"] == "video/H264"), "{cam}");
+    if camera.aac {
+        // Published for HLS and recordings; WebRTC viewers skip it.
+        assert!(tracks.iter().any(|t| t["codec"] == "audio/mpeg4-generic"), "{cam}");
+    }
+
+    // A WHEP subscriber gets whole H.264 frames, starting with a keyframe.
+    let sub = WhepSubscriber::connect(
+        &s.base,
+        &format!("/v1/groups/cams/whep?participant={participant}"),
+        &viewer,
+    )
+    .await
+    .expect("WHEP playback of the camera");
+    assert!(sub.wait_connected(Duration::from_secs(10)).await, "subscriber connects");
+    assert!(
+        sub.wait_keyframes(1, Duration::from_secs(10)).await,
+        "a keyframe arrives: {:?}",
+        sub.counts()
+    );
+    assert!(
+        sub.wait_frames(30, Duration::from_secs(10)).await,
+        "frames flow: {:?}",
+        sub.counts()
+    );
+    assert_eq!(sub.counts().video_mime.as_deref(), Some("video/H264"));
+    assert_eq!(sub.counts().audio_tracks, 0, "AAC is not offered to WebRTC viewers");
+
+    // The camera dies: the ingest retries; the camera comes back on the same port after ~5 s.
+    drop(camera);
+    let killed = Instant::now();
+    let v = wait_status(&s, &id, "retrying", Duration::from_secs(10)).await;
+    assert!(v["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(killed.elapsed())).await;
+    let before = sub.counts();
+    let _camera = Camera::start(port, &["--audio"]);
+    wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    // The same subscriber, without rejoining, gets frames again, from a keyframe.
+    assert!(
+        sub.wait_until(Duration::from_secs(15), |c| c.frames >= before.frames + 30
+            && c.keyframes > before.keyframes)
+            .await,
+        "frames resume after the camera restart: before {before:?}, now {:?}",
+        sub.counts()
+    );
+    let v = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
+    assert!(v["reconnects"].as_u64().unwrap_or(0) >= 1, "{v}");
+    assert!(
+        v["frames"].as_u64().unwrap_or(0) > 60 && v["bytes"].as_u64().unwrap_or(0) > 0,
+        "{v}"
+    );
+
+    // Delete: stopped, gone from the list and the call.
+    let (st, v) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("stopped")), "{v}");
+    let (st, _) = s
+        .call(Method::GET, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 404);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while call_participants(&s, "cams")
+        .await
+        .iter()
+        .any(|p| p["user"] == participant.as_str())
+    {
+        assert!(Instant::now() < deadline, "the camera left the call");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sub.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sources_give_a_clear_status_and_no_crash() {
+    let s = Server::start_with_config(&format!("{CONFIG}allow_remote = false\n")).await;
+    group(&s, "g", &[]).await;
+
+    // A port answering HTTP instead of RTSP.
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http_port = http.local_addr().expect("addr").port();
+    let responder = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = http.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    let cam_port = free_port();
+    let camera = Camera::start(cam_port, &["--user", "u", "--password", "sesame"]);
+
+    let cases = [
+        ("closed port", format!("rtsp://127.0.0.1:{}/cam", free_port())),
+        ("http server", format!("rtsp://127.0.0.1:{http_port}/cam")),
+        ("wrong password", format!("rtsp://u:wrongpass@127.0.0.1:{cam_port}/cam")),
+    ];
+    let mut ids = Vec::new();
+    for (what, url) in &cases {
+        let (st, v) = create(&s, &s.admin, json!({"url": url, "groups": ["g"]})).await;
+        assert_eq!(st, 201, "{what}: {v}");
+        ids.push((what, v["id"].as_str().expect("id").to_string()));
+    }
+    for (what, id) in &ids {
+        let v = wait_for(&s, id, Duration::from_secs(15), |v| {
+            v["status"] == "retrying" && v["last_error"].as_str().is_some_and(|e| !e.is_empty())
+        })
+        .await;
+        assert_eq!(v["status"], "retrying", "{what}: {v}");
+        let err = v["last_error"].as_str().unwrap_or("");
+        assert!(!err.is_empty(), "{what}: {v}");
+        assert!(!v.to_string().contains("wrongpass"), "{what}: credentials leaked: {v}");
+        eprintln!("{what}: {err}");
+    }
+    let wrong = &ids[2].1;
+    let v = wait_for(&s, wrong, Duration::from_secs(1), |_| true).await;
+    assert_eq!(v["url"], format!("rtsp://***@127.0.0.1:{cam_port}/cam"), "{v}");
+    assert!(!s.log().contains("wrongpass"), "the password reached the log");
+
+    // The right credentials (digest) work.
+    let (st, v) = create(
+        &s,
+        &s.admin,
+        json!({"url": format!("rtsp://u:sesame@127.0.0.1:{cam_port}/cam"), "groups": ["g"], "transport": "tcp"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    wait_status(&s, v["id"].as_str().expect("id"), "live", Duration::from_secs(15)).await;
+
+    // Refused at once.
+    for (url, code) in [
+        ("file:///etc/passwd".to_string(), "ingest_invalid_url"),
+        ("http://127.0.0.1/cam".to_string(), "ingest_invalid_url"),
+        ("rtsp:///nohost".to_string(), "ingest_invalid_url"),
+        ("rtsp://10.1.2.3/cam".to_string(), "ingest_host_not_allowed"),
+    ] {
+        let (st, v) = create(&s, &s.admin, json!({"url": url, "groups": ["g"]})).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (400, Some(code)), "{url}: {v}");
+    }
+    let (st, v) = create(&s, &s.admin, json!({"url": "rtsp://127.0.0.1/x", "groups": []})).await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = create(
+        &s,
+        &s.admin,
+        json!({"url": "rtsp://127.0.0.1/x", "groups": ["g"], "transport": "sctp"}),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = create(&s, &s.admin, json!({"url": "rtsp://127.0.0.1/x", "groups": ["nope"]})).await;
+    assert_eq!(st, 404, "{v}");
+
+    let (st, _) = s.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(st, 200, "the server is still up");
+    let (_, list) = s.call(Method::GET, "/v1/ingests", Some(&s.admin), None).await;
+    for v in list["ingests"].as_array().expect("list") {
+        let (st, _) = s
+            .call(
+                Method::DELETE,
+                &format!("/v1/ingests/{}", v["id"].as_str().unwrap_or("")),
+                Some(&s.admin),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200);
+    }
+    responder.abort();
+    drop(camera);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_needs_can_publish_in_every_group() {
+    let s = Server::start_with_config(CONFIG).await;
+    group(&s, "g1", &[("pub", json!({})), ("mod", json!({}))]).await;
+    group(&s, "g2", &[("pub", json!({"can_publish": false}))]).await;
+    let (publisher, outsider) = (s.token("pub").await, s.token("outsider").await);
+    let url = format!("rtsp://127.0.0.1:{}/cam", free_port());
+
+    let (st, v) = create(&s, &publisher, json!({"url": url, "groups": ["g1", "g2"]})).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (403, Some("forbidden")), "{v}");
+    let (st, v) = create(&s, &s.admin, json!({"url": url, "groups": ["g1", "g2"]})).await;
+    assert_eq!(st, 201, "{v}");
+    let admin_id = v["id"].as_str().expect("id").to_string();
+    let (st, v) = create(&s, &publisher, json!({"url": url, "groups": ["g1"]})).await;
+    assert_eq!(st, 201, "{v}");
+    let own_id = v["id"].as_str().expect("id").to_string();
+
+    // Visibility: the outsider sees nothing; the member of g1 (can_list) sees both.
+    let (_, list) = s.call(Method::GET, "/v1/ingests", Some(&outsider), None).await;
+    assert_eq!(list["ingests"].as_array().map(|a| a.len()), Some(0), "{list}");
+    let (st, _) = s
+        .call(Method::GET, &format!("/v1/ingests/{own_id}"), Some(&outsider), None)
+        .await;
+    assert_eq!(st, 404);
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{own_id}"), Some(&outsider), None)
+        .await;
+    assert_eq!(st, 404);
+    let (_, list) = s.call(Method::GET, "/v1/ingests", Some(&publisher), None).await;
+    assert_eq!(list["ingests"].as_array().map(|a| a.len()), Some(2), "{list}");
+
+    // Deleting: a plain member may not delete the admin's ingest; the creator may delete theirs.
+    let (st, v) = s
+        .call(
+            Method::DELETE,
+            &format!("/v1/ingests/{admin_id}"),
+            Some(&publisher),
+            None,
+        )
+        .await;
+    assert_eq!(st, 403, "{v}");
+    let (st, v) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{own_id}"), Some(&publisher), None)
+        .await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("stopped")), "{v}");
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{admin_id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 200);
+
+    let (_, doc) = s.call(Method::GET, "/v1/openapi.json", None, None).await;
+    for path in ["/v1/ingests", "/v1/ingests/{id}"] {
+        assert!(doc["paths"][path].is_object(), "openapi lists {path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_ingest_restarts_with_the_server() {
+    let s = Server::start_with_config(CONFIG).await;
+    group(&s, "cams", &[]).await;
+    let camera = Camera::start(free_port(), &[]);
+    let (st, v) = create(
+        &s,
+        &s.admin,
+        json!({"url": camera.url(), "groups": ["cams"], "transport": "udp"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+
+    let s = s.restart_after_kill().await;
+    let v = wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    assert_eq!(v["transport"], "udp", "{v}");
+    let parts = call_participants(&s, "cams").await;
+    assert!(
+        parts.iter().any(|p| p["user"] == format!("ingest-{id}").as_str()),
+        "{parts:?}"
+    );
+    drop(camera);
+}

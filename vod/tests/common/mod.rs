@@ -1,0 +1,154 @@
+//! Helpers shared by the vod integration tests: the H.264 fixture split into access units and
+//! packetized into RTP, and Opus audio made with the ffmpeg CLI.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bytes::{Bytes, BytesMut};
+use rtc::rtp;
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::packetizer::Payloader;
+
+/// The 360p30 Annex-B fixture (120 frames, GOP 30).
+pub fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/media/360p30-h264.h264")
+}
+
+/// One access unit: NAL units without start codes.
+pub struct Au {
+    pub nalus: Vec<Bytes>,
+    pub keyframe: bool,
+}
+
+impl Au {
+    pub fn annexb(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        for n in &self.nalus {
+            b.extend_from_slice(&[0, 0, 0, 1]);
+            b.extend_from_slice(n);
+        }
+        b.freeze()
+    }
+}
+
+/// Splits the fixture into access units (same rules as tests/src/h264.rs).
+pub fn access_units() -> Vec<Au> {
+    let data = Bytes::from(std::fs::read(fixture()).expect("fixture"));
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut nalus = Vec::new();
+    for (k, &s) in starts.iter().enumerate() {
+        let mut end = starts.get(k + 1).map(|&n| n - 3).unwrap_or(data.len());
+        while end > s && data[end - 1] == 0 {
+            end -= 1;
+        }
+        if end > s {
+            nalus.push(data.slice(s..end));
+        }
+    }
+    let mut out = Vec::new();
+    let (mut cur, mut has_vcl, mut key) = (Vec::new(), false, false);
+    for nal in nalus {
+        let t = nal[0] & 0x1f;
+        let vcl = (1..=5).contains(&t);
+        let new = if vcl {
+            has_vcl && nal.get(1).is_some_and(|b| b & 0x80 != 0)
+        } else {
+            has_vcl && matches!(t, 6..=9 | 14..=18)
+        };
+        if new {
+            out.push(Au { nalus: std::mem::take(&mut cur), keyframe: key });
+            has_vcl = false;
+            key = false;
+        }
+        has_vcl |= vcl;
+        key |= t == 5;
+        cur.push(nal);
+    }
+    if !cur.is_empty() {
+        out.push(Au { nalus: cur, keyframe: key });
+    }
+    out
+}
+
+/// Packetizes access units (30 fps) into RTP with rtc's H.264 payloader (STAP-A, FU-A).
+pub fn packetize(aus: &[Au], first_seq: u16, first_ts: u32) -> Vec<Vec<rtp::Packet>> {
+    let mut pay = H264Payloader::default();
+    let mut seq = first_seq;
+    aus.iter()
+        .enumerate()
+        .map(|(i, au)| {
+            let payloads = pay.payload(1188, &au.annexb()).expect("payload");
+            let n = payloads.len();
+            payloads
+                .into_iter()
+                .enumerate()
+                .map(|(k, payload)| {
+                    let p = rtp::Packet {
+                        header: rtp::header::Header {
+                            version: 2,
+                            marker: k + 1 == n,
+                            payload_type: 96,
+                            sequence_number: seq,
+                            timestamp: first_ts.wrapping_add(i as u32 * 3000),
+                            ssrc: 1,
+                            ..Default::default()
+                        },
+                        payload,
+                    };
+                    seq = seq.wrapping_add(1);
+                    p
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs ffmpeg with the given arguments (quiet), panicking with its stderr on failure.
+pub fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg");
+    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// ffprobe with the given arguments; stdout as a string.
+pub fn ffprobe(args: &[&str]) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .output()
+        .expect("ffprobe");
+    assert!(out.status.success(), "ffprobe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `secs` of a 440 Hz sine as Opus packets (20 ms each): (pts on 90 kHz, packet).
+pub fn opus_packets(dir: &Path, secs: u32) -> Vec<(i64, Bytes)> {
+    let path = dir.join("sine.ogg");
+    let p = path.to_str().expect("utf-8 path");
+    let dur = format!("sine=frequency=440:sample_rate=48000:duration={secs}");
+    ffmpeg(&["-f", "lavfi", "-i", &dur, "-c:a", "libopus", "-b:a", "64k", "-frame_duration", "20", p]);
+    ffmpeg_next::init().expect("ffmpeg init");
+    let mut input = ffmpeg_next::format::input(&path).expect("open ogg");
+    let mut out = Vec::new();
+    let mut n = 0i64;
+    for (_, pkt) in input.packets() {
+        if let Some(d) = pkt.data() {
+            out.push((n * 1800, Bytes::copy_from_slice(d)));
+            n += 1;
+        }
+    }
+    out
+}
