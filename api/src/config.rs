@@ -527,7 +527,9 @@ mod tests {
     fn dev_tokens_default_to_loopback_listen() {
         assert!(load_str("").unwrap().dev_tokens());
         assert!(!load_str("listen = \"0.0.0.0:8080\"").unwrap().dev_tokens());
-        assert!(load_str("listen = \"0.0.0.0:8080\"\n[web]\ndev_tokens = true").unwrap().dev_tokens());
+        assert!(load_str("listen = \"0.0.0.0:8080\"\n[web]\ndev_tokens = true")
+            .unwrap()
+            .dev_tokens());
         assert!(!load_str("[web]\ndev_tokens = false").unwrap().dev_tokens());
         let e = load_str("[web]\ndev_token = true").unwrap_err().to_string();
         assert!(e.contains("dev_token"), "{e}");

@@ -45,6 +45,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     };
     let vod = vod::Vod::start(config.vod(&creds.api_secret)?, store.clone(), registry.clone())?;
+    let auto_record = vod::auto_record::AutoRecorder::new(vod.clone(), store.clone());
+    let auto_record = actix::Actor::start_in_arbiter(&actors.handle(), move |_| auto_record);
+    registry.do_send(engine::registry::ObserveCalls(auto_record.recipient()));
     let ingests = ingest::IngestManager::new(ingest::IngestDeps {
         store: store.clone(),
         registry: registry.clone(),

@@ -7,7 +7,7 @@ Run with Debian's /usr/bin/python3 (it has `gi`). Prints `READY <port>` once lis
 when stdin closes or on SIGTERM/SIGINT.
 
     /usr/bin/python3 tests/rtsp/server.py --port 8554 --path /cam [--user u --password p
-        [--auth digest|basic]] [--audio]
+        [--auth digest|basic]] [--audio] [--width 320 --height 240 --fps 30 --kbps 0]
 """
 
 import argparse
@@ -40,12 +40,17 @@ def main():
     p.add_argument("--auth", choices=["digest", "basic"], default="digest")
     p.add_argument("--audio", action="store_true", help="add an AAC track if an encoder exists")
     p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--kbps", type=int, default=0, help="x264enc bitrate (0: its default)")
     args = p.parse_args()
 
     Gst.init(None)
+    bitrate = f" bitrate={args.kbps}" if args.kbps > 0 else ""
     video = (
-        f"videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate={args.fps}/1 "
-        "! x264enc tune=zerolatency key-int-max=30 speed-preset=ultrafast ! rtph264pay name=pay0 pt=96 config-interval=-1"
+        f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={args.width},height={args.height},"
+        f"framerate={args.fps}/1 ! x264enc tune=zerolatency key-int-max=30 speed-preset=ultrafast{bitrate} "
+        "! rtph264pay name=pay0 pt=96 config-interval=-1"
     )
     launch = video
     audio = None

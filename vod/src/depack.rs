@@ -327,7 +327,10 @@ impl VideoFormat for H264 {
                 out.extend_from_slice(&[0, 0, 0, 1]);
                 out.extend_from_slice(n);
             }
-            for n in nalus.iter().filter(|n| !matches!(n[0] & 0x1f, NAL_SPS | NAL_PPS | NAL_AUD)) {
+            for n in nalus
+                .iter()
+                .filter(|n| !matches!(n[0] & 0x1f, NAL_SPS | NAL_PPS | NAL_AUD))
+            {
                 out.extend_from_slice(&[0, 0, 0, 1]);
                 out.extend_from_slice(n);
             }
@@ -430,7 +433,9 @@ impl AacState {
             .filter(|c| c.len() >= 2)
             .ok_or_else(|| VodError::Unsupported("mpeg4-generic without a valid config= in fmtp".into()))?;
         if size_length == 0 || size_length > 16 || index_length > 16 || index_delta_length > 16 {
-            return Err(VodError::Unsupported("mpeg4-generic with unusual AU header sizes".into()));
+            return Err(VodError::Unsupported(
+                "mpeg4-generic with unusual AU header sizes".into(),
+            ));
         }
         Ok(AacState {
             config: Bytes::from(config),
@@ -458,7 +463,11 @@ impl AacState {
         let mut first = true;
         while bits.pos + self.size_length as usize <= headers_bits {
             let Some(size) = bits.read(self.size_length) else { break };
-            let idx_len = if first { self.index_length } else { self.index_delta_length };
+            let idx_len = if first {
+                self.index_length
+            } else {
+                self.index_delta_length
+            };
             if bits.read(idx_len).is_none() {
                 break;
             }
@@ -547,7 +556,7 @@ pub(crate) fn aac_channels(config: &[u8]) -> u16 {
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -613,7 +622,10 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert!(f[0].keyframe);
         assert_eq!(f[0].pts, 1000);
-        assert_eq!(&f[0].data[..], &[0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 1, 2, 3]);
+        assert_eq!(
+            &f[0].data[..],
+            &[0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 1, 2, 3]
+        );
         // A P frame with the marker lost, then a new timestamp: completes on timestamp change.
         assert!(d.push(&pkt(4, 4000, false, &[0x41, 9])).is_empty());
         let f = d.push(&pkt(5, 7000, true, &[0x41, 8]));
@@ -636,8 +648,13 @@ mod tests {
 
     #[test]
     fn aac_hbr_multiple_aus() {
-        let mut d = Depacketizer::new("audio/mpeg4-generic", 48000, 2, "mode=AAC-hbr;config=1190;sizeLength=13")
-            .unwrap();
+        let mut d = Depacketizer::new(
+            "audio/mpeg4-generic",
+            48000,
+            2,
+            "mode=AAC-hbr;config=1190;sizeLength=13",
+        )
+        .unwrap();
         // two AU headers (16 bits each): sizes 2 and 3
         let payload = [0, 32, 0, 16, 0, 24, 0xa, 0xb, 1, 2, 3];
         let f = d.push(&pkt(1, 0, true, &payload));

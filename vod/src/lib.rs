@@ -4,6 +4,7 @@
 //! object store with their index in the embedded database, and live low-latency HLS served
 //! from memory.
 
+pub mod auto_record;
 pub mod depack;
 pub mod error;
 pub mod frame;

@@ -180,9 +180,9 @@ impl LiveBuffer {
                     None => s.segments.back().is_some_and(|g| g.seq >= msn),
                     Some(p) => {
                         s.segments.back().is_some_and(|g| g.seq > msn)
-                            || s.open.as_ref().is_some_and(|(seq, parts)| {
-                                *seq > msn || (*seq == msn && parts.len() as u32 > p)
-                            })
+                            || s.open
+                                .as_ref()
+                                .is_some_and(|(seq, parts)| *seq > msn || (*seq == msn && parts.len() as u32 > p))
                     }
                 })
                 .await;

@@ -6,8 +6,8 @@
 //! hands segments to the live window and to each recording's storage.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,7 +103,12 @@ const IDLE: Duration = Duration::from_secs(30);
 
 impl Program {
     /// A program for `key`, writing live HLS into `live`.
-    pub fn new(key: ProgramKey, deps: ProgramDeps, live: Arc<LiveBuffer>, on_stop: Box<dyn FnOnce() + Send>) -> Program {
+    pub fn new(
+        key: ProgramKey,
+        deps: ProgramDeps,
+        live: Arc<LiveBuffer>,
+        on_stop: Box<dyn FnOnce() + Send>,
+    ) -> Program {
         let (tx, rx) = sync_channel(WORKER_QUEUE);
         Program {
             key,
@@ -140,7 +145,10 @@ impl Program {
             .find(|t| t.info.kind == MediaKind::Video && t.info.source != Source::Screen)
             .or_else(|| mine.iter().find(|t| t.info.kind == MediaKind::Video))
             .map(|t| (*t).clone());
-        let audio = mine.iter().find(|t| t.info.kind == MediaKind::Audio).map(|t| (*t).clone());
+        let audio = mine
+            .iter()
+            .find(|t| t.info.kind == MediaKind::Audio)
+            .map(|t| (*t).clone());
         let ids = (
             video.as_ref().map(|t| t.info.id.clone()),
             audio.as_ref().map(|t| t.info.id.clone()),
@@ -162,7 +170,15 @@ impl Program {
         for track in video.into_iter().chain(audio) {
             let rx = track.tap(TAP_QUEUE);
             let started = video_started.clone();
-            let task = feed(track, rx, self.worker.clone(), self.t0, has_video, started, self.deps.segmenting.target);
+            let task = feed(
+                track,
+                rx,
+                self.worker.clone(),
+                self.t0,
+                has_video,
+                started,
+                self.deps.segmenting.target,
+            );
             self.taps.push(self.deps.runtime.spawn(task));
         }
     }

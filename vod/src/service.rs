@@ -106,7 +106,8 @@ impl Vod {
         let db = self.inner.db.as_ref();
         for mut rec in recordings::all(db)? {
             match (rec.status, rec.kind) {
-                (RecordingStatus::Recording, _) | (RecordingStatus::Processing, RecordingKind::Call | RecordingKind::Ingest) => {
+                (RecordingStatus::Recording, _)
+                | (RecordingStatus::Processing, RecordingKind::Call | RecordingKind::Ingest) => {
                     tracing::info!(recording = %rec.id, "closing a recording left open by the previous run");
                     rec.ended_at.get_or_insert_with(OffsetDateTime::now_utc);
                     self.finish_when_uploaded(rec)?;
@@ -174,9 +175,11 @@ impl Vod {
         kind: RecordingKind,
         participant: Option<UserId>,
     ) -> Result<Recording, VodError> {
-        let active = self.list(group).await?.into_iter().find(|r| {
-            r.status == RecordingStatus::Recording && r.participant == participant && r.kind == kind
-        });
+        let active = self
+            .list(group)
+            .await?
+            .into_iter()
+            .find(|r| r.status == RecordingStatus::Recording && r.participant == participant && r.kind == kind);
         if let Some(r) = active {
             return Err(VodError::Conflict(format!(
                 "group {group} is already being recorded (recording {})",
@@ -219,7 +222,12 @@ impl Vod {
             group: rec.group.clone(),
             participant: rec.participant.clone(),
         };
-        let program = self.inner.programs.lock().ok().and_then(|p| p.get(&key).map(|e| e.1.clone()));
+        let program = self
+            .inner
+            .programs
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&key).map(|e| e.1.clone()));
         if let Some(program) = program {
             let _ = program.send(StopRecording(rid.to_owned())).await;
         }
@@ -275,7 +283,8 @@ impl Vod {
     pub async fn get(&self, rid: &str) -> Result<Recording, VodError> {
         let (db, id) = (self.inner.db.clone(), rid.to_owned());
         tokio::task::spawn_blocking(move || {
-            let rec = recordings::load(db.as_ref(), &id)?.ok_or_else(|| VodError::NotFound(format!("no recording {id}")))?;
+            let rec =
+                recordings::load(db.as_ref(), &id)?.ok_or_else(|| VodError::NotFound(format!("no recording {id}")))?;
             Ok(recordings::with_duration(db.as_ref(), rec))
         })
         .await
@@ -358,7 +367,12 @@ impl Vod {
 
     /// The live LL-HLS playlist of `group` (starts its program if needed; blocking reload
     /// with `msn`/`part`).
-    pub async fn live_playlist(&self, group: &GroupId, msn: Option<u64>, part: Option<u32>) -> Result<String, VodError> {
+    pub async fn live_playlist(
+        &self,
+        group: &GroupId,
+        msn: Option<u64>,
+        part: Option<u32>,
+    ) -> Result<String, VodError> {
         let (program, live) = self.program(ProgramKey {
             group: group.clone(),
             participant: None,

@@ -7,13 +7,13 @@
 use std::sync::Once;
 
 use bytes::Bytes;
-use ffmpeg_next as ff;
 use ff::codec::{self, decoder, encoder, Id};
 use ff::ffi;
 use ff::format::{sample::Type as SampleType, Pixel, Sample};
 use ff::software::scaling;
 use ff::util::frame;
 use ff::{ChannelLayout, Dictionary, Packet, Rational};
+use ffmpeg_next as ff;
 
 use crate::frame::{Codec, CLOCK_HZ};
 use crate::segment::mux::AudioTrack;
@@ -270,7 +270,9 @@ impl AudioTranscoder {
     fn drain(&mut self, out: &mut Vec<AacFrame>) {
         let mut p = Packet::empty();
         while self.enc.receive_packet(&mut p).is_ok() {
-            let (Some(data), Some(pts)) = (p.data(), p.pts()) else { continue };
+            let (Some(data), Some(pts)) = (p.data(), p.pts()) else {
+                continue;
+            };
             let base = self.base.unwrap_or(0);
             // Shift out the encoder priming so audio never starts before its input.
             let pad = unsafe { (*self.enc.as_ptr()).initial_padding } as i64;
@@ -470,7 +472,15 @@ pub fn poster_jpeg(keyframe: &[u8]) -> Result<Bytes, VodError> {
     }
     let w = f.width().min(640) & !1;
     let h = ((f.height() as u64 * w as u64 / f.width() as u64) as u32 & !1).max(2);
-    let mut s = scaling::Context::get(f.format(), f.width(), f.height(), Pixel::YUVJ420P, w, h, scaling::Flags::BICUBIC)?;
+    let mut s = scaling::Context::get(
+        f.format(),
+        f.width(),
+        f.height(),
+        Pixel::YUVJ420P,
+        w,
+        h,
+        scaling::Flags::BICUBIC,
+    )?;
     let mut o = frame::Video::empty();
     s.run(&f, &mut o)?;
     let ec = encoder::find(Id::MJPEG).ok_or_else(|| VodError::Unsupported("no JPEG encoder".into()))?;

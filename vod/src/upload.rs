@@ -6,10 +6,10 @@
 use std::path::Path;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use ffmpeg_next as ff;
 use ff::codec::Id;
 use ff::media::Type;
 use ff::Rescale;
+use ffmpeg_next as ff;
 
 use crate::frame::{Codec, Frame, CLOCK_HZ};
 use crate::segment::{SegmentEvent, Segmenter, SegmenterConfig};
@@ -32,7 +32,10 @@ pub struct UploadInfo {
 /// How video packets become H.264 frames.
 enum VideoPath {
     /// H.264 in MP4/MKV form (length-prefixed NAL units): rewrite to Annex-B.
-    Avcc { len_size: usize, ps: Bytes },
+    Avcc {
+        len_size: usize,
+        ps: Bytes,
+    },
     /// Already Annex-B (TS, raw .h264).
     AnnexB,
     Transcode(VideoTranscoder),
@@ -53,11 +56,16 @@ pub fn convert_file(
     on_event: &mut dyn FnMut(SegmentEvent) -> Result<(), VodError>,
 ) -> Result<UploadInfo, VodError> {
     crate::transcode::init();
-    let mut input = ff::format::input(&path).map_err(|_| {
-        VodError::BadMedia("This file is not a video or audio file we can read.".into())
-    })?;
-    let vstream = input.streams().best(Type::Video).map(|s| (s.index(), s.time_base(), s.parameters()));
-    let astream = input.streams().best(Type::Audio).map(|s| (s.index(), s.time_base(), s.parameters()));
+    let mut input = ff::format::input(&path)
+        .map_err(|_| VodError::BadMedia("This file is not a video or audio file we can read.".into()))?;
+    let vstream = input
+        .streams()
+        .best(Type::Video)
+        .map(|s| (s.index(), s.time_base(), s.parameters()));
+    let astream = input
+        .streams()
+        .best(Type::Audio)
+        .map(|s| (s.index(), s.time_base(), s.parameters()));
     if vstream.is_none() && astream.is_none() {
         return Err(VodError::BadMedia("This file has no video or audio track.".into()));
     }
@@ -94,8 +102,14 @@ pub fn convert_file(
     }
     let vidx = vstream.as_ref().map(|v| v.0);
     let aidx = astream.as_ref().map(|a| a.0);
-    let vtb = vstream.as_ref().map(|v| v.1).unwrap_or(ff::Rational(1, CLOCK_HZ as i32));
-    let atb = astream.as_ref().map(|a| a.1).unwrap_or(ff::Rational(1, CLOCK_HZ as i32));
+    let vtb = vstream
+        .as_ref()
+        .map(|v| v.1)
+        .unwrap_or(ff::Rational(1, CLOCK_HZ as i32));
+    let atb = astream
+        .as_ref()
+        .map(|a| a.1)
+        .unwrap_or(ff::Rational(1, CLOCK_HZ as i32));
 
     let mut seg = Segmenter::new(cfg);
     let mut offset: Option<i64> = None;
@@ -119,7 +133,9 @@ pub fn convert_file(
         let Some(data) = packet.data() else { continue };
         let tb = if is_video { vtb } else { atb };
         let to90 = |t: i64| t.rescale(tb, ff::Rational(1, CLOCK_HZ as i32));
-        let Some(pts) = packet.pts().or(packet.dts()).map(to90) else { continue };
+        let Some(pts) = packet.pts().or(packet.dts()).map(to90) else {
+            continue;
+        };
         let dts = packet.dts().map(to90).unwrap_or(pts);
         // Rebase so the first decode timestamp is not negative (MP4 B-frame edit lists).
         let off = *offset.get_or_insert((-dts.min(pts)).max(0));
@@ -133,7 +149,15 @@ pub fn convert_file(
                 Some(VideoPath::Avcc { len_size, ps }) => {
                     let key = packet.is_key();
                     if let Some(d) = avcc_to_annexb(data, *len_size, if key { Some(ps) } else { None }) {
-                        out.push((Frame { codec: Codec::H264, pts, keyframe: key, data: d }, dts));
+                        out.push((
+                            Frame {
+                                codec: Codec::H264,
+                                pts,
+                                keyframe: key,
+                                data: d,
+                            },
+                            dts,
+                        ));
                     }
                 }
                 Some(VideoPath::AnnexB) => out.push((
@@ -147,7 +171,15 @@ pub fn convert_file(
                 )),
                 Some(VideoPath::Transcode(tc)) => {
                     for f in tc.push(pts, data)? {
-                        out.push((Frame { codec: Codec::H264, pts: f.pts, keyframe: f.key, data: f.data }, f.dts));
+                        out.push((
+                            Frame {
+                                codec: Codec::H264,
+                                pts: f.pts,
+                                keyframe: f.key,
+                                data: f.data,
+                            },
+                            f.dts,
+                        ));
                     }
                 }
                 None => {}
@@ -165,13 +197,29 @@ pub fn convert_file(
                 )),
                 Some(AudioPath::Adts) => {
                     if let Some((config, payload)) = strip_adts(data) {
-                        out.push((Frame { codec: Codec::Aac { config }, pts, keyframe: true, data: payload }, pts));
+                        out.push((
+                            Frame {
+                                codec: Codec::Aac { config },
+                                pts,
+                                keyframe: true,
+                                data: payload,
+                            },
+                            pts,
+                        ));
                     }
                 }
                 Some(AudioPath::Transcode(tc)) => {
                     let config = tc.track().config.clone();
                     for f in tc.push(pts, data)? {
-                        out.push((Frame { codec: Codec::Aac { config: config.clone() }, pts: f.pts, keyframe: true, data: f.data }, f.pts));
+                        out.push((
+                            Frame {
+                                codec: Codec::Aac { config: config.clone() },
+                                pts: f.pts,
+                                keyframe: true,
+                                data: f.data,
+                            },
+                            f.pts,
+                        ));
                     }
                 }
                 None => {}
@@ -190,13 +238,29 @@ pub fn convert_file(
     let mut tail = Vec::new();
     if let Some(VideoPath::Transcode(tc)) = vpath.as_mut() {
         for f in tc.flush()? {
-            tail.push((Frame { codec: Codec::H264, pts: f.pts, keyframe: f.key, data: f.data }, f.dts));
+            tail.push((
+                Frame {
+                    codec: Codec::H264,
+                    pts: f.pts,
+                    keyframe: f.key,
+                    data: f.data,
+                },
+                f.dts,
+            ));
         }
     }
     if let Some(AudioPath::Transcode(tc)) = apath.as_mut() {
         let config = tc.track().config.clone();
         for f in tc.flush()? {
-            tail.push((Frame { codec: Codec::Aac { config: config.clone() }, pts: f.pts, keyframe: true, data: f.data }, f.pts));
+            tail.push((
+                Frame {
+                    codec: Codec::Aac { config: config.clone() },
+                    pts: f.pts,
+                    keyframe: true,
+                    data: f.data,
+                },
+                f.pts,
+            ));
         }
     }
     tail.sort_by_key(|(_, dts)| *dts);
@@ -211,7 +275,9 @@ pub fn convert_file(
     let ev = seg.finish()?;
     emit(ev, &mut total)?;
     if frames == 0 || total <= 0.0 {
-        return Err(VodError::BadMedia("This file contains no playable audio or video.".into()));
+        return Err(VodError::BadMedia(
+            "This file contains no playable audio or video.".into(),
+        ));
     }
     info.duration_s = total;
     Ok(info)

@@ -16,7 +16,10 @@ fn every_access_unit_comes_back() {
     // Start near the sequence and timestamp wrap to exercise unwrapping.
     let pkts = common::packetize(&aus, 65500, u32::MAX - 30_000);
     assert!(pkts.iter().any(|p| p.len() > 1), "some AUs need FU-A");
-    assert!(pkts.iter().flatten().any(|p| p.payload[0] & 0x1f == 24), "SPS/PPS go as STAP-A");
+    assert!(
+        pkts.iter().flatten().any(|p| p.payload[0] & 0x1f == 24),
+        "SPS/PPS go as STAP-A"
+    );
     let mut d = Depacketizer::new("video/H264", 90000, 0, "").unwrap();
     let frames: Vec<_> = pkts.iter().flatten().flat_map(|p| d.push(p)).collect();
     assert_eq!(frames.len(), aus.len());
@@ -85,7 +88,12 @@ fn garbage_payloads_do_not_panic() {
     for i in 0..2000u32 {
         let payload: Vec<u8> = (0..(rnd() % 30)).map(|_| rnd() as u8).collect();
         let p = rtc::rtp::Packet {
-            header: rtc::rtp::header::Header { sequence_number: i as u16, timestamp: i * 1024, marker: true, ..Default::default() },
+            header: rtc::rtp::header::Header {
+                sequence_number: i as u16,
+                timestamp: i * 1024,
+                marker: true,
+                ..Default::default()
+            },
             payload: Bytes::from(payload),
         };
         let _ = d.push(&p);

@@ -17,7 +17,13 @@ fn write_hls(dir: &Path, events: &[SegmentEvent]) -> Vec<Segment> {
     let mut next_part = 0u32;
     for e in events {
         match e {
-            SegmentEvent::Part { segment, index, duration, independent, data } => {
+            SegmentEvent::Part {
+                segment,
+                index,
+                duration,
+                independent,
+                data,
+            } => {
                 assert_eq!(*segment, segs.len() as u64);
                 assert_eq!(*index, next_part);
                 assert!(*duration > 0.0 && *duration < 1.0, "part duration {duration}");
@@ -59,15 +65,37 @@ fn probe_segments(dir: &Path, segs: &[Segment], want_audio: bool) {
         assert!(codecs.lines().any(|l| l.trim() == "h264"), "seg {}: {codecs}", s.seq);
         if want_audio {
             assert!(codecs.lines().any(|l| l.trim() == "aac"), "seg {}: {codecs}", s.seq);
-            let frames = common::ffprobe(&["-select_streams", "a", "-count_packets", "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", p]);
+            let frames = common::ffprobe(&[
+                "-select_streams",
+                "a",
+                "-count_packets",
+                "-show_entries",
+                "stream=nb_read_packets",
+                "-of",
+                "csv=p=0",
+                p,
+            ]);
             let n: u32 = frames.lines().next().unwrap_or("").trim().parse().unwrap_or(0);
             assert!(n >= 30, "seg {}: {n} AAC frames", s.seq);
         }
         let key = common::ffprobe(&[
-            "-select_streams", "v", "-show_frames", "-read_intervals", "%+#1", "-show_entries",
-            "frame=key_frame", "-of", "csv=p=0", p,
+            "-select_streams",
+            "v",
+            "-show_frames",
+            "-read_intervals",
+            "%+#1",
+            "-show_entries",
+            "frame=key_frame",
+            "-of",
+            "csv=p=0",
+            p,
         ]);
-        assert_eq!(key.lines().next().and_then(|l| l.split(',').next()).map(str::trim), Some("1"), "seg {} starts with a keyframe", s.seq);
+        assert_eq!(
+            key.lines().next().and_then(|l| l.split(',').next()).map(str::trim),
+            Some("1"),
+            "seg {} starts with a keyframe",
+            s.seq
+        );
     }
 }
 
@@ -107,7 +135,13 @@ fn rtp_h264_and_opus_become_playable_segments() {
     probe_segments(dir.path(), &segs, true);
 
     let playlist = dir.path().join("index.m3u8");
-    let dur = common::ffprobe(&["-show_entries", "format=duration", "-of", "csv=p=0", playlist.to_str().unwrap()]);
+    let dur = common::ffprobe(&[
+        "-show_entries",
+        "format=duration",
+        "-of",
+        "csv=p=0",
+        playlist.to_str().unwrap(),
+    ]);
     let dur: f64 = dur.trim().parse().unwrap();
     assert!((dur - 4.0).abs() < 0.2, "ffprobe duration {dur}");
 }
@@ -122,7 +156,12 @@ fn a_camera_reconnect_is_a_discontinuity() {
         // The second run starts 60 s earlier: timestamps go backwards.
         let base = 100 * 90_000 - round * 60 * 90_000;
         for (i, au) in aus.iter().enumerate() {
-            let f = Frame { codec: Codec::H264, pts: base + i as i64 * 3000, keyframe: au.keyframe, data: au.annexb() };
+            let f = Frame {
+                codec: Codec::H264,
+                pts: base + i as i64 * 3000,
+                keyframe: au.keyframe,
+                data: au.annexb(),
+            };
             events.extend(seg.push(f).unwrap());
         }
     }

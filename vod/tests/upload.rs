@@ -32,12 +32,29 @@ fn convert_and_check(path: &Path) -> (fanfare_vod::upload::UploadInfo, usize) {
         std::fs::write(&p, &s.data).unwrap();
         let p = p.to_str().unwrap();
         let codecs = common::ffprobe(&["-show_entries", "stream=codec_name", "-of", "csv=p=0", p]);
-        assert!(codecs.contains("h264") && codecs.contains("aac"), "seg {}: {codecs}", s.seq);
+        assert!(
+            codecs.contains("h264") && codecs.contains("aac"),
+            "seg {}: {codecs}",
+            s.seq
+        );
         let key = common::ffprobe(&[
-            "-select_streams", "v", "-show_frames", "-read_intervals", "%+#1", "-show_entries",
-            "frame=key_frame", "-of", "csv=p=0", p,
+            "-select_streams",
+            "v",
+            "-show_frames",
+            "-read_intervals",
+            "%+#1",
+            "-show_entries",
+            "frame=key_frame",
+            "-of",
+            "csv=p=0",
+            p,
         ]);
-        assert_eq!(key.lines().next().and_then(|l| l.split(',').next()), Some("1"), "seg {}", s.seq);
+        assert_eq!(
+            key.lines().next().and_then(|l| l.split(',').next()),
+            Some("1"),
+            "seg {}",
+            s.seq
+        );
     }
     (info, segs.len())
 }
@@ -47,8 +64,23 @@ fn mp4_h264_aac_is_remuxed() {
     let dir = tempfile::tempdir().unwrap();
     let mp4 = dir.path().join("in.mp4");
     common::ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc=size=640x360:rate=30", "-f", "lavfi", "-i", "sine", "-t", "4",
-        "-c:v", "libx264", "-g", "30", "-c:a", "aac", mp4.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=640x360:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine",
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-g",
+        "30",
+        "-c:a",
+        "aac",
+        mp4.to_str().unwrap(),
     ]);
     let (info, n) = convert_and_check(&mp4);
     assert_eq!(info.video.as_deref(), Some("h264"));
@@ -64,8 +96,25 @@ fn webm_vp8_opus_is_transcoded() {
     let dir = tempfile::tempdir().unwrap();
     let webm = dir.path().join("in.webm");
     common::ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30", "-f", "lavfi", "-i", "sine", "-t", "3",
-        "-c:v", "libvpx", "-g", "30", "-deadline", "realtime", "-c:a", "libopus", webm.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine",
+        "-t",
+        "3",
+        "-c:v",
+        "libvpx",
+        "-g",
+        "30",
+        "-deadline",
+        "realtime",
+        "-c:a",
+        "libopus",
+        webm.to_str().unwrap(),
     ]);
     let (info, n) = convert_and_check(&webm);
     assert_eq!(info.video.as_deref(), Some("vp8"));

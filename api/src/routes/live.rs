@@ -53,7 +53,10 @@ fn chunk_name(name: &str) -> Result<Chunk, ApiError> {
     };
     match stem.split_once('.') {
         None => Ok(Chunk::Segment(digits(stem)?)),
-        Some((seq, part)) => Ok(Chunk::Part(digits(seq)?, u32::try_from(digits(part)?).map_err(|_| bad())?)),
+        Some((seq, part)) => Ok(Chunk::Part(
+            digits(seq)?,
+            u32::try_from(digits(part)?).map_err(|_| bad())?,
+        )),
     }
 }
 

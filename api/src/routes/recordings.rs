@@ -43,7 +43,10 @@ fn recording_id(raw: &str) -> Result<String, ApiError> {
     if ok {
         Ok(raw.to_owned())
     } else {
-        Err(ApiError::bad_request("invalid_id", "a recording id has letters, digits and _ only"))
+        Err(ApiError::bad_request(
+            "invalid_id",
+            "a recording id has letters, digits and _ only",
+        ))
     }
 }
 
@@ -84,7 +87,10 @@ pub async fn start(
 ) -> Result<HttpResponse, ApiError> {
     let gid = super::group_id(&gid)?;
     state.access(&who, &gid)?.require(Perm::Moderate)?;
-    let rec = state.vod.start_recording(&gid, &who.user, RecordingKind::Call, None).await?;
+    let rec = state
+        .vod
+        .start_recording(&gid, &who.user, RecordingKind::Call, None)
+        .await?;
     Ok(HttpResponse::Created().json(view(&state, &rec)))
 }
 
@@ -214,7 +220,8 @@ pub async fn upload(
         let mut form = actix_multipart::Multipart::new(req.headers(), payload);
         let mut written = None;
         while let Some(field) = form.next().await {
-            let field = field.map_err(|e| ApiError::bad_request("invalid_multipart", format!("the form is malformed: {e}")))?;
+            let field =
+                field.map_err(|e| ApiError::bad_request("invalid_multipart", format!("the form is malformed: {e}")))?;
             if field.content_disposition().and_then(|d| d.get_filename()).is_none() {
                 continue;
             }
@@ -251,7 +258,10 @@ where
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_file(path);
-                return Err(ApiError::bad_request("upload_interrupted", format!("the upload broke off: {e}")));
+                return Err(ApiError::bad_request(
+                    "upload_interrupted",
+                    format!("the upload broke off: {e}"),
+                ));
             }
         };
         total += chunk.len() as u64;

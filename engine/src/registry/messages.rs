@@ -68,3 +68,9 @@ pub struct RoomFor {
 pub struct FindRoom {
     pub group: GroupId,
 }
+
+/// Makes `observer` the recipient of every room's [`crate::room::messages::CallActivity`]
+/// (rooms started from now on).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ObserveCalls(pub actix::Recipient<crate::room::messages::CallActivity>);

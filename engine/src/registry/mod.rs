@@ -9,18 +9,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::{
-    Actor, ActorFutureExt, Addr, ArbiterHandle, Context, Handler, ResponseActFuture, ResponseFuture, Supervisor,
-    WrapFuture,
+    Actor, ActorFutureExt, Addr, ArbiterHandle, Context, Handler, Recipient, ResponseActFuture, ResponseFuture,
+    Supervisor, WrapFuture,
 };
 
 use crate::error::EngineError;
 use crate::ids::GroupId;
 use crate::metrics::EngineMetrics;
 use crate::perms::Perms;
-use crate::room::messages::{Broadcast, Close, ConnId, Crash, Join, Leave, Refresh};
+use crate::room::messages::{Broadcast, CallActivity, Close, ConnId, Crash, Join, Leave, Refresh};
 use crate::room::Room;
 use crate::store::Store;
-pub use messages::{CrashRoom, Deliver, FindRoom, GroupChanged, GroupDeleted, JoinRoom, LeaveRoom, RoomFor};
+pub use messages::{
+    CrashRoom, Deliver, FindRoom, GroupChanged, GroupDeleted, JoinRoom, LeaveRoom, ObserveCalls, RoomFor,
+};
 
 struct RoomEntry {
     addr: Addr<Room>,
@@ -33,6 +35,8 @@ pub struct Registry {
     store: Arc<dyn Store>,
     metrics: EngineMetrics,
     rooms: HashMap<GroupId, RoomEntry>,
+    /// Told when a call starts or ends.
+    observer: Option<Recipient<CallActivity>>,
 }
 
 impl Registry {
@@ -42,13 +46,15 @@ impl Registry {
             store,
             metrics,
             rooms: HashMap::new(),
+            observer: None,
         }
     }
 
     fn room(&mut self, group: &GroupId, arbiter: &ArbiterHandle) -> &mut RoomEntry {
         self.rooms.entry(group.clone()).or_insert_with(|| {
             let (gid, store, metrics) = (group.clone(), self.store.clone(), self.metrics.clone());
-            let addr = Supervisor::start_in_arbiter(arbiter, move |_| Room::new(gid, store, metrics));
+            let observer = self.observer.clone();
+            let addr = Supervisor::start_in_arbiter(arbiter, move |_| Room::new(gid, store, metrics, observer));
             RoomEntry {
                 addr,
                 conns: HashSet::new(),
@@ -70,6 +76,14 @@ impl Registry {
 
 impl Actor for Registry {
     type Context = Context<Self>;
+}
+
+impl Handler<ObserveCalls> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ObserveCalls, _ctx: &mut Context<Self>) {
+        self.observer = Some(msg.0);
+    }
 }
 
 impl Handler<JoinRoom> for Registry {

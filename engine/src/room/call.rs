@@ -8,8 +8,8 @@ use actix::{Context, Handler, MessageResult, Recipient};
 use serde::Serialize;
 
 use super::messages::{
-    CallChanged, GetCall, MuteParticipant, PublishTrack, RemoveParticipant, Revoked, StopSession, Subscribe,
-    UnpublishSession, Unsubscribe, UnwatchCall, WatchCall, Watched,
+    AnnouncePublish, CallActivity, CallChanged, GetCall, MuteParticipant, PublishTrack, RemoveParticipant, Revoked,
+    StopSession, Subscribe, UnpublishSession, Unsubscribe, UnwatchCall, WatchCall, Watched,
 };
 use super::Room;
 use crate::error::EngineError;
@@ -76,6 +76,16 @@ impl CallState {
 }
 
 impl Room {
+    /// Tells the call observer that the call started or ended.
+    fn call_activity(&self, publishing: bool) {
+        if let Some(o) = &self.observer {
+            o.do_send(CallActivity {
+                group: self.group.clone(),
+                publishing,
+            });
+        }
+    }
+
     /// Sends the current publications to every watcher (or only to `only`).
     fn notify_watchers(&self, only: Option<u64>) {
         let msg = CallChanged {
@@ -103,6 +113,9 @@ impl Room {
         self.call.publications = kept;
         if !gone.is_empty() {
             self.notify_watchers(None);
+            if self.call.publications.is_empty() {
+                self.call_activity(false);
+            }
         }
         for p in &gone {
             let ev = ServerMessage::TrackUnpublished {
@@ -229,6 +242,9 @@ impl Handler<PublishTrack> for Room {
                 participant: msg.principal.user.clone(),
                 track: TrackView::of(&msg.track),
             };
+            if room.call.publications.is_empty() {
+                room.call_activity(true);
+            }
             room.call.publications.push(Publication {
                 session: msg.session,
                 principal: msg.principal,
@@ -260,14 +276,32 @@ impl Handler<Subscribe> for Room {
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         self.guarded(ctx, |room| {
             room.require(&msg.principal, |p| p.can_subscribe, "can_subscribe")?;
+            // A publish that has negotiated but whose tracks have not all arrived yet.
+            let pending = |user: Option<&UserId>| {
+                room.call
+                    .arrivals
+                    .values()
+                    .find(|(u, arrived, expected)| arrived < expected && user.is_none_or(|w| w == u))
+                    .map(|(u, _, _)| u.clone())
+            };
             let user = match msg.participant {
                 Some(u) => u,
-                None => room
-                    .call
-                    .publications
-                    .first()
-                    .map(|p| p.principal.user.clone())
-                    .ok_or_else(|| EngineError::NotFound(format!("nobody is publishing in group {}", room.group)))?,
+                None => match room.call.publications.first() {
+                    Some(p) => p.principal.user.clone(),
+                    None => {
+                        return match pending(None) {
+                            Some(user) => Ok(Watched {
+                                user,
+                                tracks: Vec::new(),
+                                complete: false,
+                            }),
+                            None => Err(EngineError::NotFound(format!(
+                                "nobody is publishing in group {}",
+                                room.group
+                            ))),
+                        }
+                    }
+                },
             };
             let tracks: Vec<Arc<Fanout>> = room
                 .call
@@ -277,6 +311,13 @@ impl Handler<Subscribe> for Room {
                 .map(|p| p.track.clone())
                 .collect();
             if tracks.is_empty() {
+                if pending(Some(&user)).is_some() {
+                    return Ok(Watched {
+                        user,
+                        tracks,
+                        complete: false,
+                    });
+                }
                 return Err(EngineError::NotFound(format!(
                     "{user} is not publishing in group {}",
                     room.group
@@ -393,5 +434,21 @@ impl Handler<UnwatchCall> for Room {
 
     fn handle(&mut self, msg: UnwatchCall, _ctx: &mut Context<Self>) {
         self.call.watchers.remove(&msg.id);
+    }
+}
+
+impl Handler<AnnouncePublish> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: AnnouncePublish, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |room| {
+            let allowed = room.require(&msg.principal, |p| p.can_publish, "can_publish").is_ok();
+            if allowed && msg.expected > 0 {
+                room.call
+                    .arrivals
+                    .entry(msg.session)
+                    .or_insert((msg.principal.user.clone(), 0, msg.expected));
+            }
+        });
     }
 }

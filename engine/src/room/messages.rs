@@ -175,3 +175,22 @@ pub struct CallChanged {
     pub group: GroupId,
     pub tracks: Vec<Arc<crate::track::Fanout>>,
 }
+
+/// A group's call started (its first track was published) or ended (its last one went):
+/// sent to the registry's call observer (automatic recording).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct CallActivity {
+    pub group: GroupId,
+    pub publishing: bool,
+}
+
+/// A publish session finished negotiating and will deliver `expected` tracks: viewers asking
+/// for its publisher meanwhile wait for them instead of getting 404.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AnnouncePublish {
+    pub session: u64,
+    pub principal: Arc<Principal>,
+    pub expected: usize,
+}

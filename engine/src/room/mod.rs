@@ -31,17 +31,25 @@ pub struct Room {
     metrics: EngineMetrics,
     state: RoomState,
     call: call::CallState,
+    /// Told when the call starts or ends (automatic recording).
+    observer: Option<actix::Recipient<messages::CallActivity>>,
 }
 
 impl Room {
     /// A room for `group`, empty until connections join.
-    pub fn new(group: GroupId, store: Arc<dyn Store>, metrics: EngineMetrics) -> Room {
+    pub fn new(
+        group: GroupId,
+        store: Arc<dyn Store>,
+        metrics: EngineMetrics,
+        observer: Option<actix::Recipient<messages::CallActivity>>,
+    ) -> Room {
         Room {
             group,
             store,
             metrics,
             state: RoomState::default(),
             call: call::CallState::default(),
+            observer,
         }
     }
 

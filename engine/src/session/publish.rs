@@ -20,7 +20,7 @@ use crate::media::{cap_video_bitrate, Media, Peer};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
-use crate::room::messages::{PublishTrack, Revoked, StopSession, UnpublishSession};
+use crate::room::messages::{AnnouncePublish, PublishTrack, Revoked, StopSession, UnpublishSession};
 use crate::room::Room;
 use crate::track::{Fanout, MediaKind, Source, TrackInfo, Upstream};
 
@@ -250,6 +250,13 @@ impl Handler<Negotiate> for Publisher {
         Box::pin(fut.into_actor(self).map(|res, act, ctx| match res.and_then(|r| r) {
             Ok((pc, answer)) => {
                 act.pc = Some(pc);
+                for room in act.rooms.values().flatten() {
+                    room.do_send(AnnouncePublish {
+                        session: act.id,
+                        principal: act.principal.clone(),
+                        expected: act.expected_tracks,
+                    });
+                }
                 Ok(answer)
             }
             Err(e) => {

@@ -155,9 +155,18 @@ async fn build(
 
 /// Whether a WebRTC viewer can be offered this codec.
 fn webrtc_carries(mime: &str) -> bool {
-    ["video/H264", "video/VP8", "video/VP9", "video/AV1", "audio/opus", "audio/PCMU", "audio/PCMA", "audio/G722"]
-        .iter()
-        .any(|m| m.eq_ignore_ascii_case(mime))
+    [
+        "video/H264",
+        "video/VP8",
+        "video/VP9",
+        "video/AV1",
+        "audio/opus",
+        "audio/PCMU",
+        "audio/PCMA",
+        "audio/G722",
+    ]
+    .iter()
+    .any(|m| m.eq_ignore_ascii_case(mime))
 }
 
 /// The payload type this leg negotiated for `track`'s codec, if the client accepted it.
@@ -253,6 +262,12 @@ impl Handler<Negotiate> for Viewer {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             };
+            if watched.tracks.is_empty() {
+                return Err(EngineError::NotFound(format!(
+                    "{} has not published any track yet",
+                    watched.user
+                )));
+            }
             let (watched, tracks) = (watched.user, watched.tracks);
             media
                 .clone()

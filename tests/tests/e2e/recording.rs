@@ -14,7 +14,12 @@ use serde_json::{json, Value};
 
 async fn group(s: &Server, id: &str, members: &[(&str, Value)]) {
     let (st, body) = s
-        .call(Method::POST, "/v1/groups", Some(&s.admin), Some(json!({"id": id, "name": id})))
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&s.admin),
+            Some(json!({"id": id, "name": id})),
+        )
         .await;
     assert_eq!(st, 201, "{body}");
     for (user, perms) in members {
@@ -34,7 +39,9 @@ async fn group(s: &Server, id: &str, members: &[(&str, Value)]) {
 async fn wait_status(s: &Server, rid: &str, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (st, rec) = s.call(Method::GET, &format!("/v1/recordings/{rid}"), Some(&s.admin), None).await;
+        let (st, rec) = s
+            .call(Method::GET, &format!("/v1/recordings/{rid}"), Some(&s.admin), None)
+            .await;
         assert_eq!(st, 200, "{rec}");
         if rec["status"] == want || Instant::now() > deadline {
             assert_eq!(rec["status"], want, "recording never became {want}: {rec}\n{}", s.log());
@@ -51,7 +58,11 @@ fn ffprobe(args: &[&str]) -> Value {
         .args(args)
         .output()
         .expect("ffprobe (Debian package ffmpeg) runs");
-    assert!(out.status.success(), "ffprobe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
 }
 
@@ -70,7 +81,11 @@ fn probe_playlist(url: &str) -> (f64, Vec<String>) {
         .unwrap_or(0.0);
     let codecs = v["streams"]
         .as_array()
-        .map(|a| a.iter().filter_map(|s| s["codec_name"].as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["codec_name"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     (duration, codecs)
 }
@@ -82,7 +97,11 @@ fn segments_of(base: &str, playlist_path: &str, text: &str) -> Vec<(f64, String)
     let mut dur = None;
     for line in text.lines() {
         if let Some(d) = line.strip_prefix("#EXTINF:") {
-            dur = d.trim_end_matches(',').split(',').next().and_then(|d| d.parse::<f64>().ok());
+            dur = d
+                .trim_end_matches(',')
+                .split(',')
+                .next()
+                .and_then(|d| d.parse::<f64>().ok());
         } else if !line.starts_with('#') && !line.is_empty() {
             out.push((dur.take().unwrap_or(0.0), format!("{base}{dir}{line}")));
         }
@@ -114,7 +133,10 @@ async fn check_recording(s: &Server, rid: &str, want_s: f64, tolerance: f64) {
     assert!(text.contains("#EXT-X-ENDLIST"), "{text}");
     let url = format!("{}{path}?token={}", s.base, s.admin);
     let (duration, codecs) = tokio::task::spawn_blocking(move || probe_playlist(&url)).await.unwrap();
-    assert!((duration - want_s).abs() <= tolerance, "duration {duration} s, wanted {want_s} +- {tolerance}");
+    assert!(
+        (duration - want_s).abs() <= tolerance,
+        "duration {duration} s, wanted {want_s} +- {tolerance}"
+    );
     assert!(codecs.iter().any(|c| c == "h264"), "video stream: {codecs:?}");
     assert!(codecs.iter().any(|c| c == "aac"), "audio stream: {codecs:?}");
     let segments = segments_of(&s.base, &path, &text);
@@ -126,14 +148,19 @@ async fn check_recording(s: &Server, rid: &str, want_s: f64, tolerance: f64) {
         })
         .await
         .unwrap();
-        assert_eq!(v["frames"][0]["key_frame"], 1, "segment {url} does not start with a keyframe: {v}");
+        assert_eq!(
+            v["frames"][0]["key_frame"], 1,
+            "segment {url} does not start with a keyframe: {v}"
+        );
         let pts: Vec<f64> = v["frames"]
             .as_array()
             .unwrap()
             .iter()
             .filter_map(|f| f["pts_time"].as_str().and_then(|t| t.parse().ok()))
             .collect();
-        let (lo, hi) = pts.iter().fold((f64::MAX, f64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+        let (lo, hi) = pts
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
         // The video's span plus one frame (30 fps).
         let real = hi - lo + 1.0 / 30.0;
         assert!((real - extinf).abs() < 0.35, "segment {url}: EXTINF {extinf} vs {real}");
@@ -146,23 +173,38 @@ async fn a_recorded_call_plays_as_vod_with_keyframe_aligned_segments() {
     group(&s, "rec", &[]).await;
     let p = publish(&s, "rec", &s.admin).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (st, rec) = s.call(Method::POST, "/v1/groups/rec/recordings", Some(&s.admin), None).await;
+    let (st, rec) = s
+        .call(Method::POST, "/v1/groups/rec/recordings", Some(&s.admin), None)
+        .await;
     assert_eq!(st, 201, "{rec}");
     assert_eq!(rec["status"], "recording");
     let rid = rec["id"].as_str().unwrap().to_owned();
     // A second recording of the same call is a conflict.
-    let (st, body) = s.call(Method::POST, "/v1/groups/rec/recordings", Some(&s.admin), None).await;
+    let (st, body) = s
+        .call(Method::POST, "/v1/groups/rec/recordings", Some(&s.admin), None)
+        .await;
     assert_eq!(st, 409, "{body}");
 
     // Playable while in progress: an EVENT playlist.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (st, text) = get_text(&s, &format!("{}/v1/recordings/{rid}/index.m3u8?token={}", s.base, s.admin)).await;
+    let (st, text) = get_text(
+        &s,
+        &format!("{}/v1/recordings/{rid}/index.m3u8?token={}", s.base, s.admin),
+    )
+    .await;
     assert_eq!(st, 200, "{text}");
     assert!(text.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{text}");
     assert!(text.contains(".ts?exp="), "{text}");
 
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let (st, body) = s.call(Method::POST, &format!("/v1/recordings/{rid}/stop"), Some(&s.admin), None).await;
+    let (st, body) = s
+        .call(
+            Method::POST,
+            &format!("/v1/recordings/{rid}/stop"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
     assert_eq!(st, 200, "{body}");
     let rec = wait_status(&s, &rid, "ready").await;
     p.close().await;
@@ -170,7 +212,9 @@ async fn a_recorded_call_plays_as_vod_with_keyframe_aligned_segments() {
     // Complete within one segment of its end.
     check_recording(&s, &rid, 10.0, 1.0).await;
 
-    let (st, list) = s.call(Method::GET, "/v1/groups/rec/recordings", Some(&s.admin), None).await;
+    let (st, list) = s
+        .call(Method::GET, "/v1/groups/rec/recordings", Some(&s.admin), None)
+        .await;
     assert_eq!(st, 200, "{list}");
     let item = &list["recordings"][0];
     for f in ["id", "group", "kind", "status", "started_at", "duration_s"] {
@@ -184,44 +228,87 @@ async fn a_recorded_call_plays_as_vod_with_keyframe_aligned_segments() {
     assert_eq!(&r.bytes().await.unwrap()[..2], &[0xff, 0xd8]);
 
     // Stopping twice is a conflict; deleting removes it.
-    let (st, _) = s.call(Method::POST, &format!("/v1/recordings/{rid}/stop"), Some(&s.admin), None).await;
+    let (st, _) = s
+        .call(
+            Method::POST,
+            &format!("/v1/recordings/{rid}/stop"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
     assert_eq!(st, 409);
-    let (st, _) = s.call(Method::DELETE, &format!("/v1/recordings/{rid}"), Some(&s.admin), None).await;
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/v1/recordings/{rid}"), Some(&s.admin), None)
+        .await;
     assert_eq!(st, 204);
-    let (st, _) = s.call(Method::GET, &format!("/v1/recordings/{rid}"), Some(&s.admin), None).await;
+    let (st, _) = s
+        .call(Method::GET, &format!("/v1/recordings/{rid}"), Some(&s.admin), None)
+        .await;
     assert_eq!(st, 404);
 }
 
 #[tokio::test]
 async fn playback_needs_can_playback_and_a_valid_signed_link() {
     let s = Server::start().await;
-    group(&s, "pb", &[("viewer", json!({})), ("blind", json!({"can_playback": false}))]).await;
+    group(
+        &s,
+        "pb",
+        &[("viewer", json!({})), ("blind", json!({"can_playback": false}))],
+    )
+    .await;
     let p = publish(&s, "pb", &s.admin).await;
-    let (st, rec) = s.call(Method::POST, "/v1/groups/pb/recordings", Some(&s.admin), None).await;
+    let (st, rec) = s
+        .call(Method::POST, "/v1/groups/pb/recordings", Some(&s.admin), None)
+        .await;
     assert_eq!(st, 201, "{rec}");
     let rid = rec["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (st, _) = s.call(Method::POST, &format!("/v1/recordings/{rid}/stop"), Some(&s.admin), None).await;
+    let (st, _) = s
+        .call(
+            Method::POST,
+            &format!("/v1/recordings/{rid}/stop"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
     assert_eq!(st, 200);
     wait_status(&s, &rid, "ready").await;
     p.close().await;
 
-    let (viewer, blind, stranger) = (s.token("viewer").await, s.token("blind").await, s.token("stranger").await);
+    let (viewer, blind, stranger) = (
+        s.token("viewer").await,
+        s.token("blind").await,
+        s.token("stranger").await,
+    );
     // Starting a recording needs can_moderate.
-    let (st, _) = s.call(Method::POST, "/v1/groups/pb/recordings", Some(&viewer), None).await;
+    let (st, _) = s
+        .call(Method::POST, "/v1/groups/pb/recordings", Some(&viewer), None)
+        .await;
     assert_eq!(st, 403);
     for (tok, want) in [(&viewer, 200), (&blind, 403), (&stranger, 403)] {
         let (st, body) = s.call(Method::GET, "/v1/groups/pb/recordings", Some(tok), None).await;
         assert_eq!(st, want, "{body}");
-        let (st, body) = s.call(Method::GET, &format!("/v1/recordings/{rid}/index.m3u8"), Some(tok), None).await;
+        let (st, body) = s
+            .call(
+                Method::GET,
+                &format!("/v1/recordings/{rid}/index.m3u8"),
+                Some(tok),
+                None,
+            )
+            .await;
         assert_eq!(st, want, "{body}");
     }
-    let (st, _) = s.call(Method::GET, &format!("/v1/recordings/{rid}/index.m3u8"), None, None).await;
+    let (st, _) = s
+        .call(Method::GET, &format!("/v1/recordings/{rid}/index.m3u8"), None, None)
+        .await;
     assert_eq!(st, 401);
 
     let path = format!("/v1/recordings/{rid}/index.m3u8");
     let (_, text) = get_text(&s, &format!("{}{path}?token={viewer}", s.base)).await;
-    let (_, first) = segments_of(&s.base, &path, &text).into_iter().next().expect("a segment");
+    let (_, first) = segments_of(&s.base, &path, &text)
+        .into_iter()
+        .next()
+        .expect("a segment");
     let r = s.http().get(&first).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.bytes().await.unwrap()[0], 0x47, "MPEG-TS sync byte");
@@ -248,9 +335,29 @@ async fn playback_needs_can_playback_and_a_valid_signed_link() {
 fn make_mp4(dir: &Path, name: &str, secs: u32) -> PathBuf {
     let out = dir.join(name);
     let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=30", "-f", "lavfi"])
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+        ])
         .args(["-i", "sine=frequency=440:sample_rate=48000", "-t", &secs.to_string()])
-        .args(["-c:v", "libx264", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
         .arg(&out)
         .status()
         .expect("ffmpeg runs");
@@ -261,7 +368,15 @@ fn make_mp4(dir: &Path, name: &str, secs: u32) -> PathBuf {
 #[tokio::test]
 async fn uploads_become_hls_and_bad_files_fail_with_a_reason() {
     let s = Server::start().await;
-    group(&s, "up", &[("pub", json!({"can_publish": true})), ("nopub", json!({"can_publish": false}))]).await;
+    group(
+        &s,
+        "up",
+        &[
+            ("pub", json!({"can_publish": true})),
+            ("nopub", json!({"can_publish": false})),
+        ],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let mp4 = make_mp4(dir.path(), "clip.mp4", 4);
     let bytes = std::fs::read(&mp4).unwrap();
@@ -301,7 +416,10 @@ async fn uploads_become_hls_and_bad_files_fail_with_a_reason() {
     // Multipart works too.
     let form = reqwest::multipart::Form::new().part(
         "file",
-        reqwest::multipart::Part::bytes(bytes).file_name("clip.mp4").mime_str("video/mp4").unwrap(),
+        reqwest::multipart::Part::bytes(bytes)
+            .file_name("clip.mp4")
+            .mime_str("video/mp4")
+            .unwrap(),
     );
     let r = s
         .http()
@@ -319,10 +437,22 @@ async fn uploads_become_hls_and_bad_files_fail_with_a_reason() {
 #[tokio::test]
 async fn live_hls_serves_parts_and_blocks_until_the_next_one() {
     let s = Server::start().await;
-    group(&s, "lv", &[("watcher", json!({})), ("nosub", json!({"can_subscribe": false}))]).await;
+    group(
+        &s,
+        "lv",
+        &[("watcher", json!({})), ("nosub", json!({"can_subscribe": false}))],
+    )
+    .await;
     let p = publish(&s, "lv", &s.admin).await;
     let watcher = s.token("watcher").await;
-    let (st, _) = s.call(Method::GET, "/v1/groups/lv/live/index.m3u8", Some(&s.token("nosub").await), None).await;
+    let (st, _) = s
+        .call(
+            Method::GET,
+            "/v1/groups/lv/live/index.m3u8",
+            Some(&s.token("nosub").await),
+            None,
+        )
+        .await;
     assert_eq!(st, 403);
 
     let path = "/v1/groups/lv/live/index.m3u8";
@@ -340,7 +470,12 @@ async fn live_hls_serves_parts_and_blocks_until_the_next_one() {
         .and_then(|r| r.split('"').next())
         .expect("a part")
         .to_owned();
-    let r = s.http().get(format!("{}/v1/groups/lv/live/{part_uri}", s.base)).send().await.unwrap();
+    let r = s
+        .http()
+        .get(format!("{}/v1/groups/lv/live/{part_uri}", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.bytes().await.unwrap()[0], 0x47);
     let media_seq: u64 = text
@@ -360,7 +495,13 @@ async fn live_hls_serves_parts_and_blocks_until_the_next_one() {
     // ffprobe plays the live playlist.
     let url = format!("{}{path}?token={watcher}", s.base);
     let v = tokio::task::spawn_blocking(move || {
-        ffprobe(&["-show_entries", "stream=codec_name", "-protocol_whitelist", "http,tcp,hls", &url])
+        ffprobe(&[
+            "-show_entries",
+            "stream=codec_name",
+            "-protocol_whitelist",
+            "http,tcp,hls",
+            &url,
+        ])
     })
     .await
     .unwrap();
@@ -377,7 +518,9 @@ async fn a_sigkill_mid_recording_keeps_what_was_recorded() {
     let s = Server::start().await;
     group(&s, "crash", &[]).await;
     let p = publish(&s, "crash", &s.admin).await;
-    let (st, rec) = s.call(Method::POST, "/v1/groups/crash/recordings", Some(&s.admin), None).await;
+    let (st, rec) = s
+        .call(Method::POST, "/v1/groups/crash/recordings", Some(&s.admin), None)
+        .await;
     assert_eq!(st, 201, "{rec}");
     let rid = rec["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -399,7 +542,11 @@ impl Moto {
     fn start() -> Moto {
         let bin = workspace().join("target/s3-venv/bin/moto_server");
         assert!(bin.exists(), "{} missing: run scripts/setup.sh test", bin.display());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -408,7 +555,6 @@ impl Moto {
             .expect("start moto_server");
         Moto { child, port }
     }
-
 }
 
 impl Drop for Moto {
@@ -442,7 +588,9 @@ impl Proxy {
                 let mut cut_rx = cut_rx.clone();
                 cut_rx.borrow_and_update();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else { return };
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cut_rx.changed() => {}
@@ -491,7 +639,9 @@ async fn recording_to_s3_survives_the_store_going_away() {
     let s = Server::start_with_config(&config).await;
     group(&s, "s3", &[]).await;
     let p = publish(&s, "s3", &s.admin).await;
-    let (st, rec) = s.call(Method::POST, "/v1/groups/s3/recordings", Some(&s.admin), None).await;
+    let (st, rec) = s
+        .call(Method::POST, "/v1/groups/s3/recordings", Some(&s.admin), None)
+        .await;
     assert_eq!(st, 201, "{rec}");
     let rid = rec["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -502,11 +652,21 @@ async fn recording_to_s3_survives_the_store_going_away() {
     assert_eq!(st, 503, "readyz reports the store: {body}");
     proxy.set_down(false);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (st, body) = s.call(Method::POST, &format!("/v1/recordings/{rid}/stop"), Some(&s.admin), None).await;
+    let (st, body) = s
+        .call(
+            Method::POST,
+            &format!("/v1/recordings/{rid}/stop"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
     assert_eq!(st, 200, "{body}");
     let rec = wait_status(&s, &rid, "ready").await;
     p.close().await;
-    assert!(s.log().contains("keeping segments in the spool"), "the outage was noticed");
+    assert!(
+        s.log().contains("keeping segments in the spool"),
+        "the outage was noticed"
+    );
     let d = rec["duration_s"].as_f64().unwrap();
     assert!((9.0..=11.0).contains(&d), "nothing lost: {rec}");
     check_recording(&s, &rid, 10.0, 1.0).await;
@@ -520,4 +680,42 @@ async fn recording_to_s3_survives_the_store_going_away() {
         .await
         .unwrap();
     assert!(listing.contains(".ts</Key>"), "{listing}");
+}
+
+#[tokio::test]
+async fn settings_record_records_the_call_automatically() {
+    let s = Server::start().await;
+    let (st, body) = s
+        .call(
+            Method::POST,
+            "/v1/groups",
+            Some(&s.admin),
+            Some(json!({"id": "auto", "name": "auto", "settings": {"record": true}})),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let p = publish(&s, "auto", &s.admin).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (st, list) = s
+        .call(Method::GET, "/v1/groups/auto/recordings", Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 200, "{list}");
+    let rec = &list["recordings"][0];
+    assert_eq!(rec["status"], "recording", "{list}");
+    assert_eq!(rec["created_by"], "auto-record");
+    let rid = rec["id"].as_str().unwrap().to_owned();
+    // The call ends: after the grace period the recording is closed.
+    p.close().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, rec) = s
+            .call(Method::GET, &format!("/v1/recordings/{rid}"), Some(&s.admin), None)
+            .await;
+        if rec["status"] == "ready" {
+            assert!(rec["duration_s"].as_f64().unwrap() >= 3.0, "{rec}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never closed: {rec}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -97,14 +97,11 @@ async fn one_publish_fans_out_to_several_groups_each_with_its_own_permissions() 
         a.keyframes >= 1 && a.video_mime.as_deref() == Some("video/H264"),
         "{a:?}"
     );
-    // A fresh subscriber gets a picture fast: the server asks the publisher for a keyframe.
+    // A fresh subscriber gets a picture fast: from the track's keyframe cache (the publisher
+    // has been sending for a while), or by a keyframe request.
     assert!(
         a.first_keyframe.is_some_and(|t| t < Duration::from_secs(3)),
         "first keyframe: {a:?}"
-    );
-    assert!(
-        publisher.plis_received() >= 1,
-        "the server requested a keyframe for the new viewers"
     );
     // Per-track and per-room metrics.
     assert!(s.metric("fanfare_track_packets_in").await > 0.0);

@@ -240,7 +240,7 @@ impl Segmenter {
     fn check_jump(&self, t: usize, dts: i64) -> Option<bool> {
         let last = self.last_dts[t]?;
         let d = dts - last;
-        if d > JUMP_FORWARD || d < -JUMP_BACK {
+        if !(-JUMP_BACK..=JUMP_FORWARD).contains(&d) {
             Some(true)
         } else if d <= 0 {
             Some(false)
@@ -262,7 +262,14 @@ impl Segmenter {
         Ok(())
     }
 
-    fn video(&mut self, pts: i64, dts: i64, key: bool, data: Bytes, ev: &mut Vec<SegmentEvent>) -> Result<(), VodError> {
+    fn video(
+        &mut self,
+        pts: i64,
+        dts: i64,
+        key: bool,
+        data: Bytes,
+        ev: &mut Vec<SegmentEvent>,
+    ) -> Result<(), VodError> {
         if !(data.starts_with(&[0, 0, 1]) || data.starts_with(&[0, 0, 0, 1])) || data.len() < 5 {
             tracing::trace!("segmenter: H.264 frame without a start code dropped");
             return Ok(());
@@ -396,7 +403,9 @@ impl Segmenter {
     fn flush_pending_video(&mut self, ev: &mut Vec<SegmentEvent>) -> Result<(), VodError> {
         self.hold_done = true;
         let pending = std::mem::take(&mut self.pending_video);
-        let Some(&(start, ..)) = pending.first() else { return Ok(()) };
+        let Some(&(start, ..)) = pending.first() else {
+            return Ok(());
+        };
         self.open_segment(start, ev)?;
         for (i, (pts, dts, key, data)) in pending.into_iter().enumerate() {
             if i > 0 {
@@ -409,7 +418,9 @@ impl Segmenter {
 
     fn open_audio_from_pending(&mut self, ev: &mut Vec<SegmentEvent>) -> Result<(), VodError> {
         let pending = std::mem::take(&mut self.pending_audio);
-        let Some(&(start, _)) = pending.front() else { return Ok(()) };
+        let Some(&(start, _)) = pending.front() else {
+            return Ok(());
+        };
         self.open_segment(start, ev)?;
         for (i, (p, d)) in pending.into_iter().enumerate() {
             if i > 0 {
@@ -586,9 +597,14 @@ mod tests {
     #[test]
     fn garbage_video_does_not_panic() {
         let mut s = Segmenter::new(SegmenterConfig::default());
-        for (i, d) in [&b""[..], &[0, 0, 1], &[1, 2, 3, 4, 5, 6], &[0, 0, 0, 1, 0x65, 0xff, 0xff]]
-            .iter()
-            .enumerate()
+        for (i, d) in [
+            &b""[..],
+            &[0, 0, 1],
+            &[1, 2, 3, 4, 5, 6],
+            &[0, 0, 0, 1, 0x65, 0xff, 0xff],
+        ]
+        .iter()
+        .enumerate()
         {
             let _ = s.push(Frame {
                 codec: Codec::H264,

@@ -66,7 +66,10 @@ pub fn access_units() -> Vec<Au> {
             has_vcl && matches!(t, 6..=9 | 14..=18)
         };
         if new {
-            out.push(Au { nalus: std::mem::take(&mut cur), keyframe: key });
+            out.push(Au {
+                nalus: std::mem::take(&mut cur),
+                keyframe: key,
+            });
             has_vcl = false;
             key = false;
         }
@@ -75,7 +78,10 @@ pub fn access_units() -> Vec<Au> {
         cur.push(nal);
     }
     if !cur.is_empty() {
-        out.push(Au { nalus: cur, keyframe: key });
+        out.push(Au {
+            nalus: cur,
+            keyframe: key,
+        });
     }
     out
 }
@@ -120,7 +126,11 @@ pub fn ffmpeg(args: &[&str]) {
         .args(args)
         .output()
         .expect("ffmpeg");
-    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// ffprobe with the given arguments; stdout as a string.
@@ -130,7 +140,11 @@ pub fn ffprobe(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("ffprobe");
-    assert!(out.status.success(), "ffprobe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -139,7 +153,19 @@ pub fn opus_packets(dir: &Path, secs: u32) -> Vec<(i64, Bytes)> {
     let path = dir.join("sine.ogg");
     let p = path.to_str().expect("utf-8 path");
     let dur = format!("sine=frequency=440:sample_rate=48000:duration={secs}");
-    ffmpeg(&["-f", "lavfi", "-i", &dur, "-c:a", "libopus", "-b:a", "64k", "-frame_duration", "20", p]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &dur,
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "64k",
+        "-frame_duration",
+        "20",
+        p,
+    ]);
     ffmpeg_next::init().expect("ffmpeg init");
     let mut input = ffmpeg_next::format::input(&path).expect("open ogg");
     let mut out = Vec::new();
