@@ -37,6 +37,9 @@ struct Args {
     /// Camera bitrate (x264enc kbit/s).
     #[arg(long, default_value_t = 2000)]
     kbps: u32,
+    /// videotestsrc pattern (`snow` is incompressible: the encoder meets the bitrate).
+    #[arg(long, default_value = "snow")]
+    pattern: String,
     /// Skip the ffmpeg runs.
     #[arg(long)]
     no_ffmpeg: bool,
@@ -118,7 +121,7 @@ async fn start_camera(args: &Args, port: u16) -> Result<Child> {
         .arg(workspace().join("tests/rtsp/server.py"))
         .args(["--port", &port.to_string(), "--path", "/cam"])
         .args(["--width", &args.width.to_string(), "--height", &args.height.to_string()])
-        .args(["--kbps", &args.kbps.to_string()])
+        .args(["--kbps", &args.kbps.to_string(), "--pattern", &args.pattern])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -150,6 +153,8 @@ struct Row {
     rss_peak: f64,
     base_rss: f64,
     fps: f64,
+    /// Media received per camera (frame payload), kbit/s.
+    kbps: f64,
 }
 
 async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
@@ -206,6 +211,7 @@ async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
             async move {
                 let mut live = 0;
                 let mut frames = 0u64;
+                let mut bytes = 0u64;
                 for id in ids {
                     let v: Value = http
                         .get(format!("{base}/v1/ingests/{id}"))
@@ -216,8 +222,9 @@ async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
                         .await?;
                     live += usize::from(v["status"] == "live");
                     frames += v["frames"].as_u64().unwrap_or(0);
+                    bytes += v["bytes"].as_u64().unwrap_or(0);
                 }
-                anyhow::Ok((live, frames))
+                anyhow::Ok((live, frames, bytes))
             }
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -228,11 +235,13 @@ async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         tokio::time::sleep(Duration::from_secs(args.warmup_s)).await;
-        let (_, f0) = frames(ids.clone()).await?;
+        let (_, f0, b0) = frames(ids.clone()).await?;
         let t0 = Instant::now();
         let (cpu, rss_mean, rss_peak) = measure(&[pid], args.duration_s).await;
-        let (_, f1) = frames(ids.clone()).await?;
-        let fps = (f1 - f0) as f64 / t0.elapsed().as_secs_f64() / k as f64;
+        let (_, f1, b1) = frames(ids.clone()).await?;
+        let secs = t0.elapsed().as_secs_f64();
+        let fps = (f1 - f0) as f64 / secs / k as f64;
+        let kbps = (b1 - b0) as f64 * 8.0 / 1000.0 / secs / k as f64;
         Ok(Row {
             k,
             reader: "fanfare ingest",
@@ -241,6 +250,7 @@ async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
             rss_peak,
             base_rss,
             fps,
+            kbps,
         })
     }
     .await;
@@ -292,13 +302,14 @@ async fn run_ffmpeg(args: &Args, k: usize, url: &str) -> Result<Row> {
         rss_peak,
         base_rss: 0.0,
         fps: f64::NAN,
+        kbps: f64::NAN,
     })
 }
 
 fn print(r: &Row) {
     let per = |v: f64| v / r.k as f64;
     println!(
-        "| {} | {} | {:.1}% | {:.2}% | {:.0} | {:.1} | {} | {} |",
+        "| {} | {} | {:.1}% | {:.2}% | {:.0} | {:.1} | {} | {} | {} |",
         r.k,
         r.reader,
         r.cpu * 100.0,
@@ -315,6 +326,11 @@ fn print(r: &Row) {
         } else {
             format!("{:.1}", r.fps)
         },
+        if r.kbps.is_nan() {
+            "-".into()
+        } else {
+            format!("{:.0}", r.kbps)
+        },
     );
 }
 
@@ -325,8 +341,8 @@ async fn main() -> Result<()> {
     let mut camera = start_camera(&args, port).await?;
     let url = format!("rtsp://127.0.0.1:{port}/cam");
     eprintln!("camera {}x{} {} kbit/s at {url}", args.width, args.height, args.kbps);
-    println!("| cameras | reader | CPU total | CPU per camera | RSS peak MB | RSS per camera MB | RSS idle MB | fps per camera |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| cameras | reader | CPU total | CPU per camera | RSS peak MB | RSS per camera MB | RSS idle MB | fps per camera | kbit/s per camera |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut result = Ok(());
     for &k in &args.cameras {
         match run_fanfare(&args, k, &url).await {

@@ -43,12 +43,13 @@ def main():
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--kbps", type=int, default=0, help="x264enc bitrate (0: its default)")
+    p.add_argument("--pattern", default="ball", help="videotestsrc pattern (snow: incompressible)")
     args = p.parse_args()
 
     Gst.init(None)
     bitrate = f" bitrate={args.kbps}" if args.kbps > 0 else ""
     video = (
-        f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={args.width},height={args.height},"
+        f"videotestsrc is-live=true pattern={args.pattern} ! video/x-raw,width={args.width},height={args.height},"
         f"framerate={args.fps}/1 ! x264enc tune=zerolatency key-int-max=30 speed-preset=ultrafast{bitrate} "
         "! rtph264pay name=pay0 pt=96 config-interval=-1"
     )

@@ -205,43 +205,94 @@ async fn feed(
             return;
         }
     };
-    let is_video = track.info.kind == MediaKind::Video;
-    let mut base: Option<(i64, i64)> = None;
-    let mut last_key = Instant::now();
-    let mut started = false;
-    let mut dropped = 0u64;
+    let mut feed = Feed {
+        is_video: track.info.kind == MediaKind::Video,
+        track: track.clone(),
+        worker,
+        t0,
+        has_video,
+        video_started,
+        target,
+        base: None,
+        last_key: Instant::now(),
+        started: false,
+        dropped: 0,
+    };
+    // The first packets arrive as a burst (the track's cached keyframe onwards): place them so
+    // the newest is "now", keeping audio and video in step.
+    let Some(first) = rx.recv().await else { return };
+    let mut burst = depack.push(&first);
+    while let Ok(pkt) = rx.try_recv() {
+        burst.extend(depack.push(&pkt));
+    }
+    if let (Some(f), Some(l)) = (burst.first(), burst.last()) {
+        let now = (t0.elapsed().as_secs_f64() * CLOCK_HZ as f64) as i64;
+        feed.base = Some((f.pts, now - (l.pts - f.pts).max(0)));
+    }
+    for frame in burst {
+        if !feed.emit(frame) {
+            return;
+        }
+    }
     while let Some(pkt) = rx.recv().await {
-        for mut frame in depack.push(&pkt) {
-            if is_video {
-                if frame.keyframe {
-                    last_key = Instant::now();
-                    started = true;
-                    video_started.store(true, Ordering::Relaxed);
-                } else if !started {
-                    continue;
-                }
-                if last_key.elapsed() > target {
-                    track.request_keyframe_soon();
-                    last_key = Instant::now();
-                }
-            } else if has_video && !video_started.load(Ordering::Relaxed) {
-                continue;
+        for frame in depack.push(&pkt) {
+            if !feed.emit(frame) {
+                return;
             }
-            let (pts0, at) = *base.get_or_insert_with(|| {
-                let at = (t0.elapsed().as_secs_f64() * CLOCK_HZ as f64) as i64;
-                (frame.pts, at)
-            });
-            frame.pts = frame.pts - pts0 + at;
-            match worker.try_send(Cmd::Frame(frame)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    dropped += 1;
-                    if dropped.is_power_of_two() {
-                        tracing::warn!(track = %track.info.id, dropped, "segmenter behind; frames dropped");
-                    }
-                }
-                Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+/// A tap task's state between frames.
+struct Feed {
+    is_video: bool,
+    track: Arc<Fanout>,
+    worker: SyncSender<Cmd>,
+    t0: Instant,
+    has_video: bool,
+    video_started: Arc<AtomicBool>,
+    target: Duration,
+    /// `(first pts, its place on the program clock)`.
+    base: Option<(i64, i64)>,
+    last_key: Instant,
+    started: bool,
+    dropped: u64,
+}
+
+impl Feed {
+    /// Queues one frame for the worker; `false` once the worker is gone.
+    fn emit(&mut self, mut frame: Frame) -> bool {
+        if self.is_video {
+            if frame.keyframe {
+                self.last_key = Instant::now();
+                self.started = true;
+                self.video_started.store(true, Ordering::Relaxed);
+            } else if !self.started {
+                return true;
             }
+            if self.last_key.elapsed() > self.target {
+                self.track.request_keyframe_soon();
+                self.last_key = Instant::now();
+            }
+        } else if self.has_video && !self.video_started.load(Ordering::Relaxed) {
+            return true;
+        }
+        let t0 = self.t0;
+        let (pts0, at) = *self.base.get_or_insert_with(|| {
+            let at = (t0.elapsed().as_secs_f64() * CLOCK_HZ as f64) as i64;
+            (frame.pts, at)
+        });
+        frame.pts = frame.pts - pts0 + at;
+        match self.worker.try_send(Cmd::Frame(frame)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.dropped += 1;
+                if self.dropped.is_power_of_two() {
+                    tracing::warn!(track = %self.track.info.id, dropped = self.dropped, "segmenter behind; frames dropped");
+                }
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 }
