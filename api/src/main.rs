@@ -10,6 +10,7 @@ mod config;
 mod credentials;
 mod error;
 mod http_metrics;
+mod ingest_recorder;
 mod openapi;
 mod routes;
 mod server;

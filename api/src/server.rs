@@ -44,10 +44,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         sessions: Default::default(),
         metrics: metrics.clone(),
     };
-    let vod = vod::Vod::start(config.vod(&creds.api_secret)?, store.clone(), registry.clone())?;
+    let vod_metrics = vod::metrics::VodMetrics::new(&prometheus)?;
+    let vod = vod::Vod::start(
+        config.vod(&creds.api_secret)?,
+        store.clone(),
+        registry.clone(),
+        vod_metrics,
+    )?;
     let auto_record = vod::auto_record::AutoRecorder::new(vod.clone(), store.clone());
     let auto_record = actix::Actor::start_in_arbiter(&actors.handle(), move |_| auto_record);
-    registry.do_send(engine::registry::ObserveCalls(auto_record.recipient()));
+    registry.do_send(engine::registry::ObserveCalls(auto_record.clone().recipient()));
     let ingests = ingest::IngestManager::new(ingest::IngestDeps {
         store: store.clone(),
         registry: registry.clone(),
@@ -56,7 +62,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         arbiter: actors.handle(),
         config: config.ingest.clone(),
     });
-    // Recording hook: `ingests.set_recorder(...)` goes here, before `boot`.
+    ingests.set_recorder(Arc::new(crate::ingest_recorder::IngestRecordings::new(
+        auto_record.clone(),
+    )));
     match ingests.boot() {
         Ok(n) if n > 0 => println!("Restarted {n} stored RTSP ingests"),
         Ok(_) => {}

@@ -1,5 +1,6 @@
 //! Automatic recording: a group whose `settings.record` is on has its call recorded from the
-//! first publish until the call has been empty for a grace period.
+//! first publish until the call has been empty for a grace period; and the recordings of RTSP
+//! cameras created with `"record": true` ([`RecordParticipant`], [`StopParticipant`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -89,5 +90,63 @@ impl Handler<CallActivity> for AutoRecorder {
             });
             self.stopping.insert(key, handle);
         }
+    }
+}
+
+/// Records one participant of a group (an RTSP camera) as a recording of kind `ingest`.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct RecordParticipant {
+    pub group: GroupId,
+    pub participant: UserId,
+}
+
+/// Stops the recordings of a participant (the camera was deleted).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct StopParticipant {
+    pub participant: UserId,
+    pub groups: Vec<GroupId>,
+}
+
+impl Handler<RecordParticipant> for AutoRecorder {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordParticipant, ctx: &mut Context<Self>) {
+        let vod = self.vod.clone();
+        let fut = async move {
+            let by = msg.participant.clone();
+            match vod
+                .start_recording(&msg.group, &by, RecordingKind::Ingest, Some(msg.participant.clone()))
+                .await
+            {
+                Ok(rec) => {
+                    tracing::info!(participant = %msg.participant, recording = %rec.id, "camera recording started")
+                }
+                Err(e) => tracing::warn!(participant = %msg.participant, "cannot record the camera: {e}"),
+            }
+        };
+        ctx.spawn(fut.into_actor(self));
+    }
+}
+
+impl Handler<StopParticipant> for AutoRecorder {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopParticipant, ctx: &mut Context<Self>) {
+        let vod = self.vod.clone();
+        let fut = async move {
+            for group in &msg.groups {
+                let Ok(recs) = vod.list(group).await else { continue };
+                for rec in recs.iter().filter(|r| {
+                    r.status == RecordingStatus::Recording && r.participant.as_ref() == Some(&msg.participant)
+                }) {
+                    if let Err(e) = vod.stop_recording(&rec.id).await {
+                        tracing::warn!(recording = %rec.id, "cannot stop a camera recording: {e}");
+                    }
+                }
+            }
+        };
+        ctx.spawn(fut.into_actor(self));
     }
 }

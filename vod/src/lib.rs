@@ -9,6 +9,7 @@ pub mod depack;
 pub mod error;
 pub mod frame;
 pub mod live;
+pub mod metrics;
 pub mod program;
 pub mod recordings;
 pub mod segment;

@@ -47,6 +47,7 @@ pub struct ProgramDeps {
     pub segmenting: SegmenterConfig,
     /// Where tap tasks run.
     pub runtime: tokio::runtime::Handle,
+    pub metrics: crate::metrics::VodMetrics,
 }
 
 enum Cmd {
@@ -314,6 +315,9 @@ fn work(rx: Receiver<Cmd>, deps: ProgramDeps, live: Arc<LiveBuffer>, group: Grou
     let mut sinks: HashMap<String, Sink> = HashMap::new();
     let mut last_keyframe: Option<bytes::Bytes> = None;
     let mut errors = 0u64;
+    // When the previous frame reached the worker: a part is complete (servable) when the frame
+    // after its last one arrives, so its delay is measured from the previous frame.
+    let mut previous_frame = Instant::now();
     let handle = |events: Vec<SegmentEvent>,
                   sinks: &mut HashMap<String, Sink>,
                   produced: &mut u64,
@@ -335,6 +339,7 @@ fn work(rx: Receiver<Cmd>, deps: ProgramDeps, live: Arc<LiveBuffer>, group: Grou
                     data,
                 },
                 SegmentEvent::Segment(mut seg) => {
+                    deps.metrics.segments.inc();
                     seg.seq += seq_base;
                     *produced = seg.seq + 1 - seq_base;
                     for (rid, sink) in sinks.iter_mut() {
@@ -352,8 +357,17 @@ fn work(rx: Receiver<Cmd>, deps: ProgramDeps, live: Arc<LiveBuffer>, group: Grou
                 if frame.keyframe && frame.codec.is_video() {
                     last_keyframe = Some(frame.data.clone());
                 }
+                let arrived = Instant::now();
                 match segmenter.push(frame) {
-                    Ok(events) => handle(events, &mut sinks, &mut produced, seq_base, &last_keyframe),
+                    Ok(events) => {
+                        for ev in &events {
+                            if matches!(ev, SegmentEvent::Part { .. }) {
+                                deps.metrics.part_delay.observe(previous_frame.elapsed().as_secs_f64());
+                            }
+                        }
+                        previous_frame = arrived;
+                        handle(events, &mut sinks, &mut produced, seq_base, &last_keyframe)
+                    }
                     Err(e) => {
                         errors += 1;
                         if errors.is_power_of_two() {
@@ -444,6 +458,7 @@ impl Actor for Program {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.deps.metrics.programs.inc();
         if let Some(rx) = self.worker_rx.take() {
             let (deps, live, group) = (self.deps.clone(), self.live.clone(), self.key.group.clone());
             let spawned = std::thread::Builder::new()
@@ -478,6 +493,7 @@ impl Actor for Program {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.deps.metrics.programs.dec();
         for t in self.taps.drain(..) {
             t.abort();
         }

@@ -53,6 +53,7 @@ struct Inner {
     programs: Programs,
     config: VodConfig,
     rt: tokio::runtime::Handle,
+    metrics: crate::metrics::VodMetrics,
 }
 
 fn link_error(e: LinkError) -> VodError {
@@ -68,7 +69,12 @@ fn blocking_err(e: tokio::task::JoinError) -> VodError {
 
 impl Vod {
     /// Opens the object store and spool, and settles recordings a previous run left open.
-    pub fn start(config: VodConfig, db: Arc<dyn Store>, registry: Addr<Registry>) -> Result<Vod, VodError> {
+    pub fn start(
+        config: VodConfig,
+        db: Arc<dyn Store>,
+        registry: Addr<Registry>,
+        metrics: crate::metrics::VodMetrics,
+    ) -> Result<Vod, VodError> {
         let rt = match RUNTIME.get() {
             Some(rt) => rt,
             None => {
@@ -83,7 +89,7 @@ impl Vod {
         let objects = open_object_store(&config.object_store, &config.data_dir)?;
         let store = {
             let _enter = rt.enter();
-            SegmentStore::start(objects, db.clone(), &config.data_dir)?
+            SegmentStore::start(objects, db.clone(), &config.data_dir, metrics.clone())?
         };
         let vod = Vod {
             inner: Arc::new(Inner {
@@ -94,6 +100,7 @@ impl Vod {
                 programs: Default::default(),
                 config,
                 rt: rt.handle().clone(),
+                metrics,
             }),
         };
         vod.reconcile()?;
@@ -161,6 +168,7 @@ impl Vod {
             db: self.inner.db.clone(),
             segmenting: cfg,
             runtime: self.inner.rt.clone(),
+            metrics: self.inner.metrics.clone(),
         };
         let addr = Program::new(key.clone(), deps, live.clone(), on_stop).start();
         programs.insert(key, (generation, addr.clone(), live.clone()));

@@ -142,6 +142,7 @@ struct Inner {
     /// Objects still in the spool: object key -> spool number (served from there meanwhile).
     pending: Mutex<HashMap<String, u64>>,
     wake: Notify,
+    metrics: crate::metrics::VodMetrics,
     /// Whether the last upload attempt failed (for `/readyz` and logs).
     store_down: AtomicBool,
     uploaded: Notify,
@@ -150,7 +151,12 @@ struct Inner {
 impl SegmentStore {
     /// Opens the spool under `data_dir/spool`, queues what a previous run left there, and
     /// starts the upload worker on the current tokio runtime.
-    pub fn start(objects: Arc<dyn ObjectStore>, db: Arc<dyn Store>, data_dir: &Path) -> Result<SegmentStore, VodError> {
+    pub fn start(
+        objects: Arc<dyn ObjectStore>,
+        db: Arc<dyn Store>,
+        data_dir: &Path,
+        metrics: crate::metrics::VodMetrics,
+    ) -> Result<SegmentStore, VodError> {
         let spool = data_dir.join("spool");
         std::fs::create_dir_all(&spool)?;
         let mut left: Vec<Job> = Vec::new();
@@ -184,6 +190,7 @@ impl SegmentStore {
         }
         let next = left.last().map(|j| j.n + 1).unwrap_or(0);
         let pending = left.iter().map(|j| (j.meta.object.clone(), j.n)).collect();
+        metrics.spooled.set(left.len() as i64);
         let inner = Arc::new(Inner {
             objects,
             db,
@@ -192,6 +199,7 @@ impl SegmentStore {
             queue: Mutex::new(left.into()),
             pending: Mutex::new(pending),
             wake: Notify::new(),
+            metrics,
             store_down: AtomicBool::new(false),
             uploaded: Notify::new(),
         });
@@ -216,6 +224,7 @@ impl SegmentStore {
         }
         if let Ok(mut q) = inner.queue.lock() {
             q.push_back(Job { n, meta });
+            inner.metrics.spooled.set(q.len() as i64);
         }
         inner.wake.notify_one();
         Ok(())
@@ -345,7 +354,9 @@ async fn upload_worker(inner: Arc<Inner>) {
                     if q.front().is_some_and(|j| j.n == job.n) {
                         q.pop_front();
                     }
+                    inner.metrics.spooled.set(q.len() as i64);
                 }
+                inner.metrics.uploads.inc();
                 if let Ok(mut p) = inner.pending.lock() {
                     if p.get(&job.meta.object) == Some(&job.n) {
                         p.remove(&job.meta.object);
@@ -355,6 +366,7 @@ async fn upload_worker(inner: Arc<Inner>) {
                 inner.uploaded.notify_waiters();
             }
             Err(e) => {
+                inner.metrics.upload_failures.inc();
                 if !inner.store_down.swap(true, Ordering::Relaxed) {
                     tracing::warn!(object = %job.meta.object, "upload failed, keeping segments in the spool: {e}");
                 }
