@@ -139,7 +139,10 @@ impl Program {
         let mine: Vec<&Arc<Fanout>> = tracks
             .iter()
             .filter(|t| Some(&t.info.publisher) == user.as_ref())
-            .filter(|t| Depacketizer::new(&t.info.codec.mime_type, t.info.codec.clock_rate, 1, "").is_ok())
+            .filter(|t| {
+                let c = &t.info.codec;
+                Depacketizer::new(&c.mime_type, c.clock_rate, c.channels.max(1), &c.sdp_fmtp_line).is_ok()
+            })
             .collect();
         let video = mine
             .iter()

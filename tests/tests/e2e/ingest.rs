@@ -415,3 +415,106 @@ async fn a_stored_ingest_restarts_with_the_server() {
     );
     drop(camera);
 }
+
+/// Duration and codecs of an HLS playlist URL, as ffprobe reads it.
+fn probe(url: &str) -> (f64, String) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-of",
+            "json",
+            "-show_entries",
+            "format=duration:stream=codec_name",
+        ])
+        .args(["-protocol_whitelist", "http,tcp,hls", url])
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let d = v["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    (d, v["streams"].to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_camera_keeps_one_recording_across_a_camera_restart_and_plays_live() {
+    let s = Server::start_with_config(CONFIG).await;
+    group(&s, "yard", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let port = free_port();
+    let camera = Camera::start(port, &["--audio"]);
+    let (st, created) = create(
+        &s,
+        &s.admin,
+        json!({"url": camera.url(), "name": "Yard", "groups": ["yard"], "record": true}),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+
+    // The camera is the group's live HLS program.
+    let live = format!("{}/v1/groups/yard/live/index.m3u8?token={viewer}", s.base);
+    // The first request starts the program; a blocking reload waits for two whole segments.
+    let r = s.http().get(&live).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s.http().get(format!("{live}&_HLS_msn=1")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, codecs) = tokio::task::spawn_blocking(move || probe(&live)).await.unwrap();
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs}");
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The camera goes away for a while and comes back: the same recording goes on.
+    drop(camera);
+    wait_status(&s, &id, "retrying", Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let camera = Camera::start(port, &["--audio"]);
+    wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let (st, list) = s
+        .call(Method::GET, "/v1/groups/yard/recordings", Some(&viewer), None)
+        .await;
+    assert_eq!(st, 200, "{list}");
+    let recs = list["recordings"].as_array().expect("recordings").clone();
+    assert_eq!(recs.len(), 1, "one recording across the reconnect: {list}");
+    assert_eq!(recs[0]["kind"], "ingest");
+    assert_eq!(recs[0]["status"], "recording");
+    let rid = recs[0]["id"].as_str().unwrap().to_owned();
+
+    // Deleting the camera ends its recording.
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 200);
+    drop(camera);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rec = loop {
+        let (_, rec) = s
+            .call(Method::GET, &format!("/v1/recordings/{rid}"), Some(&viewer), None)
+            .await;
+        if rec["status"] == "ready" {
+            break rec;
+        }
+        assert!(Instant::now() < deadline, "recording not closed: {rec}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let d = rec["duration_s"].as_f64().unwrap();
+    assert!(d >= 4.0, "both stretches recorded: {rec}");
+    let url = format!("{}/v1/recordings/{rid}/index.m3u8?token={viewer}", s.base);
+    let text = s.http().get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains("#EXT-X-DISCONTINUITY"),
+        "the camera's gap is marked: {text}"
+    );
+    let (probed, codecs) = tokio::task::spawn_blocking(move || probe(&url)).await.unwrap();
+    assert!(codecs.contains("h264"), "{codecs}");
+    assert!((probed - d).abs() < 1.5, "ffprobe {probed} s vs listed {d} s");
+}
