@@ -181,8 +181,12 @@ pub struct TrackView {
     pub kind: crate::track::MediaKind,
     pub source: crate::track::Source,
     pub muted: bool,
-    /// Simulcast layers by RID (empty: one layer).
+    /// Simulcast layers by RID, lowest first (empty: one layer).
     pub layers: Vec<String>,
+    /// Extension: each layer's RID, picture size (0 until its first keyframe) and measured
+    /// bitrate, lowest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_info: Vec<crate::track::LayerView>,
     /// Extension: the codec's MIME type, e.g. `video/H264`.
     pub codec: String,
     /// Extension: current subscriber legs.
@@ -192,12 +196,14 @@ pub struct TrackView {
 impl TrackView {
     /// The view of a live track.
     pub fn of(track: &crate::track::Fanout) -> TrackView {
+        let layer_info = track.layer_views();
         TrackView {
             id: track.info.id.clone(),
             kind: track.info.kind,
             source: track.info.source,
             muted: track.muted(),
-            layers: Vec::new(),
+            layers: layer_info.iter().map(|l| l.rid.clone()).collect(),
+            layer_info,
             codec: track.info.codec.mime_type.clone(),
             subscribers: track.subscribers(),
         }

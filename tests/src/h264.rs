@@ -520,3 +520,121 @@ mod tests {
         );
     }
 }
+
+/// The simulcast fixtures, lowest first: RID, Annex-B file (320x180, 640x360, 1280x720; 30 fps,
+/// GOP 30, baseline).
+pub fn simulcast_fixtures() -> Vec<(String, PathBuf)> {
+    let media = crate::workspace().join("assets/media");
+    vec![
+        ("q".to_owned(), media.join("180p30-h264.h264")),
+        ("h".to_owned(), media.join("360p30-h264.h264")),
+        ("f".to_owned(), media.join("720p30-h264.h264")),
+    ]
+}
+
+/// The picture size an RTP payload announces: an SPS sent alone or inside a STAP-A.
+pub fn payload_sps_dimensions(payload: &[u8]) -> Option<(u32, u32)> {
+    match payload.first().map(|&b| nal_type(b))? {
+        NAL_SPS => sps_dimensions(payload),
+        NAL_STAP_A => stap_a_units(payload)
+            .into_iter()
+            .find(|n| n.first().is_some_and(|&b| nal_type(b) == NAL_SPS))
+            .and_then(sps_dimensions),
+        _ => None,
+    }
+}
+
+/// Width and height from an SPS NAL unit (header byte included), cropping applied. Covers the
+/// profiles the tests use (no scaling matrices).
+pub fn sps_dimensions(nal: &[u8]) -> Option<(u32, u32)> {
+    let mut rbsp = Vec::with_capacity(nal.len());
+    let mut zeros = 0;
+    for &b in nal.get(1..)? {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    let mut pos = 0usize;
+    let mut bit = || -> Option<u32> {
+        let byte = *rbsp.get(pos / 8)?;
+        pos += 1;
+        Some(u32::from((byte >> (7 - (pos - 1) % 8)) & 1))
+    };
+    fn bits(bit: &mut impl FnMut() -> Option<u32>, n: u32) -> Option<u32> {
+        (0..n).try_fold(0u32, |acc, _| Some(acc << 1 | bit()?))
+    }
+    fn ue(bit: &mut impl FnMut() -> Option<u32>) -> Option<u32> {
+        let mut zeros = 0;
+        while bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + bits(bit, zeros)?)
+    }
+    let profile = bits(&mut bit, 8)?;
+    bits(&mut bit, 16)?;
+    ue(&mut bit)?;
+    let mut chroma = 1;
+    if [100, 110, 122, 244, 44, 83, 86, 118, 128].contains(&profile) {
+        chroma = ue(&mut bit)?;
+        if chroma == 3 {
+            bit()?;
+        }
+        ue(&mut bit)?;
+        ue(&mut bit)?;
+        bit()?;
+        if bit()? == 1 {
+            return None; // scaling matrices: not needed by the fixtures
+        }
+    }
+    ue(&mut bit)?;
+    match ue(&mut bit)? {
+        0 => {
+            ue(&mut bit)?;
+        }
+        1 => {
+            bit()?;
+            ue(&mut bit)?;
+            ue(&mut bit)?;
+            for _ in 0..ue(&mut bit)? {
+                ue(&mut bit)?;
+            }
+        }
+        _ => {}
+    }
+    ue(&mut bit)?;
+    bit()?;
+    let w_mbs = ue(&mut bit)? + 1;
+    let h_units = ue(&mut bit)? + 1;
+    let frame_mbs_only = bit()?;
+    if frame_mbs_only == 0 {
+        bit()?;
+    }
+    bit()?;
+    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
+    if bit()? == 1 {
+        (cl, cr, ct, cb) = (ue(&mut bit)?, ue(&mut bit)?, ue(&mut bit)?, ue(&mut bit)?);
+    }
+    let (sub_w, sub_h) = if chroma == 1 { (2, 2) } else if chroma == 2 { (2, 1) } else { (1, 1) };
+    let width = (w_mbs * 16).checked_sub((cl + cr) * sub_w)?;
+    let height = ((2 - frame_mbs_only) * h_units * 16).checked_sub((ct + cb) * sub_h * (2 - frame_mbs_only))?;
+    Some((width, height))
+}
+
+#[cfg(test)]
+mod sps_tests {
+    #[test]
+    fn the_simulcast_fixtures_have_the_sizes_they_are_named_for() {
+        let want = [(320, 180), (640, 360), (1280, 720)];
+        for ((_, path), want) in super::simulcast_fixtures().iter().zip(want) {
+            let aus = super::read_access_units(path).unwrap();
+            let sps = aus[0].nalus.iter().find(|n| super::nal_type(n[0]) == super::NAL_SPS).unwrap();
+            assert_eq!(super::sps_dimensions(sps), Some(want), "{}", path.display());
+        }
+    }
+}

@@ -120,6 +120,10 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// The Annex-B H.264 file the publisher loops.
     pub fixture: PathBuf,
+    /// Publisher: send the video as three simulcast layers (RIDs `q`, `h`, `f`, each looping
+    /// its own fixture from [`h264::simulcast_fixtures`]: 180p, 360p, 720p) instead of
+    /// `fixture`; a PLI for one layer's SSRC makes that layer jump to its next keyframe.
+    pub simulcast: bool,
 }
 
 impl Default for ClientOptions {
@@ -128,6 +132,7 @@ impl Default for ClientOptions {
             audio: true,
             timeout: Duration::from_secs(10),
             fixture: h264::fixture_path(),
+            simulcast: false,
         }
     }
 }
@@ -324,8 +329,23 @@ impl LoopbackPeer {
 
     /// Like [`LoopbackPeer::new`], bound to `ip` (e.g. a veth address in a private namespace).
     pub async fn bound(ip: std::net::IpAddr, rtcp_to_app: bool) -> Result<Self, ClientError> {
+        Self::build(ip, rtcp_to_app, false).await
+    }
+
+    /// Like [`LoopbackPeer::new`], with the header extensions simulcast needs (mid, RID,
+    /// repaired RID) registered for video.
+    pub async fn simulcast(rtcp_to_app: bool) -> Result<Self, ClientError> {
+        Self::build(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app, true).await
+    }
+
+    async fn build(ip: std::net::IpAddr, rtcp_to_app: bool, simulcast: bool) -> Result<Self, ClientError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
+        if simulcast {
+            rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers(
+                &mut media,
+            )?;
+        }
         let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
         if rtcp_to_app {
             registry = registry.with(
@@ -709,15 +729,49 @@ impl WhipPublisher {
         F: FnOnce(String) -> Fut,
         Fut: Future<Output = Result<SdpAnswer, ClientError>>,
     {
-        let aus = h264::read_access_units(&opts.fixture)
-            .map_err(|e| ClientError::Media(format!("{}: {e}", opts.fixture.display())))?;
-        if !aus.iter().any(|a| a.keyframe) {
-            return Err(ClientError::Media(format!("{}: no keyframe", opts.fixture.display())));
+        let fixtures = if opts.simulcast {
+            h264::simulcast_fixtures()
+        } else {
+            vec![(String::new(), opts.fixture.clone())]
+        };
+        let mut layers = Vec::new();
+        for (rid, path) in fixtures {
+            let aus =
+                h264::read_access_units(&path).map_err(|e| ClientError::Media(format!("{}: {e}", path.display())))?;
+            if !aus.iter().any(|a| a.keyframe) {
+                return Err(ClientError::Media(format!("{}: no keyframe", path.display())));
+            }
+            layers.push((rid, random_ssrc(), aus));
         }
-        let peer = LoopbackPeer::new(true).await?;
-        let video_ssrc = random_ssrc();
+        let peer = if opts.simulcast {
+            LoopbackPeer::simulcast(true).await?
+        } else {
+            LoopbackPeer::new(true).await?
+        };
+        let video_ssrc = layers[0].1;
         let stream_id = format!("fanfare-test-{video_ssrc:08x}");
-        let video = local_track(&stream_id, "video", RtpCodecKind::Video, video_ssrc, h264_codec());
+        let video = if opts.simulcast {
+            Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                stream_id.clone(),
+                "video".to_owned(),
+                "video".to_owned(),
+                RtpCodecKind::Video,
+                layers
+                    .iter()
+                    .map(|(rid, ssrc, _)| RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            rid: rid.clone(),
+                            ssrc: Some(*ssrc),
+                            ..Default::default()
+                        },
+                        codec: h264_codec(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            )))
+        } else {
+            local_track(&stream_id, "video", RtpCodecKind::Video, video_ssrc, h264_codec())
+        };
         let added = async {
             let video_sender = add_sendonly(&peer, video.clone()).await?;
             let audio = if opts.audio {
@@ -753,20 +807,54 @@ impl WhipPublisher {
         }
 
         let counters = Arc::new(PublisherCounters::default());
-        let mut tasks = vec![tokio::spawn(read_feedback(video.clone(), counters.clone()))];
-        let packetizer = Packetizer::new(video_payload_type, video_ssrc, random_u32() as u16);
-        tasks.push(tokio::spawn(send_video(
-            video,
-            packetizer,
-            aus,
-            counters.clone(),
-            peer.state_watch(),
-            opts.timeout,
-        )));
+        // Simulcast: each packet names its layer (RID) and media section (mid).
+        let mut ext_ids = (None, None);
+        if opts.simulcast {
+            if let Ok(params) = video_sender.get_parameters().await {
+                for ext in &params.rtp_parameters.header_extensions {
+                    if ext.uri == "urn:ietf:params:rtp-hdrext:sdes:mid" {
+                        ext_ids.0 = Some(ext.id as u8);
+                    } else if ext.uri == "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" {
+                        ext_ids.1 = Some(ext.id as u8);
+                    }
+                }
+            }
+        }
+        let mid = match peer.pc.get_transceivers().await.first() {
+            Some(t) => t.mid().await.ok().flatten().unwrap_or_else(|| "0".to_owned()),
+            None => "0".to_owned(),
+        };
+        let flags: Vec<(u32, Arc<AtomicBool>)> = layers
+            .iter()
+            .map(|(_, ssrc, _)| (*ssrc, Arc::new(AtomicBool::new(false))))
+            .collect();
+        let mut tasks = vec![tokio::spawn(read_feedback(video.clone(), counters.clone(), flags.clone()))];
+        for ((rid, ssrc, aus), (_, flag)) in layers.into_iter().zip(flags) {
+            let mut exts = Vec::new();
+            if opts.simulcast {
+                if let Some(id) = ext_ids.0 {
+                    exts.push((id, Bytes::from(mid.clone().into_bytes())));
+                }
+                if let Some(id) = ext_ids.1 {
+                    exts.push((id, Bytes::from(rid.into_bytes())));
+                }
+            }
+            let packetizer = Packetizer::new(video_payload_type, ssrc, random_u32() as u16);
+            tasks.push(tokio::spawn(send_video(
+                video.clone(),
+                packetizer,
+                aus,
+                VideoLayer { exts, requested: flag },
+                counters.clone(),
+                peer.state_watch(),
+                opts.timeout,
+            )));
+        }
         if let (Some(track), Some(pt)) = (audio_track, audio_payload_type) {
             tasks.push(tokio::spawn(read_feedback(
                 track.clone(),
                 Arc::new(PublisherCounters::default()),
+                Vec::new(),
             )));
             tasks.push(tokio::spawn(send_audio(
                 track,
@@ -900,25 +988,45 @@ async fn add_sendonly(peer: &LoopbackPeer, track: Arc<TrackLocalStaticRTP>) -> R
         .ok_or_else(|| ClientError::WebRtc("transceiver without a sender".into()))
 }
 
-/// Counts keyframe requests and NACKs arriving for `track`, and flags the sender.
-async fn read_feedback(track: Arc<TrackLocalStaticRTP>, counters: Arc<PublisherCounters>) {
+/// Counts keyframe requests and NACKs arriving for `track`, and flags the sender of the layer a
+/// PLI names (`layers`: SSRC and flag; every layer for a FIR or an unknown SSRC).
+async fn read_feedback(
+    track: Arc<TrackLocalStaticRTP>,
+    counters: Arc<PublisherCounters>,
+    layers: Vec<(u32, Arc<AtomicBool>)>,
+) {
+    let flag = |ssrc: Option<u32>| {
+        let named: Vec<_> = layers.iter().filter(|(s, _)| Some(*s) == ssrc).collect();
+        for (_, f) in if named.is_empty() { layers.iter().collect() } else { named } {
+            f.store(true, Ordering::SeqCst);
+        }
+    };
     while let Some(ev) = track.poll().await {
         let TrackLocalEvent::OnRtcpPacket(pkts) = ev else {
             continue;
         };
         for p in pkts {
             let any = p.as_any();
-            if any.is::<PictureLossIndication>() {
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                 counters.plis_received.fetch_add(1, Ordering::Relaxed);
                 counters.keyframe_requested.store(true, Ordering::SeqCst);
+                flag(Some(pli.media_ssrc));
             } else if any.is::<FullIntraRequest>() {
                 counters.firs_received.fetch_add(1, Ordering::Relaxed);
                 counters.keyframe_requested.store(true, Ordering::SeqCst);
+                flag(None);
             } else if any.is::<TransportLayerNack>() {
                 counters.nacks_received.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// One video stream of the publisher: the header extensions its packets carry (simulcast: mid
+/// and RID) and its keyframe-request flag.
+struct VideoLayer {
+    exts: Vec<(u8, Bytes)>,
+    requested: Arc<AtomicBool>,
 }
 
 /// Paces the fixture at 30 fps from the moment the connection is up (RTP before DTLS is lost),
@@ -927,6 +1035,7 @@ async fn send_video(
     track: Arc<TrackLocalStaticRTP>,
     mut packetizer: Packetizer,
     aus: Vec<AccessUnit>,
+    layer: VideoLayer,
     counters: Arc<PublisherCounters>,
     state: watch::Receiver<RTCPeerConnectionState>,
     connect_timeout: Duration,
@@ -943,7 +1052,8 @@ async fn send_video(
         if is_over(&state) {
             return;
         }
-        if counters.keyframe_requested.swap(false, Ordering::SeqCst) {
+        if layer.requested.swap(false, Ordering::SeqCst) {
+            counters.keyframe_requested.store(false, Ordering::SeqCst);
             counters.forced_keyframes.fetch_add(1, Ordering::Relaxed);
             if !aus[idx].keyframe {
                 idx = h264::next_keyframe(&aus, idx).unwrap_or(idx);
@@ -952,8 +1062,11 @@ async fn send_video(
         let au = &aus[idx];
         match packetizer.packetize(au, timestamp) {
             Ok(pkts) => {
-                for p in pkts {
+                for mut p in pkts {
                     let len = p.payload.len() as u64;
+                    for (id, value) in &layer.exts {
+                        let _ = p.header.set_extension(*id, value.clone());
+                    }
                     if track.write_rtp(p).await.is_ok() {
                         counters.packets_sent.fetch_add(1, Ordering::Relaxed);
                         counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
@@ -1057,6 +1170,14 @@ pub struct SubscriberCounts {
     pub video_mime: Option<String>,
     /// PLIs this subscriber sent.
     pub plis_sent: u64,
+    /// Picture size of the latest SPS received (H.264 video).
+    pub resolution: Option<(u32, u32)>,
+    /// Every change of picture size, in order (a simulcast layer switch shows up here).
+    pub resolutions: Vec<(u32, u32)>,
+    /// Longest time between two complete frames.
+    pub max_frame_gap: Duration,
+    /// When the latest complete frame arrived.
+    pub last_frame: Option<Duration>,
 }
 
 struct SubscriberShared {
@@ -1255,6 +1376,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared
         let now = shared.started.elapsed();
         let incomplete_before = counter.incomplete;
         let frame = if h264 { counter.push(&pkt) } else { None };
+        let size = if h264 { h264::payload_sps_dimensions(&pkt.payload) } else { None };
         let newly_incomplete = counter.incomplete - incomplete_before;
         let len = pkt.payload.len() as u64;
         shared.counts.send_modify(|c| {
@@ -1270,7 +1392,17 @@ async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared
             c.first_packet.get_or_insert(now);
             c.last_packet = Some(now);
             c.incomplete_frames += newly_incomplete;
+            if let Some(size) = size {
+                if c.resolution != Some(size) {
+                    c.resolutions.push(size);
+                }
+                c.resolution = Some(size);
+            }
             if let Some(f) = &frame {
+                if let Some(prev) = c.last_frame {
+                    c.max_frame_gap = c.max_frame_gap.max(now.saturating_sub(prev));
+                }
+                c.last_frame = Some(now);
                 c.frames += 1;
                 if f.keyframe {
                     c.keyframes += 1;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::Slot;
+use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -73,6 +74,9 @@ impl Peer {
             engine
                 .register_default_codecs()
                 .map_err(|e| EngineError::Media(e.to_string()))?;
+            // mid / rtp-stream-id / repaired-rtp-stream-id: without them a publisher's RID
+            // layers (simulcast without a=ssrc lines) cannot be told apart.
+            configure_simulcast_extension_headers(&mut engine).map_err(|e| EngineError::Media(e.to_string()))?;
             let registry = register_default_interceptors(Registry::new(), &mut engine)
                 .map_err(|e| EngineError::Media(e.to_string()))?
                 .with(Slot::from(14_000), RtcpForward::new(metrics.nacks.clone()));

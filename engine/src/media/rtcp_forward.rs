@@ -1,4 +1,5 @@
-//! An interceptor that hands keyframe requests (PLI, FIR) and NACKs up to the application.
+//! An interceptor that hands keyframe requests (PLI, FIR) and receiver estimates (REMB) up to
+//! the application, and counts NACKs.
 //! Without it, `webrtc` 0.21 consumes all inbound RTCP inside its interceptor chain and
 //! `TrackLocal::poll` never sees a subscriber's PLI.
 
@@ -8,10 +9,11 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
-/// Marks inbound PLI/FIR for delivery to the application and counts NACKs.
+/// Marks inbound PLI/FIR/REMB for delivery to the application and counts NACKs.
 pub struct RtcpForward {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
@@ -42,7 +44,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
             self.nacks.inc_by(nacks as u64);
             let keyframe_requests: Vec<Box<dyn rtc::rtcp::Packet>> = pkts
                 .iter()
-                .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
+                .filter(|p| {
+                    let a = p.as_any();
+                    a.is::<PictureLossIndication>()
+                        || a.is::<FullIntraRequest>()
+                        || a.is::<ReceiverEstimatedMaximumBitrate>()
+                })
                 .cloned()
                 .collect();
             if keyframe_requests.is_empty() {

@@ -8,7 +8,7 @@ use actix::{Context, Handler, MessageResult, Recipient};
 use serde::Serialize;
 
 use super::messages::{
-    AnnouncePublish, CallActivity, CallChanged, GetCall, MuteParticipant, PublishTrack, RemoveParticipant, Revoked,
+    AnnouncePublish, CallActivity, CallChanged, CapsChanged, GetCall, MuteParticipant, PublishTrack, RemoveParticipant, Revoked,
     StopSession, Subscribe, UnpublishSession, Unsubscribe, UnwatchCall, WatchCall, Watched,
 };
 use super::Room;
@@ -17,7 +17,7 @@ use crate::ids::UserId;
 use crate::model::{Group, MediaSettings};
 use crate::perms::{Perms, Principal};
 use crate::protocol::{ServerMessage, TrackView};
-use crate::track::{Fanout, MediaKind, Source, TrackInfo};
+use crate::track::{Fanout, LegCaps, MediaKind, Source, TrackInfo};
 
 /// One published track in this room.
 pub struct Publication {
@@ -32,6 +32,9 @@ pub struct Viewing {
     pub principal: Arc<Principal>,
     pub watching: UserId,
     pub stop: Recipient<StopSession>,
+    /// The viewer's media caps as last told, and where to tell changes.
+    pub caps: LegCaps,
+    pub caps_to: Recipient<CapsChanged>,
 }
 
 /// The call's live state.
@@ -97,6 +100,12 @@ impl Room {
                 w.do_send(msg.clone());
             }
         }
+    }
+
+    /// The media caps of `who` here: member caps over the group's media settings.
+    fn caps_of(&self, group: &Group, who: &Principal) -> LegCaps {
+        let member = self.store.member(&self.group, &who.user).ok().flatten();
+        LegCaps::of(&group.settings.media, member.as_ref().map(|m| &m.media))
     }
 
     fn perms_of(&self, group: &Group, who: &Principal) -> Option<Perms> {
@@ -179,6 +188,20 @@ impl Room {
                 v.stop.do_send(StopSession {
                     reason: "can_subscribe was revoked",
                 });
+            }
+        }
+        // Media caps apply live: the viewer's legs move to the layer the new caps allow.
+        let caps: Vec<(u64, LegCaps)> = self
+            .call
+            .viewers
+            .iter()
+            .map(|(id, v)| (*id, self.caps_of(group, &v.principal)))
+            .filter(|(id, caps)| self.call.viewers.get(id).is_some_and(|v| &v.caps != caps))
+            .collect();
+        for (id, caps) in caps {
+            if let Some(v) = self.call.viewers.get_mut(&id) {
+                v.caps = caps.clone();
+                v.caps_to.do_send(CapsChanged { caps });
             }
         }
     }
@@ -275,7 +298,8 @@ impl Handler<Subscribe> for Room {
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         self.guarded(ctx, |room| {
-            room.require(&msg.principal, |p| p.can_subscribe, "can_subscribe")?;
+            let group = room.require(&msg.principal, |p| p.can_subscribe, "can_subscribe")?;
+            let caps = room.caps_of(&group, &msg.principal);
             // A publish that has negotiated but whose tracks have not all arrived yet.
             let pending = |user: Option<&UserId>| {
                 room.call
@@ -294,6 +318,7 @@ impl Handler<Subscribe> for Room {
                                 user,
                                 tracks: Vec::new(),
                                 complete: false,
+                                caps,
                             }),
                             None => Err(EngineError::NotFound(format!(
                                 "nobody is publishing in group {}",
@@ -316,6 +341,7 @@ impl Handler<Subscribe> for Room {
                         user,
                         tracks,
                         complete: false,
+                        caps,
                     });
                 }
                 return Err(EngineError::NotFound(format!(
@@ -329,10 +355,17 @@ impl Handler<Subscribe> for Room {
                     principal: msg.principal,
                     watching: user.clone(),
                     stop: msg.stop,
+                    caps: caps.clone(),
+                    caps_to: msg.caps,
                 },
             );
             let complete = room.call.complete(&user);
-            Ok(Watched { user, tracks, complete })
+            Ok(Watched {
+                user,
+                tracks,
+                complete,
+                caps,
+            })
         })
         .unwrap_or(Err(EngineError::ActorGone("room")))
     }

@@ -98,6 +98,15 @@ pub struct Subscribe {
     pub participant: Option<crate::ids::UserId>,
     /// Where the room tells the viewing session to stop.
     pub stop: Recipient<StopSession>,
+    /// Where the room tells the viewing session that its media caps changed.
+    pub caps: Recipient<CapsChanged>,
+}
+
+/// A viewer's media caps (its member or group `max_resolution` / `max_bitrate_kbps`) changed.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct CapsChanged {
+    pub caps: crate::track::LegCaps,
 }
 
 /// A viewing session ended.
@@ -150,6 +159,8 @@ pub struct Watched {
     /// Whether every track the publisher announced has arrived (tracks of one offer arrive one
     /// by one; a viewer asks again until this holds, or gives up waiting).
     pub complete: bool,
+    /// What limits the viewer's video: member caps over the group's media settings.
+    pub caps: crate::track::LegCaps,
 }
 
 /// Subscribes `watcher` (identified by `id`) to the call's publications: it is sent the

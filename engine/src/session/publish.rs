@@ -22,7 +22,7 @@ use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
 use crate::room::messages::{AnnouncePublish, PublishTrack, Revoked, StopSession, UnpublishSession};
 use crate::room::Room;
-use crate::track::{Fanout, MediaKind, Source, TrackInfo, Upstream};
+use crate::track::{Fanout, MediaKind, Source, Track, TrackInfo, Upstream};
 
 /// A track of this session arrived and is being read.
 #[derive(actix::Message)]
@@ -272,6 +272,8 @@ impl Handler<TrackArrived> for Publisher {
 
     fn handle(&mut self, TrackArrived(track): TrackArrived, ctx: &mut Context<Self>) {
         tracing::info!(session = %self.sid, track = %track.info.id, codec = %track.info.codec.mime_type, "track published");
+        // The track's control (subscribers' layers, keyframe requests); it stops with the track.
+        Track::launch(track.clone());
         self.tracks.push(track.clone());
         let rooms: Vec<(GroupId, Addr<Room>)> = self
             .rooms

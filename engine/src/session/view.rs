@@ -21,9 +21,9 @@ use crate::media::{Media, Peer};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
-use crate::room::messages::{StopSession, Subscribe, Unsubscribe};
+use crate::room::messages::{CapsChanged, StopSession, Subscribe, Unsubscribe};
 use crate::room::Room;
-use crate::track::{Fanout, MediaKind};
+use crate::track::{Fanout, LegCaps, MediaKind};
 
 /// One WHEP playback.
 pub struct Viewer {
@@ -100,6 +100,7 @@ async fn build(
     offer: String,
     watched: UserId,
     tracks: Vec<Arc<Fanout>>,
+    caps: LegCaps,
     viewer: Addr<Viewer>,
 ) -> Result<(Arc<dyn PeerConnection>, String, Vec<(Arc<Fanout>, u64)>), EngineError> {
     let peer = Peer::new(&media, &metrics).await?;
@@ -145,7 +146,7 @@ async fn build(
     let mut legs = Vec::new();
     for (track, local, ssrc) in locals {
         if let Some(pt) = negotiated_pt(&peer.pc, &track).await {
-            let leg = track.attach(local, pt, ssrc, peer.state.clone());
+            let leg = track.attach_capped(local, pt, ssrc, peer.state.clone(), caps.clone());
             legs.push((track, leg.id));
         }
     }
@@ -247,6 +248,7 @@ impl Handler<Negotiate> for Viewer {
             principal: self.principal.clone(),
             participant: self.participant.clone(),
             stop: ctx.address().recipient(),
+            caps: ctx.address().recipient(),
         };
         let (media, addr, metrics) = (self.media.clone(), ctx.address(), self.metrics.clone());
         let fut = async move {
@@ -268,10 +270,10 @@ impl Handler<Negotiate> for Viewer {
                     watched.user
                 )));
             }
-            let (watched, tracks) = (watched.user, watched.tracks);
+            let (watched, tracks, caps) = (watched.user, watched.tracks, watched.caps);
             media
                 .clone()
-                .run(build(media, metrics, msg.offer, watched, tracks, addr))
+                .run(build(media, metrics, msg.offer, watched, tracks, caps, addr))
                 .await?
         };
         Box::pin(fut.into_actor(self).map(|res, act, ctx| match res {
@@ -285,6 +287,16 @@ impl Handler<Negotiate> for Viewer {
                 Err(e)
             }
         }))
+    }
+}
+
+impl Handler<CapsChanged> for Viewer {
+    type Result = ();
+
+    fn handle(&mut self, msg: CapsChanged, _ctx: &mut Context<Self>) {
+        for (track, leg) in &self.legs {
+            track.set_leg_caps(*leg, msg.caps.clone());
+        }
     }
 }
 

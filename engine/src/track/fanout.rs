@@ -1,31 +1,41 @@
 //! Per-track fan-out: the direct packet path from one publisher to many subscriber legs, plus
-//! taps (recorders, live HLS) and the cached keyframe a new subscriber starts from.
+//! taps (recorders, live HLS) and the cached keyframe a new subscriber starts from. A simulcast
+//! track carries up to [`MAX_LAYERS`] layers (RID streams); each leg forwards one of them and
+//! moves to its target layer at that layer's next keyframe. Which layer a leg targets is
+//! decided by the track's [`Track`] actor; this file only follows the choice per packet.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use actix::Addr;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
+use super::actor::{LayersChanged, SetEstimate, SetLegCaps, Subscribed, Track, TrackEnded, Unsubscribed};
+use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS};
 use super::{MediaKind, TrackInfo};
 use crate::media::PeerState;
 use crate::metrics::EngineMetrics;
 
 /// Packets a subscriber leg may have queued before it starts losing them.
 const LEG_QUEUE: usize = 512;
-/// Keyframe requests to the publisher are at most this frequent.
+/// Keyframe requests to the publisher are at most this frequent (per layer).
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// The cached group of pictures is given up (until the next keyframe) beyond this many bytes.
 const GOP_CACHE_BYTES: usize = 2 << 20;
+/// A leg's layer before it has one.
+pub const NO_LAYER: u8 = u8::MAX;
 
 /// Where a track's packets come from, which decides how a keyframe is obtained.
 pub enum Upstream {
-    /// A WebRTC publisher: keyframes are asked for with a PLI on `ssrc`.
+    /// A WebRTC publisher: keyframes are asked for with a PLI on the layer's SSRC (`ssrc` is the
+    /// first layer's).
     Rtc { remote: Arc<dyn TrackRemote>, ssrc: u32 },
     /// A server-side source (RTSP ingest, a file) that calls [`Fanout::forward`] itself and
     /// cannot be asked for a keyframe: new subscribers start from the cached one.
@@ -43,18 +53,42 @@ pub struct TrackCounters {
     pub dropped: AtomicU64,
     /// Keyframe requests sent to the publisher.
     pub plis: AtomicU64,
+    /// Layer switches made by subscriber legs.
+    pub layer_switches: AtomicU64,
 }
 
 /// One subscriber leg: a bounded queue drained by the leg's writer task.
 pub struct Downtrack {
     /// Unique id of this leg.
     pub id: u64,
-    tx: mpsc::Sender<(rtp::Packet, u16)>,
+    /// Packet, sequence offset, layer.
+    tx: mpsc::Sender<(rtp::Packet, u16, u8)>,
     /// Packets dropped so far on this leg; subtracted from sequence numbers so the subscriber
     /// sees no gap it would NACK forever (only the reader task writes it).
     skipped: AtomicU16,
     /// Set once the leg's connection is up; until then it is skipped.
     live: AtomicBool,
+    /// The layer forwarded now ([`NO_LAYER`] until the first keyframe of `target`).
+    current: AtomicU8,
+    /// The layer to move to at its next keyframe (set by the [`Track`] actor).
+    target: AtomicU8,
+}
+
+impl Downtrack {
+    /// The layer this leg forwards now.
+    pub fn current(&self) -> u8 {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    /// The layer this leg moves to at its next keyframe.
+    pub fn target(&self) -> u8 {
+        self.target.load(Ordering::Relaxed)
+    }
+
+    /// Sets the target layer.
+    pub(super) fn set_target(&self, layer: u8) {
+        self.target.store(layer, Ordering::Relaxed);
+    }
 }
 
 /// The packets since the last keyframe started, so a new subscriber or tap begins with a
@@ -67,19 +101,52 @@ struct GopCache {
     valid: bool,
 }
 
+/// One simulcast layer (a single-layer track has only layer 0).
+#[derive(Default)]
+pub struct Layer {
+    rid: OnceLock<String>,
+    ssrc: AtomicU32,
+    active: AtomicBool,
+    width: AtomicU32,
+    height: AtomicU32,
+    /// Smoothed bitrate, measured by the [`Track`] actor.
+    kbps: AtomicU32,
+    /// Payload bytes received (sampled by the actor).
+    pub(super) bytes: AtomicU64,
+    /// Only for video codecs whose keyframes [`starts_keyframe`] recognises.
+    gop: Option<Mutex<GopCache>>,
+    last_pli: Mutex<Option<Instant>>,
+    /// A keyframe request is scheduled for the end of the current interval.
+    pli_deferred: AtomicBool,
+}
+
+impl Layer {
+    fn new(keyframe_aware: bool) -> Layer {
+        Layer {
+            gop: keyframe_aware.then(|| Mutex::new(GopCache::default())),
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn set_kbps(&self, kbps: u32) {
+        self.kbps.store(kbps, Ordering::Relaxed);
+    }
+}
+
 /// A published track's fan-out.
 pub struct Fanout {
     pub info: TrackInfo,
     pub counters: TrackCounters,
     legs: RwLock<Vec<Arc<Downtrack>>>,
-    taps: Mutex<Vec<mpsc::Sender<rtp::Packet>>>,
-    /// Only for video codecs whose keyframes [`starts_keyframe`] recognises.
-    gop: Option<Mutex<GopCache>>,
+    /// Each tap and the layer it follows.
+    taps: Mutex<Vec<(u8, mpsc::Sender<rtp::Packet>)>>,
+    layers: [Layer; MAX_LAYERS],
+    /// Video whose keyframes [`starts_keyframe`] recognises: layer switches wait for one.
+    keyframe_aware: bool,
     muted: AtomicBool,
     upstream: Upstream,
-    last_pli: Mutex<Option<Instant>>,
-    /// A keyframe request is scheduled for the end of the current interval.
-    pli_deferred: AtomicBool,
+    /// The track's control actor (WebRTC publishes; absent for local sources).
+    control: OnceLock<Addr<Track>>,
     metrics: EngineMetrics,
 }
 
@@ -87,22 +154,42 @@ impl Fanout {
     /// A fan-out for a track fed by `upstream`.
     pub fn new(info: TrackInfo, upstream: Upstream, metrics: EngineMetrics) -> Arc<Fanout> {
         metrics.tracks.inc();
-        let gop = (info.kind == MediaKind::Video && keyframe_aware(&info.codec.mime_type))
-            .then(|| Mutex::new(GopCache::default()));
+        let aware = info.kind == MediaKind::Video && keyframe_aware(&info.codec.mime_type);
+        let layers = [Layer::new(aware), Layer::new(aware), Layer::new(aware)];
+        layers[0].active.store(true, Ordering::Relaxed);
+        if let Upstream::Rtc { ssrc, .. } = &upstream {
+            layers[0].ssrc.store(*ssrc, Ordering::Relaxed);
+        }
         let fanout = Arc::new(Fanout {
             info,
             counters: TrackCounters::default(),
             legs: RwLock::new(Vec::new()),
             taps: Mutex::new(Vec::new()),
-            gop,
+            layers,
+            keyframe_aware: aware,
             muted: AtomicBool::new(false),
             upstream,
-            last_pli: Mutex::new(None),
-            pli_deferred: AtomicBool::new(false),
+            control: OnceLock::new(),
             metrics: metrics.clone(),
         });
         metrics.tracks_live.add(&fanout);
         fanout
+    }
+
+    /// Hands control to `track` (the actor that chooses layers); once.
+    pub fn set_control(&self, track: Addr<Track>) {
+        let _ = self.control.set(track);
+    }
+
+    fn tell<M>(&self, msg: M)
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        Track: actix::Handler<M>,
+    {
+        if let Some(c) = self.control.get() {
+            c.do_send(msg);
+        }
     }
 
     /// Whether the track is muted for everyone.
@@ -120,32 +207,108 @@ impl Fanout {
         self.legs.read().map(|l| l.len()).unwrap_or(0)
     }
 
-    /// Hands one packet to every live leg and tap without waiting.
+    /// The layers (for the [`Track`] actor).
+    pub(super) fn layer_slots(&self) -> &[Layer; MAX_LAYERS] {
+        &self.layers
+    }
+
+    /// How many layers have appeared.
+    pub fn layer_count(&self) -> usize {
+        self.layers.iter().filter(|l| l.active.load(Ordering::Relaxed)).count()
+    }
+
+    /// What the chooser needs: each layer's state and RID.
+    pub fn layer_stats(&self) -> (Vec<LayerStat>, Vec<Option<String>>) {
+        let stats = self
+            .layers
+            .iter()
+            .map(|l| LayerStat {
+                active: l.active.load(Ordering::Relaxed),
+                width: l.width.load(Ordering::Relaxed),
+                height: l.height.load(Ordering::Relaxed),
+                kbps: l.kbps.load(Ordering::Relaxed),
+            })
+            .collect();
+        let rids = self.layers.iter().map(|l| l.rid.get().cloned()).collect();
+        (stats, rids)
+    }
+
+    /// The layers from lowest to highest, as clients see them; empty for a track without RIDs.
+    pub fn layer_views(&self) -> Vec<LayerView> {
+        let (stats, rids) = self.layer_stats();
+        ranked(&stats)
+            .into_iter()
+            .filter_map(|i| {
+                Some(LayerView {
+                    rid: rids[i].clone()?,
+                    width: stats[i].width,
+                    height: stats[i].height,
+                    kbps: stats[i].kbps,
+                })
+            })
+            .collect()
+    }
+
+    /// The layer a leg with `caps` should receive now.
+    pub fn choose(&self, caps: &LegCaps) -> u8 {
+        let (stats, rids) = self.layer_stats();
+        choose_layer(&stats, &rids, caps).map_or(NO_LAYER, |i| i as u8)
+    }
+
+    /// Hands one packet of the first (or only) layer to every live leg and tap without waiting.
     pub fn forward(&self, pkt: rtp::Packet) {
+        self.forward_layer(0, pkt)
+    }
+
+    /// Hands one packet of layer `idx` to every live leg on that layer (or switching to it at
+    /// this keyframe) and to the taps following it, without waiting.
+    pub fn forward_layer(&self, idx: u8, pkt: rtp::Packet) {
         let c = &self.counters;
+        let len = pkt.payload.len() as u64;
         c.packets_in.fetch_add(1, Ordering::Relaxed);
-        c.bytes_in.fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+        c.bytes_in.fetch_add(len, Ordering::Relaxed);
         self.metrics.rtp_packets_in.inc();
-        self.metrics.rtp_bytes_in.inc_by(pkt.payload.len() as u64);
+        self.metrics.rtp_bytes_in.inc_by(len);
+        let Some(layer) = self.layers.get(usize::from(idx)) else {
+            return;
+        };
+        layer.bytes.fetch_add(len, Ordering::Relaxed);
         if self.muted() {
             return;
+        }
+        let keyframe = self.keyframe_aware && starts_keyframe(&self.info.codec.mime_type, &pkt.payload);
+        if keyframe {
+            if let Some((w, h)) = keyframe_dimensions(&self.info.codec.mime_type, &pkt.payload) {
+                let old = (
+                    layer.width.swap(w, Ordering::Relaxed),
+                    layer.height.swap(h, Ordering::Relaxed),
+                );
+                if old != (w, h) {
+                    self.tell(LayersChanged);
+                }
+            }
         }
         // Held across the cache update so that a leg starting from the cache (under the write
         // lock) neither misses nor repeats a packet.
         let Ok(legs) = self.legs.read() else { return };
-        if let Some(gop) = &self.gop {
+        if let Some(gop) = &layer.gop {
             if let Ok(mut gop) = gop.lock() {
-                gop.push(&self.info.codec.mime_type, &pkt);
+                gop.push(keyframe, &pkt);
             }
         }
         if let Ok(mut taps) = self.taps.lock() {
-            taps.retain(|t| match t.try_send(pkt.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    c.dropped.fetch_add(1, Ordering::Relaxed);
-                    true
+            taps.retain(|(l, t)| {
+                if *l != idx {
+                    return true;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                match t.try_send(pkt.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        c.dropped.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
             });
         }
         for leg in legs.iter() {
@@ -153,7 +316,18 @@ impl Fanout {
                 continue;
             }
             let offset = leg.skipped.load(Ordering::Relaxed);
-            if leg.tx.try_send((pkt.clone(), offset)).is_err() {
+            if leg.current.load(Ordering::Relaxed) != idx {
+                // Another layer: join this one only at its keyframe, if it is the target.
+                if leg.target.load(Ordering::Relaxed) != idx || !(keyframe || !self.keyframe_aware) {
+                    continue;
+                }
+                if leg.tx.try_send((pkt.clone(), offset, idx)).is_ok() {
+                    leg.current.store(idx, Ordering::Relaxed);
+                    c.layer_switches.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+            if leg.tx.try_send((pkt.clone(), offset, idx)).is_err() {
                 leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
                 c.dropped.fetch_add(1, Ordering::Relaxed);
                 self.metrics.rtp_dropped.inc();
@@ -161,13 +335,16 @@ impl Fanout {
         }
     }
 
-    /// Asks the publisher for a keyframe, at most once per [`PLI_INTERVAL`]. A request that
-    /// falls inside the interval is not lost: one request is sent when the interval ends, so a
-    /// subscriber joining right after another still gets a keyframe within [`PLI_INTERVAL`].
-    /// Must be called on the media runtime.
-    pub async fn request_keyframe(self: &Arc<Self>) {
+    /// Asks the publisher for a keyframe on layer `idx`, at most once per [`PLI_INTERVAL`] per
+    /// layer. A request that falls inside the interval is not lost: one request is sent when the
+    /// interval ends, so a subscriber joining right after another still gets a keyframe within
+    /// [`PLI_INTERVAL`]. Must be called on the media runtime.
+    pub async fn request_keyframe_of(self: &Arc<Self>, idx: u8) {
+        let Some(layer) = self.layers.get(usize::from(idx)) else {
+            return;
+        };
         let wait = {
-            let Ok(mut last) = self.last_pli.lock() else { return };
+            let Ok(mut last) = layer.last_pli.lock() else { return };
             let now = Instant::now();
             match *last {
                 Some(t) if now.duration_since(t) < PLI_INTERVAL => Some(PLI_INTERVAL - now.duration_since(t)),
@@ -178,57 +355,85 @@ impl Fanout {
             }
         };
         match wait {
-            None => self.send_pli().await,
+            None => self.send_pli(idx).await,
             Some(wait) => {
-                if !self.pli_deferred.swap(true, Ordering::AcqRel) {
+                if !layer.pli_deferred.swap(true, Ordering::AcqRel) {
                     let fanout = self.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
-                        fanout.pli_deferred.store(false, Ordering::Release);
-                        if let Ok(mut last) = fanout.last_pli.lock() {
+                        let layer = &fanout.layers[usize::from(idx)];
+                        layer.pli_deferred.store(false, Ordering::Release);
+                        if let Ok(mut last) = layer.last_pli.lock() {
                             *last = Some(Instant::now());
                         }
-                        fanout.send_pli().await;
+                        fanout.send_pli(idx).await;
                     });
                 }
             }
         }
     }
 
+    /// [`Self::request_keyframe_of`] the top layer (the only one of a single-layer track).
+    pub async fn request_keyframe(self: &Arc<Self>) {
+        self.request_keyframe_of(self.top_layer()).await
+    }
+
     /// [`Self::request_keyframe`] from any thread (spawned on the media runtime; a no-op
     /// before the media plane has started or for a local source).
     pub fn request_keyframe_soon(self: &Arc<Self>) {
+        self.request_keyframe_of_soon(self.top_layer());
+    }
+
+    /// [`Self::request_keyframe_of`] from any thread.
+    pub fn request_keyframe_of_soon(self: &Arc<Self>, idx: u8) {
         if let (Upstream::Rtc { .. }, Some(rt)) = (&self.upstream, crate::media::runtime_handle()) {
             let fanout = self.clone();
-            rt.spawn(async move { fanout.request_keyframe().await });
+            rt.spawn(async move { fanout.request_keyframe_of(idx).await });
         }
     }
 
-    async fn send_pli(&self) {
-        let Upstream::Rtc { remote, ssrc } = &self.upstream else {
+    /// The highest layer (what taps record).
+    fn top_layer(&self) -> u8 {
+        let (stats, _) = self.layer_stats();
+        ranked(&stats).last().map_or(0, |&i| i as u8)
+    }
+
+    async fn send_pli(&self, idx: u8) {
+        let Upstream::Rtc { remote, .. } = &self.upstream else {
             return;
         };
+        let media_ssrc = self.layers[usize::from(idx)].ssrc.load(Ordering::Relaxed);
+        if media_ssrc == 0 {
+            return;
+        }
         self.counters.plis.fetch_add(1, Ordering::Relaxed);
         self.metrics.keyframe_requests.inc();
         let pli = PictureLossIndication {
             sender_ssrc: 0,
-            media_ssrc: *ssrc,
+            media_ssrc,
         };
         if let Err(e) = remote.write_rtcp(vec![Box::new(pli)]).await {
             tracing::debug!(track = %self.info.id, "keyframe request failed: {e}");
         }
     }
 
-    /// Starts `leg`: it receives the cached keyframe onwards, then every packet. Returns
-    /// whether the cache had a keyframe to give.
+    /// Starts `leg`: it receives its target layer's cached keyframe onwards, then every packet.
+    /// Returns whether the cache had a keyframe to give.
     fn start_leg(&self, leg: &Downtrack) -> bool {
         let Ok(_guard) = self.legs.write() else { return false };
         let mut served = false;
-        if let Some(gop) = self.gop.as_ref().and_then(|g| g.lock().ok()) {
+        let target = leg.target.load(Ordering::Relaxed);
+        if let Some(gop) = self
+            .layers
+            .get(usize::from(target))
+            .and_then(|l| l.gop.as_ref())
+            .and_then(|g| g.lock().ok())
+        {
             if gop.valid {
                 for pkt in &gop.packets {
-                    let _ = leg.tx.try_send((pkt.clone(), 0));
+                    let _ = leg.tx.try_send((pkt.clone(), 0, target));
                 }
+                leg.current.store(target, Ordering::Relaxed);
                 served = true;
             }
         }
@@ -236,14 +441,15 @@ impl Fanout {
         served
     }
 
-    /// A tap: every packet of the track from now on (starting with the cached keyframe when
-    /// there is one), for a consumer on another thread such as a recorder. Packets a full tap
-    /// cannot take are dropped and counted; the tap ends when the track does.
+    /// A tap: every packet of the track's top layer from now on (starting with the cached
+    /// keyframe when there is one), for a consumer on another thread such as a recorder. Packets
+    /// a full tap cannot take are dropped and counted; the tap ends when the track does.
     pub fn tap(self: &Arc<Self>, capacity: usize) -> mpsc::Receiver<rtp::Packet> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let layer = self.top_layer();
         let Ok(_guard) = self.legs.write() else { return rx };
         let mut served = false;
-        if let Some(gop) = self.gop.as_ref().and_then(|g| g.lock().ok()) {
+        if let Some(gop) = self.layers[usize::from(layer)].gop.as_ref().and_then(|g| g.lock().ok()) {
             if gop.valid {
                 for pkt in &gop.packets {
                     let _ = tx.try_send(pkt.clone());
@@ -252,11 +458,11 @@ impl Fanout {
             }
         }
         if let Ok(mut taps) = self.taps.lock() {
-            taps.push(tx);
+            taps.push((layer, tx));
         }
         drop(_guard);
         if !served && self.info.kind == MediaKind::Video {
-            self.request_keyframe_soon();
+            self.request_keyframe_of_soon(layer);
         }
         rx
     }
@@ -270,27 +476,72 @@ impl Fanout {
         if let Ok(mut taps) = self.taps.lock() {
             taps.clear();
         }
+        self.tell(TrackEnded);
+    }
+
+    /// A layer appeared (the publisher's first packet of a RID stream): maps `ssrc` to it.
+    fn open_layer(&self, ssrc: u32, rid: Option<&str>) {
+        let known = self
+            .layers
+            .iter()
+            .position(|l| l.active.load(Ordering::Relaxed) && l.ssrc.load(Ordering::Relaxed) == ssrc);
+        let slot = match (known, rid) {
+            (Some(i), _) => Some(i),
+            (None, None) => None,
+            (None, Some(rid)) => self
+                .layers
+                .iter()
+                .position(|l| l.rid.get().map(String::as_str) == Some(rid))
+                .or_else(|| self.layers.iter().position(|l| !l.active.load(Ordering::Relaxed))),
+        };
+        let Some(i) = slot else {
+            tracing::debug!(track = %self.info.id, ssrc, ?rid, "stream not forwarded (no layer for it)");
+            return;
+        };
+        let layer = &self.layers[i];
+        if let Some(rid) = rid {
+            let _ = layer.rid.set(rid.to_owned());
+        }
+        layer.ssrc.store(ssrc, Ordering::Relaxed);
+        layer.active.store(true, Ordering::Relaxed);
+        tracing::info!(track = %self.info.id, ssrc, ?rid, layer = i, "layer opened");
+        self.tell(LayersChanged);
+    }
+
+    /// The layer of a packet's SSRC.
+    fn layer_of(&self, ssrc: u32) -> Option<u8> {
+        self.layers
+            .iter()
+            .position(|l| l.ssrc.load(Ordering::Relaxed) == ssrc && l.active.load(Ordering::Relaxed))
+            .map(|i| i as u8)
     }
 
     /// Reads a WebRTC publisher's packets and fans them out until the track ends. Runs on the
-    /// media runtime; returns when the publisher's connection closes.
+    /// media runtime; returns when the publisher's connection closes. Simulcast layers all
+    /// arrive on the one remote track; each announces itself with an `OnOpen` carrying its RID.
     pub async fn run_reader(self: Arc<Self>) {
         let Upstream::Rtc { remote, ssrc } = &self.upstream else {
             return;
         };
+        if let Some(rid) = remote.rid(*ssrc).await {
+            self.open_layer(*ssrc, Some(rid.as_str()));
+        }
         while let Some(event) = remote.poll().await {
-            if let TrackRemoteEvent::OnRtpPacket(mut pkt) = event {
-                // One stream per track: further simulcast layers (and repair streams) arrive with
-                // other SSRCs and are not mixed in. Layer selection is not implemented yet.
-                if pkt.header.ssrc != *ssrc {
-                    continue;
+            match event {
+                TrackRemoteEvent::OnRtpPacket(mut pkt) => {
+                    // Streams that are not a layer (repair streams, extra RIDs) are not mixed in.
+                    let Some(idx) = self.layer_of(pkt.header.ssrc) else {
+                        continue;
+                    };
+                    // Extension ids are per leg; none are forwarded.
+                    pkt.header.extension = false;
+                    pkt.header.extension_profile = 0;
+                    pkt.header.extensions.clear();
+                    pkt.header.extensions_padding = 0;
+                    self.forward_layer(idx, pkt);
                 }
-                // Extension ids are per leg; none are forwarded.
-                pkt.header.extension = false;
-                pkt.header.extension_profile = 0;
-                pkt.header.extensions.clear();
-                pkt.header.extensions_padding = 0;
-                self.forward(pkt);
+                TrackRemoteEvent::OnOpen(init) => self.open_layer(init.ssrc, init.rid.as_deref()),
+                _ => {}
             }
         }
         // Closing every queue ends every leg's writer.
@@ -298,25 +549,44 @@ impl Fanout {
     }
 
     /// Attaches a subscriber leg writing to `local` with the leg's payload type `pt` and SSRC
-    /// `ssrc`. Forwarding starts when `state` reaches `Connected`, with a keyframe request.
-    /// Must be called on the media runtime.
+    /// `ssrc`, without caps. See [`Self::attach_capped`].
     pub fn attach(
         self: &Arc<Self>,
         local: Arc<TrackLocalStaticRTP>,
         pt: u8,
         ssrc: u32,
-        mut state: tokio::sync::watch::Receiver<PeerState>,
+        state: tokio::sync::watch::Receiver<PeerState>,
     ) -> Arc<Downtrack> {
-        let (tx, mut rx) = mpsc::channel::<(rtp::Packet, u16)>(LEG_QUEUE);
+        self.attach_capped(local, pt, ssrc, state, LegCaps::default())
+    }
+
+    /// Attaches a subscriber leg writing to `local` with the leg's payload type `pt` and SSRC
+    /// `ssrc`, on the layer `caps` allow. Forwarding starts when `state` reaches `Connected`,
+    /// with a keyframe request. Must be called on the media runtime.
+    pub fn attach_capped(
+        self: &Arc<Self>,
+        local: Arc<TrackLocalStaticRTP>,
+        pt: u8,
+        ssrc: u32,
+        mut state: tokio::sync::watch::Receiver<PeerState>,
+        caps: LegCaps,
+    ) -> Arc<Downtrack> {
+        let (tx, mut rx) = mpsc::channel::<(rtp::Packet, u16, u8)>(LEG_QUEUE);
+        let target = self.choose(&caps);
+        // One layer: forward from the start, as before simulcast. Several: from a keyframe.
+        let multi = self.layer_count() > 1;
         let leg = Arc::new(Downtrack {
             id: crate::next_id(),
             tx,
             skipped: AtomicU16::new(0),
             live: AtomicBool::new(false),
+            current: AtomicU8::new(if multi { NO_LAYER } else { target }),
+            target: AtomicU8::new(target),
         });
         let fanout = self.clone();
         let writer_local = local.clone();
         let starting = leg.clone();
+        let clock = u64::from(self.info.codec.clock_rate.max(1));
         tokio::spawn(async move {
             let connected =
                 tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| *s == PeerState::Connected));
@@ -324,14 +594,36 @@ impl Fanout {
                 return;
             }
             let from_cache = fanout.start_leg(&starting);
-            drop(starting);
             if !from_cache {
-                fanout.request_keyframe().await;
+                let layer = starting.target();
+                fanout
+                    .request_keyframe_of(if layer == NO_LAYER { 0 } else { layer })
+                    .await;
             }
-            while let Some((mut pkt, offset)) = rx.recv().await {
+            drop(starting);
+            // Continuity across layer switches: each layer has its own sequence numbers and
+            // timestamps; the leg maps them onto one stream.
+            let (mut layer, mut seq_delta, mut ts_delta) = (NO_LAYER, 0u16, 0u32);
+            let mut last: Option<(u16, u32)> = None;
+            let mut last_at = Instant::now();
+            while let Some((mut pkt, offset, from)) = rx.recv().await {
+                let seq_in = pkt.header.sequence_number.wrapping_sub(offset);
+                if from != layer {
+                    if let Some((seq, ts)) = last {
+                        seq_delta = seq.wrapping_add(1).wrapping_sub(seq_in);
+                        let ticks = (last_at.elapsed().as_micros() as u64 * clock / 1_000_000).max(1);
+                        ts_delta = ts.wrapping_add(ticks as u32).wrapping_sub(pkt.header.timestamp);
+                    }
+                    layer = from;
+                }
                 pkt.header.payload_type = pt;
                 pkt.header.ssrc = ssrc;
-                pkt.header.sequence_number = pkt.header.sequence_number.wrapping_sub(offset);
+                pkt.header.sequence_number = seq_in.wrapping_add(seq_delta);
+                pkt.header.timestamp = pkt.header.timestamp.wrapping_add(ts_delta);
+                if pkt.header.marker && multi {
+                    last_at = Instant::now();
+                }
+                last = Some((pkt.header.sequence_number, pkt.header.timestamp));
                 let len = pkt.payload.len() as u64;
                 if writer_local.write_rtp(pkt).await.is_err() {
                     break;
@@ -343,11 +635,30 @@ impl Fanout {
             }
         });
         let fanout = self.clone();
+        let feedback = leg.clone();
         tokio::spawn(async move {
-            // The subscriber's keyframe requests (surfaced by the RTCP interceptor).
+            // The subscriber's keyframe requests and bandwidth estimates (surfaced by the RTCP
+            // interceptor).
             while let Some(event) = local.poll().await {
-                if let TrackLocalEvent::OnRtcpPacket(_) = event {
-                    fanout.request_keyframe().await;
+                let TrackLocalEvent::OnRtcpPacket(pkts) = event else {
+                    continue;
+                };
+                let remb = pkts
+                    .iter()
+                    .filter_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
+                    .map(|r| (r.bitrate / 1000.0) as u32)
+                    .last();
+                if let Some(kbps) = remb {
+                    fanout.tell(SetEstimate { leg: feedback.id, kbps });
+                }
+                if pkts.len() > usize::from(remb.is_some()) {
+                    let layer = match feedback.current() {
+                        NO_LAYER => feedback.target(),
+                        l => l,
+                    };
+                    fanout
+                        .request_keyframe_of(if layer == NO_LAYER { 0 } else { layer })
+                        .await;
                 }
             }
         });
@@ -355,7 +666,13 @@ impl Fanout {
             legs.push(leg.clone());
             self.metrics.legs.inc();
         }
+        self.tell(Subscribed { leg: leg.clone(), caps });
         leg
+    }
+
+    /// Changes what limits leg `leg_id` (its member caps changed, or it picked a layer).
+    pub fn set_leg_caps(&self, leg_id: u64, caps: LegCaps) {
+        self.tell(SetLegCaps { leg: leg_id, caps });
     }
 
     /// Detaches a subscriber leg; its writer ends once its queue drains.
@@ -365,14 +682,15 @@ impl Fanout {
             legs.retain(|l| l.id != leg_id);
             self.metrics.legs.sub((before - legs.len()) as i64);
         }
+        self.tell(Unsubscribed { leg: leg_id });
     }
 }
 
 impl GopCache {
     /// Keeps `pkt` if it belongs to the current group of pictures; a keyframe's first packet
     /// starts a new one.
-    fn push(&mut self, mime: &str, pkt: &rtp::Packet) {
-        if starts_keyframe(mime, &pkt.payload) {
+    fn push(&mut self, keyframe: bool, pkt: &rtp::Packet) {
+        if keyframe {
             self.packets.clear();
             self.bytes = 0;
             self.valid = true;

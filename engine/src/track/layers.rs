@@ -39,7 +39,11 @@ impl LegCaps {
     pub fn of(media: &crate::model::MediaSettings, member: Option<&crate::model::MediaCaps>) -> LegCaps {
         LegCaps {
             max_resolution: Some(member.and_then(|m| m.max_resolution).unwrap_or(media.max_resolution)),
-            max_kbps: Some(member.and_then(|m| m.max_bitrate_kbps).unwrap_or(media.max_bitrate_kbps)),
+            max_kbps: Some(
+                member
+                    .and_then(|m| m.max_bitrate_kbps)
+                    .unwrap_or(media.max_bitrate_kbps),
+            ),
             estimate_kbps: None,
             pinned: None,
         }
@@ -86,11 +90,7 @@ pub fn ranked(layers: &[LayerStat]) -> Vec<usize> {
 /// layer `i` (for pinning).
 pub fn choose_layer(layers: &[LayerStat], rids: &[Option<String>], caps: &LegCaps) -> Option<usize> {
     let order = ranked(layers);
-    let known: Vec<usize> = order
-        .iter()
-        .copied()
-        .filter(|&i| layers[i].width > 0)
-        .collect();
+    let known: Vec<usize> = order.iter().copied().filter(|&i| layers[i].width > 0).collect();
     if known.is_empty() {
         return order.first().copied();
     }
@@ -199,7 +199,11 @@ impl Bits<'_> {
 
     fn se(&mut self) -> Option<i32> {
         let v = self.ue()?;
-        Some(if v % 2 == 1 { v.div_ceil(2) as i32 } else { -((v / 2) as i32) })
+        Some(if v % 2 == 1 {
+            v.div_ceil(2) as i32
+        } else {
+            -((v / 2) as i32)
+        })
     }
 }
 
@@ -320,7 +324,11 @@ mod tests {
             (Some(Resolution::Fhd), Some(50), Some(1)),
         ];
         for (res, kbps, want) in table {
-            assert_eq!(choose_layer(&layers, &rids, &caps(*res, *kbps)), *want, "{res:?} {kbps:?}");
+            assert_eq!(
+                choose_layer(&layers, &rids, &caps(*res, *kbps)),
+                *want,
+                "{res:?} {kbps:?}"
+            );
         }
         // The subscriber's estimate lowers it further; a pin picks within the caps only.
         let mut c = caps(None, Some(4000));
@@ -335,8 +343,14 @@ mod tests {
         let mut l = layers;
         l[0].active = false;
         assert_eq!(choose_layer(&l, &rids, &caps(None, None)), Some(2));
-        let unknown = [LayerStat { active: true, ..Default::default() }];
-        assert_eq!(choose_layer(&unknown, &rids, &caps(Some(Resolution::Vga), None)), Some(0));
+        let unknown = [LayerStat {
+            active: true,
+            ..Default::default()
+        }];
+        assert_eq!(
+            choose_layer(&unknown, &rids, &caps(Some(Resolution::Vga), None)),
+            Some(0)
+        );
         assert_eq!(choose_layer(&[], &rids, &caps(None, None)), None);
     }
 
@@ -371,7 +385,12 @@ mod tests {
         assert_eq!(keyframe_dimensions("video/H264", &sps_360), Some((640, 360)));
         assert_eq!(keyframe_dimensions("video/H264", &sps_180), Some((320, 180)));
         assert_eq!(keyframe_dimensions("video/H264", &sps_720), Some((1280, 720)));
-        let stap = [&[0x18u8, 0x00, sps_360.len() as u8][..], &sps_360[..], &[0x00, 0x02, 0x68, 0xce]].concat();
+        let stap = [
+            &[0x18u8, 0x00, sps_360.len() as u8][..],
+            &sps_360[..],
+            &[0x00, 0x02, 0x68, 0xce],
+        ]
+        .concat();
         assert_eq!(keyframe_dimensions("video/H264", &stap), Some((640, 360)));
         assert_eq!(keyframe_dimensions("video/H264", &[0x65, 0x88]), None);
         // VP8: descriptor (S=1, PID 0), key frame tag, start code, 320x240.

@@ -1,13 +1,18 @@
 //! A published track: what it is ([`TrackInfo`]) and how its packets reach subscribers
 //! ([`Fanout`]). The publisher's reader task hands each packet straight to every subscriber
 //! leg's bounded queue: no actor mailbox on the per-packet path, and a slow subscriber loses
-//! packets (counted) instead of slowing the publisher or the others.
+//! packets (counted) instead of slowing the publisher or the others. The [`Track`] actor owns
+//! the control side: subscribers' caps, simulcast layer choice, keyframe requests for switches.
 
+mod actor;
 mod directory;
 mod fanout;
+pub mod layers;
 
+pub use actor::Track;
 pub use directory::{TrackCollector, TrackDirectory};
-pub use fanout::{starts_keyframe, Downtrack, Fanout, TrackCounters, Upstream};
+pub use fanout::{starts_keyframe, Downtrack, Fanout, TrackCounters, Upstream, NO_LAYER};
+pub use layers::{LayerView, LegCaps};
 
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use serde::{Deserialize, Serialize};

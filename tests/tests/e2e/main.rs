@@ -6,4 +6,5 @@ mod permissions;
 mod persistence;
 mod recording;
 mod sfu;
+mod simulcast;
 mod tokens;

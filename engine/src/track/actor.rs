@@ -1,0 +1,213 @@
+//! The `Track` actor: the control side of one published track. It owns the subscribers' caps,
+//! measures each simulcast layer's bitrate, chooses each leg's layer with
+//! [`super::layers::choose_layer`] and asks the publisher for the keyframe a switch waits for.
+//! Packets never pass through it: the reader task hands them to the legs directly
+//! ([`super::Fanout`]), and legs follow the target layer this actor sets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+
+use super::fanout::{Downtrack, Fanout, NO_LAYER};
+use super::layers::{LegCaps, MAX_LAYERS};
+
+/// How often layer bitrates are measured and choices revisited.
+const TICK: Duration = Duration::from_millis(500);
+
+/// A leg was attached (sent by [`Fanout::attach_capped`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribed {
+    pub leg: Arc<Downtrack>,
+    pub caps: LegCaps,
+}
+
+/// A leg was detached.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribed {
+    pub leg: u64,
+}
+
+/// A leg's caps changed (member media settings, a manual layer pick).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetLegCaps {
+    pub leg: u64,
+    pub caps: LegCaps,
+}
+
+/// A subscriber reported its receive estimate (REMB).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetEstimate {
+    pub leg: u64,
+    pub kbps: u32,
+}
+
+/// A layer appeared or its picture size changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LayersChanged;
+
+/// The track ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TrackEnded;
+
+struct LegControl {
+    leg: Arc<Downtrack>,
+    caps: LegCaps,
+}
+
+/// One published track's control actor.
+pub struct Track {
+    fanout: Arc<Fanout>,
+    legs: HashMap<u64, LegControl>,
+    /// Per layer: bytes seen at the last tick.
+    last_bytes: [u64; MAX_LAYERS],
+    /// Per layer: smoothed kbps.
+    kbps: [f64; MAX_LAYERS],
+    last_tick: Instant,
+}
+
+impl Track {
+    /// Starts the actor for `fanout` and hands it the track's control.
+    pub fn launch(fanout: Arc<Fanout>) -> actix::Addr<Track> {
+        let addr = Track {
+            fanout: fanout.clone(),
+            legs: HashMap::new(),
+            last_bytes: [0; MAX_LAYERS],
+            kbps: [0.0; MAX_LAYERS],
+            last_tick: Instant::now(),
+        }
+        .start();
+        fanout.set_control(addr.clone());
+        addr
+    }
+
+    /// Samples each layer's byte counter into a smoothed bitrate.
+    fn measure(&mut self) {
+        let elapsed = self.last_tick.elapsed().as_secs_f64().max(0.001);
+        self.last_tick = Instant::now();
+        for (i, layer) in self.fanout.layer_slots().iter().enumerate() {
+            let bytes = layer.bytes.load(std::sync::atomic::Ordering::Relaxed);
+            let rate = (bytes - self.last_bytes[i]) as f64 * 8.0 / 1000.0 / elapsed;
+            self.last_bytes[i] = bytes;
+            // About a 3 s average: keyframes come and go without moving choices.
+            self.kbps[i] = if self.kbps[i] == 0.0 {
+                rate
+            } else {
+                self.kbps[i] * 0.85 + rate * 0.15
+            };
+            layer.set_kbps(self.kbps[i].round() as u32);
+        }
+    }
+
+    /// Sets every leg's target layer; a leg not on its target asks that layer for a keyframe.
+    fn choose_all(&self) {
+        if self.fanout.layer_count() < 2 {
+            return;
+        }
+        for c in self.legs.values() {
+            self.choose_for(c);
+        }
+    }
+
+    fn choose_for(&self, c: &LegControl) {
+        let target = self.fanout.choose(&c.caps);
+        if target == NO_LAYER {
+            return;
+        }
+        if c.leg.target() != target {
+            tracing::debug!(track = %self.fanout.info.id, leg = c.leg.id, from = c.leg.target(), to = target, "layer target changed");
+            c.leg.set_target(target);
+        }
+        if c.leg.current() != target {
+            self.fanout.request_keyframe_of_soon(target);
+        }
+    }
+}
+
+impl Actor for Track {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(256);
+        ctx.run_interval(TICK, |act, _| {
+            act.measure();
+            act.choose_all();
+        });
+    }
+}
+
+impl Handler<Subscribed> for Track {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribed, _ctx: &mut Context<Self>) {
+        let c = LegControl {
+            leg: msg.leg,
+            caps: msg.caps,
+        };
+        if self.fanout.layer_count() > 1 {
+            self.choose_for(&c);
+        }
+        self.legs.insert(c.leg.id, c);
+    }
+}
+
+impl Handler<Unsubscribed> for Track {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribed, _ctx: &mut Context<Self>) {
+        self.legs.remove(&msg.leg);
+    }
+}
+
+impl Handler<SetLegCaps> for Track {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLegCaps, _ctx: &mut Context<Self>) {
+        if let Some(c) = self.legs.get_mut(&msg.leg) {
+            let estimate = c.caps.estimate_kbps;
+            c.caps = LegCaps {
+                estimate_kbps: estimate,
+                ..msg.caps
+            };
+        }
+        if let Some(c) = self.legs.get(&msg.leg) {
+            if self.fanout.layer_count() > 1 {
+                self.choose_for(c);
+            }
+        }
+    }
+}
+
+impl Handler<SetEstimate> for Track {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetEstimate, _ctx: &mut Context<Self>) {
+        if let Some(c) = self.legs.get_mut(&msg.leg) {
+            c.caps.estimate_kbps = Some(msg.kbps);
+        }
+    }
+}
+
+impl Handler<LayersChanged> for Track {
+    type Result = ();
+
+    fn handle(&mut self, _msg: LayersChanged, _ctx: &mut Context<Self>) {
+        self.choose_all();
+    }
+}
+
+impl Handler<TrackEnded> for Track {
+    type Result = ();
+
+    fn handle(&mut self, _msg: TrackEnded, ctx: &mut Context<Self>) {
+        self.legs.clear();
+        ctx.stop();
+    }
+}

@@ -1,0 +1,172 @@
+//! Simulcast over real WebRTC on loopback: a Rust client publishes three RID layers (180p,
+//! 360p, 720p fixtures), Rust subscribers play them with WHEP and read the picture size from the
+//! SPS of what they receive. Each subscriber gets the highest layer its member/group
+//! `max_resolution` allows, and a moderator's live change moves it at a keyframe.
+
+use std::time::Duration;
+
+use fanfare_tests::rtc_client::{ClientOptions, WhepSubscriber, WhipPublisher};
+use fanfare_tests::Server;
+use reqwest::Method;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn group(s: &Server, id: &str, media: serde_json::Value, members: &[&str]) {
+    let body = json!({"id": id, "name": id, "settings": {"media": media}});
+    let (st, body) = s.call(Method::POST, "/v1/groups", Some(&s.admin), Some(body)).await;
+    assert_eq!(st, 201, "{body}");
+    for user in members {
+        let (st, body) = s
+            .call(
+                Method::PUT,
+                &format!("/v1/groups/{id}/members/{user}"),
+                Some(&s.admin),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+}
+
+fn simulcast() -> ClientOptions {
+    ClientOptions {
+        audio: false,
+        simulcast: true,
+        ..Default::default()
+    }
+}
+
+/// Waits until the subscriber has decoded `frames` more frames since `from` at `size`.
+async fn settles_at(v: &WhepSubscriber, size: (u32, u32), frames: u64) -> bool {
+    let start = v.counts().frames;
+    v.wait_until(WAIT, |c| c.resolution == Some(size) && c.frames >= start + frames)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_the_layer_their_caps_allow_and_follow_live_changes() {
+    let s = Server::start().await;
+    // "open": default media settings (fhd). "small": the group caps everyone at vga.
+    group(&s, "open", json!({}), &["pub", "free", "later"]).await;
+    group(&s, "small", json!({"max_resolution": "vga"}), &["pub", "capped"]).await;
+    let (pub_t, free_t, later_t, capped_t) = (
+        s.token("pub").await,
+        s.token("free").await,
+        s.token("later").await,
+        s.token("capped").await,
+    );
+
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=open,small", &pub_t, simulcast())
+        .await
+        .expect("simulcast publish");
+    assert!(publisher.wait_connected(WAIT).await, "publisher connects");
+    assert!(publisher.wait_until(WAIT, |p| p.frames_sent >= 60).await);
+
+    // The call view lists the layers, lowest first, with the sizes learned from their SPS.
+    let mut layers = json!(null);
+    for _ in 0..50 {
+        let (st, call) = s.call(Method::GET, "/v1/groups/open/call", Some(&pub_t), None).await;
+        assert_eq!(st, 200, "{call}");
+        layers = call["participants"][0]["tracks"][0].clone();
+        if layers["layer_info"]
+            .as_array()
+            .is_some_and(|l| l.len() == 3 && l[2]["height"] == 720)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(layers["layers"], json!(["q", "h", "f"]), "{layers}");
+    let sizes: Vec<(u64, u64)> = layers["layer_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["width"].as_u64().unwrap(), l["height"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(sizes, [(320, 180), (640, 360), (1280, 720)], "{layers}");
+
+    let free = WhepSubscriber::connect_opts(&s.base, "/v1/groups/open/whep", &free_t, simulcast())
+        .await
+        .expect("uncapped play");
+    let capped = WhepSubscriber::connect_opts(&s.base, "/v1/groups/small/whep", &capped_t, simulcast())
+        .await
+        .expect("capped play");
+    assert!(
+        settles_at(&free, (1280, 720), 60).await,
+        "uncapped gets 720p: {:?}",
+        free.counts()
+    );
+    assert!(
+        settles_at(&capped, (640, 360), 60).await,
+        "vga cap gets 360p: {:?}",
+        capped.counts()
+    );
+    let c = capped.counts();
+    assert_eq!(c.resolutions, [(640, 360)], "never above the cap: {c:?}");
+    assert!(c.first_keyframe.is_some_and(|t| t < Duration::from_secs(3)), "{c:?}");
+    assert!(
+        free.counts().resolutions.iter().all(|r| *r == (1280, 720)),
+        "{:?}",
+        free.counts()
+    );
+
+    // A moderator lowers one member's cap live: only that subscriber moves down, at a
+    // keyframe, without a gap in decoded frames.
+    let later = WhepSubscriber::connect_opts(&s.base, "/v1/groups/open/whep", &later_t, simulcast())
+        .await
+        .expect("second uncapped play");
+    assert!(settles_at(&later, (1280, 720), 30).await, "{:?}", later.counts());
+    let before = later.counts();
+    let (st, body) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/open/members/later",
+            Some(&s.admin),
+            Some(json!({"media": {"max_resolution": "vga"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        settles_at(&later, (640, 360), 30).await,
+        "cap lowered live: {:?}",
+        later.counts()
+    );
+    let after = later.counts();
+    assert!(after.keyframes > before.keyframes, "{after:?}");
+    assert_eq!(after.resolutions, [(1280, 720), (640, 360)], "{after:?}");
+    assert!(
+        after.max_frame_gap < Duration::from_secs(1),
+        "frames keep coming: {after:?}"
+    );
+    // The member cap is lifted to hd: back up to 720p.
+    let (st, body) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/open/members/later",
+            Some(&s.admin),
+            Some(json!({"media": {"max_resolution": "hd"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        settles_at(&later, (1280, 720), 30).await,
+        "cap raised live: {:?}",
+        later.counts()
+    );
+    assert!(
+        later.counts().max_frame_gap < Duration::from_secs(1),
+        "{:?}",
+        later.counts()
+    );
+    // The others never moved.
+    assert!(settles_at(&free, (1280, 720), 30).await);
+    assert_eq!(free.counts().resolutions, [(1280, 720)]);
+    assert_eq!(capped.counts().resolutions, [(640, 360)]);
+    assert!(s.metric("fanfare_track_packets_out").await > 0.0);
+
+    for v in [&free, &capped, &later] {
+        v.stop().await.expect("stop play");
+    }
+    publisher.stop().await.expect("stop publish");
+}
