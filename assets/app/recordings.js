@@ -115,11 +115,14 @@ async function play(ff, r, video, note) {
       player.on(Hls.Events.ERROR, (_, data) => {
         if (data.fatal) note.textContent = `The recording cannot be played (${data.details}${data.response?.code ? ", HTTP " + data.response.code : ""}).`;
       });
+      // play() before the media source is attached may be refused: start once the playlist is in.
+      player.on(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
       player.loadSource(url);
       player.attachMedia(video);
     }
     video.dataset.recording = r.id;
     video.muted = true; // autoplay is allowed muted; the controls unmute
+    video.autoplay = true;
     await video.play().catch(() => {});
     note.textContent = `Playing ${r.name || r.id}.`;
   } catch (e) {

@@ -237,7 +237,11 @@ async function main() {
     const t0 = await until("the recording starts playing", async () => {
       const t = await alice.evaluate(() => document.querySelector("#recording-player").currentTime);
       return t > 0.2 ? t : null;
-    }, 20_000);
+    }, 20_000).catch(async (e) => {
+      // Say what the page says (an hls.js error, a status) along with the timeout.
+      const page = await alice.evaluate(() => document.querySelector("#recordings")?.innerText || document.body.innerText);
+      throw new Error(`${e.message}; the page says: ${page.slice(0, 600)}`);
+    });
     await sleep(1500);
     const t1 = await alice.evaluate(() => document.querySelector("#recording-player").currentTime);
     if (!(t1 > t0)) throw new Error(`the recording does not advance (${t0} then ${t1})`);

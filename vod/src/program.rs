@@ -231,7 +231,7 @@ async fn feed(
     }
     if let (Some(f), Some(l)) = (burst.first(), burst.last()) {
         let now = (t0.elapsed().as_secs_f64() * CLOCK_HZ as f64) as i64;
-        feed.base = Some((f.pts, now - (l.pts - f.pts).max(0)));
+        feed.base = Some((f.pts, (now - (l.pts - f.pts).max(0)).max(0)));
     }
     for frame in burst {
         if !feed.emit(frame) {

@@ -441,27 +441,19 @@ impl Fanout {
         served
     }
 
-    /// A tap: every packet of the track's top layer from now on (starting with the cached
-    /// keyframe when there is one), for a consumer on another thread such as a recorder. Packets
-    /// a full tap cannot take are dropped and counted; the tap ends when the track does.
+    /// A tap: every packet of the track's top layer from now on, for a consumer on another
+    /// thread such as a recorder. Unlike a subscriber leg it does not start from the cached
+    /// keyframe: that picture may be seconds old and has no audio beside it, which would put
+    /// stale, silent video at the head of a recording. A WebRTC publisher is asked for a fresh
+    /// keyframe instead (a local source sends its next one). Packets a full tap cannot take are
+    /// dropped and counted; the tap ends when the track does.
     pub fn tap(self: &Arc<Self>, capacity: usize) -> mpsc::Receiver<rtp::Packet> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let layer = self.top_layer();
-        let Ok(_guard) = self.legs.write() else { return rx };
-        let mut served = false;
-        if let Some(gop) = self.layers[usize::from(layer)].gop.as_ref().and_then(|g| g.lock().ok()) {
-            if gop.valid {
-                for pkt in &gop.packets {
-                    let _ = tx.try_send(pkt.clone());
-                }
-                served = true;
-            }
-        }
         if let Ok(mut taps) = self.taps.lock() {
             taps.push((layer, tx));
         }
-        drop(_guard);
-        if !served && self.info.kind == MediaKind::Video {
+        if self.info.kind == MediaKind::Video {
             self.request_keyframe_of_soon(layer);
         }
         rx
