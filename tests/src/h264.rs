@@ -620,7 +620,13 @@ pub fn sps_dimensions(nal: &[u8]) -> Option<(u32, u32)> {
     if bit()? == 1 {
         (cl, cr, ct, cb) = (ue(&mut bit)?, ue(&mut bit)?, ue(&mut bit)?, ue(&mut bit)?);
     }
-    let (sub_w, sub_h) = if chroma == 1 { (2, 2) } else if chroma == 2 { (2, 1) } else { (1, 1) };
+    let (sub_w, sub_h) = if chroma == 1 {
+        (2, 2)
+    } else if chroma == 2 {
+        (2, 1)
+    } else {
+        (1, 1)
+    };
     let width = (w_mbs * 16).checked_sub((cl + cr) * sub_w)?;
     let height = ((2 - frame_mbs_only) * h_units * 16).checked_sub((ct + cb) * sub_h * (2 - frame_mbs_only))?;
     Some((width, height))
@@ -633,7 +639,11 @@ mod sps_tests {
         let want = [(320, 180), (640, 360), (1280, 720)];
         for ((_, path), want) in super::simulcast_fixtures().iter().zip(want) {
             let aus = super::read_access_units(path).unwrap();
-            let sps = aus[0].nalus.iter().find(|n| super::nal_type(n[0]) == super::NAL_SPS).unwrap();
+            let sps = aus[0]
+                .nalus
+                .iter()
+                .find(|n| super::nal_type(n[0]) == super::NAL_SPS)
+                .unwrap();
             assert_eq!(super::sps_dimensions(sps), Some(want), "{}", path.display());
         }
     }

@@ -1,6 +1,7 @@
 //! Test harness: starts the real `fanfare` binary on a free loopback port with its own data
 //! directory, and talks to it over HTTP and WebSocket as clients do.
 
+pub mod browser;
 pub mod h264;
 pub mod rtc_client;
 
@@ -166,6 +167,31 @@ impl Server {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.tmp_shared.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Creates group `id` (as admin) and adds `members`, each with its permission overrides;
+    /// panics if the server refuses.
+    pub async fn group(&self, id: &str, members: &[(&str, Value)]) {
+        let (st, body) = self
+            .call(
+                Method::POST,
+                "/v1/groups",
+                Some(&self.admin),
+                Some(serde_json::json!({"id": id, "name": id})),
+            )
+            .await;
+        assert_eq!(st, 201, "create group {id}: {body}");
+        for (user, perms) in members {
+            let (st, body) = self
+                .call(
+                    Method::PUT,
+                    &format!("/v1/groups/{id}/members/{user}"),
+                    Some(&self.admin),
+                    Some(serde_json::json!({"permissions": perms})),
+                )
+                .await;
+            assert_eq!(st, 201, "add {user} to {id}: {body}");
+        }
     }
 
     /// Mints a token for `user` through `POST /v1/tokens`.

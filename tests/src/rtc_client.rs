@@ -828,7 +828,11 @@ impl WhipPublisher {
             .iter()
             .map(|(_, ssrc, _)| (*ssrc, Arc::new(AtomicBool::new(false))))
             .collect();
-        let mut tasks = vec![tokio::spawn(read_feedback(video.clone(), counters.clone(), flags.clone()))];
+        let mut tasks = vec![tokio::spawn(read_feedback(
+            video.clone(),
+            counters.clone(),
+            flags.clone(),
+        ))];
         for ((rid, ssrc, aus), (_, flag)) in layers.into_iter().zip(flags) {
             let mut exts = Vec::new();
             if opts.simulcast {
@@ -997,7 +1001,11 @@ async fn read_feedback(
 ) {
     let flag = |ssrc: Option<u32>| {
         let named: Vec<_> = layers.iter().filter(|(s, _)| Some(*s) == ssrc).collect();
-        for (_, f) in if named.is_empty() { layers.iter().collect() } else { named } {
+        for (_, f) in if named.is_empty() {
+            layers.iter().collect()
+        } else {
+            named
+        } {
             f.store(true, Ordering::SeqCst);
         }
     };
@@ -1376,7 +1384,11 @@ async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared
         let now = shared.started.elapsed();
         let incomplete_before = counter.incomplete;
         let frame = if h264 { counter.push(&pkt) } else { None };
-        let size = if h264 { h264::payload_sps_dimensions(&pkt.payload) } else { None };
+        let size = if h264 {
+            h264::payload_sps_dimensions(&pkt.payload)
+        } else {
+            None
+        };
         let newly_incomplete = counter.incomplete - incomplete_before;
         let len = pkt.payload.len() as u64;
         shared.counts.send_modify(|c| {

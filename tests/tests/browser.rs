@@ -6,12 +6,10 @@
 //! Needs `scripts/setup.sh test` (chromium, node, `npm ci` in tests/browser). Like every test it
 //! runs inside `scripts/test.sh`'s loopback-only network namespace, so no candidate leaves lo.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fanfare_tests::{workspace, Server};
+use fanfare_tests::{browser, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -33,21 +31,8 @@ fn publishes_video(view: &Value, user: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_see_each_other() {
-    let root = workspace();
-    let script = root.join("tests/browser/two_pages.mjs");
-    assert!(
-        root.join("tests/browser/node_modules/playwright-core").is_dir(),
-        "tests/browser/node_modules is missing: run `scripts/setup.sh test` (it runs `npm ci` there)"
-    );
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium is missing: run `scripts/setup.sh test`"
-    );
-    let out_dir: PathBuf = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"))
-        .join("test-output/browser");
-    std::fs::create_dir_all(&out_dir).expect("create the screenshot directory");
+    browser::require_tools();
+    let out_dir = browser::output_dir();
 
     let s = Server::start().await;
     let (st, body) = s
@@ -73,23 +58,26 @@ async fn two_browsers_see_each_other() {
     let (alice, bob) = (s.token("alice").await, s.token("bob").await);
 
     let started = Instant::now();
-    let child = tokio::process::Command::new("node")
-        .arg(&script)
-        .args(["--base", &s.base, "--group", GROUP, "--out"])
-        .arg(&out_dir)
-        .args(["--user", "alice", "--token", &alice, "--user", "bob", "--token", &bob])
-        .current_dir(root.join("tests/browser"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start node (is Node.js installed? run `scripts/setup.sh test`)");
-
+    let args = browser::args([
+        "--base".into(),
+        s.base.clone().into(),
+        "--group".into(),
+        GROUP.into(),
+        "--out".into(),
+        out_dir.into_os_string(),
+        "--user".into(),
+        "alice".into(),
+        "--token".into(),
+        alice.clone().into(),
+        "--user".into(),
+        "bob".into(),
+        "--token".into(),
+        bob.clone().into(),
+    ]);
     // While the pages are open, the call view must list both of them publishing video.
     let done = AtomicBool::new(false);
     let node = async {
-        let out = tokio::time::timeout(NODE_TIMEOUT, child.wait_with_output()).await;
+        let out = browser::run("two_pages.mjs", args, NODE_TIMEOUT).await;
         done.store(true, Ordering::SeqCst);
         out
     };
@@ -110,31 +98,24 @@ async fn two_browsers_see_each_other() {
     let (out, call_view) = tokio::join!(node, watch_call);
     let elapsed = started.elapsed();
 
-    let out = match out {
-        Ok(out) => out.expect("wait for node"),
-        Err(_) => panic!(
+    let run = out.unwrap_or_else(|| {
+        panic!(
             "two_pages.mjs did not finish within {NODE_TIMEOUT:?}\n--- server log ---\n{}",
             s.log()
-        ),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or(Value::Null);
+        )
+    });
+    let (report, stderr) = (&run.report, &run.stderr);
     let context = || {
         format!(
             "node exit: {}\nreport: {report}\n--- node stderr ---\n{stderr}\n--- server log ---\n{}",
-            out.status,
+            run.status,
             s.log()
         )
     };
     println!("browser run took {elapsed:?}: {report}");
 
     assert!(
-        out.status.success() && report["ok"] == true,
+        run.success && report["ok"] == true,
         "the browsers failed\n{}",
         context()
     );

@@ -9,12 +9,11 @@
 //! Needs `scripts/setup.sh test` (chromium, node, `npm ci` in tests/browser). Like every test it
 //! runs inside a loopback-only network namespace, so no candidate leaves lo.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fanfare_tests::{workspace, Server};
+use fanfare_tests::{browser, workspace, Server};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Longer than the script's own 100 s limit, so its JSON report normally arrives.
 const NODE_TIMEOUT: Duration = Duration::from_secs(115);
@@ -23,14 +22,7 @@ const GROUP: &str = "class";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_app_call_classroom_chat_recordings() {
     let root = workspace();
-    assert!(
-        root.join("tests/browser/node_modules/playwright-core").is_dir(),
-        "tests/browser/node_modules is missing: run `scripts/setup.sh test` (it runs `npm ci` there)"
-    );
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium is missing: run `scripts/setup.sh test`"
-    );
+    browser::require_tools();
     let out_dir = root.join("tests/out");
     std::fs::create_dir_all(&out_dir).expect("create tests/out");
 
@@ -66,42 +58,37 @@ async fn web_app_call_classroom_chat_recordings() {
     }
 
     let started = Instant::now();
-    let child = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/app_flow.mjs"))
-        .args(["--base", &s.base, "--group", GROUP, "--out"])
-        .arg(&out_dir)
-        .current_dir(root.join("tests/browser"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start node (is Node.js installed? run `scripts/setup.sh test`)");
-    let out = match tokio::time::timeout(NODE_TIMEOUT, child.wait_with_output()).await {
-        Ok(out) => out.expect("wait for node"),
-        Err(_) => panic!(
+    let run = browser::run(
+        "app_flow.mjs",
+        browser::args([
+            "--base".into(),
+            s.base.clone().into(),
+            "--group".into(),
+            GROUP.into(),
+            "--out".into(),
+            out_dir.clone().into_os_string(),
+        ]),
+        NODE_TIMEOUT,
+    )
+    .await
+    .unwrap_or_else(|| {
+        panic!(
             "app_flow.mjs did not finish within {NODE_TIMEOUT:?}\n--- server log ---\n{}",
             s.log()
-        ),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or(Value::Null);
+        )
+    });
+    let (report, stderr) = (&run.report, &run.stderr);
     let context = || {
         format!(
             "node exit: {}\nreport: {report}\n--- node stderr ---\n{stderr}\n--- server log (tail) ---\n{}",
-            out.status,
+            run.status,
             tail(&s.log(), 60)
         )
     };
     println!("web app run took {:?}: {report}", started.elapsed());
     println!("recordings: {}", report["recordings"]);
     assert!(
-        out.status.success() && report["ok"] == true,
+        run.success && report["ok"] == true,
         "the web app flow failed\n{}",
         context()
     );

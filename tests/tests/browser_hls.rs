@@ -2,58 +2,39 @@
 //! group whose call a Rust WebRTC client publishes into, and the VOD playlist of a recording of
 //! it, using only the URL (with `?token=`) and the signed segment links inside.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use fanfare_tests::rtc_client::WhipPublisher;
-use fanfare_tests::{workspace, Server};
+use fanfare_tests::{browser, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Runs tests/browser/hls_play.mjs on `src`; returns its report.
 async fn play(base: &str, src: &str, shot: &str) -> Value {
-    let root = workspace();
-    let out: PathBuf = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"))
-        .join("test-output/browser");
-    std::fs::create_dir_all(&out).expect("screenshot dir");
-    let child = tokio::process::Command::new("node")
-        .arg(root.join("tests/browser/hls_play.mjs"))
-        .args(["--base", base, "--src", src, "--out"])
-        .arg(out.join(shot))
-        .current_dir(root.join("tests/browser"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs (scripts/setup.sh test installs it)");
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let out = browser::output_dir();
+    let args = browser::args([
+        "--base".into(),
+        base.into(),
+        "--src".into(),
+        src.into(),
+        "--out".into(),
+        out.join(shot).into_os_string(),
+    ]);
+    let run = browser::run("hls_play.mjs", args, Duration::from_secs(60))
         .await
-        .expect("hls_play.mjs finishes")
-        .expect("node output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or(Value::Null);
+        .expect("hls_play.mjs finishes within 60 s");
     assert!(
-        report["ok"] == true,
-        "hls.js did not play {src}: {report}\n--- node stderr ---\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        run.success && run.report["ok"] == true,
+        "hls.js did not play {src}: {}\n--- node stderr ---\n{}",
+        run.report,
+        run.stderr
     );
-    report
+    run.report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_plays_live_and_recorded_playlists() {
-    assert!(
-        workspace().join("tests/browser/node_modules/playwright-core").is_dir(),
-        "run scripts/setup.sh test"
-    );
+    browser::require_tools();
     let s = Server::start().await;
     let (st, body) = s
         .call(

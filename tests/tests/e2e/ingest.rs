@@ -76,29 +76,6 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-async fn group(s: &Server, id: &str, members: &[(&str, Value)]) {
-    let (st, body) = s
-        .call(
-            Method::POST,
-            "/v1/groups",
-            Some(&s.admin),
-            Some(json!({"id": id, "name": id})),
-        )
-        .await;
-    assert_eq!(st, 201, "{body}");
-    for (user, perms) in members {
-        let (st, body) = s
-            .call(
-                Method::PUT,
-                &format!("/v1/groups/{id}/members/{user}"),
-                Some(&s.admin),
-                Some(json!({"permissions": perms})),
-            )
-            .await;
-        assert_eq!(st, 201, "{body}");
-    }
-}
-
 async fn create(s: &Server, token: &str, body: Value) -> (u16, Value) {
     s.call(Method::POST, "/v1/ingests", Some(token), Some(body)).await
 }
@@ -135,7 +112,7 @@ async fn call_participants(s: &Server, gid: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
     let s = Server::start_with_config(CONFIG).await;
-    group(&s, "cams", &[("viewer", json!({}))]).await;
+    s.group("cams", &[("viewer", json!({}))]).await;
     let viewer = s.token("viewer").await;
     let port = free_port();
     let camera = Camera::start(port, &["--audio"]);
@@ -239,7 +216,7 @@ async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sources_give_a_clear_status_and_no_crash() {
     let s = Server::start_with_config(&format!("{CONFIG}allow_remote = false\n")).await;
-    group(&s, "g", &[]).await;
+    s.group("g", &[]).await;
 
     // A port answering HTTP instead of RTSP.
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -337,8 +314,8 @@ async fn bad_sources_give_a_clear_status_and_no_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_needs_can_publish_in_every_group() {
     let s = Server::start_with_config(CONFIG).await;
-    group(&s, "g1", &[("pub", json!({})), ("mod", json!({}))]).await;
-    group(&s, "g2", &[("pub", json!({"can_publish": false}))]).await;
+    s.group("g1", &[("pub", json!({})), ("mod", json!({}))]).await;
+    s.group("g2", &[("pub", json!({"can_publish": false}))]).await;
     let (publisher, outsider) = (s.token("pub").await, s.token("outsider").await);
     let url = format!("rtsp://127.0.0.1:{}/cam", free_port());
 
@@ -393,7 +370,7 @@ async fn creating_needs_can_publish_in_every_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_ingest_restarts_with_the_server() {
     let s = Server::start_with_config(CONFIG).await;
-    group(&s, "cams", &[]).await;
+    s.group("cams", &[]).await;
     let camera = Camera::start(free_port(), &[]);
     let (st, v) = create(
         &s,
@@ -446,7 +423,7 @@ fn probe(url: &str) -> (f64, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_camera_keeps_one_recording_across_a_camera_restart_and_plays_live() {
     let s = Server::start_with_config(CONFIG).await;
-    group(&s, "yard", &[("viewer", json!({}))]).await;
+    s.group("yard", &[("viewer", json!({}))]).await;
     let viewer = s.token("viewer").await;
     let port = free_port();
     let camera = Camera::start(port, &["--audio"]);

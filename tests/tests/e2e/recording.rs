@@ -12,29 +12,6 @@ use fanfare_tests::{workspace, Server};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-async fn group(s: &Server, id: &str, members: &[(&str, Value)]) {
-    let (st, body) = s
-        .call(
-            Method::POST,
-            "/v1/groups",
-            Some(&s.admin),
-            Some(json!({"id": id, "name": id})),
-        )
-        .await;
-    assert_eq!(st, 201, "{body}");
-    for (user, perms) in members {
-        let (st, body) = s
-            .call(
-                Method::PUT,
-                &format!("/v1/groups/{id}/members/{user}"),
-                Some(&s.admin),
-                Some(json!({"permissions": perms})),
-            )
-            .await;
-        assert_eq!(st, 201, "{body}");
-    }
-}
-
 /// Polls a recording until its status is `want` (or 30 s pass); returns it.
 async fn wait_status(s: &Server, rid: &str, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -170,7 +147,7 @@ async fn check_recording(s: &Server, rid: &str, want_s: f64, tolerance: f64) {
 #[tokio::test]
 async fn a_recorded_call_plays_as_vod_with_keyframe_aligned_segments() {
     let s = Server::start().await;
-    group(&s, "rec", &[]).await;
+    s.group("rec", &[]).await;
     let p = publish(&s, "rec", &s.admin).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (st, rec) = s
@@ -250,8 +227,7 @@ async fn a_recorded_call_plays_as_vod_with_keyframe_aligned_segments() {
 #[tokio::test]
 async fn playback_needs_can_playback_and_a_valid_signed_link() {
     let s = Server::start().await;
-    group(
-        &s,
+    s.group(
         "pb",
         &[("viewer", json!({})), ("blind", json!({"can_playback": false}))],
     )
@@ -368,8 +344,7 @@ fn make_mp4(dir: &Path, name: &str, secs: u32) -> PathBuf {
 #[tokio::test]
 async fn uploads_become_hls_and_bad_files_fail_with_a_reason() {
     let s = Server::start().await;
-    group(
-        &s,
+    s.group(
         "up",
         &[
             ("pub", json!({"can_publish": true})),
@@ -437,8 +412,7 @@ async fn uploads_become_hls_and_bad_files_fail_with_a_reason() {
 #[tokio::test]
 async fn live_hls_serves_parts_and_blocks_until_the_next_one() {
     let s = Server::start().await;
-    group(
-        &s,
+    s.group(
         "lv",
         &[("watcher", json!({})), ("nosub", json!({"can_subscribe": false}))],
     )
@@ -516,7 +490,7 @@ async fn live_hls_serves_parts_and_blocks_until_the_next_one() {
 #[tokio::test]
 async fn a_sigkill_mid_recording_keeps_what_was_recorded() {
     let s = Server::start().await;
-    group(&s, "crash", &[]).await;
+    s.group("crash", &[]).await;
     let p = publish(&s, "crash", &s.admin).await;
     let (st, rec) = s
         .call(Method::POST, "/v1/groups/crash/recordings", Some(&s.admin), None)
@@ -637,7 +611,7 @@ async fn recording_to_s3_survives_the_store_going_away() {
         fanfare_tests::TEST_CONFIG
     );
     let s = Server::start_with_config(&config).await;
-    group(&s, "s3", &[]).await;
+    s.group("s3", &[]).await;
     let p = publish(&s, "s3", &s.admin).await;
     let (st, rec) = s
         .call(Method::POST, "/v1/groups/s3/recordings", Some(&s.admin), None)

@@ -11,29 +11,6 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-async fn group(s: &Server, id: &str, members: &[(&str, serde_json::Value)]) {
-    let (st, body) = s
-        .call(
-            Method::POST,
-            "/v1/groups",
-            Some(&s.admin),
-            Some(json!({"id": id, "name": id})),
-        )
-        .await;
-    assert_eq!(st, 201, "{body}");
-    for (user, perms) in members {
-        let (st, body) = s
-            .call(
-                Method::PUT,
-                &format!("/v1/groups/{id}/members/{user}"),
-                Some(&s.admin),
-                Some(json!({"permissions": perms})),
-            )
-            .await;
-        assert_eq!(st, 201, "{body}");
-    }
-}
-
 /// Polls `/metrics` until `name` reads `want` (or 5 s pass) and returns the last value.
 async fn metric_settles(s: &Server, name: &str, want: f64) -> f64 {
     let mut v = s.metric(name).await;
@@ -50,8 +27,7 @@ async fn metric_settles(s: &Server, name: &str, want: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publish_fans_out_to_several_groups_each_with_its_own_permissions() {
     let s = Server::start().await;
-    group(
-        &s,
+    s.group(
         "ga",
         &[
             ("pub", json!({})),
@@ -60,8 +36,8 @@ async fn one_publish_fans_out_to_several_groups_each_with_its_own_permissions() 
         ],
     )
     .await;
-    group(&s, "gb", &[("pub", json!({})), ("vb", json!({}))]).await;
-    group(&s, "gc", &[("vc", json!({}))]).await;
+    s.group("gb", &[("pub", json!({})), ("vb", json!({}))]).await;
+    s.group("gc", &[("vc", json!({}))]).await;
     let (publisher_t, va, vb, vc, muted) = (
         s.token("pub").await,
         s.token("va").await,
@@ -276,7 +252,7 @@ async fn classroom_teacher_grants_then_revokes_publishing() {
 #[tokio::test]
 async fn bad_offers_and_sessions_get_clear_errors() {
     let s = Server::start().await;
-    group(&s, "g", &[("pub", json!({}))]).await;
+    s.group("g", &[("pub", json!({}))]).await;
     let t = s.token("pub").await;
     let post = |path: &'static str, ct: &'static str, body: Vec<u8>| s.raw(Method::POST, path, Some(&t), ct, body);
 
@@ -418,8 +394,7 @@ async fn ws_exchange(ws: &mut fanfare_tests::Ws, request: serde_json::Value) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_and_play_over_the_realtime_socket() {
     let s = Server::start().await;
-    group(
-        &s,
+    s.group(
         "live",
         &[
             ("alice", json!({})),
@@ -495,8 +470,7 @@ async fn publish_and_play_over_the_realtime_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moderators_mute_and_remove_call_participants() {
     let s = Server::start().await;
-    group(
-        &s,
+    s.group(
         "stage",
         &[
             ("talker", json!({})),
@@ -613,7 +587,7 @@ fn rss_kb(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_joining_and_leaving_leave_nothing_behind() {
     let s = Server::start().await;
-    group(&s, "churn", &[]).await;
+    s.group("churn", &[]).await;
     let t = s.admin.clone();
     let publisher = WhipPublisher::connect(&s.base, "/v1/whip?groups=churn", &t)
         .await
