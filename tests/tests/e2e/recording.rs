@@ -693,3 +693,85 @@ async fn settings_record_records_the_call_automatically() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Width of the video in a live playlist, as ffprobe reads it.
+fn live_width(url: String) -> u64 {
+    let v = ffprobe(&[
+        "-show_entries",
+        "stream=width",
+        "-protocol_whitelist",
+        "http,tcp,hls",
+        &url,
+    ]);
+    v["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["width"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_moderator_picks_who_the_live_program_shows() {
+    let s = Server::start().await;
+    s.group(
+        "prog",
+        &[("a", json!({})), ("b", json!({})), ("m", json!({"can_moderate": true}))],
+    )
+    .await;
+    let (a, b, m) = (s.token("a").await, s.token("b").await, s.token("m").await);
+    // a publishes 360p first, then b publishes 720p.
+    let pa = publish(&s, "prog", &a).await;
+    let opts = fanfare_tests::rtc_client::ClientOptions {
+        fixture: workspace().join("assets/media/720p30-h264.h264"),
+        ..Default::default()
+    };
+    let pb = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=prog", &b, opts)
+        .await
+        .expect("publish b");
+    assert!(pb.wait_connected(Duration::from_secs(15)).await);
+
+    let path = "/v1/groups/prog/live/program";
+    let (st, _) = s
+        .call(Method::PUT, path, Some(&a), Some(json!({"participant": "b"})))
+        .await;
+    assert_eq!(st, 403, "only moderators choose the program");
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            path,
+            Some(&m),
+            Some(json!({"participant": "no such user!"})),
+        )
+        .await;
+    assert_eq!(st, 400);
+
+    let live = format!("{}/v1/groups/prog/live/index.m3u8?token={m}", s.base);
+    let wait_two = format!("{live}&_HLS_msn=1");
+    let r = s.http().get(&live).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s.http().get(&wait_two).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let url = live.clone();
+    let w = tokio::task::spawn_blocking(move || live_width(url)).await.unwrap();
+    assert_eq!(w, 640, "the first publisher is the program");
+
+    let (st, body) = s
+        .call(Method::PUT, path, Some(&m), Some(json!({"participant": "b"})))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    // The switch lands at b's next keyframe; the playlist then starts showing b.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let url = live.clone();
+        let w = tokio::task::spawn_blocking(move || live_width(url)).await.unwrap();
+        if w == 1280 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the program never switched to b (width {w})");
+    }
+    pa.close().await;
+    pb.close().await;
+}
