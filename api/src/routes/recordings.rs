@@ -2,8 +2,6 @@
 //! upload a file (`can_publish`), list and play (`can_playback`; playlists carry signed,
 //! short-lived segment links), delete (`can_moderate`).
 
-use std::io::Write as _;
-
 use actix_web::http::header::{self, ContentType};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -251,7 +249,8 @@ async fn save_stream<S>(mut stream: S, path: &std::path::Path, limit: u64) -> Re
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, String>> + Unpin,
 {
-    let mut file = std::fs::File::create(path).map_err(ApiError::internal)?;
+    use tokio::io::AsyncWriteExt as _;
+    let mut file = tokio::fs::File::create(path).await.map_err(ApiError::internal)?;
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
@@ -273,10 +272,11 @@ where
                 format!("uploads are limited to {limit} bytes"),
             ));
         }
-        if let Err(e) = file.write_all(&chunk) {
+        if let Err(e) = file.write_all(&chunk).await {
             let _ = std::fs::remove_file(path);
             return Err(ApiError::internal(e));
         }
     }
+    file.flush().await.map_err(ApiError::internal)?;
     Ok(total)
 }

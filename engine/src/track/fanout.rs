@@ -318,7 +318,7 @@ impl Fanout {
             let offset = leg.skipped.load(Ordering::Relaxed);
             if leg.current.load(Ordering::Relaxed) != idx {
                 // Another layer: join this one only at its keyframe, if it is the target.
-                if leg.target.load(Ordering::Relaxed) != idx || !(keyframe || !self.keyframe_aware) {
+                if leg.target.load(Ordering::Relaxed) != idx || (!keyframe && self.keyframe_aware) {
                     continue;
                 }
                 if leg.tx.try_send((pkt.clone(), offset, idx)).is_ok() {
@@ -637,9 +637,9 @@ impl Fanout {
                 };
                 let remb = pkts
                     .iter()
-                    .filter_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
-                    .map(|r| (r.bitrate / 1000.0) as u32)
-                    .last();
+                    .rev()
+                    .find_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
+                    .map(|r| (r.bitrate / 1000.0) as u32);
                 if let Some(kbps) = remb {
                     fanout.tell(SetEstimate { leg: feedback.id, kbps });
                 }
