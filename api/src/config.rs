@@ -104,6 +104,8 @@ pub struct RtcConfig {
     pub threads: usize,
     /// Behind a 1:1 NAT: the public address advertised in place of `ips` in ICE candidates.
     pub public_ip: Option<IpAddr>,
+    /// Answer as an ICE-lite agent: the client drives connectivity checks (see README).
+    pub ice_lite: bool,
     /// STUN/TURN servers handed to clients by `GET /v1/rtc/config` (the server itself uses none).
     pub ice_servers: Vec<IceServer>,
 }
@@ -128,6 +130,7 @@ impl Default for RtcConfig {
             port_max: None,
             threads: 2,
             public_ip: None,
+            ice_lite: false,
             ice_servers: Vec::new(),
         }
     }
@@ -441,6 +444,7 @@ impl Config {
             ports: self.rtc.port_min.zip(self.rtc.port_max),
             threads: self.rtc.threads,
             public_ip: self.rtc.public_ip,
+            ice_lite: self.rtc.ice_lite,
         }
     }
 }

@@ -7,7 +7,9 @@
 //      framesDecoded grow over 2 s);
 //   2. the server's GET /v1/groups/{gid}/call lists the five, each with a video track;
 //   3. nobody's publishing ended and nobody's page renegotiated in a loop meanwhile;
-//   4. the last person leaves the call and the other four pages drop that tile within 8 s.
+//   4. the last person leaves the call (Leave) and the other four pages drop that tile within 8 s,
+//      while the four still play each other;
+//   5. then one more just closes the tab, and the remaining three drop that tile within 8 s.
 // A screenshot of the first page goes to --out/five-party.png.
 //
 // Usage: node five_party.mjs --base http://127.0.0.1:PORT --group five --out DIR
@@ -288,6 +290,23 @@ async function main() {
     }
   }
   result.steps.othersStillPlay = true;
+
+  // 5. Another one just closes the tab (no Leave click): the server ends their sessions and the
+  // remaining three pages drop that tile too.
+  const closer = stay[stay.length - 1];
+  const closedAt = Date.now();
+  const closing = pages[closer];
+  delete pages[closer];
+  await closing.context().close();
+  const goneToo = {};
+  await Promise.all(stay.filter((u) => u !== closer).map(async (who) => {
+    await pages[who].waitForSelector(`.tile[data-user="${closer}"]`, { state: "detached", timeout: LEAVE_WITHIN_MS })
+      .catch(() => { throw new Error(`${who} still shows ${closer}'s tile ${LEAVE_WITHIN_MS / 1000} s after their tab closed`); });
+    goneToo[who] = Date.now() - closedAt;
+  }));
+  result.steps.closer = closer;
+  result.steps.closedTileGoneAfterMs = goneToo;
+  log(`${closer} closed the tab; tiles gone after ${JSON.stringify(goneToo)} ms`);
   result.ok = true;
 }
 

@@ -4,7 +4,8 @@
 //! Y4M made by ffmpeg in the output directory) and the fake microphone. Every page must show a
 //! tile for each of the other four with their video playing (videoWidth > 0, frames growing over
 //! 2 s), `GET /v1/groups/{gid}/call` must list the five each with a video track, and when one
-//! leaves the other four pages must drop that tile within seconds. The screenshot of one page
+//! leaves (the Leave button) the other four pages must drop that tile within seconds; then one
+//! more closes the tab and the remaining three drop that tile too. The screenshot of one page
 //! goes to `<target>/test-output/browser/five-party.png` and is copied to
 //! `docs/screenshots/five-party.png`.
 //!
@@ -22,7 +23,7 @@ const GROUP: &str = "five";
 const USERS: [&str; 5] = ["ann", "ben", "cleo", "dan", "eve"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_people_in_one_call_see_and_hear_each_other() {
+async fn five_people_in_one_call_all_see_each_other() {
     browser::require_tools();
     assert!(
         std::process::Command::new("ffmpeg").arg("-version").output().is_ok(),
@@ -66,6 +67,18 @@ async fn five_people_in_one_call_see_and_hear_each_other() {
     };
     println!("five-party run took {:?}", started.elapsed());
     println!("report: {report}");
+    println!("--- node stderr ---\n{stderr}");
+    // The WebRTC library's own chatter while connections come up is left out.
+    let log = s.log();
+    let own: Vec<&str> = log
+        .lines()
+        .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && !l.contains("rtc::") && !l.contains("rtc_"))
+        .collect();
+    println!(
+        "server warnings and errors (WebRTC library ones left out): {}\n{}",
+        own.len(),
+        own.join("\n")
+    );
     assert!(
         run.success && report["ok"] == true,
         "the five-party call failed\n{}",
@@ -113,6 +126,14 @@ async fn five_people_in_one_call_see_and_hear_each_other() {
         context()
     );
     assert_eq!(steps["othersStillPlay"], true, "{}", context());
+    let closer = steps["closer"].as_str().unwrap_or_default();
+    let gone = steps["closedTileGoneAfterMs"].as_object().cloned().unwrap_or_default();
+    assert_eq!(
+        gone.len(),
+        USERS.len() - 2,
+        "tile of {closer} (tab closed) not dropped everywhere\n{}",
+        context()
+    );
 
     let shot = out_dir.join("five-party.png");
     assert!(shot.is_file(), "screenshot five-party.png missing\n{}", context());

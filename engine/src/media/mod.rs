@@ -28,6 +28,9 @@ pub struct MediaConfig {
     /// The address clients reach the server at when it sits behind a 1:1 NAT; replaces the
     /// bound addresses in the candidates the server advertises.
     pub public_ip: Option<IpAddr>,
+    /// Answer as an ICE-lite agent (RFC 8445 section 2.7: host candidates only, no checks of
+    /// our own; the client drives connectivity).
+    pub ice_lite: bool,
 }
 
 impl Default for MediaConfig {
@@ -37,6 +40,7 @@ impl Default for MediaConfig {
             ports: None,
             threads: 2,
             public_ip: None,
+            ice_lite: false,
         }
     }
 }
@@ -104,6 +108,11 @@ impl Media {
 
     /// The addresses a new peer connection binds: one per configured IP, on the next port of
     /// the range (or an OS-chosen one).
+    /// Whether peer connections run ICE-lite.
+    fn ice_lite(&self) -> bool {
+        self.config.ice_lite
+    }
+
     fn bind_addrs(&self) -> Vec<String> {
         let port = match self.config.ports {
             None => 0,

@@ -82,6 +82,7 @@ impl Peer {
                 .with(Slot::from(14_000), RtcpForward::new(metrics.nacks.clone()));
             let settings = SettingEngineBuilder::new()
                 .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                .with_lite(media.ice_lite())
                 .build();
             let (state_tx, state) = watch::channel(PeerState::New);
             let (gathered_tx, gathered) = watch::channel(false);
