@@ -1,48 +1,61 @@
-//! `rtsp-ingest`: server CPU and memory per RTSP camera. One GStreamer RTSP camera
-//! (`tests/rtsp/server.py`, shared media) is read K times: first by a fresh `fanfare` with K
-//! ingests (RTSP over TCP, depacketize, repacketize, fan-out; no subscriber), then by K
-//! `ffmpeg -rtsp_transport tcp -i URL -c copy -f hls` processes. Prints one markdown row per
-//! (K, reader) on stdout, details on stderr. Every process it starts is stopped by PID.
+//! `rtsp-ingest`: server CPU and memory per RTSP camera, with live HLS on. One GStreamer RTSP
+//! camera (`tests/rtsp/file_server.py`: a pre-encoded 1080p30 4 Mbit/s H.264 file, looped
+//! without re-encoding, shared media) is read K times: first by a fresh `fanfare` with K ingests,
+//! each into its own group whose live HLS program runs (RTSP over TCP, depacketize, repacketize,
+//! fan-out, segment into LL-HLS in memory), then by K `ffmpeg -rtsp_transport tcp -i URL -c copy
+//! -f hls` processes. Prints one markdown row per (K, reader) on stdout, details on stderr.
+//! Every process it starts is stopped by PID.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 #[derive(Parser, Debug)]
-#[command(about = "RTSP ingest: fanfare vs ffmpeg -c copy -f hls, CPU and RSS per camera")]
+#[command(about = "RTSP ingest with live HLS: fanfare vs ffmpeg -c copy -f hls, CPU and RSS per camera")]
 struct Args {
     /// Camera counts to run, comma-separated.
-    #[arg(long, default_value = "1,10", value_delimiter = ',')]
+    #[arg(long, default_value = "1,10,50", value_delimiter = ',')]
     cameras: Vec<usize>,
     /// Measured seconds per run (after warm-up).
     #[arg(long, default_value_t = 20)]
     duration_s: u64,
-    /// Seconds between all readers being live and the measurement.
+    /// Seconds between all readers being live (and, for fanfare, every live playlist being
+    /// served) and the measurement.
     #[arg(long, default_value_t = 5)]
     warmup_s: u64,
     /// The fanfare binary (default: target/release/fanfare).
     #[arg(long)]
     server_bin: Option<PathBuf>,
-    /// Camera picture.
-    #[arg(long, default_value_t = 1280)]
-    width: u32,
-    #[arg(long, default_value_t = 720)]
-    height: u32,
-    /// Camera bitrate (x264enc kbit/s).
-    #[arg(long, default_value_t = 2000)]
-    kbps: u32,
-    /// videotestsrc pattern (`snow` is incompressible: the encoder meets the bitrate).
-    #[arg(long, default_value = "snow")]
-    pattern: String,
+    /// The camera's file: raw H.264 (Annex B), no B-frames. Default:
+    /// target/bench-media/1080p-4M.h264, encoded once with ffmpeg/libx264 when missing.
+    #[arg(long)]
+    media: Option<PathBuf>,
+    /// Seconds between requests of each group's live playlist (the program stops 30 s after
+    /// the last request).
+    #[arg(long, default_value_t = 10)]
+    playlist_every_s: u64,
+    /// Extra seconds after every live program has started, before the warm-up, so the live
+    /// windows (6 segments; with this camera's 2 s GOP, 12 s of media) are full when measuring.
+    #[arg(long, default_value_t = 15)]
+    hls_fill_s: u64,
+    /// Leave live HLS off (ingest only: the breakdown of fanfare's cost).
+    #[arg(long)]
+    no_live_hls: bool,
     /// Skip the ffmpeg runs.
     #[arg(long)]
     no_ffmpeg: bool,
+    /// Skip the fanfare runs.
+    #[arg(long)]
+    no_fanfare: bool,
 }
 
 fn workspace() -> PathBuf {
@@ -54,6 +67,12 @@ fn workspace() -> PathBuf {
 
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// utime + stime of `pid`, in seconds.
@@ -100,9 +119,11 @@ async fn stop(child: &mut Child) {
     }
 }
 
-/// CPU (cores) and RSS (summed, MB: mean and peak) of `pids` over `secs`.
-async fn measure(pids: &[u32], secs: u64) -> (f64, f64, f64) {
+/// CPU (cores) and RSS (summed, MB: mean and peak) of `pids` over `secs`, and the camera
+/// server's CPU (cores) over the same time.
+async fn measure(pids: &[u32], camera: u32, secs: u64) -> (f64, f64, f64, f64) {
     let start: f64 = pids.iter().map(|p| cpu_s(*p)).sum();
+    let cam0 = cpu_s(camera);
     let t0 = Instant::now();
     let (mut sum, mut n, mut peak) = (0.0, 0u32, 0.0f64);
     while t0.elapsed() < Duration::from_secs(secs) {
@@ -113,20 +134,60 @@ async fn measure(pids: &[u32], secs: u64) -> (f64, f64, f64) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let cpu: f64 = pids.iter().map(|p| cpu_s(*p)).sum::<f64>() - start;
-    (cpu / t0.elapsed().as_secs_f64(), sum / f64::from(n.max(1)), peak)
+    let wall = t0.elapsed().as_secs_f64();
+    (
+        cpu / wall,
+        sum / f64::from(n.max(1)),
+        peak,
+        (cpu_s(camera) - cam0) / wall,
+    )
 }
 
-async fn start_camera(args: &Args, port: u16) -> Result<Child> {
+/// The camera's file: 20 s of 1080p30 at 4 Mbit/s (noise on the test pattern, so the encoder
+/// really spends the bitrate), 2 s GOP, no B-frames. Encoded once, cached under target/.
+fn media(args: &Args) -> Result<PathBuf> {
+    if let Some(p) = &args.media {
+        return Ok(p.clone());
+    }
+    let dir = workspace().join("target/bench-media");
+    let path = dir.join("1080p-4M.h264");
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("encoding {} (20 s of 1080p30, 4 Mbit/s) ...", path.display());
+    let tmp = dir.join(format!("1080p-4M.{}.tmp.h264", std::process::id()));
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=1920x1080:rate=30")
+        .args(["-t", "20", "-vf", "noise=alls=20:allf=t"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-b:v", "4M"])
+        .args(["-maxrate", "4M", "-bufsize", "8M", "-g", "60"])
+        .args(["-keyint_min", "60", "-sc_threshold", "0", "-bf", "0"])
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&tmp)
+        .status()
+        .context("run ffmpeg")?
+        .success();
+    if !ok {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("ffmpeg could not encode the camera's file");
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+async fn start_camera(file: &Path, port: u16) -> Result<Child> {
     let mut child = Command::new("/usr/bin/python3")
-        .arg(workspace().join("tests/rtsp/server.py"))
+        .arg(workspace().join("tests/rtsp/file_server.py"))
         .args(["--port", &port.to_string(), "--path", "/cam"])
-        .args(["--width", &args.width.to_string(), "--height", &args.height.to_string()])
-        .args(["--kbps", &args.kbps.to_string(), "--pattern", &args.pattern])
+        .arg("--file")
+        .arg(file)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .context("start tests/rtsp/server.py with /usr/bin/python3")?;
+        .context("start tests/rtsp/file_server.py with /usr/bin/python3")?;
     let stdout = child.stdout.take().context("camera stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let ready = tokio::time::timeout(Duration::from_secs(20), async {
@@ -145,6 +206,35 @@ async fn start_camera(args: &Args, port: u16) -> Result<Child> {
     Ok(child)
 }
 
+/// What the camera delivers, by `ffprobe` (one more RTSP reader for a few seconds).
+async fn probe_camera(url: &str) -> Result<String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-rtsp_transport", "tcp", "-i", url])
+        .args(["-read_intervals", "%+6", "-show_entries"])
+        .args(["stream=width,height,r_frame_rate:packet=size", "-of", "csv=p=0"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .context("ffprobe timed out")??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Packet lines are `size`, the stream line is `width,height,rate`.
+    let (mut frames, mut bytes, mut stream) = (0u64, 0u64, String::new());
+    for l in text.lines().map(|l| l.trim_end_matches(',')) {
+        if let Ok(b) = l.parse::<u64>() {
+            frames += 1;
+            bytes += b;
+        } else if l.contains('/') {
+            stream = l.replace(',', " ");
+        }
+    }
+    Ok(format!(
+        "{stream}; {frames} frames, {:.0} kbit/s over the first 6 s",
+        bytes as f64 * 8.0 / 6.0 / 1000.0
+    ))
+}
+
 struct Row {
     k: usize,
     reader: &'static str,
@@ -157,7 +247,52 @@ struct Row {
     kbps: f64,
 }
 
-async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
+/// One live playlist request; the text on 200.
+async fn get_playlist(http: &reqwest::Client, url: &str) -> Result<String> {
+    let r = http.get(url).send().await?;
+    let st = r.status();
+    let text = r.text().await?;
+    if !st.is_success() {
+        bail!("{st}: {}", text.chars().take(200).collect::<String>());
+    }
+    Ok(text)
+}
+
+/// Checks that a live playlist lists parts and that one part downloads as MPEG-TS.
+async fn check_parts(http: &reqwest::Client, playlist_url: &str, text: &str) -> Result<String> {
+    let parts: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+        .collect();
+    let Some(uri) = parts.last() else {
+        bail!("the live playlist lists no parts:\n{text}");
+    };
+    let dir = playlist_url
+        .split('?')
+        .next()
+        .and_then(|u| u.rsplit_once('/'))
+        .map(|(d, _)| d)
+        .context("playlist url")?;
+    let url = if uri.starts_with("http") {
+        uri.to_string()
+    } else {
+        format!("{dir}/{uri}")
+    };
+    let r = http.get(&url).send().await?;
+    let st = r.status();
+    let body = r.bytes().await?;
+    if !st.is_success() || body.first() != Some(&0x47) || body.len() % 188 != 0 {
+        bail!("part {uri}: {st}, {} bytes, first byte {:?}", body.len(), body.first());
+    }
+    Ok(format!(
+        "{} parts listed; part {uri}: {} bytes of MPEG-TS",
+        parts.len(),
+        body.len()
+    ))
+}
+
+async fn run_fanfare(args: &Args, k: usize, url: &str, camera: u32) -> Result<Row> {
     let bin = args
         .server_bin
         .clone()
@@ -165,6 +300,7 @@ async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
     let dir = std::env::temp_dir().join(format!("fanfare-bench-ingest-{}-{k}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("fanfare.toml"), "[log]\nlevel = \"warn\"\n")?;
+    let log = dir.join("server.log");
     let mut server = Command::new(&bin)
         .arg("--config")
         .arg(dir.join("fanfare.toml"))
@@ -173,25 +309,32 @@ async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
         .env("FANFARE_ASSETS_DIR", workspace().join("assets"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("server.log"))?)
+        .stderr(std::fs::File::create(&log)?)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("start {}", bin.display()))?;
     let pid = server.id().context("server pid")?;
+    let stop_keepers = Arc::new(tokio::sync::Notify::new());
     let result = async {
         let (base, admin) = fanfare_bench::read_banner(server.stdout.take().context("stdout")?).await?;
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         let post = |path: &str, body: Value| {
             http.post(format!("{base}{path}"))
                 .bearer_auth(&admin)
                 .json(&body)
                 .send()
         };
-        let st = post("/v1/groups", json!({"id": "bench", "name": "bench"}))
+        // One group per camera.
+        for i in 0..k {
+            let st = post(
+                "/v1/groups",
+                json!({"id": format!("cam{i}"), "name": format!("cam{i}")}),
+            )
             .await?
             .status();
-        if st.as_u16() != 201 {
-            bail!("creating the group: {st}");
+            if st.as_u16() != 201 {
+                bail!("creating group cam{i}: {st}");
+            }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let base_rss = rss_mb(pid);
@@ -199,12 +342,17 @@ async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
         for i in 0..k {
             let v: Value = post(
                 "/v1/ingests",
-                json!({"url": url, "name": format!("cam{i}"), "groups": ["bench"]}),
+                json!({"url": url, "name": format!("cam{i}"), "groups": [format!("cam{i}")]}),
             )
             .await?
             .json()
             .await?;
-            ids.push(v["id"].as_str().context("ingest id")?.to_string());
+            ids.push(
+                v["id"]
+                    .as_str()
+                    .with_context(|| format!("ingest id in {v}"))?
+                    .to_string(),
+            );
         }
         let frames = |ids: Vec<String>| {
             let (http, base, admin) = (http.clone(), base.clone(), admin.clone());
@@ -212,6 +360,7 @@ async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
                 let mut live = 0;
                 let mut frames = 0u64;
                 let mut bytes = 0u64;
+                let mut reconnects = 0u64;
                 for id in ids {
                     let v: Value = http
                         .get(format!("{base}/v1/ingests/{id}"))
@@ -223,28 +372,118 @@ async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
                     live += usize::from(v["status"] == "live");
                     frames += v["frames"].as_u64().unwrap_or(0);
                     bytes += v["bytes"].as_u64().unwrap_or(0);
+                    reconnects += v["reconnects"].as_u64().unwrap_or(0);
                 }
-                anyhow::Ok((live, frames, bytes))
+                anyhow::Ok((live, frames, bytes, reconnects))
             }
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let t_live = Instant::now();
+        let deadline = t_live + Duration::from_secs(60);
         while frames(ids.clone()).await?.0 < k {
             if Instant::now() > deadline {
                 bail!("not every ingest went live within 60 s");
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        eprintln!(
+            "{k} cameras: all ingests live after {:.1} s",
+            t_live.elapsed().as_secs_f64()
+        );
+        // Live HLS on in every group: the first request starts the program (and waits for
+        // media); then each group's playlist is requested again every `playlist_every_s`.
+        let playlists: Vec<String> = (0..k)
+            .map(|i| format!("{base}/v1/groups/cam{i}/live/index.m3u8?token={admin}"))
+            .collect();
+        let playlists = if args.no_live_hls { Vec::new() } else { playlists };
+        // All at once, so the programs start together (each first request waits for media).
+        let t_hls = Instant::now();
+        let first: Vec<Result<String>> = stream::iter(playlists.iter())
+            .map(|u| get_playlist(&http, u))
+            .buffered(k.max(1))
+            .collect()
+            .await;
+        for (i, r) in first.iter().enumerate() {
+            if let Err(e) = r {
+                bail!("live playlist of cam{i}: {e:#}");
+            }
+        }
+        if !playlists.is_empty() {
+            eprintln!(
+                "{k} cameras: every live playlist served after {:.1} s",
+                t_hls.elapsed().as_secs_f64()
+            );
+        }
+        let failures = Arc::new(AtomicU64::new(0));
+        let mut keepers = Vec::new();
+        for u in &playlists {
+            let (http, u, stop, failures) = (http.clone(), u.clone(), stop_keepers.clone(), failures.clone());
+            let every = Duration::from_secs(args.playlist_every_s.max(1));
+            keepers.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.notified() => break,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    match get_playlist(&http, &u).await {
+                        Ok(t) if t.contains("#EXT-X-PART:") => {}
+                        Ok(_) | Err(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        if let Some(p0) = playlists.first() {
+            tokio::time::sleep(Duration::from_secs(args.hls_fill_s)).await;
+            let text = get_playlist(&http, p0).await?;
+            eprintln!("{k} cameras: cam0 live HLS: {}", check_parts(&http, p0, &text).await?);
+        }
         tokio::time::sleep(Duration::from_secs(args.warmup_s)).await;
-        let (_, f0, b0) = frames(ids.clone()).await?;
+        let (_, f0, b0, r0) = frames(ids.clone()).await?;
+        let load0 = loadavg();
         let t0 = Instant::now();
-        let (cpu, rss_mean, rss_peak) = measure(&[pid], args.duration_s).await;
-        let (_, f1, b1) = frames(ids.clone()).await?;
+        let (cpu, rss_mean, rss_peak, cam_cpu) = measure(&[pid], camera, args.duration_s).await;
+        let (live, f1, b1, r1) = frames(ids.clone()).await?;
         let secs = t0.elapsed().as_secs_f64();
+        // Every group's playlist at the end: does each program still list parts?
+        let ends: Vec<Result<String>> = stream::iter(playlists.iter())
+            .map(|u| get_playlist(&http, u))
+            .buffered(8)
+            .collect()
+            .await;
+        let with_parts = ends
+            .iter()
+            .filter(|r| matches!(r, Ok(t) if t.contains("#EXT-X-PART:")))
+            .count();
+        stop_keepers.notify_waiters();
+        for kp in keepers {
+            let _ = kp.await;
+        }
+        eprintln!(
+            "{k} cameras, fanfare: load average {load0} -> {}; camera server CPU {:.1}%; {live}/{k} \
+             ingests live at the end, {} reconnects while measuring{}",
+            loadavg(),
+            cam_cpu * 100.0,
+            r1 - r0,
+            if playlists.is_empty() {
+                "; live HLS off".to_string()
+            } else {
+                format!(
+                    "; {with_parts}/{k} live playlists list parts at the end; {} failed playlist \
+                     requests while running",
+                    failures.load(Ordering::Relaxed)
+                )
+            },
+        );
         let fps = (f1 - f0) as f64 / secs / k as f64;
         let kbps = (b1 - b0) as f64 * 8.0 / 1000.0 / secs / k as f64;
         Ok(Row {
             k,
-            reader: "fanfare ingest",
+            reader: if args.no_live_hls {
+                "fanfare ingest (no live HLS)"
+            } else {
+                "fanfare ingest + live HLS"
+            },
             cpu,
             rss_mean,
             rss_peak,
@@ -254,17 +493,52 @@ async fn run_fanfare(args: &Args, k: usize, url: &str) -> Result<Row> {
         })
     }
     .await;
+    stop_keepers.notify_waiters();
     stop(&mut server).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    // The server log: warnings (e.g. "segmenter behind; frames dropped") are reported, and the
+    // log is kept when there are any.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let warns: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    let behind = warns.iter().filter(|l| l.contains("segmenter behind")).count();
+    if warns.is_empty() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        eprintln!(
+            "{k} cameras, fanfare: {} warning/error lines ({behind} \"segmenter behind\"), log kept in {}",
+            warns.len(),
+            log.display()
+        );
+        for l in warns.iter().take(5) {
+            eprintln!("  {l}");
+        }
+        let _ = std::fs::remove_dir_all(dir.join("data"));
+    }
     result
 }
 
-async fn run_ffmpeg(args: &Args, k: usize, url: &str) -> Result<Row> {
+/// The last `frame=` in an ffmpeg `-progress` file.
+fn progress_frames(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("frame=").and_then(|v| v.trim().parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+async fn run_ffmpeg(args: &Args, k: usize, url: &str, camera: u32) -> Result<Row> {
     let dir = std::env::temp_dir().join(format!("fanfare-bench-ffmpeg-{}-{k}", std::process::id()));
     let mut children = Vec::new();
+    let mut progress = Vec::new();
     for i in 0..k {
         let out = dir.join(format!("cam{i}"));
         std::fs::create_dir_all(&out)?;
+        progress.push(out.join("progress.txt"));
         let child = Command::new("ffmpeg")
             .args([
                 "-nostdin",
@@ -280,6 +554,8 @@ async fn run_ffmpeg(args: &Args, k: usize, url: &str) -> Result<Row> {
                 "hls",
             ])
             .args(["-hls_time", "2", "-hls_list_size", "5", "-hls_flags", "delete_segments"])
+            .arg("-progress")
+            .arg(out.join("progress.txt"))
             .arg(out.join("index.m3u8"))
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -289,10 +565,25 @@ async fn run_ffmpeg(args: &Args, k: usize, url: &str) -> Result<Row> {
     }
     let pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
     tokio::time::sleep(Duration::from_secs(args.warmup_s + 2)).await;
-    let (cpu, rss_mean, rss_peak) = measure(&pids, args.duration_s).await;
+    let f0: u64 = progress.iter().map(|p| progress_frames(p)).sum();
+    let load0 = loadavg();
+    let t0 = Instant::now();
+    let (cpu, rss_mean, rss_peak, cam_cpu) = measure(&pids, camera, args.duration_s).await;
+    let f1: u64 = progress.iter().map(|p| progress_frames(p)).sum();
+    let secs = t0.elapsed().as_secs_f64();
+    let mut exited = 0;
     for c in &mut children {
+        if matches!(c.try_wait(), Ok(Some(_))) {
+            exited += 1;
+        }
         stop(c).await;
     }
+    eprintln!(
+        "{k} cameras, ffmpeg: load average {load0} -> {}; camera server CPU {:.1}%; {exited} of {k} \
+         processes had exited early",
+        loadavg(),
+        cam_cpu * 100.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Row {
         k,
@@ -301,7 +592,8 @@ async fn run_ffmpeg(args: &Args, k: usize, url: &str) -> Result<Row> {
         rss_mean,
         rss_peak,
         base_rss: 0.0,
-        fps: f64::NAN,
+        // ffmpeg's `-progress` counts frames in steps of its 0.5 s reports.
+        fps: (f1 - f0) as f64 / secs / k as f64,
         kbps: f64::NAN,
     })
 }
@@ -337,23 +629,31 @@ fn print(r: &Row) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let file = media(&args)?;
     let port = free_port()?;
-    let mut camera = start_camera(&args, port).await?;
+    let mut camera = start_camera(&file, port).await?;
+    let cam_pid = camera.id().unwrap_or(0);
     let url = format!("rtsp://127.0.0.1:{port}/cam");
-    eprintln!("camera {}x{} {} kbit/s at {url}", args.width, args.height, args.kbps);
+    eprintln!("camera {} at {url}", file.display());
+    match probe_camera(&url).await {
+        Ok(s) => eprintln!("ffprobe: {s}"),
+        Err(e) => eprintln!("ffprobe of the camera failed: {e:#}"),
+    }
     println!("| cameras | reader | CPU total | CPU per camera | RSS peak MB | RSS per camera MB | RSS idle MB | fps per camera | kbit/s per camera |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut result = Ok(());
     for &k in &args.cameras {
-        match run_fanfare(&args, k, &url).await {
-            Ok(r) => print(&r),
-            Err(e) => {
-                eprintln!("fanfare, {k} cameras: {e:#}");
-                result = Err(e);
+        if !args.no_fanfare {
+            match run_fanfare(&args, k, &url, cam_pid).await {
+                Ok(r) => print(&r),
+                Err(e) => {
+                    eprintln!("fanfare, {k} cameras: {e:#}");
+                    result = Err(e);
+                }
             }
         }
         if !args.no_ffmpeg {
-            match run_ffmpeg(&args, k, &url).await {
+            match run_ffmpeg(&args, k, &url, cam_pid).await {
                 Ok(r) => print(&r),
                 Err(e) => {
                     eprintln!("ffmpeg, {k} cameras: {e:#}");

@@ -53,6 +53,22 @@ pub enum ClientMessage {
         #[serde(default)]
         req: Option<String>,
     },
+    /// A new offer for a publish session of this connection (tracks added or removed);
+    /// answered with `answer`.
+    Renegotiate {
+        session: String,
+        sdp: String,
+        #[serde(default)]
+        req: Option<String>,
+    },
+    /// The client's answer to the server's `offer` for a playback session of this connection.
+    /// No reply when accepted; `error` otherwise.
+    Answer {
+        session: String,
+        sdp: String,
+        #[serde(default)]
+        req: Option<String>,
+    },
     /// End a session this connection started; answered with `session_ended`.
     EndSession {
         session: String,
@@ -140,6 +156,9 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
     },
+    /// The tracks of a playback session of this connection changed (its publisher published or
+    /// unpublished one): the client answers this offer with `answer`.
+    Offer { session: String, sdp: String },
     /// A session of this connection ended: on request (with `req`), or by the server (with
     /// `reason`).
     SessionEnded {

@@ -1,5 +1,5 @@
-//! Live low-latency HLS for one program, kept in memory: the last few segments with their
-//! parts, the open segment's parts so far, and the LL-HLS playlist (`EXT-X-PART`,
+//! Live low-latency HLS for one program, kept in memory: the last few segments (at least three
+//! and four seconds) with their parts as slices of them, the open segment's parts so far, and the LL-HLS playlist (`EXT-X-PART`,
 //! `EXT-X-PRELOAD-HINT`, blocking playlist reload). `hls_m3u8` 0.7 has no LL-HLS tags, so this
 //! playlist is written here; recordings' playlists use `hls_m3u8` (see [`crate::recordings`]).
 
@@ -13,8 +13,10 @@ use tokio::sync::watch;
 
 use crate::segment::SegmentEvent;
 
-/// Complete segments kept for late joiners.
-const KEEP_SEGMENTS: usize = 6;
+/// Complete segments kept for late joiners: at least this many...
+const KEEP_SEGMENTS: usize = 3;
+/// ...and at least this many seconds of them.
+const KEEP_SECONDS: f64 = 4.0;
 /// Segments whose parts stay listed (the spec asks for at least the last three target durations).
 const PARTS_FOR_LAST: usize = 3;
 /// A blocking request waits at most this long.
@@ -118,10 +120,20 @@ impl LiveBuffer {
                 }
             }
             SegmentEvent::Segment(seg) => {
-                let parts = match s.open.take() {
+                let mut parts = match s.open.take() {
                     Some((seq, parts)) if seq == seg.seq => parts,
                     _ => Vec::new(),
                 };
+                // The parts are the segment's bytes in order: keep one copy, the parts as
+                // slices of the segment.
+                if parts.iter().map(|p| p.data.len()).sum::<usize>() == seg.data.len() {
+                    let mut at = 0;
+                    for p in &mut parts {
+                        let len = p.data.len();
+                        p.data = seg.data.slice(at..at + len);
+                        at += len;
+                    }
+                }
                 let discontinuity = seg.discontinuity || std::mem::take(&mut s.pending_discontinuity);
                 s.longest_segment = s.longest_segment.max(seg.duration);
                 s.segments.push_back(LiveSegment {
@@ -131,7 +143,9 @@ impl LiveBuffer {
                     parts,
                     data: seg.data.clone(),
                 });
-                while s.segments.len() > KEEP_SEGMENTS {
+                while s.segments.len() > KEEP_SEGMENTS
+                    && s.segments.iter().skip(1).map(|g| g.duration).sum::<f64>() >= KEEP_SECONDS
+                {
                     if let Some(old) = s.segments.pop_front() {
                         if old.discontinuity {
                             s.dropped_discontinuities += 1;

@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
-pub use peer::{check_offer, OfferInfo, Peer, PeerState, MAX_SDP_BYTES};
+pub use peer::{
+    accept_answer, check_offer, reanswer, reoffer, sending_track_ids, OfferInfo, Peer, PeerState, MAX_SDP_BYTES,
+};
 pub use sdp::{advertise_public_ip, cap_video_bitrate};
 
 use crate::error::EngineError;

@@ -152,6 +152,78 @@ impl Peer {
     }
 }
 
+/// Answers a renegotiation offer on a connection that is already up (ICE and DTLS stay as they
+/// are; candidates were gathered for the first answer). Returns the answer SDP.
+pub async fn reanswer(pc: &Arc<dyn PeerConnection>, media: &Media, offer: String) -> Result<String, EngineError> {
+    let offer = RTCSessionDescription::offer(offer).map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| EngineError::Media(e.to_string()))?;
+    let local = pc
+        .local_description()
+        .await
+        .ok_or_else(|| EngineError::Media("no local description".into()))?;
+    Ok(media.advertise(local.sdp))
+}
+
+/// Makes a server offer on a connection that is already up (its tracks changed). Returns the
+/// offer SDP; apply the client's answer with [`accept_answer`].
+pub async fn reoffer(pc: &Arc<dyn PeerConnection>, media: &Media) -> Result<String, EngineError> {
+    let offer = pc
+        .create_offer(None)
+        .await
+        .map_err(|e| EngineError::Media(format!("cannot make an offer: {e}")))?;
+    pc.set_local_description(offer)
+        .await
+        .map_err(|e| EngineError::Media(e.to_string()))?;
+    let local = pc
+        .local_description()
+        .await
+        .ok_or_else(|| EngineError::Media("no local description".into()))?;
+    Ok(media.advertise(local.sdp))
+}
+
+/// Applies the client's answer to a server offer.
+pub async fn accept_answer(pc: &Arc<dyn PeerConnection>, answer: String) -> Result<(), EngineError> {
+    if answer.len() > MAX_SDP_BYTES {
+        return Err(EngineError::InvalidSdp(format!(
+            "the answer is larger than {MAX_SDP_BYTES} bytes"
+        )));
+    }
+    let answer = RTCSessionDescription::answer(answer).map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
+    pc.set_remote_description(answer)
+        .await
+        .map_err(|e| EngineError::InvalidSdp(e.to_string()))
+}
+
+/// The client track ids (`a=msid:<stream> <track>`) of the audio and video sections an offer
+/// sends on; `None` when it cannot be parsed or a sending section names no track.
+pub fn sending_track_ids(sdp: &str) -> Option<Vec<String>> {
+    use rtc::sdp::description::session::SessionDescription;
+
+    let desc = SessionDescription::unmarshal(&mut std::io::Cursor::new(sdp.as_bytes())).ok()?;
+    let mut ids = Vec::new();
+    for m in &desc.media_descriptions {
+        if !matches!(m.media_name.media.as_str(), "audio" | "video") || m.media_name.port.value == 0 {
+            continue;
+        }
+        if m.attributes.iter().any(|a| a.key == "recvonly" || a.key == "inactive") {
+            continue;
+        }
+        let msid = m.attributes.iter().find(|a| a.key == "msid")?;
+        let track = msid.value.as_deref()?.split_whitespace().nth(1)?;
+        ids.push(track.to_owned());
+    }
+    Some(ids)
+}
+
 /// What [`check_offer`] learned about an offer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OfferInfo {

@@ -5,7 +5,7 @@
 pub mod messages;
 mod rate;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,7 +19,10 @@ use crate::perms::Principal;
 use crate::protocol::{ClientMessage, LeaveReason, ServerMessage};
 use crate::registry::{JoinRoom, LeaveRoom};
 use crate::room::messages::{ConnId, ConnInfo, Removed};
-use crate::session::{start_publish, start_view, SessionClosed, SessionDeps};
+use crate::session::{
+    start_publish, start_view_following, AcceptAnswer, Renegotiate, SessionClosed, SessionDeps, SessionKind,
+    SessionOffer,
+};
 pub use messages::{Disconnected, Inbound};
 use rate::TokenBucket;
 
@@ -37,6 +40,8 @@ pub struct Participant {
     groups: HashSet<GroupId>,
     /// WebRTC sessions started on this connection; they end with it.
     sessions: HashSet<String>,
+    /// Server offers of sessions whose first answer has not been sent yet (sent right after it).
+    early_offers: HashMap<String, String>,
     bucket: TokenBucket,
 }
 
@@ -50,6 +55,7 @@ impl Participant {
             deps,
             groups: HashSet::new(),
             sessions: HashSet::new(),
+            early_offers: HashMap::new(),
             bucket: TokenBucket::new(REQUESTS_PER_SECOND, REQUEST_BURST, Instant::now()),
         }
     }
@@ -124,11 +130,12 @@ impl Participant {
     fn negotiate(&mut self, target: Negotiation, sdp: String, req: Option<String>, ctx: &mut Context<Self>) {
         let (deps, who) = (self.deps.clone(), (*self.principal).clone());
         let notify = ctx.address().recipient();
+        let offers = ctx.address().recipient();
         let fut = async move {
             match target {
                 Negotiation::Publish(groups) => start_publish(&deps, who, groups, sdp, Some(notify)).await,
                 Negotiation::Play(group, participant) => {
-                    start_view(&deps, who, group, participant, sdp, Some(notify)).await
+                    start_view_following(&deps, who, group, participant, sdp, Some(notify), Some(offers)).await
                 }
             }
         };
@@ -136,9 +143,68 @@ impl Participant {
         ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| match res {
             Ok((session, sdp)) => {
                 act.sessions.insert(session.clone());
-                act.reply(&ServerMessage::Answer { session, sdp, req });
+                let early = act.early_offers.remove(&session);
+                act.reply(&ServerMessage::Answer {
+                    session: session.clone(),
+                    sdp,
+                    req,
+                });
+                if let Some(sdp) = early {
+                    act.reply(&ServerMessage::Offer { session, sdp });
+                }
             }
             Err(e) => act.error(&e, req),
+        }));
+    }
+
+    /// The live session `session` of this connection, or the error to send.
+    fn own_session(&self, session: &str) -> Result<SessionKind, EngineError> {
+        self.sessions
+            .contains(session)
+            .then(|| self.deps.sessions.get(session))
+            .flatten()
+            .map(|e| e.kind)
+            .ok_or_else(|| EngineError::NotFound(format!("no session {session} on this connection")))
+    }
+
+    /// A client offer for one of this connection's publish sessions; replies `answer`.
+    fn renegotiate(&mut self, session: String, sdp: String, req: Option<String>, ctx: &mut Context<Self>) {
+        let publisher = match self.own_session(&session) {
+            Ok(SessionKind::Publish(p)) => p,
+            Ok(SessionKind::View(_)) => {
+                let e = EngineError::Invalid(format!(
+                    "session {session} is a playback; the server makes its offers (answer them with `answer`)"
+                ));
+                return self.error(&e, req);
+            }
+            Err(e) => return self.error(&e, req),
+        };
+        let fut = publisher.send(Renegotiate { offer: sdp });
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| {
+            match res.unwrap_or(Err(EngineError::ActorGone("publisher"))) {
+                Ok(sdp) => act.reply(&ServerMessage::Answer { session, sdp, req }),
+                Err(e) => act.error(&e, req),
+            }
+        }));
+    }
+
+    /// The client's answer to a server offer of one of this connection's playback sessions.
+    fn accept_answer(&mut self, session: String, sdp: String, req: Option<String>, ctx: &mut Context<Self>) {
+        let viewer = match self.own_session(&session) {
+            Ok(SessionKind::View(v)) => v,
+            Ok(SessionKind::Publish(_)) => {
+                let e = EngineError::Invalid(format!(
+                    "session {session} is a publish; send new offers with `renegotiate`"
+                ));
+                return self.error(&e, req);
+            }
+            Err(e) => return self.error(&e, req),
+        };
+        let fut = viewer.send(AcceptAnswer { answer: sdp });
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| {
+            if let Err(e) = res.unwrap_or(Err(EngineError::ActorGone("viewer"))) {
+                act.error(&e, req);
+            }
         }));
     }
 
@@ -211,6 +277,8 @@ impl Handler<Inbound> for Participant {
                 req,
             }) => self.negotiate(Negotiation::Play(group, participant), sdp, req, ctx),
             Ok(ClientMessage::EndSession { session, req }) => self.end_session(session, req),
+            Ok(ClientMessage::Renegotiate { session, sdp, req }) => self.renegotiate(session, sdp, req, ctx),
+            Ok(ClientMessage::Answer { session, sdp, req }) => self.accept_answer(session, sdp, req, ctx),
             Err(e) => self.reply(&ServerMessage::Error {
                 code: "invalid_message".into(),
                 message: format!("could not read that message: {e}"),
@@ -228,10 +296,27 @@ impl Handler<Disconnected> for Participant {
     }
 }
 
+impl Handler<SessionOffer> for Participant {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionOffer, _ctx: &mut Context<Self>) {
+        if self.sessions.contains(&msg.session) {
+            self.reply(&ServerMessage::Offer {
+                session: msg.session,
+                sdp: msg.sdp,
+            });
+        } else {
+            // Its first answer is still on the way: the offer follows it.
+            self.early_offers.insert(msg.session, msg.sdp);
+        }
+    }
+}
+
 impl Handler<SessionClosed> for Participant {
     type Result = ();
 
     fn handle(&mut self, msg: SessionClosed, _ctx: &mut Context<Self>) {
+        self.early_offers.remove(&msg.session);
         // Sessions this connection ended itself were already answered.
         if self.sessions.remove(&msg.session) {
             let reason = Some(msg.reason.to_string());

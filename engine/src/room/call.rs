@@ -8,8 +8,9 @@ use actix::{Context, Handler, MessageResult, Recipient};
 use serde::Serialize;
 
 use super::messages::{
-    AnnouncePublish, CallActivity, CallChanged, CapsChanged, GetCall, MuteParticipant, PublishTrack, RemoveParticipant, Revoked,
-    StopSession, Subscribe, UnpublishSession, Unsubscribe, UnwatchCall, WatchCall, Watched,
+    AnnouncePublish, CallActivity, CallChanged, CapsChanged, GetCall, MuteParticipant, PublishTrack, RemoveParticipant,
+    Revoked, StopSession, Subscribe, TracksChanged, UnpublishSession, UnpublishTracks, Unsubscribe, UnwatchCall,
+    WatchCall, Watched,
 };
 use super::Room;
 use crate::error::EngineError;
@@ -35,6 +36,8 @@ pub struct Viewing {
     /// The viewer's media caps as last told, and where to tell changes.
     pub caps: LegCaps,
     pub caps_to: Recipient<CapsChanged>,
+    /// Told when the watched user's tracks change (socket playbacks, which renegotiate).
+    pub follow: Option<Recipient<TracksChanged>>,
 }
 
 /// The call's live state.
@@ -102,6 +105,26 @@ impl Room {
         }
     }
 
+    /// Tells the viewers that follow `user` which tracks `user` publishes here now.
+    fn notify_followers(&self, user: &UserId) {
+        let tracks: Vec<Arc<Fanout>> = self
+            .call
+            .publications
+            .iter()
+            .filter(|p| &p.principal.user == user)
+            .map(|p| p.track.clone())
+            .collect();
+        if tracks.is_empty() {
+            // Its viewers are stopped instead (see `unpublish_where`).
+            return;
+        }
+        for v in self.call.viewers.values().filter(|v| &v.watching == user) {
+            if let Some(follow) = &v.follow {
+                follow.do_send(TracksChanged { tracks: tracks.clone() });
+            }
+        }
+    }
+
     /// The media caps of `who` here: member caps over the group's media settings.
     fn caps_of(&self, group: &Group, who: &Principal) -> LegCaps {
         let member = self.store.member(&self.group, &who.user).ok().flatten();
@@ -133,6 +156,12 @@ impl Room {
                 track: p.track.info.id.clone(),
             };
             self.broadcast(&ev, |perms| perms.can_list, None);
+        }
+        let mut users: Vec<UserId> = gone.iter().map(|p| p.principal.user.clone()).collect();
+        users.sort();
+        users.dedup();
+        for user in &users {
+            self.notify_followers(user);
         }
         let orphaned: Vec<u64> = self
             .call
@@ -268,6 +297,7 @@ impl Handler<PublishTrack> for Room {
             if room.call.publications.is_empty() {
                 room.call_activity(true);
             }
+            let user = msg.principal.user.clone();
             room.call.publications.push(Publication {
                 session: msg.session,
                 principal: msg.principal,
@@ -276,6 +306,7 @@ impl Handler<PublishTrack> for Room {
             });
             room.broadcast(&ev, |p| p.can_list, None);
             room.notify_watchers(None);
+            room.notify_followers(&user);
             Ok(true)
         })
         .unwrap_or(Err(EngineError::ActorGone("room")))
@@ -289,6 +320,16 @@ impl Handler<UnpublishSession> for Room {
         self.guarded(ctx, |room| {
             room.call.arrivals.remove(&msg.session);
             room.unpublish_where(|p| p.session == msg.session);
+        });
+    }
+}
+
+impl Handler<UnpublishTracks> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnpublishTracks, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |room| {
+            room.unpublish_where(|p| p.session == msg.session && msg.tracks.contains(&p.track.info.id));
         });
     }
 }
@@ -357,6 +398,7 @@ impl Handler<Subscribe> for Room {
                     stop: msg.stop,
                     caps: caps.clone(),
                     caps_to: msg.caps,
+                    follow: msg.follow,
                 },
             );
             let complete = room.call.complete(&user);

@@ -100,6 +100,26 @@ pub struct Subscribe {
     pub stop: Recipient<StopSession>,
     /// Where the room tells the viewing session that its media caps changed.
     pub caps: Recipient<CapsChanged>,
+    /// Where the room tells the viewing session that the watched user's tracks changed (a
+    /// socket playback that renegotiates; `None` for WHEP, which keeps its first tracks).
+    pub follow: Option<Recipient<TracksChanged>>,
+}
+
+/// The watched user's tracks in this room changed (one was published or unpublished): all of
+/// them now, in publishing order. Sent to viewers that follow (see [`Subscribe::follow`]).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct TracksChanged {
+    pub tracks: Vec<Arc<crate::track::Fanout>>,
+}
+
+/// Remove some tracks a session published here (its client renegotiated them away).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnpublishTracks {
+    pub session: u64,
+    /// Server track ids.
+    pub tracks: Vec<String>,
 }
 
 /// A viewer's media caps (its member or group `max_resolution` / `max_bitrate_kbps`) changed.

@@ -105,6 +105,30 @@ pub struct SetGroups {
     pub groups: Vec<GroupId>,
 }
 
+/// A renegotiation offer from the client of a live publish (tracks added or removed); replies
+/// with the answer SDP.
+#[derive(Message)]
+#[rtype(result = "Result<String, EngineError>")]
+pub struct Renegotiate {
+    pub offer: String,
+}
+
+/// The client's answer to a server offer of a playback session (see [`SessionOffer`]).
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct AcceptAnswer {
+    pub answer: String,
+}
+
+/// Sent to whoever started a playback session that follows its publisher: the session's tracks
+/// changed and the client must answer this offer (`answer` on the socket).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionOffer {
+    pub session: String,
+    pub sdp: String,
+}
+
 /// Add ICE candidates from a trickle PATCH (`a=candidate:` lines).
 #[derive(Message)]
 #[rtype(result = "Result<usize, EngineError>")]
@@ -163,10 +187,24 @@ pub async fn start_view(
     offer: String,
     notify: Option<actix::Recipient<SessionClosed>>,
 ) -> Result<(String, String), EngineError> {
+    start_view_following(deps, who, group, participant, offer, notify, None).await
+}
+
+/// [`start_view`] for a session that follows its publisher: when the publisher's tracks change,
+/// the session adds or removes tracks and sends a new offer to `offers` (the realtime socket).
+pub async fn start_view_following(
+    deps: &SessionDeps,
+    who: Principal,
+    group: GroupId,
+    participant: Option<UserId>,
+    offer: String,
+    notify: Option<actix::Recipient<SessionClosed>>,
+    offers: Option<actix::Recipient<SessionOffer>>,
+) -> Result<(String, String), EngineError> {
     check_offer(&offer)?;
     Access::load(deps.store.as_ref(), &who, &group)?.require(Perm::Subscribe)?;
     let sid = new_session_id();
-    let viewer = Viewer::launch(sid.clone(), who, group, participant, deps.clone(), notify);
+    let viewer = Viewer::launch(sid.clone(), who, group, participant, deps.clone(), notify, offers);
     let answer = viewer
         .send(Negotiate {
             offer,

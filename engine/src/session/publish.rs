@@ -13,21 +13,23 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 
-use super::{AddCandidates, Negotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind, Sessions, SetGroups};
+use super::{
+    AddCandidates, Negotiate, Renegotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind, Sessions, SetGroups,
+};
 use crate::error::EngineError;
 use crate::ids::GroupId;
 use crate::media::{cap_video_bitrate, Media, Peer};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
-use crate::room::messages::{AnnouncePublish, PublishTrack, Revoked, StopSession, UnpublishSession};
+use crate::room::messages::{AnnouncePublish, PublishTrack, Revoked, StopSession, UnpublishSession, UnpublishTracks};
 use crate::room::Room;
 use crate::track::{Fanout, MediaKind, Source, Track, TrackInfo, Upstream};
 
-/// A track of this session arrived and is being read.
+/// A track of this session arrived and is being read (with the client's track id).
 #[derive(actix::Message)]
 #[rtype(result = "()")]
-struct TrackArrived(Arc<Fanout>);
+struct TrackArrived(Arc<Fanout>, String);
 
 /// One WHIP publish.
 pub struct Publisher {
@@ -37,6 +39,12 @@ pub struct Publisher {
     /// The fan-out: each group and its room.
     rooms: BTreeMap<GroupId, Option<Addr<Room>>>,
     tracks: Vec<Arc<Fanout>>,
+    /// The client's track id (`a=msid`) of each track, by server track id.
+    client_ids: std::collections::HashMap<String, String>,
+    /// The video bitrate cap announced in answers.
+    max_video_kbps: Option<u32>,
+    /// A client renegotiation is being answered (one at a time).
+    renegotiating: bool,
     /// Tracks the client's offer announced.
     expected_tracks: usize,
     pc: Option<Arc<dyn PeerConnection>>,
@@ -74,6 +82,9 @@ impl Publisher {
             principal: Arc::new(principal),
             rooms: groups.into_iter().map(|g| (g, None)).collect(),
             tracks: Vec::new(),
+            client_ids: std::collections::HashMap::new(),
+            max_video_kbps: None,
+            renegotiating: false,
             expected_tracks: 0,
             pc: None,
             media,
@@ -157,7 +168,7 @@ async fn intake(
             publisher: principal.user.clone(),
         };
         let fanout = Fanout::new(info, Upstream::Rtc { remote, ssrc }, metrics.clone());
-        publisher.do_send(TrackArrived(fanout.clone()));
+        publisher.do_send(TrackArrived(fanout.clone(), track_id.to_string()));
         tokio::spawn(fanout.run_reader());
     }
 }
@@ -221,6 +232,7 @@ impl Handler<Negotiate> for Publisher {
 
     fn handle(&mut self, msg: Negotiate, ctx: &mut Context<Self>) -> Self::Result {
         self.expected_tracks = crate::media::check_offer(&msg.offer).map(|o| o.sending).unwrap_or(0);
+        self.max_video_kbps = msg.max_video_kbps;
         let (media, addr, principal) = (self.media.clone(), ctx.address(), self.principal.clone());
         let metrics = self.metrics.clone();
         let runner = self.media.clone();
@@ -270,8 +282,9 @@ impl Handler<Negotiate> for Publisher {
 impl Handler<TrackArrived> for Publisher {
     type Result = ();
 
-    fn handle(&mut self, TrackArrived(track): TrackArrived, ctx: &mut Context<Self>) {
+    fn handle(&mut self, TrackArrived(track, client_id): TrackArrived, ctx: &mut Context<Self>) {
         tracing::info!(session = %self.sid, track = %track.info.id, codec = %track.info.codec.mime_type, "track published");
+        self.client_ids.insert(track.info.id.clone(), client_id);
         // The track's control (subscribers' layers, keyframe requests); it stops with the track.
         Track::launch(track.clone());
         self.tracks.push(track.clone());
@@ -282,6 +295,79 @@ impl Handler<TrackArrived> for Publisher {
             .collect();
         for (group, room) in rooms {
             self.publish_into(group, room, track.clone(), ctx);
+        }
+    }
+}
+
+impl Handler<Renegotiate> for Publisher {
+    type Result = ResponseActFuture<Self, Result<String, EngineError>>;
+
+    /// New sending sections' tracks arrive through `intake` and are published like the first
+    /// ones; tracks whose sections stopped sending (or went) are unpublished here.
+    fn handle(&mut self, msg: Renegotiate, _ctx: &mut Context<Self>) -> Self::Result {
+        let refuse = |e: EngineError| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
+        if let Err(e) = crate::media::check_offer(&msg.offer) {
+            return refuse(e);
+        }
+        let Some(pc) = self.pc.clone() else {
+            return refuse(EngineError::Invalid("the session has not been negotiated yet".into()));
+        };
+        if self.renegotiating {
+            return refuse(EngineError::Invalid(
+                "a renegotiation of this session is already in progress".into(),
+            ));
+        }
+        self.renegotiating = true;
+        let live = crate::media::sending_track_ids(&msg.offer);
+        let (media, kbps) = (self.media.clone(), self.max_video_kbps);
+        let fut = async move {
+            let runner = media.clone();
+            runner
+                .run(async move {
+                    let answer = crate::media::reanswer(&pc, &media, msg.offer).await?;
+                    Ok::<_, EngineError>(match kbps {
+                        Some(kbps) => cap_video_bitrate(&answer, kbps),
+                        None => answer,
+                    })
+                })
+                .await
+        };
+        Box::pin(fut.into_actor(self).map(move |res, act, _ctx| {
+            act.renegotiating = false;
+            let answer = res.and_then(|r| r)?;
+            if let Some(live) = live {
+                act.unpublish_gone(&live);
+            }
+            Ok(answer)
+        }))
+    }
+}
+
+impl Publisher {
+    /// Unpublishes the tracks whose client track id is not in `live` (the latest offer's
+    /// sending sections).
+    fn unpublish_gone(&mut self, live: &[String]) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.tracks).into_iter().partition(|t| {
+            self.client_ids
+                .get(&t.info.id)
+                .is_some_and(|client| !live.iter().any(|l| l == client))
+        });
+        self.tracks = kept;
+        if gone.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = gone.iter().map(|t| t.info.id.clone()).collect();
+        tracing::info!(session = %self.sid, tracks = ?ids, "tracks renegotiated away; unpublishing");
+        for room in self.rooms.values().flatten() {
+            room.do_send(UnpublishTracks {
+                session: self.id,
+                tracks: ids.clone(),
+            });
+        }
+        for track in gone {
+            self.client_ids.remove(&track.info.id);
+            // Ends every leg (WHEP viewers' too) and the track's control actor.
+            track.close();
         }
     }
 }

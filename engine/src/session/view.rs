@@ -1,7 +1,12 @@
 //! The `Viewer` actor: one WHEP playback of one publisher in one group. The room checks
 //! `can_subscribe` and names the publisher; the viewer builds one local track per published
 //! track, answers the client's offer, and attaches a subscriber leg to each track's fan-out.
-//! The room stops it when permissions or the publisher go away.
+//! The room stops it when permissions or the publisher go away. A playback started over the
+//! realtime socket *follows* its publisher: when the room says the watched user's tracks changed
+//! ([`TracksChanged`]), the viewer adds or removes local tracks and sends the client a new offer
+//! ([`SessionOffer`]); the client's answer comes back as [`AcceptAnswer`]. One renegotiation is
+//! in flight at a time; changes that arrive meanwhile are folded into the next one. WHEP
+//! playbacks have no way to receive a server offer and keep the tracks they started with.
 
 use std::sync::Arc;
 
@@ -14,14 +19,17 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::PeerConnection;
 
-use super::{AddCandidates, Negotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind, Sessions};
+use super::{
+    AcceptAnswer, AddCandidates, Negotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind, SessionOffer,
+    Sessions,
+};
 use crate::error::EngineError;
 use crate::ids::{GroupId, UserId};
-use crate::media::{Media, Peer};
+use crate::media::{Media, Peer, PeerState};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
-use crate::room::messages::{CapsChanged, StopSession, Subscribe, Unsubscribe};
+use crate::room::messages::{CapsChanged, StopSession, Subscribe, TracksChanged, Unsubscribe};
 use crate::room::Room;
 use crate::track::{Fanout, LegCaps, MediaKind};
 
@@ -43,7 +51,26 @@ pub struct Viewer {
     notify: Option<Recipient<SessionClosed>>,
     /// Why the session ended, for `notify`.
     end_reason: &'static str,
+    /// Where server offers go when the watched user's tracks change (`None`: WHEP, no follow).
+    offers: Option<Recipient<SessionOffer>>,
+    /// The watched user, once negotiated.
+    watched: Option<UserId>,
+    /// The connection state, for legs attached later.
+    state: Option<tokio::sync::watch::Receiver<PeerState>>,
+    /// The viewer's media caps, for legs attached later.
+    caps: LegCaps,
+    /// Server track ids that have a local track on the connection.
+    offered: Vec<String>,
+    /// The watched user's tracks as the room last told (a renegotiation target).
+    desired: Option<Vec<Arc<Fanout>>>,
+    /// A renegotiation is under way (offer being made, or out and awaiting the answer).
+    renegotiating: bool,
+    /// The local tracks of the offer awaiting the client's answer.
+    pending: Option<Vec<Local>>,
 }
+
+/// A local track added for a fan-out, with its SSRC; gets a leg once negotiated.
+type Local = (Arc<Fanout>, Arc<TrackLocalStaticRTP>, u32);
 
 impl Viewer {
     /// Starts a playback session of `participant` (or the group's first publisher) in `group`
@@ -55,6 +82,7 @@ impl Viewer {
         participant: Option<UserId>,
         deps: SessionDeps,
         notify: Option<Recipient<SessionClosed>>,
+        offers: Option<Recipient<SessionOffer>>,
     ) -> Addr<Viewer> {
         let SessionDeps {
             media,
@@ -79,6 +107,14 @@ impl Viewer {
             metrics,
             notify,
             end_reason: "the session ended",
+            offers,
+            watched: None,
+            state: None,
+            caps: LegCaps::default(),
+            offered: Vec::new(),
+            desired: None,
+            renegotiating: false,
+            pending: None,
         }
         .start();
         sessions.insert(
@@ -92,6 +128,42 @@ impl Viewer {
     }
 }
 
+/// A local track for `track` on `pc` (stream id: the watched user), with a fresh SSRC.
+async fn add_local(pc: &Arc<dyn PeerConnection>, watched: &UserId, track: &Arc<Fanout>) -> Result<Local, EngineError> {
+    let ssrc: u32 = rand::random();
+    let kind = match track.info.kind {
+        MediaKind::Audio => RtpCodecKind::Audio,
+        MediaKind::Video => RtpCodecKind::Video,
+    };
+    let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        watched.to_string(),
+        track.info.id.clone(),
+        track.info.id.clone(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: track.info.codec.clone(),
+            ..Default::default()
+        }],
+    )));
+    pc.add_track(local.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(|e| EngineError::Media(format!("cannot add a track: {e}")))?;
+    Ok((track.clone(), local, ssrc))
+}
+
+/// What [`build`] set up.
+struct Built {
+    pc: Arc<dyn PeerConnection>,
+    answer: String,
+    legs: Vec<(Arc<Fanout>, u64)>,
+    offered: Vec<String>,
+    state: tokio::sync::watch::Receiver<PeerState>,
+}
+
 /// Builds the subscriber side: a peer with one local track per published track, the answer,
 /// and a leg attached to each fan-out whose codec the client accepted.
 async fn build(
@@ -102,7 +174,7 @@ async fn build(
     tracks: Vec<Arc<Fanout>>,
     caps: LegCaps,
     viewer: Addr<Viewer>,
-) -> Result<(Arc<dyn PeerConnection>, String, Vec<(Arc<Fanout>, u64)>), EngineError> {
+) -> Result<Built, EngineError> {
     let peer = Peer::new(&media, &metrics).await?;
     let mut locals = Vec::new();
     for track in &tracks {
@@ -110,31 +182,15 @@ async fn build(
             // E.g. an RTSP camera's AAC track: for HLS and recordings only.
             continue;
         }
-        let ssrc: u32 = rand::random();
-        let kind = match track.info.kind {
-            MediaKind::Audio => RtpCodecKind::Audio,
-            MediaKind::Video => RtpCodecKind::Video,
-        };
-        let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            watched.to_string(),
-            track.info.id.clone(),
-            track.info.id.clone(),
-            kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: track.info.codec.clone(),
-                ..Default::default()
-            }],
-        )));
-        if let Err(e) = peer.pc.add_track(local.clone() as Arc<dyn TrackLocal>).await {
-            let _ = peer.pc.close().await;
-            return Err(EngineError::Media(format!("cannot add a track: {e}")));
+        match add_local(&peer.pc, &watched, track).await {
+            Ok(local) => locals.push(local),
+            Err(e) => {
+                let _ = peer.pc.close().await;
+                return Err(e);
+            }
         }
-        locals.push((track.clone(), local, ssrc));
     }
+    let offered = locals.iter().map(|(t, _, _)| t.info.id.clone()).collect();
     let mut peer = peer;
     let answer = match peer.answer(offer).await {
         Ok(a) => a,
@@ -151,7 +207,37 @@ async fn build(
         }
     }
     tokio::spawn(super::stop_when_dropped(peer.state.clone(), viewer.recipient()));
-    Ok((peer.pc.clone(), answer, legs))
+    Ok(Built {
+        pc: peer.pc.clone(),
+        answer,
+        legs,
+        offered,
+        state: peer.state.clone(),
+    })
+}
+
+/// A renegotiation's media side: removes the local tracks of `removed` (server track ids), adds
+/// one for each of `added`, and makes the offer.
+async fn reoffer(
+    pc: Arc<dyn PeerConnection>,
+    media: Media,
+    watched: UserId,
+    removed: Vec<String>,
+    added: Vec<Arc<Fanout>>,
+) -> Result<(String, Vec<Local>), EngineError> {
+    for sender in pc.get_senders().await {
+        if removed.contains(&sender.track().track_id().await) {
+            pc.remove_track(&sender)
+                .await
+                .map_err(|e| EngineError::Media(format!("cannot remove a track: {e}")))?;
+        }
+    }
+    let mut locals = Vec::new();
+    for track in &added {
+        locals.push(add_local(&pc, &watched, track).await?);
+    }
+    let offer = crate::media::reoffer(&pc, &media).await?;
+    Ok((offer, locals))
 }
 
 /// Whether a WebRTC viewer can be offered this codec.
@@ -249,6 +335,7 @@ impl Handler<Negotiate> for Viewer {
             participant: self.participant.clone(),
             stop: ctx.address().recipient(),
             caps: ctx.address().recipient(),
+            follow: self.offers.is_some().then(|| ctx.address().recipient()),
         };
         let (media, addr, metrics) = (self.media.clone(), ctx.address(), self.metrics.clone());
         let fut = async move {
@@ -271,16 +358,31 @@ impl Handler<Negotiate> for Viewer {
                 )));
             }
             let (watched, tracks, caps) = (watched.user, watched.tracks, watched.caps);
-            media
+            let built = media
                 .clone()
-                .run(build(media, metrics, msg.offer, watched, tracks, caps, addr))
-                .await?
+                .run(build(
+                    media,
+                    metrics,
+                    msg.offer,
+                    watched.clone(),
+                    tracks,
+                    caps.clone(),
+                    addr,
+                ))
+                .await??;
+            Ok::<_, EngineError>((built, watched, caps))
         };
         Box::pin(fut.into_actor(self).map(|res, act, ctx| match res {
-            Ok((pc, answer, legs)) => {
-                act.pc = Some(pc);
-                act.legs = legs;
-                Ok(answer)
+            Ok((built, watched, caps)) => {
+                act.pc = Some(built.pc);
+                act.legs = built.legs;
+                act.offered = built.offered;
+                act.state = Some(built.state);
+                act.watched = Some(watched);
+                act.caps = caps;
+                // Changes that arrived meanwhile.
+                act.renegotiate(ctx);
+                Ok(built.answer)
             }
             Err(e) => {
                 ctx.stop();
@@ -294,6 +396,7 @@ impl Handler<CapsChanged> for Viewer {
     type Result = ();
 
     fn handle(&mut self, msg: CapsChanged, _ctx: &mut Context<Self>) {
+        self.caps = msg.caps.clone();
         for (track, leg) in &self.legs {
             track.set_leg_caps(*leg, msg.caps.clone());
         }
@@ -317,5 +420,118 @@ impl Handler<AddCandidates> for Viewer {
         let (pc, media) = (self.pc.clone(), self.media.clone());
         let fut = async move { media.run(super::publish::add_candidates(pc, msg.candidates)).await };
         Box::pin(fut.into_actor(self).map(|res, _, _| res.and_then(|r| r)))
+    }
+}
+
+impl Viewer {
+    /// Starts a renegotiation when the tracks the room last named differ from the connection's,
+    /// unless one is under way (it calls this again when done) or the first answer is not out yet.
+    fn renegotiate(&mut self, ctx: &mut Context<Self>) {
+        if self.renegotiating || self.offers.is_none() {
+            return;
+        }
+        let (Some(pc), Some(watched), Some(desired)) = (self.pc.clone(), self.watched.clone(), self.desired.as_ref())
+        else {
+            return;
+        };
+        let added: Vec<Arc<Fanout>> = desired
+            .iter()
+            .filter(|t| webrtc_carries(&t.info.codec.mime_type) && !self.offered.contains(&t.info.id))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = self
+            .offered
+            .iter()
+            .filter(|id| !desired.iter().any(|t| &t.info.id == *id))
+            .cloned()
+            .collect();
+        if added.is_empty() && removed.is_empty() {
+            return;
+        }
+        tracing::info!(session = %self.sid, added = added.len(), removed = removed.len(), "renegotiating playback");
+        self.renegotiating = true;
+        self.legs.retain(|(track, leg)| {
+            let keep = !removed.contains(&track.info.id);
+            if !keep {
+                track.detach(*leg);
+            }
+            keep
+        });
+        self.offered.retain(|id| !removed.contains(id));
+        self.offered.extend(added.iter().map(|t| t.info.id.clone()));
+        let media = self.media.clone();
+        let fut = async move { media.clone().run(reoffer(pc, media, watched, removed, added)).await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res.and_then(|r| r) {
+            Ok((sdp, locals)) => {
+                act.pending = Some(locals);
+                if let Some(offers) = &act.offers {
+                    offers.do_send(SessionOffer {
+                        session: act.sid.clone(),
+                        sdp,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(session = %act.sid, error = %e, "cannot renegotiate playback");
+                act.end_reason = "the session could not be renegotiated";
+                ctx.stop();
+            }
+        }));
+    }
+}
+
+impl Handler<TracksChanged> for Viewer {
+    type Result = ();
+
+    fn handle(&mut self, msg: TracksChanged, ctx: &mut Context<Self>) {
+        self.desired = Some(msg.tracks);
+        self.renegotiate(ctx);
+    }
+}
+
+impl Handler<AcceptAnswer> for Viewer {
+    type Result = ResponseActFuture<Self, Result<(), EngineError>>;
+
+    fn handle(&mut self, msg: AcceptAnswer, _ctx: &mut Context<Self>) -> Self::Result {
+        let (Some(pc), Some(state), Some(locals)) = (self.pc.clone(), self.state.clone(), self.pending.take()) else {
+            return Box::pin(actix::fut::ready(Err(EngineError::Invalid(
+                "no offer of this session is waiting for an answer".into(),
+            ))));
+        };
+        let (media, caps) = (self.media.clone(), self.caps.clone());
+        let fut = async move {
+            media
+                .run(async move {
+                    if let Err(e) = crate::media::accept_answer(&pc, msg.answer).await {
+                        return Err((e, locals));
+                    }
+                    let mut legs = Vec::new();
+                    for (track, local, ssrc) in locals {
+                        if let Some(pt) = negotiated_pt(&pc, &track).await {
+                            let leg = track.attach_capped(local, pt, ssrc, state.clone(), caps.clone());
+                            legs.push((track, leg.id));
+                        }
+                    }
+                    Ok(legs)
+                })
+                .await
+        };
+        Box::pin(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok(Ok(legs)) => {
+                act.legs.extend(legs);
+                act.renegotiating = false;
+                act.renegotiate(ctx);
+                Ok(())
+            }
+            Ok(Err((e, locals))) => {
+                // The offer still stands: the client may answer again.
+                act.pending = Some(locals);
+                Err(e)
+            }
+            Err(e) => {
+                ctx.stop();
+                Err(e)
+            }
+        }))
     }
 }

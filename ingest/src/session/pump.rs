@@ -11,7 +11,7 @@ use actix::Addr;
 use engine::metrics::EngineMetrics;
 use engine::track::{Fanout, Source, TrackInfo, Upstream};
 use futures_util::StreamExt;
-use retina::client::{Credentials, PlayOptions, SessionOptions, SetupOptions, Transport};
+use retina::client::{Credentials, InitialSequenceNumberPolicy, PlayOptions, SessionOptions, SetupOptions, Transport};
 use retina::codec::CodecItem;
 use tokio::sync::watch;
 
@@ -241,7 +241,11 @@ impl Pump {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        let playing = session.play(PlayOptions::default()).await.map_err(|e| e.to_string())?;
+        // Start from the sequence numbers actually received: a shared-media server (GStreamer)
+        // may send a joining client one packet older than the RTP-Info it announced, which
+        // retina would otherwise treat as loss and drop the session.
+        let options = PlayOptions::default().initial_seq(InitialSequenceNumberPolicy::Ignore);
+        let playing = session.play(options).await.map_err(|e| e.to_string())?;
         let demuxed = playing.demuxed().map_err(|e| e.to_string())?;
         let mut by_stream = vec![None; demuxed.streams().len()];
         for (p, i) in &chosen {

@@ -5,6 +5,7 @@ mod ops;
 mod permissions;
 mod persistence;
 mod recording;
+mod renegotiation;
 mod sfu;
 mod simulcast;
 mod tokens;
