@@ -390,6 +390,11 @@ export class Fanfare {
     this.group = groupId;
     this.permissions = reply.permissions;
     this.participants = new Map();
+    // Who was already connected (the server lists them with can_list).
+    for (const p of reply.participants || []) {
+      this._participant(p.user, p.name).present = true;
+      this._emit("participant_joined", { group: groupId, user: p.user, name: p.name });
+    }
     await this.refreshCall().catch(() => {});
     return reply.permissions;
   }

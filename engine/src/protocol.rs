@@ -99,6 +99,8 @@ pub enum ServerMessage {
     Joined {
         group: GroupId,
         permissions: Perms,
+        /// Who else is connected to the room (only with `can_list`).
+        participants: Vec<crate::room::messages::Present>,
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
     },

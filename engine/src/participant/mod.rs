@@ -86,11 +86,12 @@ impl Participant {
         // `wait` holds further requests until this one is answered, so replies keep request order.
         ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| {
             match res.unwrap_or(Err(EngineError::ActorGone("registry"))) {
-                Ok(permissions) => {
+                Ok(joined) => {
                     act.groups.insert(group.clone());
                     act.reply(&ServerMessage::Joined {
                         group,
-                        permissions,
+                        permissions: joined.perms,
+                        participants: joined.present,
                         req,
                     });
                 }

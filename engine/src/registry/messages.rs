@@ -4,13 +4,12 @@ use actix::Message;
 
 use crate::error::EngineError;
 use crate::ids::GroupId;
-use crate::perms::Perms;
 use crate::room::messages::{ConnId, ConnInfo};
 
 /// Put a connection into `group`'s room (starting the room if needed). Replies with the
 /// connection's permissions there, or `Forbidden` / `GroupNotFound`.
 #[derive(Message)]
-#[rtype(result = "Result<Perms, EngineError>")]
+#[rtype(result = "Result<crate::room::messages::JoinedRoom, EngineError>")]
 pub struct JoinRoom {
     pub group: GroupId,
     pub conn: ConnInfo,

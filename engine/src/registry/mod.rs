@@ -16,7 +16,6 @@ use actix::{
 use crate::error::EngineError;
 use crate::ids::GroupId;
 use crate::metrics::EngineMetrics;
-use crate::perms::Perms;
 use crate::room::messages::{Broadcast, CallActivity, Close, ConnId, Crash, Join, Leave, Refresh};
 use crate::room::Room;
 use crate::store::Store;
@@ -87,7 +86,7 @@ impl Handler<ObserveCalls> for Registry {
 }
 
 impl Handler<JoinRoom> for Registry {
-    type Result = ResponseActFuture<Self, Result<Perms, EngineError>>;
+    type Result = ResponseActFuture<Self, Result<crate::room::messages::JoinedRoom, EngineError>>;
 
     fn handle(&mut self, msg: JoinRoom, _ctx: &mut Context<Self>) -> Self::Result {
         // Rooms run on the registry's own arbiter.

@@ -22,9 +22,26 @@ pub struct ConnInfo {
     pub notices: Recipient<Removed>,
 }
 
-/// Add a connection to the room; replies with its effective permissions, or `Forbidden`.
+/// Someone connected to a room (for the `joined` reply's presence list).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Present {
+    pub user: crate::ids::UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What joining a room gives: the connection's permissions there and, with `can_list`, who
+/// else is connected.
+#[derive(Clone, Debug)]
+pub struct JoinedRoom {
+    pub perms: Perms,
+    pub present: Vec<Present>,
+}
+
+/// Add a connection to the room; replies with its effective permissions and who is present,
+/// or `Forbidden`.
 #[derive(Message)]
-#[rtype(result = "Result<Perms, EngineError>")]
+#[rtype(result = "Result<JoinedRoom, EngineError>")]
 pub struct Join {
     pub conn: ConnInfo,
 }

@@ -217,7 +217,7 @@ impl Supervised for Room {
 }
 
 impl Handler<Join> for Room {
-    type Result = Result<Perms, EngineError>;
+    type Result = Result<messages::JoinedRoom, EngineError>;
 
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
         self.guarded(ctx, |room| {
@@ -233,9 +233,21 @@ impl Handler<Join> for Room {
                 user: msg.conn.principal.user.clone(),
                 name: msg.conn.principal.name.clone(),
             };
+            let mut present: Vec<messages::Present> = Vec::new();
+            if perms.can_list {
+                for c in room.state.conns.values() {
+                    let p = &c.info.principal;
+                    if p.user != msg.conn.principal.user && !present.iter().any(|x| x.user == p.user) {
+                        present.push(messages::Present {
+                            user: p.user.clone(),
+                            name: p.name.clone(),
+                        });
+                    }
+                }
+            }
             room.state.conns.insert(id, Conn { info: msg.conn, perms });
             room.broadcast(&joined, |p| p.can_list, Some(id));
-            Ok(perms)
+            Ok(messages::JoinedRoom { perms, present })
         })
         .unwrap_or(Err(EngineError::ActorGone("room")))
     }

@@ -148,9 +148,14 @@ async fn losing_can_receive_or_membership_stops_delivery_at_once() {
         .await;
     assert_eq!(st, 201);
     let mut bob_ws = s.ws(&bob).await;
-    assert_eq!(bob_ws.join("team").await["type"], "joined");
+    let joined = bob_ws.join("team").await;
+    assert_eq!(joined["type"], "joined");
+    assert_eq!(joined["participants"], json!([]), "nobody else is connected yet");
     let mut alice_ws = s.ws(&alice).await;
-    assert_eq!(alice_ws.join("team").await["type"], "joined");
+    let joined = alice_ws.join("team").await;
+    assert_eq!(joined["type"], "joined");
+    // The joiner learns who is already there.
+    assert_eq!(joined["participants"][0]["user"], "bob", "{joined}");
     let post = |text: &'static str| {
         s.call(
             Method::POST,
