@@ -267,7 +267,12 @@ impl SegmentStore {
         let mut listing = self.inner.objects.list(Some(&path));
         let mut keys = Vec::new();
         while let Some(meta) = listing.next().await {
-            keys.push(meta.map_err(|e| VodError::ObjectStore(e.to_string()))?.location);
+            match meta {
+                Ok(meta) => keys.push(meta.location),
+                // Nothing was ever stored under the prefix.
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(VodError::ObjectStore(e.to_string())),
+            }
         }
         for k in &keys {
             match self.inner.objects.delete(k).await {

@@ -775,3 +775,36 @@ async fn a_moderator_picks_who_the_live_program_shows() {
     pa.close().await;
     pb.close().await;
 }
+
+#[tokio::test]
+async fn an_empty_recording_stops_plays_as_empty_and_deletes() {
+    let s = Server::start().await;
+    s.group("quiet", &[]).await;
+    let (st, rec) = s
+        .call(Method::POST, "/v1/groups/quiet/recordings", Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 201, "{rec}");
+    let rid = rec["id"].as_str().unwrap().to_owned();
+    let (st, rec) = s
+        .call(
+            Method::POST,
+            &format!("/v1/recordings/{rid}/stop"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{rec}");
+    assert_eq!(rec["status"], "ready");
+    assert_eq!(rec["duration_s"], 0.0);
+    let (st, text) = get_text(
+        &s,
+        &format!("{}/v1/recordings/{rid}/index.m3u8?token={}", s.base, s.admin),
+    )
+    .await;
+    assert_eq!(st, 200, "{text}");
+    assert!(text.contains("#EXT-X-ENDLIST") && !text.contains(".ts"), "{text}");
+    let (st, body) = s
+        .call(Method::DELETE, &format!("/v1/recordings/{rid}"), Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 204, "{body}");
+}
