@@ -91,6 +91,8 @@ pub struct Program {
     pinned: Option<UserId>,
     /// Track ids of the current source (video, audio).
     current: (Option<String>, Option<String>),
+    /// A source has been selected at some point (later changes are discontinuities).
+    had_source: bool,
     taps: Vec<JoinHandle<()>>,
     recordings: Vec<String>,
     last_touch: Instant,
@@ -121,6 +123,7 @@ impl Program {
             worker_rx: Some(rx),
             pinned: None,
             current: (None, None),
+            had_source: false,
             taps: Vec::new(),
             recordings: Vec::new(),
             last_touch: Instant::now(),
@@ -164,10 +167,14 @@ impl Program {
         for t in self.taps.drain(..) {
             t.abort();
         }
-        if self.current != (None, None) {
-            let _ = self.worker.try_send(Cmd::Switch);
+        // Any change after the first source (including the source going away and another
+        // arriving) closes the open segment and marks a discontinuity.
+        if self.had_source {
+            // Blocking: a control command must not be lost to a full queue.
+            let _ = self.worker.send(Cmd::Switch);
             self.live.mark_discontinuity();
         }
+        self.had_source |= ids != (None, None);
         self.current = ids;
         let has_video = video.is_some();
         let video_started = Arc::new(AtomicBool::new(false));
