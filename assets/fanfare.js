@@ -111,6 +111,7 @@ export class Fanfare {
     this._subs = new Map();
     this._sources = new WeakMap();
     this._resubTimers = new Map();
+    this._earlyOffers = new Map();
     this._seenMessages = new Set();
   }
 
@@ -318,15 +319,16 @@ export class Fanfare {
       case "track_published":
         if (!inGroup) return;
         this._participant(msg.participant).tracks.set(msg.track.id, msg.track);
-        if (this._subs.has(msg.participant)) this._scheduleResubscribe(msg.participant);
+        // A socket playback gets the new track through the server's `offer`; only label it.
+        if (this._subs.has(msg.participant)) this._labelTracks(this._subs.get(msg.participant));
         break;
       case "track_unpublished": {
         if (!inGroup) return;
         const p = this.participants.get(msg.participant);
         if (p) p.tracks.delete(msg.track);
-        if (this._subs.has(msg.participant)) {
-          if (p && p.tracks.size) this._scheduleResubscribe(msg.participant);
-          else this._endSubscription(msg.participant, "unpublished");
+        // The server's `offer` removes the track from a socket playback; with none left, stop.
+        if (this._subs.has(msg.participant) && !(p && p.tracks.size)) {
+          this._endSubscription(msg.participant, "unpublished");
         }
         break;
       }
@@ -351,6 +353,9 @@ export class Fanfare {
         break;
       case "session_ended":
         this._sessionEnded(msg.session, msg.reason);
+        break;
+      case "offer":
+        this._offered(msg);
         break;
       case "room_restarted":
         if (inGroup) this.refreshCall().catch(() => {});
@@ -548,7 +553,9 @@ export class Fanfare {
   /**
    * Plays a participant of the current group: resolves with a MediaStream holding their
    * tracks (camera, screen and microphone; `ff.sourceOf(track)` tells which). When their tracks
-   * change the library renegotiates and emits `stream` with the new MediaStream.
+   * change the server sends `offer`: the library answers it, adds the new tracks to (and drops
+   * the removed ones from) this MediaStream and emits `stream` again (a new subscription only if
+   * answering fails).
    */
   async subscribe(participant) {
     this._requireGroup();
@@ -596,11 +603,95 @@ export class Fanfare {
       }
     }
     const old = { pc: sub.pc, session: sub.session };
-    Object.assign(sub, { pc, session: reply.session, stream });
+    Object.assign(sub, { pc, session: reply.session, stream, mids: ids });
     if (old.pc) old.pc.close();
     this._endSession(old.session);
     this._emit("stream", { participant: sub.participant, stream, pc });
+    // An offer the server sent right after its answer (tracks changed meanwhile).
+    const early = this._earlyOffers.get(reply.session);
+    if (early) {
+      this._earlyOffers.delete(reply.session);
+      this._offered(early.msg);
+    }
     return stream;
+  }
+
+  /** The server's `offer` for a playback of this socket: its publisher's tracks changed. */
+  _offered(msg) {
+    const sub = [...this._subs.values()].find((s) => s.session && s.session === msg.session);
+    if (!sub) {
+      // Its subscription is still applying the server's first answer; the offer waits for it.
+      const prev = this._earlyOffers.get(msg.session);
+      if (prev) clearTimeout(prev.timer);
+      const timer = setTimeout(() => this._earlyOffers.delete(msg.session), REQUEST_TIMEOUT_MS);
+      this._earlyOffers.set(msg.session, { msg, timer });
+      return;
+    }
+    const pc = sub.pc;
+    const generation = sub.generation;
+    sub.answering = (sub.answering || Promise.resolve()).then(async () => {
+      if (sub.pc !== pc || sub.generation !== generation || this._subs.get(sub.participant) !== sub) return;
+      // What the stream held before (applying the offer fires `track`, which adds to it).
+      const before = new Set(sub.stream.getTracks());
+      try {
+        await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+        await pc.setLocalDescription(await pc.createAnswer());
+        if (sub.pc !== pc || sub.generation !== generation) return;
+        if (!this._raw({ type: "answer", session: msg.session, sdp: pc.localDescription.sdp, req: this._watchAnswer(sub, pc) })) return;
+      } catch (e) {
+        // Could not apply it: fall back to a new subscription.
+        if (sub.pc === pc && this._subs.get(sub.participant) === sub) this._scheduleResubscribe(sub.participant, 0);
+        return;
+      }
+      sub.mids = trackIdsByMid(msg.sdp);
+      this._syncTracks(sub, before);
+    });
+  }
+
+  /** A `req` for an `answer`: the server replies only when it refuses it (then resubscribe). */
+  _watchAnswer(sub, pc) {
+    const req = "r" + ++this._seq;
+    const timer = setTimeout(() => this._pending.delete(req), REQUEST_TIMEOUT_MS);
+    this._pending.set(req, {
+      timer,
+      resolve: () => {},
+      reject: (e) => {
+        if (e && e.code === "not_connected") return;
+        if (sub.pc === pc && this._subs.get(sub.participant) === sub) this._scheduleResubscribe(sub.participant, 0);
+      },
+    });
+    return req;
+  }
+
+  /** After a renegotiation: the stream holds the tracks being received now; emits `stream`. */
+  _syncTracks(sub, before) {
+    const { pc, stream } = sub;
+    const want = new Set();
+    for (const t of pc.getTransceivers()) {
+      const track = t.receiver.track;
+      const receiving = !t.stopped && (t.currentDirection === "recvonly" || t.currentDirection === "sendrecv");
+      if (track && receiving && track.readyState !== "ended" && sub.mids.has(t.mid)) want.add(track);
+    }
+    for (const track of stream.getTracks()) if (!want.has(track)) stream.removeTrack(track);
+    const have = new Set(stream.getTracks());
+    for (const track of want) if (!have.has(track)) stream.addTrack(track);
+    const changed = want.size !== before.size || [...want].some((t) => !before.has(t));
+    this._labelTracks(sub);
+    if (changed) this._emit("stream", { participant: sub.participant, stream, pc });
+  }
+
+  /** Which received track is which publication (by the msid the server sent). */
+  _labelTracks(sub) {
+    if (!sub.pc || !sub.mids) return;
+    const info = this.participants.get(sub.participant);
+    for (const t of sub.pc.getTransceivers()) {
+      const track = t.receiver.track;
+      const id = sub.mids.get(t.mid);
+      if (!track || !id) continue;
+      const view = info?.tracks.get(id);
+      if (view) this._sources.set(track, view.source);
+      else if (!this._sources.has(track)) this._sources.set(track, track.kind === "audio" ? "microphone" : "camera");
+    }
   }
 
   _scheduleResubscribe(participant, delay = 300) {
