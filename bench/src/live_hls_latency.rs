@@ -38,7 +38,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn histogram(text: &str, name: &str) -> (f64, f64, Vec<(f64, f64)>) {
     let (mut count, mut sum, mut buckets) = (0.0, 0.0, Vec::new());
     for line in text.lines() {
-        let Some((key, value)) = line.rsplit_once(' ') else { continue };
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let value: f64 = value.parse().unwrap_or(0.0);
         if key == format!("{name}_count") {
             count = value;
@@ -101,7 +103,9 @@ async fn main() -> Result<()> {
     let text = http.get(&playlist).send().await?.text().await?;
     // Follow the preload hint: ask for each next part with a blocking reload.
     let next_of = |text: &str| -> Option<(u64, u32)> {
-        let hint = text.lines().find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))?;
+        let hint = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))?;
         let name = hint.split(".ts").next()?;
         let (seg, part) = name.split_once('.')?;
         Some((seg.parse().ok()?, part.parse().ok()?))
