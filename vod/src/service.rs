@@ -241,7 +241,7 @@ impl Vod {
         }
         rec.ended_at = Some(OffsetDateTime::now_utc());
         let vod = self.clone();
-        let rec = tokio::task::spawn_blocking(move || vod.finish_when_uploaded(rec).map(|r| r.0))
+        let rec = tokio::task::spawn_blocking(move || vod.finish_when_uploaded(rec))
             .await
             .map_err(blocking_err)??;
         tracing::info!(recording = %rid, status = ?rec.status, "recording stopped");
@@ -249,12 +249,12 @@ impl Vod {
     }
 
     /// Marks `rec` ready now if all its segments are uploaded, else `processing` until they are.
-    fn finish_when_uploaded(&self, mut rec: Recording) -> Result<(Recording, ()), VodError> {
+    fn finish_when_uploaded(&self, mut rec: Recording) -> Result<Recording, VodError> {
         let prefix = format!("recordings/{}/", rec.id);
         if self.inner.store.pending(&prefix) == 0 {
             rec.status = RecordingStatus::Ready;
             recordings::save(self.inner.db.as_ref(), &rec)?;
-            return Ok((rec, ()));
+            return Ok(rec);
         }
         rec.status = RecordingStatus::Processing;
         recordings::save(self.inner.db.as_ref(), &rec)?;
@@ -277,7 +277,7 @@ impl Vod {
             })
             .await;
         });
-        Ok((rec, ()))
+        Ok(rec)
     }
 
     async fn save(&self, rec: Recording) -> Result<(), VodError> {
