@@ -9,7 +9,7 @@ use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, SpawnHandle, 
 use engine::ids::{GroupId, UserId};
 use engine::room::messages::CallActivity;
 
-use crate::recordings::{RecordingKind, RecordingStatus};
+use crate::recordings::RecordingKind;
 use crate::Vod;
 
 /// The `created_by` of automatic recordings.
@@ -74,12 +74,13 @@ impl Handler<CallActivity> for AutoRecorder {
             let handle = ctx.run_later(GRACE, move |act, ctx| {
                 act.stopping.remove(&group);
                 let fut = async move {
-                    let Ok(recs) = vod.list(&group).await else { return };
-                    for rec in recs.iter().filter(|r| {
-                        r.status == RecordingStatus::Recording
-                            && r.kind == RecordingKind::Call
-                            && r.created_by.as_str() == AUTO_USER
-                    }) {
+                    let Ok(recs) = vod.recording_now(&group).await else {
+                        return;
+                    };
+                    for rec in recs
+                        .iter()
+                        .filter(|r| r.kind == RecordingKind::Call && r.created_by.as_str() == AUTO_USER)
+                    {
                         match vod.stop_recording(&rec.id).await {
                             Ok(_) => tracing::info!(%group, recording = %rec.id, "automatic recording stopped"),
                             Err(e) => tracing::warn!(%group, "cannot stop an automatic recording: {e}"),
@@ -137,10 +138,10 @@ impl Handler<StopParticipant> for AutoRecorder {
         let vod = self.vod.clone();
         let fut = async move {
             for group in &msg.groups {
-                let Ok(recs) = vod.list(group).await else { continue };
-                for rec in recs.iter().filter(|r| {
-                    r.status == RecordingStatus::Recording && r.participant.as_ref() == Some(&msg.participant)
-                }) {
+                let Ok(recs) = vod.recording_now(group).await else {
+                    continue;
+                };
+                for rec in recs.iter().filter(|r| r.participant.as_ref() == Some(&msg.participant)) {
                     if let Err(e) = vod.stop_recording(&rec.id).await {
                         tracing::warn!(recording = %rec.id, "cannot stop a camera recording: {e}");
                     }

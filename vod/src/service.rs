@@ -184,10 +184,10 @@ impl Vod {
         participant: Option<UserId>,
     ) -> Result<Recording, VodError> {
         let active = self
-            .list(group)
+            .recording_now(group)
             .await?
             .into_iter()
-            .find(|r| r.status == RecordingStatus::Recording && r.participant == participant && r.kind == kind);
+            .find(|r| r.participant == participant && r.kind == kind);
         if let Some(r) = active {
             return Err(VodError::Conflict(format!(
                 "group {group} is already being recorded (recording {})",
@@ -294,6 +294,19 @@ impl Vod {
             let rec =
                 recordings::load(db.as_ref(), &id)?.ok_or_else(|| VodError::NotFound(format!("no recording {id}")))?;
             Ok(recordings::with_duration(db.as_ref(), rec))
+        })
+        .await
+        .map_err(blocking_err)?
+    }
+
+    /// A group's recordings still `recording` (records only: no segment index is read).
+    pub async fn recording_now(&self, group: &GroupId) -> Result<Vec<Recording>, VodError> {
+        let (db, group) = (self.inner.db.clone(), group.clone());
+        tokio::task::spawn_blocking(move || {
+            Ok(recordings::all(db.as_ref())?
+                .into_iter()
+                .filter(|r| r.group == group && r.status == RecordingStatus::Recording)
+                .collect())
         })
         .await
         .map_err(blocking_err)?
