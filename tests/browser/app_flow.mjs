@@ -18,34 +18,18 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { closeBrowser, grace, parseFlags, reporter, sleep } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 100_000;
 
-const flags = {};
-const argv = process.argv.slice(2);
-for (let i = 0; i < argv.length; i++) {
-  let [k, v] = argv[i].replace(/^--/, "").split(/=(.*)/s, 2);
-  if (v === undefined) v = argv[++i];
-  flags[k] = v;
-}
+const flags = parseFlags(process.argv.slice(2));
 const base = (flags.base || process.env.FANFARE_BASE || "").replace(/\/+$/, "");
 const group = flags.group || "class";
 const out = flags.out || path.join(os.tmpdir(), "fanfare-app");
 const chromiumPath = flags.chromium || process.env.CHROMIUM || "/usr/bin/chromium";
 
-const started = Date.now();
 const result = { ok: false, steps: {}, recordings: "not tried", error: null, elapsedMs: 0 };
-const log = (m) => process.stderr.write(`[app_flow ${((Date.now() - started) / 1000).toFixed(1)}s] ${m}\n`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const grace = (ms) => new Promise((r) => setTimeout(r, ms).unref());
-let printed = false;
-function finish(code) {
-  if (printed) return;
-  printed = true;
-  result.elapsedMs = Date.now() - started;
-  process.stdout.write(JSON.stringify(result) + "\n");
-  process.exitCode = code;
-}
+const { log, finish } = reporter("app_flow", result);
 
 let browser = null;
 const pages = {};
@@ -54,11 +38,7 @@ async function cleanup() {
   if (!browser) return;
   const b = browser;
   browser = null;
-  await Promise.race([
-    Promise.all(Object.values(pages).map((p) => p.evaluate(() => window.fanfareApp?.ff?.close()).catch(() => {}))),
-    grace(2_000),
-  ]);
-  await Promise.race([b.close().catch(() => {}), grace(5_000)]);
+  await closeBrowser(b, Object.values(pages));
 }
 
 const hardTimer = setTimeout(async () => {

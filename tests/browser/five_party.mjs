@@ -21,38 +21,21 @@ import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { chromium } from "playwright-core";
+import { closeBrowser, grace, parseFlags, reporter, sleep } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 90_000;
 const GROWTH_WINDOW_MS = 2_000;
 const LEAVE_WITHIN_MS = 8_000;
 
-const flags = {};
-const argv = process.argv.slice(2);
-for (let i = 0; i < argv.length; i++) {
-  let [k, v] = argv[i].replace(/^--/, "").split(/=(.*)/s, 2);
-  if (v === undefined) v = argv[++i];
-  flags[k] = v;
-}
+const flags = parseFlags(process.argv.slice(2));
 const base = (flags.base || process.env.FANFARE_BASE || "").replace(/\/+$/, "");
 const group = flags.group || "five";
 const out = flags.out || path.join(os.tmpdir(), "fanfare-five");
 const users = (flags.users || "ann,ben,cleo,dan,eve").split(",").filter(Boolean);
 const chromiumPath = flags.chromium || process.env.CHROMIUM || "/usr/bin/chromium";
 
-const started = Date.now();
 const result = { ok: false, steps: {}, error: null, elapsedMs: 0 };
-const secs = () => ((Date.now() - started) / 1000).toFixed(1);
-const log = (m) => process.stderr.write(`[five_party ${secs()}s] ${m}\n`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const grace = (ms) => new Promise((r) => setTimeout(r, ms).unref());
-let printed = false;
-function finish(code) {
-  if (printed) return;
-  printed = true;
-  result.elapsedMs = Date.now() - started;
-  process.stdout.write(JSON.stringify(result) + "\n");
-  process.exitCode = code;
-}
+const { log, finish } = reporter("five_party", result);
 
 let browser = null;
 const pages = {};
@@ -61,11 +44,7 @@ async function cleanup() {
   if (!browser) return;
   const b = browser;
   browser = null;
-  await Promise.race([
-    Promise.all(Object.values(pages).map((p) => p.evaluate(() => window.fanfareApp?.ff?.close()).catch(() => {}))),
-    grace(2_000),
-  ]);
-  await Promise.race([b.close().catch(() => {}), grace(5_000)]);
+  await closeBrowser(b, Object.values(pages));
 }
 
 async function shootAll(tag) {

@@ -1,0 +1,44 @@
+// What the web-app browser scripts share: flag parsing, timers, the one-line JSON report, and
+// closing the browser without hanging on a page that no longer answers.
+
+/** `--key value` / `--key=value` flags into an object. */
+export function parseFlags(argv) {
+  const flags = {};
+  for (let i = 0; i < argv.length; i++) {
+    let [k, v] = argv[i].replace(/^--/, "").split(/=(.*)/s, 2);
+    if (v === undefined) v = argv[++i];
+    flags[k] = v;
+  }
+  return flags;
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** A timer that does not keep the process alive once everything else is done. */
+export const grace = (ms) => new Promise((r) => setTimeout(r, ms).unref());
+
+/** A stderr logger prefixed with `name` and seconds since start, and `finish(code)`, which
+ *  prints `result` as the one JSON line on stdout (once) and sets the exit code. */
+export function reporter(name, result) {
+  const started = Date.now();
+  const secs = () => ((Date.now() - started) / 1000).toFixed(1);
+  let printed = false;
+  return {
+    log: (m) => process.stderr.write(`[${name} ${secs()}s] ${m}\n`),
+    finish(code) {
+      if (printed) return;
+      printed = true;
+      result.elapsedMs = Date.now() - started;
+      process.stdout.write(JSON.stringify(result) + "\n");
+      process.exitCode = code;
+    },
+  };
+}
+
+/** Lets each page's app close its connection (2 s at most), then closes the browser (5 s). */
+export async function closeBrowser(browser, pages) {
+  await Promise.race([
+    Promise.all(pages.map((p) => p.evaluate(() => window.fanfareApp?.ff?.close()).catch(() => {}))),
+    grace(2_000),
+  ]);
+  await Promise.race([browser.close().catch(() => {}), grace(5_000)]);
+}
