@@ -11,17 +11,16 @@ when stdin closes or on SIGTERM/SIGINT.
 """
 
 import argparse
-import os
-import signal
 import sys
-import threading
 
 import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstRtsp", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+from gi.repository import Gst, GstRtsp, GstRtspServer  # noqa: E402
+
+import serving  # noqa: E402  (tests/rtsp/serving.py, beside this script)
 
 
 def aac_encoder():
@@ -91,31 +90,7 @@ def main():
         factory.set_permissions(permissions)
 
     server.get_mount_points().add_factory(args.path, factory)
-    if server.attach(None) == 0:
-        print(f"cannot listen on port {args.port}", file=sys.stderr, flush=True)
-        sys.exit(1)
-
-    loop = GLib.MainLoop()
-
-    def stop(*_):
-        GLib.idle_add(loop.quit)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-    def watch_stdin():
-        try:
-            while os.read(0, 4096):
-                pass
-        except OSError:
-            pass
-        stop()
-
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    # Wake the main loop regularly so Python signal handlers run.
-    GLib.timeout_add(200, lambda: True)
-    print(f"READY {server.get_bound_port()} audio={audio or 'none'}", flush=True)
-    loop.run()
+    serving.run(server, args.port, f" audio={audio or 'none'}")
 
 
 if __name__ == "__main__":
