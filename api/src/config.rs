@@ -100,6 +100,9 @@ pub struct RtcConfig {
     pub port_min: Option<u16>,
     /// Highest UDP port for peer connections.
     pub port_max: Option<u16>,
+    /// One UDP port for every peer connection (ICE UDP mux, demultiplexed by remote address
+    /// and ICE ufrag); excludes `port_min`/`port_max`. Unset: a socket per connection.
+    pub udp_port: Option<u16>,
     /// Threads of the media runtime.
     pub threads: usize,
     /// Behind a 1:1 NAT: the public address advertised in place of `ips` in ICE candidates.
@@ -128,6 +131,7 @@ impl Default for RtcConfig {
             ips: vec![IpAddr::from([127, 0, 0, 1])],
             port_min: None,
             port_max: None,
+            udp_port: None,
             threads: 2,
             public_ip: None,
             ice_lite: false,
@@ -257,6 +261,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("LOG", "log.level"),
     ("LOG_FORMAT", "log.format"),
     ("RTC_IPS", "rtc.ips"),
+    ("RTC_UDP_PORT", "rtc.udp_port"),
 ];
 
 impl Config {
@@ -373,6 +378,23 @@ impl Config {
                 })
             }
         }
+        match rtc.udp_port {
+            Some(0) => {
+                return Err(ConfigError::Invalid {
+                    key: "rtc.udp_port",
+                    message: "must be a port from 1 to 65535".into(),
+                })
+            }
+            Some(_) if rtc.port_min.is_some() || rtc.port_max.is_some() => {
+                return Err(ConfigError::Invalid {
+                    key: "rtc.udp_port",
+                    message: "set either rtc.udp_port (one port shared by all peer connections) or \
+                              rtc.port_min/port_max (a port per connection), not both"
+                        .into(),
+                })
+            }
+            _ => {}
+        }
         for server in &rtc.ice_servers {
             let ok = !server.urls.is_empty()
                 && server
@@ -442,6 +464,7 @@ impl Config {
         engine::media::MediaConfig {
             ips: self.rtc.ips.clone(),
             ports: self.rtc.port_min.zip(self.rtc.port_max),
+            udp_port: self.rtc.udp_port,
             threads: self.rtc.threads,
             public_ip: self.rtc.public_ip,
             ice_lite: self.rtc.ice_lite,
@@ -525,6 +548,22 @@ mod tests {
         assert!(e.contains("rtc.ice_servers"), "{e}");
         let c = load_str("public_ip = 1\n").unwrap_err().to_string();
         assert!(c.contains("public_ip"), "{c}");
+    }
+
+    #[test]
+    fn rtc_udp_port_is_one_port_and_excludes_the_range() {
+        let c = load_str("[rtc]\nudp_port = 7882").unwrap();
+        assert_eq!(c.rtc.udp_port, Some(7882));
+        assert_eq!(c.media().udp_port, Some(7882));
+        assert_eq!(load_str("").unwrap().media().udp_port, None, "off by default");
+        let e = load_str("[rtc]\nudp_port = 7882\nport_min = 40000\nport_max = 40999")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rtc.udp_port") && e.contains("not both"), "{e}");
+        let e = load_str("[rtc]\nudp_port = 0").unwrap_err().to_string();
+        assert!(e.contains("rtc.udp_port"), "{e}");
+        let e = load_str("[rtc]\nudp_port = 70000").unwrap_err().to_string();
+        assert!(e.contains("udp_port"), "{e}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (s, m) = (store.clone(), metrics.clone());
     let registry = Registry::start_in_arbiter(&actors.handle(), move |_| Registry::new(s, m));
 
-    let media = engine::media::Media::start(config.media())?;
+    let media = engine::media::Media::start(config.media(), &metrics)?;
     let listen = config.listen_addr()?;
     let rtc = engine::session::SessionDeps {
         store: store.clone(),

@@ -111,6 +111,10 @@ struct Args {
     /// Skip the direct (no SFU) latency baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Run Fanfare with `[rtc] udp_port` set to this port (every peer connection on one UDP
+    /// port, the ICE UDP mux) instead of a socket per connection.
+    #[arg(long)]
+    udp_port: Option<u16>,
 }
 
 // ───────────────────────────── clock, send log, statistics ─────────────────────────────
@@ -353,7 +357,12 @@ fn pinned(core: usize, bin: &Path) -> tokio::process::Command {
 }
 
 /// Starts Fanfare; returns it, its base URL and the admin token it printed.
-async fn start_fanfare(bin: &Path, core: usize, rtc_ip: IpAddr) -> Result<(ServerProc, String, String)> {
+async fn start_fanfare(
+    bin: &Path,
+    core: usize,
+    rtc_ip: IpAddr,
+    udp_port: Option<u16>,
+) -> Result<(ServerProc, String, String)> {
     let dir = temp_dir("fanfare")?;
     let mut cmd = pinned(core, bin);
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("FANFARE_")) {
@@ -366,6 +375,9 @@ async fn start_fanfare(bin: &Path, core: usize, rtc_ip: IpAddr) -> Result<(Serve
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("server.log"))?);
+    if let Some(port) = udp_port {
+        cmd.env("FANFARE_RTC_UDP_PORT", port.to_string());
+    }
     let mut child = cmd.spawn().with_context(|| format!("start {}", bin.display()))?;
     let pid = child.id().context("the server exited at once")?;
     let stdout = child.stdout.take().context("no server stdout")?;
@@ -1189,6 +1201,7 @@ async fn fanfare_metrics(http: &reqwest::Client, url: &str) -> String {
                 "fanfare_rtp_packets_in_total",
                 "fanfare_rtp_packets_out_total",
                 "fanfare_rtp_dropped_total",
+                "fanfare_rtc_mux_dropped_total",
                 "fanfare_keyframe_requests_total",
                 "fanfare_subscriber_legs",
             ]
@@ -1204,7 +1217,7 @@ async fn run_fanfare(args: &Args, aus: Arc<Vec<AccessUnit>>, baseline: Option<(f
         .fanfare_bin
         .clone()
         .unwrap_or_else(|| workspace().join("target/release/fanfare"));
-    let (server, base_url, admin) = start_fanfare(&bin, args.server_core, args.rtc_ip).await?;
+    let (server, base_url, admin) = start_fanfare(&bin, args.server_core, args.rtc_ip, args.udp_port).await?;
     eprintln!(
         "fanfare: pid {} at {base_url}, log {}",
         server.pid,

@@ -1,6 +1,6 @@
 //! The engine's Prometheus instruments, registered once into the server's registry.
 
-use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Counters and gauges the actors update.
 #[derive(Clone)]
@@ -35,6 +35,11 @@ pub struct EngineMetrics {
     pub keyframe_requests: IntCounter,
     /// NACKs received from subscribers (answered from the sender's history).
     pub nacks: IntCounter,
+    /// Datagrams the shared UDP port (`[rtc] udp_port`) dropped, by `reason`: `unknown` (an
+    /// unknown sender and not a Binding request for a registered ICE ufrag), `queue_full`.
+    pub rtc_mux_dropped: IntCounterVec,
+    /// Peer connections registered on the shared UDP port (once per rtc address).
+    pub rtc_mux_peers: IntGauge,
     /// Live tracks, reported per track at scrape time.
     pub tracks_live: crate::track::TrackDirectory,
     /// Per room (label `group`): realtime connections, published tracks, viewing sessions.
@@ -75,6 +80,14 @@ impl EngineMetrics {
                 "Keyframe requests sent to publishers",
             )?,
             nacks: IntCounter::new("fanfare_nacks_received_total", "NACKs received from subscribers")?,
+            rtc_mux_dropped: IntCounterVec::new(
+                Opts::new("fanfare_rtc_mux_dropped_total", "Datagrams the shared UDP port dropped"),
+                &["reason"],
+            )?,
+            rtc_mux_peers: IntGauge::new(
+                "fanfare_rtc_mux_peers",
+                "Peer connections registered on the shared UDP port",
+            )?,
             tracks_live: Default::default(),
             room_connections: IntGaugeVec::new(
                 Opts::new("fanfare_room_connections", "Realtime connections in the room"),
@@ -108,6 +121,10 @@ impl EngineMetrics {
         registry.register(Box::new(m.rtp_dropped.clone()))?;
         registry.register(Box::new(m.keyframe_requests.clone()))?;
         registry.register(Box::new(m.nacks.clone()))?;
+        m.rtc_mux_dropped.with_label_values(&["unknown"]);
+        m.rtc_mux_dropped.with_label_values(&["queue_full"]);
+        registry.register(Box::new(m.rtc_mux_dropped.clone()))?;
+        registry.register(Box::new(m.rtc_mux_peers.clone()))?;
         registry.register(Box::new(m.room_connections.clone()))?;
         registry.register(Box::new(m.room_tracks.clone()))?;
         registry.register(Box::new(m.room_viewers.clone()))?;

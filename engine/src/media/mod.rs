@@ -1,10 +1,12 @@
 //! The WebRTC media plane's base: a dedicated multi-thread tokio runtime for the `webrtc`
 //! crate (whose drivers spawn with `tokio::spawn`, which on an actix worker would land on a
-//! single-thread runtime), the ICE address settings, and peer-connection construction.
+//! single-thread runtime), the ICE address settings (a socket per connection, or the shared
+//! port of [`udp_mux`]), and peer-connection construction.
 
 mod peer;
 mod rtcp_forward;
 mod sdp;
+mod udp_mux;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -14,17 +16,24 @@ use std::sync::{Arc, OnceLock};
 pub use peer::{
     accept_answer, check_offer, reanswer, reoffer, sending_track_ids, OfferInfo, Peer, PeerState, MAX_SDP_BYTES,
 };
-pub use sdp::{advertise_public_ip, cap_video_bitrate};
+pub use sdp::{advertise_public_ip, cap_video_bitrate, rewrite_candidates};
+
+use webrtc::runtime::{Runtime, TokioRuntime};
 
 use crate::error::EngineError;
+use crate::metrics::EngineMetrics;
+use udp_mux::UdpMux;
 
 /// Where WebRTC binds and what it advertises.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MediaConfig {
-    /// Addresses ICE gathers on and advertises, one UDP socket each per peer connection.
+    /// Addresses ICE gathers on and advertises, one UDP socket each per peer connection (or
+    /// one shared socket each, with `udp_port`).
     pub ips: Vec<IpAddr>,
     /// Inclusive UDP port range for peer connections; `None` lets the OS pick.
     pub ports: Option<(u16, u16)>,
+    /// One UDP port shared by every peer connection (ICE UDP mux); excludes `ports`.
+    pub udp_port: Option<u16>,
     /// Worker threads of the media runtime.
     pub threads: usize,
     /// The address clients reach the server at when it sits behind a 1:1 NAT; replaces the
@@ -40,6 +49,7 @@ impl Default for MediaConfig {
         MediaConfig {
             ips: vec![IpAddr::from([127, 0, 0, 1])],
             ports: None,
+            udp_port: None,
             threads: 2,
             public_ip: None,
             ice_lite: false,
@@ -60,13 +70,28 @@ pub struct Media {
     config: Arc<MediaConfig>,
     handle: tokio::runtime::Handle,
     next_port: Arc<AtomicU32>,
+    mux: Option<Arc<UdpMux>>,
+}
+
+/// What a new peer connection is built with.
+pub(crate) struct Transport {
+    pub runtime: Arc<dyn Runtime>,
+    pub udp_addrs: Vec<String>,
+    /// Local ICE credentials, set when the connection is on the shared port (routed by ufrag).
+    pub credentials: Option<(String, String)>,
 }
 
 impl Media {
-    /// Starts the media runtime (once per process) with `config`.
-    pub fn start(config: MediaConfig) -> Result<Media, EngineError> {
+    /// Starts the media runtime (once per process) with `config`, and binds the shared UDP
+    /// port when `config.udp_port` is set (its drop counters go to `metrics`).
+    pub fn start(config: MediaConfig, metrics: &EngineMetrics) -> Result<Media, EngineError> {
         if config.ips.is_empty() {
             return Err(EngineError::Invalid("rtc.ips must list at least one address".into()));
+        }
+        if config.udp_port.is_some() && config.ports.is_some() {
+            return Err(EngineError::Invalid(
+                "rtc.udp_port and rtc.port_min/port_max exclude each other".into(),
+            ));
         }
         let threads = config.threads.max(1);
         let rt = match RUNTIME.get() {
@@ -81,10 +106,15 @@ impl Media {
                 RUNTIME.get_or_init(|| rt)
             }
         };
+        let mux = match config.udp_port {
+            Some(port) => Some(Arc::new(UdpMux::bind(&config.ips, port, rt.handle(), metrics)?)),
+            None => None,
+        };
         Ok(Media {
             config: Arc::new(config),
             handle: rt.handle().clone(),
             next_port: Arc::new(AtomicU32::new(0)),
+            mux,
         })
     }
 
@@ -108,13 +138,34 @@ impl Media {
         self.handle.spawn(fut);
     }
 
-    /// The addresses a new peer connection binds: one per configured IP, on the next port of
-    /// the range (or an OS-chosen one).
     /// Whether peer connections run ICE-lite.
     fn ice_lite(&self) -> bool {
         self.config.ice_lite
     }
 
+    /// The runtime, addresses and ICE credentials of a new peer connection. On the shared port
+    /// the connection binds throwaway ephemeral sockets (the driver insists on binding) that
+    /// its runtime swaps for virtual ones.
+    pub(crate) fn transport(&self) -> Transport {
+        match &self.mux {
+            Some(mux) => {
+                let (ufrag, pwd) = udp_mux::ice_credentials();
+                Transport {
+                    runtime: Arc::new(mux.runtime(ufrag.clone())),
+                    udp_addrs: self.addrs_on(0),
+                    credentials: Some((ufrag, pwd)),
+                }
+            }
+            None => Transport {
+                runtime: Arc::new(TokioRuntime),
+                udp_addrs: self.bind_addrs(),
+                credentials: None,
+            },
+        }
+    }
+
+    /// The addresses a new peer connection binds: one per configured IP, on the next port of
+    /// the range (or an OS-chosen one).
     fn bind_addrs(&self) -> Vec<String> {
         let port = match self.config.ports {
             None => 0,
@@ -123,6 +174,10 @@ impl Media {
                 lo + (self.next_port.fetch_add(1, Ordering::Relaxed) % span) as u16
             }
         };
+        self.addrs_on(port)
+    }
+
+    fn addrs_on(&self, port: u16) -> Vec<String> {
         self.config
             .ips
             .iter()
@@ -130,17 +185,21 @@ impl Media {
             .collect()
     }
 
-    /// The SDP the server sends, with candidates rewritten to the public address if one is set.
+    /// The SDP the server sends, with candidates rewritten to the public address if one is set
+    /// and to the shared UDP port if there is one.
     pub fn advertise(&self, sdp: String) -> String {
-        match self.config.public_ip {
-            Some(public) => advertise_public_ip(&sdp, &self.config.ips, public),
-            None => sdp,
+        let port = self.mux.as_ref().and(self.config.udp_port);
+        if self.config.public_ip.is_none() && port.is_none() {
+            return sdp;
         }
+        rewrite_candidates(&sdp, &self.config.ips, self.config.public_ip, port)
     }
 
-    /// How many bind attempts a port range allows before giving up.
+    /// How many attempts to build a peer connection: a port range retries on the next port,
+    /// the shared port with fresh ICE credentials (a ufrag collision, however unlikely).
     fn bind_attempts(&self) -> usize {
         match self.config.ports {
+            _ if self.mux.is_some() => 2,
             None => 1,
             Some((lo, hi)) => (usize::from(hi - lo) + 1).min(64),
         }

@@ -1,6 +1,6 @@
 //! One server-side peer connection: built with Fanfare's settings (bound to the configured
-//! addresses, mDNS off, no ICE servers, keyframe requests surfaced), answering a client's offer
-//! without trickle (the answer carries all candidates).
+//! addresses or on the shared UDP port, mDNS off, no ICE servers, keyframe requests surfaced),
+//! answering a client's offer without trickle (the answer carries all candidates).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,6 @@ use webrtc::peer_connection::{
     RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
     SettingEngineBuilder,
 };
-use webrtc::runtime::TokioRuntime;
 
 use super::rtcp_forward::RtcpForward;
 use super::Media;
@@ -80,10 +79,14 @@ impl Peer {
             let registry = register_default_interceptors(Registry::new(), &mut engine)
                 .map_err(|e| EngineError::Media(e.to_string()))?
                 .with(Slot::from(14_000), RtcpForward::new(metrics.nacks.clone()));
-            let settings = SettingEngineBuilder::new()
+            let transport = media.transport();
+            let mut settings = SettingEngineBuilder::new()
                 .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-                .with_lite(media.ice_lite())
-                .build();
+                .with_lite(media.ice_lite());
+            if let Some((ufrag, pwd)) = transport.credentials {
+                settings = settings.with_ice_credentials(ufrag, pwd);
+            }
+            let settings = settings.build();
             let (state_tx, state) = watch::channel(PeerState::New);
             let (gathered_tx, gathered) = watch::channel(false);
             let (tracks_tx, tracks) = mpsc::unbounded_channel();
@@ -97,9 +100,9 @@ impl Peer {
                 .with_media_engine(engine)
                 .with_setting_engine(settings)
                 .with_interceptor_registry(registry)
-                .with_runtime(Arc::new(TokioRuntime))
+                .with_runtime(transport.runtime)
                 .with_handler(events)
-                .with_udp_addrs(media.bind_addrs())
+                .with_udp_addrs(transport.udp_addrs)
                 .build()
                 .await;
             match built {

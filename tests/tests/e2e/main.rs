@@ -9,3 +9,4 @@ mod renegotiation;
 mod sfu;
 mod simulcast;
 mod tokens;
+mod udp_mux;
