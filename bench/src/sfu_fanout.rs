@@ -1204,6 +1204,7 @@ async fn fanfare_metrics(http: &reqwest::Client, url: &str) -> String {
                 "fanfare_rtc_mux_dropped_total",
                 "fanfare_keyframe_requests_total",
                 "fanfare_subscriber_legs",
+                "fanfare_rtc_mux_peers",
             ]
             .iter()
             .any(|k| l.starts_with(k))
