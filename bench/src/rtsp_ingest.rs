@@ -93,11 +93,22 @@ fn cpu_s(pid: u32) -> f64 {
 
 /// VmRSS of `pid`, in MB.
 fn rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmRSS:")
+}
+
+/// RssAnon of `pid` (heap, arenas, stacks: the data it holds, without the pages of its code
+/// and libraries), in MB.
+fn anon_mb(pid: u32) -> f64 {
+    status_mb(pid, "RssAnon:")
+}
+
+/// A kB field of `/proc/{pid}/status`, in MB.
+fn status_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<f64>().ok())
         })
@@ -119,15 +130,28 @@ async fn stop(child: &mut Child) {
     }
 }
 
-/// CPU (cores) and RSS (summed, MB: mean and peak) of `pids` over `secs`, and the camera
-/// server's CPU (cores) over the same time.
-async fn measure(pids: &[u32], camera: u32, secs: u64) -> (f64, f64, f64, f64) {
+/// What [`measure`] saw.
+struct Usage {
+    /// Cores.
+    cpu: f64,
+    /// Summed RSS, MB: mean and peak.
+    rss_mean: f64,
+    rss_peak: f64,
+    /// Summed RssAnon, MB, mean.
+    anon_mean: f64,
+    /// The camera server's cores.
+    cam_cpu: f64,
+}
+
+/// CPU and memory of `pids` over `secs`, and the camera server's CPU over the same time.
+async fn measure(pids: &[u32], camera: u32, secs: u64) -> Usage {
     let start: f64 = pids.iter().map(|p| cpu_s(*p)).sum();
     let cam0 = cpu_s(camera);
     let t0 = Instant::now();
-    let (mut sum, mut n, mut peak) = (0.0, 0u32, 0.0f64);
+    let (mut sum, mut anon, mut n, mut peak) = (0.0, 0.0, 0u32, 0.0f64);
     while t0.elapsed() < Duration::from_secs(secs) {
         let rss: f64 = pids.iter().map(|p| rss_mb(*p)).sum();
+        anon += pids.iter().map(|p| anon_mb(*p)).sum::<f64>();
         sum += rss;
         n += 1;
         peak = peak.max(rss);
@@ -135,12 +159,13 @@ async fn measure(pids: &[u32], camera: u32, secs: u64) -> (f64, f64, f64, f64) {
     }
     let cpu: f64 = pids.iter().map(|p| cpu_s(*p)).sum::<f64>() - start;
     let wall = t0.elapsed().as_secs_f64();
-    (
-        cpu / wall,
-        sum / f64::from(n.max(1)),
-        peak,
-        (cpu_s(camera) - cam0) / wall,
-    )
+    Usage {
+        cpu: cpu / wall,
+        rss_mean: sum / f64::from(n.max(1)),
+        rss_peak: peak,
+        anon_mean: anon / f64::from(n.max(1)),
+        cam_cpu: (cpu_s(camera) - cam0) / wall,
+    }
 }
 
 /// The camera's file: 20 s of 1080p30 at 4 Mbit/s (noise on the test pattern, so the encoder
@@ -242,6 +267,8 @@ struct Row {
     rss_mean: f64,
     rss_peak: f64,
     base_rss: f64,
+    anon_mean: f64,
+    base_anon: f64,
     fps: f64,
     /// Media received per camera (frame payload), kbit/s.
     kbps: f64,
@@ -338,6 +365,7 @@ async fn run_fanfare(args: &Args, k: usize, url: &str, camera: u32) -> Result<Ro
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let base_rss = rss_mb(pid);
+        let base_anon = anon_mb(pid);
         let mut ids = Vec::new();
         for i in 0..k {
             let v: Value = post(
@@ -442,7 +470,13 @@ async fn run_fanfare(args: &Args, k: usize, url: &str, camera: u32) -> Result<Ro
         let (_, f0, b0, r0) = frames(ids.clone()).await?;
         let load0 = loadavg();
         let t0 = Instant::now();
-        let (cpu, rss_mean, rss_peak, cam_cpu) = measure(&[pid], camera, args.duration_s).await;
+        let Usage {
+            cpu,
+            rss_mean,
+            rss_peak,
+            anon_mean,
+            cam_cpu,
+        } = measure(&[pid], camera, args.duration_s).await;
         let (live, f1, b1, r1) = frames(ids.clone()).await?;
         let secs = t0.elapsed().as_secs_f64();
         // Every group's playlist at the end: does each program still list parts?
@@ -488,6 +522,8 @@ async fn run_fanfare(args: &Args, k: usize, url: &str, camera: u32) -> Result<Ro
             rss_mean,
             rss_peak,
             base_rss,
+            anon_mean,
+            base_anon,
             fps,
             kbps,
         })
@@ -568,7 +604,13 @@ async fn run_ffmpeg(args: &Args, k: usize, url: &str, camera: u32) -> Result<Row
     let f0: u64 = progress.iter().map(|p| progress_frames(p)).sum();
     let load0 = loadavg();
     let t0 = Instant::now();
-    let (cpu, rss_mean, rss_peak, cam_cpu) = measure(&pids, camera, args.duration_s).await;
+    let Usage {
+        cpu,
+        rss_mean,
+        rss_peak,
+        anon_mean,
+        cam_cpu,
+    } = measure(&pids, camera, args.duration_s).await;
     let f1: u64 = progress.iter().map(|p| progress_frames(p)).sum();
     let secs = t0.elapsed().as_secs_f64();
     let mut exited = 0;
@@ -592,6 +634,8 @@ async fn run_ffmpeg(args: &Args, k: usize, url: &str, camera: u32) -> Result<Row
         rss_mean,
         rss_peak,
         base_rss: 0.0,
+        anon_mean,
+        base_anon: 0.0,
         // ffmpeg's `-progress` counts frames in steps of its 0.5 s reports.
         fps: (f1 - f0) as f64 / secs / k as f64,
         kbps: f64::NAN,
@@ -601,13 +645,14 @@ async fn run_ffmpeg(args: &Args, k: usize, url: &str, camera: u32) -> Result<Row
 fn print(r: &Row) {
     let per = |v: f64| v / r.k as f64;
     println!(
-        "| {} | {} | {:.1}% | {:.2}% | {:.0} | {:.1} | {} | {} | {} |",
+        "| {} | {} | {:.1}% | {:.2}% | {:.0} | {:.1} | {:.1} | {} | {} | {} |",
         r.k,
         r.reader,
         r.cpu * 100.0,
         per(r.cpu * 100.0),
         r.rss_peak,
         per(r.rss_mean - r.base_rss),
+        per(r.anon_mean - r.base_anon),
         if r.base_rss > 0.0 {
             format!("{:.0}", r.base_rss)
         } else {
@@ -639,8 +684,8 @@ async fn main() -> Result<()> {
         Ok(s) => eprintln!("ffprobe: {s}"),
         Err(e) => eprintln!("ffprobe of the camera failed: {e:#}"),
     }
-    println!("| cameras | reader | CPU total | CPU per camera | RSS peak MB | RSS per camera MB | RSS idle MB | fps per camera | kbit/s per camera |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| cameras | reader | CPU total | CPU per camera | RSS peak MB | RSS per camera MB | anon RSS per camera MB | RSS idle MB | fps per camera | kbit/s per camera |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut result = Ok(());
     for &k in &args.cameras {
         if !args.no_fanfare {

@@ -1,11 +1,20 @@
-//! Live low-latency HLS for one program, kept in memory: the last few segments (at least three
-//! and four seconds) with their parts as slices of them, the open segment's parts so far, and the LL-HLS playlist (`EXT-X-PART`,
+//! Live low-latency HLS for one program: the last few segments (at least three and four
+//! seconds), the open segment's parts so far, and the LL-HLS playlist (`EXT-X-PART`,
 //! `EXT-X-PRELOAD-HINT`, blocking playlist reload). `hls_m3u8` 0.7 has no LL-HLS tags, so this
 //! playlist is written here; recordings' playlists use `hls_m3u8` (see [`crate::recordings`]).
+//!
+//! The media bytes live in one file per segment under the program's directory (parts are
+//! appended as they come; a part is a byte range of its segment's file), so a camera's window
+//! costs page cache rather than heap. Files are removed as segments leave the window and the
+//! directory when the window is dropped. If the directory cannot be written, bytes are kept
+//! in memory instead.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,10 +31,60 @@ const PARTS_FOR_LAST: usize = 3;
 /// A blocking request waits at most this long.
 const BLOCK_LIMIT: Duration = Duration::from_secs(6);
 
+/// One segment's file; removed when the last reference goes (the window moved on and no
+/// request is still reading it).
+struct SegmentFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl Drop for SegmentFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Where a part's or a segment's bytes are.
+#[derive(Clone)]
+enum Body {
+    /// `len` bytes at `at` in a segment file.
+    File {
+        file: Arc<SegmentFile>,
+        at: u64,
+        len: usize,
+    },
+    /// In memory (the directory could not be written).
+    Memory(Bytes),
+}
+
+impl Body {
+    fn len(&self) -> usize {
+        match self {
+            Body::File { len, .. } => *len,
+            Body::Memory(b) => b.len(),
+        }
+    }
+
+    /// The bytes (a positioned read for a file; the page cache usually has them).
+    fn read(&self) -> Result<Bytes, LiveError> {
+        match self {
+            Body::Memory(b) => Ok(b.clone()),
+            Body::File { file, at, len } => {
+                let mut buf = vec![0u8; *len];
+                file.file.read_exact_at(&mut buf, *at).map_err(|e| {
+                    tracing::warn!(path = %file.path.display(), "live segment unreadable: {e}");
+                    LiveError::Gone
+                })?;
+                Ok(Bytes::from(buf))
+            }
+        }
+    }
+}
+
 struct LivePart {
     duration: f64,
     independent: bool,
-    data: Bytes,
+    body: Body,
 }
 
 struct LiveSegment {
@@ -33,14 +92,21 @@ struct LiveSegment {
     duration: f64,
     discontinuity: bool,
     parts: Vec<LivePart>,
-    data: Bytes,
+    body: Body,
+}
+
+/// The segment being written: its number, its file (bytes appended so far) and parts.
+struct OpenSegment {
+    seq: u64,
+    file: Option<Arc<SegmentFile>>,
+    written: u64,
+    parts: Vec<LivePart>,
 }
 
 #[derive(Default)]
 struct LiveState {
     segments: VecDeque<LiveSegment>,
-    /// The segment being written: its number and the parts so far.
-    open: Option<(u64, Vec<LivePart>)>,
+    open: Option<OpenSegment>,
     /// Discontinuities dropped off the front (EXT-X-DISCONTINUITY-SEQUENCE).
     dropped_discontinuities: u64,
     /// Longest segment and part seen (the playlist's targets never shrink).
@@ -76,16 +142,40 @@ pub struct LiveBuffer {
     version: watch::Sender<u64>,
     part_target: f64,
     segment_target: f64,
+    /// The program's segment files; `None`: bytes stay in memory.
+    dir: Option<PathBuf>,
+}
+
+impl Drop for LiveBuffer {
+    fn drop(&mut self) {
+        if let Ok(s) = self.state.get_mut() {
+            s.segments.clear();
+            s.open = None;
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl LiveBuffer {
-    /// An empty window for segments of `segment_target` and parts of `part_target`.
-    pub fn new(segment_target: Duration, part_target: Duration) -> LiveBuffer {
+    /// An empty window for segments of `segment_target` and parts of `part_target`, its
+    /// segment files in `dir` (created; removed with the window). Without a usable `dir` the
+    /// bytes are kept in memory.
+    pub fn new(segment_target: Duration, part_target: Duration, dir: Option<PathBuf>) -> LiveBuffer {
+        let dir = dir.and_then(|d| match std::fs::create_dir_all(&d) {
+            Ok(()) => Some(d),
+            Err(e) => {
+                tracing::warn!(dir = %d.display(), "live HLS kept in memory: cannot create the directory: {e}");
+                None
+            }
+        });
         LiveBuffer {
             state: Mutex::new(LiveState::default()),
             version: watch::channel(0).0,
             part_target: part_target.as_secs_f64(),
             segment_target: segment_target.as_secs_f64(),
+            dir,
         }
     }
 
@@ -94,6 +184,47 @@ impl LiveBuffer {
         if let Ok(mut s) = self.state.lock() {
             s.pending_discontinuity = true;
         }
+    }
+
+    /// A new, empty file `name.ts`, if there is a directory and it is writable.
+    fn create_file(&self, name: &str) -> Option<Arc<SegmentFile>> {
+        let path = self.dir.as_ref()?.join(format!("{name}.ts"));
+        match File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+        {
+            Ok(file) => Some(Arc::new(SegmentFile { file, path })),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "live segment kept in memory: {e}");
+                None
+            }
+        }
+    }
+
+    /// Appends `data` to the open segment's file; in memory if there is none or it fails.
+    fn append(open: &mut OpenSegment, data: &Bytes) -> Body {
+        if let Some(file) = &open.file {
+            match file.file.write_all_at(data, open.written) {
+                Ok(()) => {
+                    let body = Body::File {
+                        file: file.clone(),
+                        at: open.written,
+                        len: data.len(),
+                    };
+                    open.written += data.len() as u64;
+                    return body;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %file.path.display(), "live part kept in memory: {e}");
+                    // Later parts would not follow on in the file: keep them in memory too.
+                    open.file = None;
+                }
+            }
+        }
+        Body::Memory(data.clone())
     }
 
     /// Adds what the segmenter produced (segment numbers as given).
@@ -107,33 +238,27 @@ impl LiveBuffer {
                 data,
                 ..
             } => {
-                if s.open.as_ref().is_none_or(|(seq, _)| seq != segment) {
-                    s.open = Some((*segment, Vec::new()));
+                if s.open.as_ref().is_none_or(|o| o.seq != *segment) {
+                    s.open = Some(OpenSegment {
+                        seq: *segment,
+                        file: self.create_file(&segment.to_string()),
+                        written: 0,
+                        parts: Vec::new(),
+                    });
                 }
                 s.longest_part = s.longest_part.max(*duration);
-                if let Some((_, parts)) = s.open.as_mut() {
-                    parts.push(LivePart {
+                if let Some(open) = s.open.as_mut() {
+                    let body = Self::append(open, data);
+                    open.parts.push(LivePart {
                         duration: *duration,
                         independent: *independent,
-                        data: data.clone(),
+                        body,
                     });
                 }
             }
             SegmentEvent::Segment(seg) => {
-                let mut parts = match s.open.take() {
-                    Some((seq, parts)) if seq == seg.seq => parts,
-                    _ => Vec::new(),
-                };
-                // The parts are the segment's bytes in order: keep one copy, the parts as
-                // slices of the segment.
-                if parts.iter().map(|p| p.data.len()).sum::<usize>() == seg.data.len() {
-                    let mut at = 0;
-                    for p in &mut parts {
-                        let len = p.data.len();
-                        p.data = seg.data.slice(at..at + len);
-                        at += len;
-                    }
-                }
+                let open = s.open.take().filter(|o| o.seq == seg.seq);
+                let (parts, body) = self.close_segment(seg.seq, open, &seg.data);
                 let discontinuity = seg.discontinuity || std::mem::take(&mut s.pending_discontinuity);
                 s.longest_segment = s.longest_segment.max(seg.duration);
                 s.segments.push_back(LiveSegment {
@@ -141,7 +266,7 @@ impl LiveBuffer {
                     duration: seg.duration,
                     discontinuity,
                     parts,
-                    data: seg.data.clone(),
+                    body,
                 });
                 while s.segments.len() > KEEP_SEGMENTS
                     && s.segments.iter().skip(1).map(|g| g.duration).sum::<f64>() >= KEEP_SECONDS
@@ -158,11 +283,57 @@ impl LiveBuffer {
         self.version.send_modify(|v| *v += 1);
     }
 
+    /// The finished segment's parts and body. Its parts are its bytes in order, so when they
+    /// were all written to its file the file is the segment; otherwise the segment is stored
+    /// whole (in a new file or memory) and its parts are kept as they are.
+    fn close_segment(&self, seq: u64, open: Option<OpenSegment>, data: &Bytes) -> (Vec<LivePart>, Body) {
+        let Some(open) = open else {
+            return (Vec::new(), self.store_whole(seq, data));
+        };
+        let parts_len: usize = open.parts.iter().map(|p| p.body.len()).sum();
+        if parts_len == data.len() {
+            if let Some(file) = &open.file {
+                if open.written == data.len() as u64 {
+                    let body = Body::File {
+                        file: file.clone(),
+                        at: 0,
+                        len: data.len(),
+                    };
+                    return (open.parts, body);
+                }
+            }
+            if open.parts.iter().all(|p| matches!(p.body, Body::Memory(_))) {
+                // Parts as slices of the segment: one copy of the bytes.
+                let mut parts = open.parts;
+                let mut at = 0;
+                for p in &mut parts {
+                    let len = p.body.len();
+                    p.body = Body::Memory(data.slice(at..at + len));
+                    at += len;
+                }
+                return (parts, Body::Memory(data.clone()));
+            }
+        }
+        let body = self.store_whole(seq, data);
+        (open.parts, body)
+    }
+
+    /// A finished segment stored on its own, in a new file (or memory).
+    fn store_whole(&self, seq: u64, data: &Bytes) -> Body {
+        let mut open = OpenSegment {
+            seq,
+            file: self.create_file(&format!("{seq}.whole")),
+            written: 0,
+            parts: Vec::new(),
+        };
+        Self::append(&mut open, data)
+    }
+
     /// Whether any media has arrived yet.
     pub fn has_media(&self) -> bool {
         self.state
             .lock()
-            .map(|s| !s.segments.is_empty() || s.open.as_ref().is_some_and(|(_, p)| !p.is_empty()))
+            .map(|s| !s.segments.is_empty() || s.open.as_ref().is_some_and(|o| !o.parts.is_empty()))
             .unwrap_or(false)
     }
 
@@ -196,7 +367,7 @@ impl LiveBuffer {
                         s.segments.back().is_some_and(|g| g.seq > msn)
                             || s.open
                                 .as_ref()
-                                .is_some_and(|(seq, parts)| *seq > msn || (*seq == msn && parts.len() as u32 > p))
+                                .is_some_and(|o| o.seq > msn || (o.seq == msn && o.parts.len() as u32 > p))
                     }
                 })
                 .await;
@@ -217,7 +388,7 @@ impl LiveBuffer {
             .segments
             .front()
             .map(|g| g.seq)
-            .or(s.open.as_ref().map(|(seq, _)| *seq))
+            .or(s.open.as_ref().map(|o| o.seq))
             .unwrap_or(0);
         let mut out = String::with_capacity(2048);
         let _ = writeln!(out, "#EXTM3U");
@@ -245,15 +416,15 @@ impl LiveBuffer {
             let _ = writeln!(out, "{}.ts?{query}", g.seq);
         }
         let (open_seq, open_parts) = match &s.open {
-            Some((seq, parts)) => (*seq, parts.len()),
+            Some(o) => (o.seq, o.parts.len()),
             None => (next_seq(s), 0),
         };
-        if let Some((seq, parts)) = &s.open {
+        if let Some(o) = &s.open {
             if s.pending_discontinuity && !s.segments.is_empty() {
                 let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
             }
-            for (k, p) in parts.iter().enumerate() {
-                part_line(&mut out, *seq, k, p, query);
+            for (k, p) in o.parts.iter().enumerate() {
+                part_line(&mut out, o.seq, k, p, query);
             }
         }
         let _ = writeln!(
@@ -265,9 +436,9 @@ impl LiveBuffer {
 
     /// A segment or part, waiting for it if it is the next one expected (preload hint).
     pub async fn chunk(&self, chunk: Chunk) -> Result<Bytes, LiveError> {
-        let find = |s: &LiveState| -> Option<Bytes> {
+        let find = |s: &LiveState| -> Option<Body> {
             match chunk {
-                Chunk::Segment(seq) => s.segments.iter().find(|g| g.seq == seq).map(|g| g.data.clone()),
+                Chunk::Segment(seq) => s.segments.iter().find(|g| g.seq == seq).map(|g| g.body.clone()),
                 Chunk::Part(seq, k) => s
                     .segments
                     .iter()
@@ -276,10 +447,10 @@ impl LiveBuffer {
                     .or_else(|| {
                         s.open
                             .as_ref()
-                            .filter(|(o, _)| *o == seq)
-                            .and_then(|(_, p)| p.get(k as usize))
+                            .filter(|o| o.seq == seq)
+                            .and_then(|o| o.parts.get(k as usize))
                     })
-                    .map(|p| p.data.clone()),
+                    .map(|p| p.body.clone()),
             }
         };
         let upcoming = |s: &LiveState| -> bool {
@@ -292,15 +463,16 @@ impl LiveBuffer {
         {
             let s = self.state.lock().map_err(|_| LiveError::Gone)?;
             if let Some(b) = find(&s) {
-                return Ok(b);
+                drop(s);
+                return b.read();
             }
             if !upcoming(&s) {
                 return Err(LiveError::Gone);
             }
         }
         if self.wait_until(|s| find(s).is_some()).await {
-            let s = self.state.lock().map_err(|_| LiveError::Gone)?;
-            return find(&s).ok_or(LiveError::Gone);
+            let body = find(&*self.state.lock().map_err(|_| LiveError::Gone)?);
+            return body.ok_or(LiveError::Gone)?.read();
         }
         Err(LiveError::Timeout)
     }
@@ -318,8 +490,111 @@ fn part_line(out: &mut String, seq: u64, k: usize, p: &LivePart, query: &str) {
 /// The number of the segment being written (or the next one).
 fn next_seq(s: &LiveState) -> u64 {
     match (&s.open, s.segments.back()) {
-        (Some((seq, _)), _) => *seq,
+        (Some(o), _) => o.seq,
         (None, Some(g)) => g.seq + 1,
         (None, None) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::Segment;
+
+    fn part(segment: u64, index: u32, data: &[u8]) -> SegmentEvent {
+        SegmentEvent::Part {
+            segment,
+            index,
+            duration: 0.2,
+            independent: index == 0,
+            data: Bytes::copy_from_slice(data),
+        }
+    }
+
+    /// Pushes segment `seq` as two parts, then the whole; returns its bytes.
+    fn push_segment(live: &LiveBuffer, seq: u64) -> Vec<u8> {
+        let a = vec![seq as u8; 188];
+        let b = vec![seq as u8 + 100; 376];
+        live.push(&part(seq, 0, &a));
+        live.push(&part(seq, 1, &b));
+        let whole: Vec<u8> = [a, b].concat();
+        live.push(&SegmentEvent::Segment(Segment {
+            seq,
+            start_pts: 0,
+            duration: 2.0,
+            discontinuity: false,
+            data: Bytes::from(whole.clone()),
+        }));
+        whole
+    }
+
+    fn files(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn segments_and_parts_are_served_from_files_that_follow_the_window() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p1");
+        let live = LiveBuffer::new(Duration::from_secs(2), Duration::from_millis(200), Some(dir.clone()));
+        let first = push_segment(&live, 0);
+        assert_eq!(live.chunk(Chunk::Segment(0)).await.unwrap(), first);
+        assert_eq!(live.chunk(Chunk::Part(0, 1)).await.unwrap(), first[188..]);
+        // An open segment's parts are served before the segment ends.
+        live.push(&part(1, 0, &[7u8; 188]));
+        assert_eq!(live.chunk(Chunk::Part(1, 0)).await.unwrap(), vec![7u8; 188]);
+        assert_eq!(files(&dir), ["0.ts", "1.ts"]);
+        for seq in 1..6 {
+            push_segment(&live, seq);
+        }
+        // Three 2 s segments are the window; older files are gone.
+        assert_eq!(files(&dir), ["3.ts", "4.ts", "5.ts"]);
+        assert_eq!(live.chunk(Chunk::Segment(0)).await, Err(LiveError::Gone));
+        let playlist = live.playlist(None, None, "t=1").await.unwrap();
+        assert!(playlist.contains("#EXT-X-MEDIA-SEQUENCE:3"), "{playlist}");
+        assert!(playlist.contains("URI=\"5.1.ts?t=1\""), "{playlist}");
+        drop(live);
+        assert!(!dir.exists());
+    }
+
+    #[tokio::test]
+    async fn without_a_directory_bytes_stay_in_memory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blocker = tmp.path().join("a-file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let live = LiveBuffer::new(
+            Duration::from_secs(2),
+            Duration::from_millis(200),
+            Some(blocker.join("sub")),
+        );
+        let first = push_segment(&live, 0);
+        assert_eq!(live.chunk(Chunk::Segment(0)).await.unwrap(), first);
+        assert_eq!(live.chunk(Chunk::Part(0, 0)).await.unwrap(), first[..188]);
+    }
+
+    #[tokio::test]
+    async fn a_segment_whose_parts_do_not_add_up_is_stored_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p2");
+        let live = LiveBuffer::new(Duration::from_secs(2), Duration::from_millis(200), Some(dir.clone()));
+        live.push(&part(0, 0, &[1u8; 188]));
+        live.push(&SegmentEvent::Segment(Segment {
+            seq: 0,
+            start_pts: 0,
+            duration: 2.0,
+            discontinuity: false,
+            data: Bytes::from(vec![2u8; 376]),
+        }));
+        assert_eq!(live.chunk(Chunk::Segment(0)).await.unwrap(), vec![2u8; 376]);
+        assert_eq!(live.chunk(Chunk::Part(0, 0)).await.unwrap(), vec![1u8; 188]);
+        assert_eq!(files(&dir), ["0.ts", "0.whole.ts"]);
     }
 }

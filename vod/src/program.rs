@@ -229,7 +229,7 @@ async fn feed(
         started: false,
         dropped: 0,
     };
-    // The first packets arrive as a burst (the track's cached keyframe onwards): place them so
+    // The first packets may arrive as a burst (queued while this task started): place them so
     // the newest is "now", keeping audio and video in step.
     let Some(first) = rx.recv().await else { return };
     let mut burst = depack.push(&first);
@@ -364,8 +364,12 @@ fn work(rx: Receiver<Cmd>, deps: ProgramDeps, live: Arc<LiveBuffer>, group: Grou
     while let Ok(cmd) = rx.recv() {
         match cmd {
             Cmd::Frame(frame) => {
-                if frame.keyframe && frame.codec.is_video() {
+                // Kept only for posters still to make: a 1080p keyframe is a few hundred kB
+                // a camera would otherwise hold for nothing.
+                if frame.keyframe && frame.codec.is_video() && sinks.values().any(|s| !s.poster_done) {
                     last_keyframe = Some(frame.data.clone());
+                } else if last_keyframe.is_some() && sinks.values().all(|s| s.poster_done) {
+                    last_keyframe = None;
                 }
                 let arrived = Instant::now();
                 match segmenter.push(frame) {
@@ -446,9 +450,10 @@ fn store_segment(
         }
         Err(e) => tracing::error!(recording = rid, seq, "cannot spool a segment: {e}"),
     }
+    // The poster waits for a keyframe (none is kept while no recording needs one).
     if !sink.poster_done {
-        sink.poster_done = true;
         if let Some(key) = last_keyframe {
+            sink.poster_done = true;
             match crate::transcode::poster_jpeg(key) {
                 Ok(jpeg) => {
                     if deps.store.put(&recordings::poster_key(rid), &jpeg, None).is_ok() {

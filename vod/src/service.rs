@@ -63,6 +63,11 @@ fn link_error(e: LinkError) -> VodError {
     }
 }
 
+/// Where live windows keep their segment files (one directory per program).
+fn live_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("live")
+}
+
 fn blocking_err(e: tokio::task::JoinError) -> VodError {
     VodError::Io(std::io::Error::other(e))
 }
@@ -86,6 +91,8 @@ impl Vod {
                 RUNTIME.get_or_init(|| rt)
             }
         };
+        // Live windows of a previous run are stale.
+        let _ = std::fs::remove_dir_all(live_dir(&config.data_dir));
         let objects = open_object_store(&config.object_store, &config.data_dir)?;
         let store = {
             let _enter = rt.enter();
@@ -152,8 +159,12 @@ impl Vod {
             }
         }
         let cfg = self.inner.config.segmenting;
-        let live = Arc::new(LiveBuffer::new(cfg.target, cfg.part));
         let generation = engine::next_id();
+        let live = Arc::new(LiveBuffer::new(
+            cfg.target,
+            cfg.part,
+            Some(live_dir(&self.inner.config.data_dir).join(generation.to_string())),
+        ));
         let (dir, k) = (self.inner.programs.clone(), key.clone());
         let on_stop = Box::new(move || {
             if let Ok(mut p) = dir.lock() {

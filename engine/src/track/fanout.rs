@@ -27,10 +27,13 @@ use crate::metrics::EngineMetrics;
 const LEG_QUEUE: usize = 512;
 /// Keyframe requests to the publisher are at most this frequent (per layer).
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
-/// The cached group of pictures is given up (until the next keyframe) beyond this many bytes.
-const GOP_CACHE_BYTES: usize = 2 << 20;
+/// A keyframe bigger than this is not cached (new legs wait for the next one).
+const KEYFRAME_CACHE_BYTES: usize = 2 << 20;
 /// A leg's layer before it has one.
 pub const NO_LAYER: u8 = u8::MAX;
+/// What a leg's writer is told a cached keyframe's packets come from: not a live layer, so the
+/// live stream that follows is renumbered to continue from it.
+const FROM_CACHE: u8 = u8::MAX - 1;
 
 /// Where a track's packets come from, which decides how a keyframe is obtained.
 pub enum Upstream {
@@ -91,14 +94,18 @@ impl Downtrack {
     }
 }
 
-/// The packets since the last keyframe started, so a new subscriber or tap begins with a
-/// picture without waiting for the publisher.
+/// The last keyframe's packets (parameter sets included, up to its marker bit), so a new
+/// subscriber shows a picture at once; it then joins the live stream at the next keyframe.
+/// Only the keyframe, not the group of pictures after it: a camera's GOP is a megabyte or
+/// more per track, and replaying it would burst that much at every join.
 #[derive(Default)]
-struct GopCache {
+struct KeyframeCache {
     packets: Vec<rtp::Packet>,
     bytes: usize,
-    /// The cache holds a whole keyframe onwards.
+    /// A keyframe started (the cache holds its first packets).
     valid: bool,
+    /// Its last packet (marker bit) is in.
+    complete: bool,
 }
 
 /// One simulcast layer (a single-layer track has only layer 0).
@@ -114,7 +121,7 @@ pub struct Layer {
     /// Payload bytes received (sampled by the actor).
     pub(super) bytes: AtomicU64,
     /// Only for video codecs whose keyframes [`starts_keyframe`] recognises.
-    gop: Option<Mutex<GopCache>>,
+    keyframe: Option<Mutex<KeyframeCache>>,
     last_pli: Mutex<Option<Instant>>,
     /// A keyframe request is scheduled for the end of the current interval.
     pli_deferred: AtomicBool,
@@ -123,7 +130,7 @@ pub struct Layer {
 impl Layer {
     fn new(keyframe_aware: bool) -> Layer {
         Layer {
-            gop: keyframe_aware.then(|| Mutex::new(GopCache::default())),
+            keyframe: keyframe_aware.then(|| Mutex::new(KeyframeCache::default())),
             ..Default::default()
         }
     }
@@ -291,9 +298,9 @@ impl Fanout {
         // Held across the cache update so that a leg starting from the cache (under the write
         // lock) neither misses nor repeats a packet.
         let Ok(legs) = self.legs.read() else { return };
-        if let Some(gop) = &layer.gop {
-            if let Ok(mut gop) = gop.lock() {
-                gop.push(keyframe, &pkt);
+        if let Some(cache) = &layer.keyframe {
+            if let Ok(mut cache) = cache.lock() {
+                cache.push(keyframe, &pkt);
             }
         }
         if let Ok(mut taps) = self.taps.lock() {
@@ -417,23 +424,25 @@ impl Fanout {
         }
     }
 
-    /// Starts `leg`: it receives its target layer's cached keyframe onwards, then every packet.
-    /// Returns whether the cache had a keyframe to give.
+    /// Starts `leg`: it receives its target layer's cached keyframe, if there is a whole one,
+    /// then the live stream from the layer's next keyframe. Returns whether the cache had a
+    /// keyframe to give.
     fn start_leg(&self, leg: &Downtrack) -> bool {
         let Ok(_guard) = self.legs.write() else { return false };
         let mut served = false;
         let target = leg.target.load(Ordering::Relaxed);
-        if let Some(gop) = self
+        if let Some(cache) = self
             .layers
             .get(usize::from(target))
-            .and_then(|l| l.gop.as_ref())
+            .and_then(|l| l.keyframe.as_ref())
             .and_then(|g| g.lock().ok())
         {
-            if gop.valid {
-                for pkt in &gop.packets {
-                    let _ = leg.tx.try_send((pkt.clone(), 0, target));
+            if cache.complete {
+                for pkt in &cache.packets {
+                    let _ = leg.tx.try_send((pkt.clone(), 0, FROM_CACHE));
                 }
-                leg.current.store(target, Ordering::Relaxed);
+                // The packets after the cached keyframe depend on pictures the leg never got.
+                leg.current.store(NO_LAYER, Ordering::Relaxed);
                 served = true;
             }
         }
@@ -585,13 +594,13 @@ impl Fanout {
             if !matches!(connected.await, Ok(Ok(_))) {
                 return;
             }
-            let from_cache = fanout.start_leg(&starting);
-            if !from_cache {
-                let layer = starting.target();
-                fanout
-                    .request_keyframe_of(if layer == NO_LAYER { 0 } else { layer })
-                    .await;
-            }
+            // With or without a cached picture, the live stream resumes at the next keyframe:
+            // a WebRTC publisher is asked for it (a local source sends its next one).
+            fanout.start_leg(&starting);
+            let layer = starting.target();
+            fanout
+                .request_keyframe_of(if layer == NO_LAYER { 0 } else { layer })
+                .await;
             drop(starting);
             // Continuity across layer switches: each layer has its own sequence numbers and
             // timestamps; the leg maps them onto one stream.
@@ -612,7 +621,7 @@ impl Fanout {
                 pkt.header.ssrc = ssrc;
                 pkt.header.sequence_number = seq_in.wrapping_add(seq_delta);
                 pkt.header.timestamp = pkt.header.timestamp.wrapping_add(ts_delta);
-                if pkt.header.marker && multi {
+                if pkt.header.marker {
                     last_at = Instant::now();
                 }
                 last = Some((pkt.header.sequence_number, pkt.header.timestamp));
@@ -678,25 +687,31 @@ impl Fanout {
     }
 }
 
-impl GopCache {
-    /// Keeps `pkt` if it belongs to the current group of pictures; a keyframe's first packet
-    /// starts a new one.
+impl KeyframeCache {
+    /// Keeps `pkt` if it belongs to the current keyframe. A keyframe's first packet starts a
+    /// new one, unless it is of the same picture (an IDR slice after its SPS and PPS).
     fn push(&mut self, keyframe: bool, pkt: &rtp::Packet) {
-        if keyframe {
+        let same_picture = self
+            .packets
+            .first()
+            .is_some_and(|p| p.header.timestamp == pkt.header.timestamp);
+        if keyframe && !(self.valid && !self.complete && same_picture) {
             self.packets.clear();
             self.bytes = 0;
             self.valid = true;
+            self.complete = false;
         }
-        if !self.valid {
+        if !self.valid || self.complete {
             return;
         }
         self.bytes += pkt.payload.len();
-        if self.bytes > GOP_CACHE_BYTES {
-            // Too long a GOP to keep: new legs fall back to keyframe requests.
-            *self = GopCache::default();
+        if self.bytes > KEYFRAME_CACHE_BYTES {
+            // Too big to keep: new legs wait for the next keyframe.
+            *self = KeyframeCache::default();
             return;
         }
         self.packets.push(pkt.clone());
+        self.complete = pkt.header.marker;
     }
 }
 
@@ -766,5 +781,45 @@ fn vp8_starts_keyframe(payload: &[u8]) -> bool {
 impl Drop for Fanout {
     fn drop(&mut self) {
         self.metrics.tracks.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(ts: u32, marker: bool, payload: &[u8]) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::header::Header {
+                timestamp: ts,
+                marker,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::copy_from_slice(payload),
+        }
+    }
+
+    fn push(cache: &mut KeyframeCache, p: rtp::Packet) {
+        cache.push(starts_keyframe("video/H264", &p.payload), &p);
+    }
+
+    #[test]
+    fn the_cache_holds_one_whole_keyframe_with_its_parameter_sets() {
+        let mut cache = KeyframeCache::default();
+        push(&mut cache, pkt(1, false, &[0x41, 1])); // a P slice before any keyframe
+        assert!(!cache.valid);
+        push(&mut cache, pkt(9, false, &[0x67, 1])); // SPS
+        push(&mut cache, pkt(9, false, &[0x68, 1])); // PPS
+        push(&mut cache, pkt(9, false, &[0x7c, 0x85, 1])); // FU-A start of the IDR
+        assert!(!cache.complete);
+        push(&mut cache, pkt(9, true, &[0x7c, 0x45, 1])); // FU-A end
+        push(&mut cache, pkt(12, true, &[0x41, 2])); // the next P frame is not kept
+        assert!(cache.complete);
+        let nal_headers: Vec<u8> = cache.packets.iter().map(|p| p.payload[0]).collect();
+        assert_eq!(nal_headers, [0x67, 0x68, 0x7c, 0x7c]);
+        // The next keyframe replaces it.
+        push(&mut cache, pkt(20, true, &[0x65, 1]));
+        assert_eq!(cache.packets.len(), 1);
+        assert!(cache.complete);
     }
 }
