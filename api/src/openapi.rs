@@ -90,6 +90,7 @@ pub fn document() -> Value {
                 "delete": op("End a WHIP/WHEP session", "the session's owner or an admin", "200", None)
             },
             "/v1/sessions/{sid}/groups": {"put": op("Change the groups a live publish fans out to", "owner; can_publish in every group", "200", Some("Groups"))},
+            "/v1/sessions/{sid}/layer": {"put": op("Pin a playback to a simulcast layer (extension)", "owner", "200", Some("Layer"))},
             "/v1/groups/{gid}/call": {"get": op("Participants of the live call and their tracks", "can_list", "200", None)},
             "/v1/groups/{gid}/call/participants/{uid}/mute": {"post": op("Mute a participant's tracks for everyone ({\"source\"?})", "can_moderate", "200", None)},
             "/v1/groups/{gid}/call/participants/{uid}": {"delete": op("Take a participant out of the call", "can_moderate", "204", None)},
@@ -133,6 +134,7 @@ pub fn document() -> Value {
                 "MemberBody": {"type": "object", "properties": {"role": {"enum": ["owner", "admin", "member"]}, "permissions": {"type": "object"},
                                "media": {"type": "object", "properties": {"max_resolution": {"enum": ["vga", "hd", "fhd", "4k"]}, "max_bitrate_kbps": {"type": "integer"}}}}},
                 "Groups": {"type": "object", "required": ["groups"], "properties": {"groups": {"type": "array", "items": {"type": "string"}}}},
+                "Layer": {"type": "object", "required": ["rid"], "properties": {"rid": {"type": ["string", "null"]}, "track": {"type": "string"}}},
                 "SendMessage": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
                 "NewIngest": {"type": "object", "required": ["url", "groups"], "properties": {"url": {"type": "string", "pattern": "^rtsp://"}, "name": {"type": "string"},
                               "groups": {"type": "array", "items": {"type": "string"}}, "record": {"type": "boolean"}, "transport": {"enum": ["tcp", "udp"]}}},

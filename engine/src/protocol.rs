@@ -69,6 +69,16 @@ pub enum ClientMessage {
         #[serde(default)]
         req: Option<String>,
     },
+    /// Pin a playback session's video to simulcast layer `rid` (`null`: automatic again), for
+    /// `track` or every video track; within the member's caps. Answered with `layer_set`.
+    SetLayer {
+        session: String,
+        #[serde(default)]
+        track: Option<String>,
+        rid: Option<String>,
+        #[serde(default)]
+        req: Option<String>,
+    },
     /// End a session this connection started; answered with `session_ended`.
     EndSession {
         session: String,
@@ -168,6 +178,14 @@ pub enum ServerMessage {
         /// Why, when the server ended it (permission revoked, publisher left, connection lost).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: Option<String>,
+    },
+    /// Reply to `set_layer`.
+    LayerSet {
+        session: String,
+        track: Option<String>,
+        rid: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
     },

@@ -1,10 +1,12 @@
-//! WHEP playback: `POST /v1/groups/{gid}/whep?participant=<uid>` (needs `can_subscribe`).
+//! WHEP playback: `POST /v1/groups/{gid}/whep?participant=<uid>` (needs `can_subscribe`), and
+//! the extension `PUT /v1/sessions/{sid}/layer` that pins a playback to a simulcast layer.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use engine::session::start_view;
+use engine::session::{start_view, SessionKind, SetLayer};
 use serde::Deserialize;
+use serde_json::json;
 
-use super::whip::{created, sdp_body};
+use super::whip::{created, owned_session, sdp_body};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -33,4 +35,40 @@ pub async fn play(
     let participant = query.participant.as_deref().map(super::user_id).transpose()?;
     let (sid, answer) = start_view(&state.rtc, who, gid, participant, offer, None).await?;
     Ok(created(&sid, answer))
+}
+
+/// `PUT /v1/sessions/{sid}/layer` body: `rid` null = automatic; without `track`, every video
+/// track of the session.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerBody {
+    rid: Option<String>,
+    #[serde(default)]
+    track: Option<String>,
+}
+
+/// `PUT /v1/sessions/{sid}/layer`: pins a playback's video to a simulcast layer (within the
+/// viewer's caps) or returns it to automatic choice.
+pub async fn set_layer(
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+    sid: web::Path<String>,
+    body: web::Json<LayerBody>,
+) -> Result<HttpResponse, ApiError> {
+    let entry = owned_session(&state, &who, &sid)?;
+    let SessionKind::View(viewer) = entry.kind else {
+        return Err(ApiError::bad_request(
+            "not_a_playback_session",
+            "only a playback (WHEP) session picks a layer",
+        ));
+    };
+    let LayerBody { rid, track } = body.into_inner();
+    viewer
+        .send(SetLayer {
+            track: track.clone(),
+            rid: rid.clone(),
+        })
+        .await
+        .map_err(|_| ApiError::not_found("session_not_found", "the session has ended"))??;
+    Ok(HttpResponse::Ok().json(json!({ "rid": rid, "track": track })))
 }

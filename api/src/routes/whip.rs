@@ -97,7 +97,8 @@ pub async fn publish(
     Ok(created(&sid, answer))
 }
 
-fn owned_session(state: &AppState, who: &Principal, sid: &str) -> Result<SessionEntry, ApiError> {
+/// The session `sid`, if `who` started it (or is an admin).
+pub(crate) fn owned_session(state: &AppState, who: &Principal, sid: &str) -> Result<SessionEntry, ApiError> {
     let entry = state
         .rtc
         .sessions

@@ -21,7 +21,7 @@ use crate::registry::{JoinRoom, LeaveRoom};
 use crate::room::messages::{ConnId, ConnInfo, Removed};
 use crate::session::{
     start_publish, start_view_following, AcceptAnswer, Renegotiate, SessionClosed, SessionDeps, SessionKind,
-    SessionOffer,
+    SessionOffer, SetLayer,
 };
 pub use messages::{Disconnected, Inbound};
 use rate::TokenBucket;
@@ -209,6 +209,40 @@ impl Participant {
         }));
     }
 
+    /// Pins (or unpins) a playback session's simulcast layer.
+    fn set_layer(
+        &mut self,
+        session: String,
+        track: Option<String>,
+        rid: Option<String>,
+        req: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let viewer = match self.own_session(&session) {
+            Ok(SessionKind::View(v)) => v,
+            Ok(SessionKind::Publish(_)) => {
+                let e = EngineError::Invalid(format!("session {session} is a publish; layers are picked by viewers"));
+                return self.error(&e, req);
+            }
+            Err(e) => return self.error(&e, req),
+        };
+        let fut = viewer.send(SetLayer {
+            track: track.clone(),
+            rid: rid.clone(),
+        });
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| {
+            match res.unwrap_or(Err(EngineError::ActorGone("viewer"))) {
+                Ok(()) => act.reply(&ServerMessage::LayerSet {
+                    session,
+                    track,
+                    rid,
+                    req,
+                }),
+                Err(e) => act.error(&e, req),
+            }
+        }));
+    }
+
     fn end_session(&mut self, session: String, req: Option<String>) {
         if self.sessions.remove(&session) {
             self.deps.sessions.stop(&session, "ended by the client");
@@ -280,6 +314,12 @@ impl Handler<Inbound> for Participant {
             Ok(ClientMessage::EndSession { session, req }) => self.end_session(session, req),
             Ok(ClientMessage::Renegotiate { session, sdp, req }) => self.renegotiate(session, sdp, req, ctx),
             Ok(ClientMessage::Answer { session, sdp, req }) => self.accept_answer(session, sdp, req, ctx),
+            Ok(ClientMessage::SetLayer {
+                session,
+                track,
+                rid,
+                req,
+            }) => self.set_layer(session, track, rid, req, ctx),
             Err(e) => self.reply(&ServerMessage::Error {
                 code: "invalid_message".into(),
                 message: format!("could not read that message: {e}"),

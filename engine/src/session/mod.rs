@@ -129,6 +129,22 @@ pub struct SessionOffer {
     pub sdp: String,
 }
 
+/// Pin a playback's video to one simulcast layer (`rid`), or back to automatic (`None`): for
+/// `track` only, or for every video track of the session. A pin is a preference within the
+/// viewer's caps: a layer above its `max_resolution` / bitrate cap is not forwarded, and a
+/// track without that layer stays automatic.
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct SetLayer {
+    pub track: Option<String>,
+    pub rid: Option<String>,
+}
+
+/// Whether `rid` is a valid RTP stream id (RFC 8851: alphanumeric, `-`, `_`; at most 16 here).
+pub fn valid_rid(rid: &str) -> bool {
+    !rid.is_empty() && rid.len() <= 16 && rid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Add ICE candidates from a trickle PATCH (`a=candidate:` lines).
 #[derive(Message)]
 #[rtype(result = "Result<usize, EngineError>")]

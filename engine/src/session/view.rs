@@ -5,10 +5,14 @@
 //! realtime socket *follows* its publisher: when the room says the watched user's tracks changed
 //! ([`TracksChanged`]), the viewer adds or removes local tracks and sends the client a new offer
 //! ([`SessionOffer`]); the client's answer comes back as [`AcceptAnswer`]. One renegotiation is
-//! in flight at a time; changes that arrive meanwhile are folded into the next one. WHEP
-//! playbacks have no way to receive a server offer and keep the tracks they started with.
+//! in flight at a time; changes that arrive meanwhile are folded into the next one; an offer
+//! left unanswered for [`ANSWER_TIMEOUT`] ends the session. WHEP playbacks have no way to
+//! receive a server offer and keep the tracks they started with. [`SetLayer`] pins a video
+//! track to a simulcast layer within the viewer's caps.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, ResponseActFuture, WrapFuture,
@@ -20,8 +24,8 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::PeerConnection;
 
 use super::{
-    AcceptAnswer, AddCandidates, Negotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind, SessionOffer,
-    Sessions,
+    valid_rid, AcceptAnswer, AddCandidates, Negotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind,
+    SessionOffer, Sessions, SetLayer,
 };
 use crate::error::EngineError;
 use crate::ids::{GroupId, UserId};
@@ -32,6 +36,9 @@ use crate::registry::{LeaveRoom, Registry, RoomFor};
 use crate::room::messages::{CapsChanged, StopSession, Subscribe, TracksChanged, Unsubscribe};
 use crate::room::Room;
 use crate::track::{Fanout, LegCaps, MediaKind};
+
+/// How long a client has to answer the server's renegotiation offer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One WHEP playback.
 pub struct Viewer {
@@ -67,6 +74,11 @@ pub struct Viewer {
     renegotiating: bool,
     /// The local tracks of the offer awaiting the client's answer.
     pending: Option<Vec<Local>>,
+    /// Counts offers, so a timeout can tell whether its offer is still the one awaited.
+    offers_made: u64,
+    /// Layer pins by server track id, and the pin for every other video track.
+    pins: HashMap<String, String>,
+    pin_all: Option<String>,
 }
 
 /// A local track added for a fan-out, with its SSRC; gets a leg once negotiated.
@@ -115,6 +127,9 @@ impl Viewer {
             desired: None,
             renegotiating: false,
             pending: None,
+            offers_made: 0,
+            pins: HashMap::new(),
+            pin_all: None,
         }
         .start();
         sessions.insert(
@@ -396,10 +411,45 @@ impl Handler<CapsChanged> for Viewer {
     type Result = ();
 
     fn handle(&mut self, msg: CapsChanged, _ctx: &mut Context<Self>) {
-        self.caps = msg.caps.clone();
-        for (track, leg) in &self.legs {
-            track.set_leg_caps(*leg, msg.caps.clone());
+        self.caps = msg.caps;
+        self.apply_caps(None);
+    }
+}
+
+impl Handler<SetLayer> for Viewer {
+    type Result = Result<(), EngineError>;
+
+    fn handle(&mut self, msg: SetLayer, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(rid) = &msg.rid {
+            if !valid_rid(rid) {
+                return Err(EngineError::Invalid(
+                    "rid must be 1 to 16 letters, digits, '-' or '_' (a layer name such as \"q\", \"h\" or \"f\")"
+                        .into(),
+                ));
+            }
         }
+        match msg.track {
+            Some(id) => {
+                if !self
+                    .legs
+                    .iter()
+                    .any(|(t, _)| t.info.id == id && t.info.kind == MediaKind::Video)
+                {
+                    return Err(EngineError::NotFound(format!("this session plays no video track {id}")));
+                }
+                match msg.rid {
+                    Some(rid) => self.pins.insert(id.clone(), rid),
+                    None => self.pins.remove(&id),
+                };
+                self.apply_caps(Some(&id));
+            }
+            None => {
+                self.pins.clear();
+                self.pin_all = msg.rid;
+                self.apply_caps(None);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -424,6 +474,24 @@ impl Handler<AddCandidates> for Viewer {
 }
 
 impl Viewer {
+    /// The caps of `track`'s leg: the viewer's, with its layer pin.
+    fn caps_for(&self, track: &Fanout) -> LegCaps {
+        let mut caps = self.caps.clone();
+        if track.info.kind == MediaKind::Video {
+            caps.pinned = self.pins.get(&track.info.id).cloned().or_else(|| self.pin_all.clone());
+        }
+        caps
+    }
+
+    /// Tells the legs (of `only` that track, or all) their caps.
+    fn apply_caps(&self, only: Option<&str>) {
+        for (track, leg) in &self.legs {
+            if only.is_none_or(|id| id == track.info.id) {
+                track.set_leg_caps(*leg, self.caps_for(track));
+            }
+        }
+    }
+
     /// Starts a renegotiation when the tracks the room last named differ from the connection's,
     /// unless one is under way (it calls this again when done) or the first answer is not out yet.
     fn renegotiate(&mut self, ctx: &mut Context<Self>) {
@@ -464,12 +532,21 @@ impl Viewer {
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res.and_then(|r| r) {
             Ok((sdp, locals)) => {
                 act.pending = Some(locals);
+                act.offers_made += 1;
                 if let Some(offers) = &act.offers {
                     offers.do_send(SessionOffer {
                         session: act.sid.clone(),
                         sdp,
                     });
                 }
+                let offer = act.offers_made;
+                ctx.run_later(ANSWER_TIMEOUT, move |act, ctx| {
+                    if act.pending.is_some() && act.offers_made == offer {
+                        tracing::info!(session = %act.sid, "the client did not answer the renegotiation offer");
+                        act.end_reason = "the client did not answer the server's offer in time";
+                        ctx.stop();
+                    }
+                });
             }
             Err(e) => {
                 tracing::warn!(session = %act.sid, error = %e, "cannot renegotiate playback");
@@ -498,7 +575,8 @@ impl Handler<AcceptAnswer> for Viewer {
                 "no offer of this session is waiting for an answer".into(),
             ))));
         };
-        let (media, caps) = (self.media.clone(), self.caps.clone());
+        let media = self.media.clone();
+        let caps: Vec<LegCaps> = locals.iter().map(|(t, _, _)| self.caps_for(t)).collect();
         let fut = async move {
             media
                 .run(async move {
@@ -506,9 +584,9 @@ impl Handler<AcceptAnswer> for Viewer {
                         return Err((e, locals));
                     }
                     let mut legs = Vec::new();
-                    for (track, local, ssrc) in locals {
+                    for ((track, local, ssrc), caps) in locals.into_iter().zip(caps) {
                         if let Some(pt) = negotiated_pt(&pc, &track).await {
-                            let leg = track.attach_capped(local, pt, ssrc, state.clone(), caps.clone());
+                            let leg = track.attach_capped(local, pt, ssrc, state.clone(), caps);
                             legs.push((track, leg.id));
                         }
                     }

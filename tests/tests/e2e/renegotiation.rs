@@ -335,6 +335,58 @@ async fn socket_playback_follows_tracks_added_and_removed_by_renegotiation() {
         .await;
     assert_eq!(reply(&mut bob, "a2").await["type"], "error");
 
+    // Layer pins over the socket: a single-layer camera accepts a pin (it stays automatic
+    // for lack of layers); a bad rid, an unknown track and a publish session are refused.
+    bob.send(json!({"type": "set_layer", "session": view_sid, "rid": "q", "req": "l1"}))
+        .await;
+    let set = reply(&mut bob, "l1").await;
+    assert_eq!(
+        (set["type"].as_str(), set["rid"].as_str()),
+        (Some("layer_set"), Some("q")),
+        "{set}"
+    );
+    for (req, msg) in [
+        (
+            "l2",
+            json!({"type": "set_layer", "session": view_sid, "rid": "no spaces", "req": "l2"}),
+        ),
+        (
+            "l3",
+            json!({"type": "set_layer", "session": view_sid, "track": "nope", "rid": null, "req": "l3"}),
+        ),
+        (
+            "l4",
+            json!({"type": "set_layer", "session": pub_sid, "rid": "q", "req": "l4"}),
+        ),
+    ] {
+        bob.send(msg).await;
+        let err = reply(&mut bob, req).await;
+        assert_eq!(err["type"], "error", "{req}: {err}");
+    }
+    assert!(frames_of(&frames, &camera_id) > 0);
+
+    // A client that never answers the server's offer (alice drops her mic): the playback ends
+    // with a reason after the answer timeout.
+    publisher.pc().remove_track(&mic_sender).await.expect("remove the mic");
+    renegotiate(&mut alice, &publisher, &pub_sid, "r6").await;
+    let asked = Instant::now();
+    let ended = loop {
+        let left = (asked + Duration::from_secs(20)).saturating_duration_since(Instant::now());
+        let msg = bob.next(left).await.expect("session_ended after an unanswered offer");
+        if msg["type"] == "session_ended" {
+            break msg;
+        }
+    };
+    assert_eq!(ended["session"], view_sid.as_str(), "{ended}");
+    assert!(
+        ended["reason"].as_str().is_some_and(|r| r.contains("did not answer")),
+        "{ended}"
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_secs(9),
+        "not before the timeout: {ended}"
+    );
+
     for t in tasks {
         t.abort();
     }

@@ -170,3 +170,108 @@ async fn subscribers_get_the_layer_their_caps_allow_and_follow_live_changes() {
     }
     publisher.stop().await.expect("stop publish");
 }
+
+/// `PUT /v1/sessions/{sid}/layer`: a viewer pins a layer, switches at a keyframe, and returns
+/// to automatic; a pin never lifts the viewer's cap; bad requests get the JSON error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_pins_a_simulcast_layer_within_its_caps() {
+    let s = Server::start().await;
+    group(&s, "pins", json!({}), &["pub", "viewer", "capped", "other"]).await;
+    let (pub_t, viewer_t, capped_t, other_t) = (
+        s.token("pub").await,
+        s.token("viewer").await,
+        s.token("capped").await,
+        s.token("other").await,
+    );
+    let (st, body) = s
+        .call(
+            Method::PUT,
+            "/v1/groups/pins/members/capped",
+            Some(&s.admin),
+            Some(json!({"media": {"max_resolution": "vga"}})),
+        )
+        .await;
+    assert!(st == 200 || st == 201, "{st} {body}");
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=pins", &pub_t, simulcast())
+        .await
+        .expect("simulcast publish");
+    let viewer = WhepSubscriber::connect_opts(&s.base, "/v1/groups/pins/whep", &viewer_t, simulcast())
+        .await
+        .expect("play");
+    let capped = WhepSubscriber::connect_opts(&s.base, "/v1/groups/pins/whep", &capped_t, simulcast())
+        .await
+        .expect("capped play");
+    assert!(settles_at(&viewer, (1280, 720), 30).await, "{:?}", viewer.counts());
+    assert!(settles_at(&capped, (640, 360), 30).await, "{:?}", capped.counts());
+    let layer = |v: &WhepSubscriber| format!("{}/layer", v.location());
+
+    // Pin the lowest layer: 180p at a keyframe, frames keep coming.
+    let (st, body) = s
+        .call(Method::PUT, &layer(&viewer), Some(&viewer_t), Some(json!({"rid": "q"})))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["rid"], "q", "{body}");
+    assert!(
+        settles_at(&viewer, (320, 180), 30).await,
+        "pinned to q: {:?}",
+        viewer.counts()
+    );
+    assert!(
+        viewer.counts().max_frame_gap < Duration::from_secs(1),
+        "{:?}",
+        viewer.counts()
+    );
+    // Back to automatic: the highest layer again.
+    let (st, body) = s
+        .call(
+            Method::PUT,
+            &layer(&viewer),
+            Some(&viewer_t),
+            Some(json!({"rid": null})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        settles_at(&viewer, (1280, 720), 30).await,
+        "unpinned: {:?}",
+        viewer.counts()
+    );
+    assert_eq!(viewer.counts().resolutions, [(1280, 720), (320, 180), (1280, 720)]);
+
+    // A pin above the cap is not forwarded: the capped viewer stays at 360p.
+    let (st, body) = s
+        .call(Method::PUT, &layer(&capped), Some(&capped_t), Some(json!({"rid": "f"})))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(settles_at(&capped, (640, 360), 60).await);
+    assert_eq!(capped.counts().resolutions, [(640, 360)], "{:?}", capped.counts());
+
+    // Bad requests.
+    for (who, path, body, want) in [
+        (&viewer_t, layer(&viewer), json!({"rid": "not a rid"}), 400),
+        (&viewer_t, layer(&viewer), json!({"rid": "q", "track": "nope"}), 404),
+        (&viewer_t, layer(&viewer), json!({"layer": "q"}), 400),
+        (&other_t, layer(&viewer), json!({"rid": "q"}), 403),
+        (
+            &pub_t,
+            format!("{}/layer", publisher.location()),
+            json!({"rid": "q"}),
+            400,
+        ),
+        (
+            &viewer_t,
+            "/v1/sessions/nope/layer".to_string(),
+            json!({"rid": "q"}),
+            404,
+        ),
+    ] {
+        let (st, reply) = s.call(Method::PUT, &path, Some(who), Some(body.clone())).await;
+        assert_eq!(st, want, "{path} {body}: {reply}");
+        assert!(reply["error"]["code"].is_string(), "{reply}");
+    }
+
+    for v in [&viewer, &capped] {
+        v.stop().await.expect("stop play");
+    }
+    publisher.stop().await.expect("stop publish");
+}
