@@ -706,6 +706,19 @@ export class Fanfare {
     }, delay));
   }
 
+  /**
+   * Pins the video of a participant you play to a simulcast layer ("q", "h", "f"), or back to
+   * automatic with `null`; within your caps (a layer above your max_resolution is not sent).
+   * `track` limits it to one of their tracks (e.g. keep the screen share sharp).
+   */
+  async setLayer(participant, rid, { track } = {}) {
+    const sub = this._subs.get(participant);
+    if (!sub || !sub.session) throw new FanfareError(`you are not playing ${participant}`, { code: "not_found" });
+    const msg = { type: "set_layer", session: sub.session, rid: rid ?? null };
+    if (track) msg.track = track;
+    return this.request(msg);
+  }
+
   /** Stops playing a participant. */
   unsubscribe(participant) {
     this._endSubscription(participant, "unsubscribed");
