@@ -18,6 +18,9 @@ const REQUEST_TIMEOUT_MS = 15_000;
 const PING_EVERY_MS = 20_000;
 
 /** An error from the server or the library, with a sentence fit to show a person. */
+/** Width and height of each `max_resolution`. */
+const RESOLUTIONS = { vga: [640, 480], hd: [1280, 720], fhd: [1920, 1080], "4k": [3840, 2160] };
+
 export class FanfareError extends Error {
   constructor(message, { status = 0, code = "error" } = {}) {
     super(message);
@@ -97,6 +100,8 @@ export class Fanfare {
     this.reconnect = reconnect;
     this.group = null;
     this.permissions = null;
+    /** Your media caps in the joined group: {max_resolution, max_bitrate_kbps}. */
+    this.media = null;
     /** user -> {user, name, present, tracks: Map(id -> track view)} */
     this.participants = new Map();
     this.state = "connecting";
@@ -119,7 +124,7 @@ export class Fanfare {
 
   /** Adds a listener; returns a function that removes it. Events: participant_joined,
    * participant_left, track_published, track_unpublished, track_muted, permissions_changed,
-   * message, left, session_ended, publish_ended, stream, connection, room_restarted, error. */
+   * media_changed, message, left, session_ended, publish_ended, stream, connection, room_restarted, error. */
   on(type, fn) {
     if (!this._handlers.has(type)) this._handlers.set(type, new Set());
     this._handlers.get(type).add(fn);
@@ -338,6 +343,11 @@ export class Fanfare {
         if (t) t.muted = true;
         break;
       }
+      case "media_changed":
+        if (!inGroup) return;
+        this.media = msg.media;
+        this._applyMediaCaps();
+        break;
       case "permissions_changed":
         if (!inGroup) return;
         this.permissions = msg.permissions;
@@ -349,6 +359,7 @@ export class Fanfare {
           for (const p of [...this._subs.keys()]) this._endSubscription(p, msg.reason);
           this.group = null;
           this.permissions = null;
+          this.media = null;
         }
         break;
       case "session_ended":
@@ -394,6 +405,7 @@ export class Fanfare {
     const reply = await this.request({ type: "join", group: groupId });
     this.group = groupId;
     this.permissions = reply.permissions;
+    this.media = reply.media || null;
     this.participants = new Map();
     // Who was already connected (the server lists them with can_list).
     for (const p of reply.participants || []) {
@@ -476,7 +488,7 @@ export class Fanfare {
           stream = await navigator.mediaDevices.getDisplayMedia({ video: want === true ? true : want, audio: false });
         } else if (!stream) {
           const c = want === true ? true : want;
-          stream = await navigator.mediaDevices.getUserMedia(kind === "camera" ? { video: c } : { audio: c });
+          stream = await navigator.mediaDevices.getUserMedia(kind === "camera" ? { video: this._capped(c) } : { audio: c });
         }
       } catch (e) {
         const what = { camera: "camera", mic: "microphone", screen: "screen share" }[kind];
@@ -485,6 +497,7 @@ export class Fanfare {
         throw new FanfareError(`The ${what} could not be opened: ${why}.`, { code: "device_" + (e && e.name) });
       }
       await this._publishStream(kind, stream);
+      await this._applyMediaCaps();
       out[kind] = stream;
     };
     for (const [kind, want] of Object.entries({ camera, mic, screen })) jobs.push(open(kind, want));
@@ -493,6 +506,38 @@ export class Fanfare {
     if (failed && !Object.keys(out).length) throw failed.reason;
     if (failed) this._emit("error", failed.reason);
     return out;
+  }
+
+  /** Camera constraints within your max_resolution (your own constraints kept). */
+  _capped(want) {
+    const size = RESOLUTIONS[this.media?.max_resolution];
+    if (!size) return want;
+    const c = want === true ? {} : { ...want };
+    c.width = { ...(typeof c.width === "object" ? c.width : {}), max: size[0] };
+    c.height = { ...(typeof c.height === "object" ? c.height : {}), max: size[1] };
+    return c;
+  }
+
+  /**
+   * Keeps what you send within your media caps: video tracks no larger than max_resolution and
+   * senders no faster than max_bitrate_kbps (applied again when a moderator changes them).
+   */
+  async _applyMediaCaps() {
+    const size = RESOLUTIONS[this.media?.max_resolution];
+    const kbps = this.media?.max_bitrate_kbps;
+    for (const pub of this._pubs.values()) {
+      for (const sender of pub.pc.getSenders()) {
+        if (!sender.track || sender.track.kind !== "video") continue;
+        if (size) {
+          await sender.track.applyConstraints({ width: { max: size[0] }, height: { max: size[1] } }).catch(() => {});
+        }
+        const params = sender.getParameters();
+        if (kbps && params.encodings && params.encodings.length) {
+          for (const e of params.encodings) e.maxBitrate = kbps * 1000;
+          await sender.setParameters(params).catch(() => {});
+        }
+      }
+    }
   }
 
   async _publishStream(kind, stream) {

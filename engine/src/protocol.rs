@@ -111,6 +111,8 @@ pub enum ServerMessage {
         permissions: Perms,
         /// Who else is connected to the room (only with `can_list`).
         participants: Vec<crate::room::messages::Present>,
+        /// The caller's media caps here (member over group): what to capture and send.
+        media: crate::model::MediaCaps,
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
     },
@@ -129,6 +131,12 @@ pub enum ServerMessage {
         message: Message,
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
+    },
+    /// The caller's media caps in a joined group changed (a moderator's PATCH of the member's
+    /// `media`, or of the group's `settings.media`).
+    MediaChanged {
+        group: GroupId,
+        media: crate::model::MediaCaps,
     },
     /// The caller's effective permissions in a joined group changed.
     PermissionsChanged { group: GroupId, permissions: Perms },

@@ -92,6 +92,7 @@ impl Participant {
                         group,
                         permissions: joined.perms,
                         participants: joined.present,
+                        media: joined.media,
                         req,
                     });
                 }

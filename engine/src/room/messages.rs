@@ -36,6 +36,8 @@ pub struct Present {
 pub struct JoinedRoom {
     pub perms: Perms,
     pub present: Vec<Present>,
+    /// The caller's effective media caps (member over group), both fields set.
+    pub media: crate::model::MediaCaps,
 }
 
 /// Add a connection to the room; replies with its effective permissions and who is present,

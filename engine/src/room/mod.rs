@@ -116,6 +116,16 @@ impl Room {
         Ok(group.effective(&conn.principal, member.as_ref()))
     }
 
+    /// `who`'s effective media caps here: the member's own over the group's media settings.
+    fn media_of(&self, group: &Group, who: &crate::perms::Principal) -> crate::model::MediaCaps {
+        let member = self.store.member(&self.group, &who.user).ok().flatten();
+        let caps = crate::track::LegCaps::of(&group.settings.media, member.as_ref().map(|m| &m.media));
+        crate::model::MediaCaps {
+            max_resolution: caps.max_resolution,
+            max_bitrate_kbps: caps.max_kbps,
+        }
+    }
+
     /// Removes a connection with `reason`, telling the client and its participant actor.
     fn evict(&mut self, id: u64, reason: LeaveReason) {
         if let Some(conn) = self.state.conns.remove(&id) {
@@ -152,7 +162,12 @@ impl Room {
         };
         let mut evicted = Vec::new();
         let mut changed = Vec::new();
+        let mut media_changed = Vec::new();
         for (id, conn) in &self.state.conns {
+            let media = self.media_of(&group, &conn.info.principal);
+            if media != conn.media {
+                media_changed.push((*id, media));
+            }
             match self.resolve(&group, &conn.info) {
                 Ok(None) => evicted.push(*id),
                 Ok(Some(p)) if p != conn.perms => changed.push((*id, p)),
@@ -162,6 +177,18 @@ impl Room {
         }
         for id in evicted {
             self.evict(id, LeaveReason::Removed);
+        }
+        for (id, media) in media_changed {
+            if let Some(conn) = self.state.conns.get_mut(&id) {
+                conn.media = media;
+                Self::send_to(
+                    conn,
+                    &ServerMessage::MediaChanged {
+                        group: self.group.clone(),
+                        media,
+                    },
+                );
+            }
         }
         for (id, perms) in changed {
             if let Some(conn) = self.state.conns.get_mut(&id) {
@@ -245,9 +272,17 @@ impl Handler<Join> for Room {
                     }
                 }
             }
-            room.state.conns.insert(id, Conn { info: msg.conn, perms });
+            let media = room.media_of(&group, &msg.conn.principal);
+            room.state.conns.insert(
+                id,
+                Conn {
+                    info: msg.conn,
+                    perms,
+                    media,
+                },
+            );
             room.broadcast(&joined, |p| p.can_list, Some(id));
-            Ok(messages::JoinedRoom { perms, present })
+            Ok(messages::JoinedRoom { perms, present, media })
         })
         .unwrap_or(Err(EngineError::ActorGone("room")))
     }

@@ -1,8 +1,9 @@
-//! A room's live state: who is connected and with which permissions. Plain data, no I/O.
+//! A room's live state: who is connected, with which permissions and media caps. Plain data, no I/O.
 
 use std::collections::HashMap;
 
 use super::messages::{ConnId, ConnInfo};
+use crate::model::MediaCaps;
 use crate::perms::Perms;
 
 /// A connection in the room.
@@ -10,6 +11,8 @@ use crate::perms::Perms;
 pub struct Conn {
     pub info: ConnInfo,
     pub perms: Perms,
+    /// The connection's effective media caps here (told to the client).
+    pub media: MediaCaps,
 }
 
 /// The connections in a room, by id.

@@ -151,6 +151,31 @@ async fn losing_can_receive_or_membership_stops_delivery_at_once() {
     let joined = bob_ws.join("team").await;
     assert_eq!(joined["type"], "joined");
     assert_eq!(joined["participants"], json!([]), "nobody else is connected yet");
+    // The joiner's media caps: the group's defaults.
+    assert_eq!(
+        joined["media"],
+        json!({"max_resolution": "fhd", "max_bitrate_kbps": 4000}),
+        "{joined}"
+    );
+    // A moderator caps bob: he is told at once, and only he.
+    let (st, body) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/team/members/bob",
+            Some(&alice),
+            Some(json!({"media": {"max_resolution": "vga"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let changed = bob_ws.expect("media_changed").await;
+    assert_eq!(
+        (changed["group"].clone(), changed["media"].clone()),
+        (
+            json!("team"),
+            json!({"max_resolution": "vga", "max_bitrate_kbps": 4000})
+        ),
+        "{changed}"
+    );
     let mut alice_ws = s.ws(&alice).await;
     let joined = alice_ws.join("team").await;
     assert_eq!(joined["type"], "joined");
