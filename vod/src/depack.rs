@@ -1,6 +1,7 @@
 //! RTP depacketization: the packets of one SSRC, in order, turned into [`Frame`]s.
 //!
-//! H.264 (RFC 6184: single NAL unit, STAP-A, FU-A), VP8 (RFC 7741), Opus, G.711 and AAC in
+//! H.264 (RFC 6184: single NAL unit, STAP-A, FU-A), H.265 (RFC 7798: single NAL unit,
+//! aggregation packets, fragmentation units; no DONL), VP8 (RFC 7741), Opus, G.711 and AAC in
 //! RFC 3640 `mpeg4-generic` (AAC-hbr). Loss is tolerated: a sequence gap drops the access unit
 //! it broke and, for video, everything until the next keyframe. Malformed payloads are skipped,
 //! never a panic: per-packet problems are trace lines, not errors.
@@ -25,6 +26,7 @@ pub struct Depacketizer {
 #[derive(Debug)]
 enum Kind {
     H264(VideoAu),
+    H265(VideoAu),
     Vp8(VideoAu),
     /// One packet = one frame (Opus, G.711).
     Simple(Codec),
@@ -32,13 +34,14 @@ enum Kind {
 }
 
 impl Depacketizer {
-    /// `mime` like "video/H264", "video/VP8", "audio/opus", "audio/PCMU", "audio/PCMA",
+    /// `mime` like "video/H264", "video/H265", "video/VP8", "audio/opus", "audio/PCMU", "audio/PCMA",
     /// "audio/mpeg4-generic" (RFC 3640 AAC-hbr; its AudioSpecificConfig comes from `fmtp` "config=<hex>").
     /// Err(VodError::Unsupported) for anything else.
     pub fn new(mime: &str, clock_rate: u32, channels: u16, fmtp: &str) -> Result<Depacketizer, VodError> {
         let clock_rate = if clock_rate == 0 { CLOCK_HZ as u32 } else { clock_rate };
         let kind = match mime.to_ascii_lowercase().as_str() {
             "video/h264" => Kind::H264(VideoAu::default()),
+            "video/h265" => Kind::H265(VideoAu::default()),
             "video/vp8" => Kind::Vp8(VideoAu::default()),
             "audio/opus" => Kind::Simple(Codec::Opus {
                 channels: if channels == 1 { 1 } else { 2 },
@@ -60,7 +63,7 @@ impl Depacketizer {
     /// or timestamp change; FU-A/STAP-A/single NAL; after a sequence gap drop the broken AU and, for video,
     /// emit nothing until the next keyframe). pts = RTP timestamp unwrapped to i64 and rescaled to 90 kHz,
     /// starting from whatever the first packet says (consumers rebase). H.264 keyframes: prepend the most
-    /// recent SPS/PPS seen if the AU lacks them.
+    /// recent SPS/PPS seen if the AU lacks them; H.265 IRAP pictures likewise with VPS/SPS/PPS.
     pub fn push(&mut self, pkt: &rtc::rtp::Packet) -> Vec<Frame> {
         let seq = pkt.header.sequence_number;
         let gap = match self.last_seq {
@@ -81,6 +84,7 @@ impl Depacketizer {
         let mut out = Vec::new();
         match &mut self.kind {
             Kind::H264(au) => au.push(&H264, pkt, pts, gap, &mut out),
+            Kind::H265(au) => au.push(&H265, pkt, pts, gap, &mut out),
             Kind::Vp8(au) => au.push(&Vp8, pkt, pts, gap, &mut out),
             Kind::Simple(codec) => {
                 if !pkt.payload.is_empty() {
@@ -144,12 +148,13 @@ struct VideoAu {
     broken: bool,
     /// After loss: emit nothing until a keyframe.
     waiting_key: bool,
-    /// H.264: NAL units of the access unit (without start codes). VP8: unused.
+    /// H.264/H.265: NAL units of the access unit (without start codes). VP8: unused.
     nalus: Vec<Bytes>,
-    /// H.264: FU-A fragment being reassembled. VP8: the frame bytes.
+    /// H.264/H.265: fragmented NAL unit being reassembled. VP8: the frame bytes.
     buf: Option<BytesMut>,
     size: usize,
-    /// H.264 parameter sets last seen.
+    /// H.264/H.265 parameter sets last seen (the VPS is H.265's only).
+    vps: Option<Bytes>,
     sps: Option<Bytes>,
     pps: Option<Bytes>,
 }
@@ -338,6 +343,147 @@ impl VideoFormat for H264 {
             for n in nalus.iter().filter(|n| n[0] & 0x1f != NAL_AUD) {
                 out.extend_from_slice(&[0, 0, 0, 1]);
                 out.extend_from_slice(n);
+            }
+        }
+        Some((out.freeze(), keyframe))
+    }
+}
+
+struct H265;
+
+const HEVC_IRAP: std::ops::RangeInclusive<u8> = 16..=21;
+const HEVC_VPS: u8 = 32;
+const HEVC_SPS: u8 = 33;
+const HEVC_PPS: u8 = 34;
+const HEVC_AUD: u8 = 35;
+const HEVC_AP: u8 = 48;
+const HEVC_FU: u8 = 49;
+
+/// The type of an H.265 NAL unit, or of an RFC 7798 payload (from its first header byte).
+fn hevc_type(b: &[u8]) -> Option<u8> {
+    b.first().map(|h| (h >> 1) & 0x3f)
+}
+
+impl H265 {
+    fn add_nal(au: &mut VideoAu, nal: Bytes) {
+        if nal.len() < 2 {
+            return; // not even the 2-byte header
+        }
+        match hevc_type(&nal) {
+            Some(HEVC_VPS) => au.vps = Some(nal.clone()),
+            Some(HEVC_SPS) => au.sps = Some(nal.clone()),
+            Some(HEVC_PPS) => au.pps = Some(nal.clone()),
+            _ => {}
+        }
+        au.size += nal.len() + 4;
+        au.nalus.push(nal);
+    }
+
+    /// An aggregation packet: 2-byte payload header, then (16-bit size, NAL unit) pairs.
+    fn aggregation(au: &mut VideoAu, p: &Bytes) -> bool {
+        let mut i = 2;
+        while let Some(&[hi, lo]) = p.get(i..i + 2) {
+            let len = u16::from_be_bytes([hi, lo]) as usize;
+            i += 2;
+            if len < 2 || p.get(i..i + len).is_none() {
+                return false;
+            }
+            H265::add_nal(au, p.slice(i..i + len));
+            i += len;
+        }
+        i == p.len()
+    }
+
+    /// A fragmentation unit: 2-byte payload header, FU header (S, E, type), a piece of the NAL.
+    fn fragment(au: &mut VideoAu, p: &Bytes) -> bool {
+        let (Some(&[h0, h1]), Some(&fu)) = (p.get(..2), p.get(2)) else {
+            return false;
+        };
+        let body = p.get(3..).unwrap_or_default();
+        if fu & 0x80 != 0 {
+            let mut b = BytesMut::with_capacity(p.len() * 4);
+            b.extend_from_slice(&[(h0 & 0x81) | ((fu & 0x3f) << 1), h1]);
+            b.extend_from_slice(body);
+            au.buf = Some(b);
+        } else {
+            match au.buf.as_mut() {
+                Some(b) => b.extend_from_slice(body),
+                None => return false,
+            }
+        }
+        au.size += p.len();
+        if fu & 0x40 != 0 {
+            if let Some(b) = au.buf.take() {
+                H265::add_nal(au, b.freeze());
+            }
+        }
+        true
+    }
+}
+
+impl VideoFormat for H265 {
+    fn codec(&self) -> Codec {
+        Codec::H265
+    }
+
+    fn append(&self, au: &mut VideoAu, p: &Bytes) -> bool {
+        if p.len() < 2 {
+            return false;
+        }
+        match hevc_type(p) {
+            Some(0..=47) => {
+                au.buf = None;
+                H265::add_nal(au, p.clone());
+                true
+            }
+            Some(HEVC_AP) => H265::aggregation(au, p),
+            Some(HEVC_FU) => H265::fragment(au, p),
+            _ => false, // PACI and reserved types
+        }
+    }
+
+    fn starts_frame(&self, p: &[u8]) -> bool {
+        match hevc_type(p) {
+            Some(0..=HEVC_AP) => true,
+            Some(HEVC_FU) => p.get(2).is_some_and(|b| b & 0x80 != 0),
+            _ => false,
+        }
+    }
+
+    fn finish(&self, au: &mut VideoAu) -> Option<(Bytes, bool)> {
+        let nalus = std::mem::take(&mut au.nalus);
+        if au.buf.take().is_some() {
+            return None; // a fragmented NAL unit never ended
+        }
+        let types: Vec<u8> = nalus.iter().filter_map(|n| hevc_type(n)).collect();
+        if !types.iter().any(|t| *t <= 31) {
+            return None; // parameter sets alone (kept above) or SEI only
+        }
+        let keyframe = types.iter().any(|t| HEVC_IRAP.contains(t));
+        let complete = [HEVC_VPS, HEVC_SPS, HEVC_PPS].iter().all(|ps| types.contains(ps));
+        let mut out = BytesMut::with_capacity(au.size + 128);
+        let mut put = |n: &[u8]| {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(n);
+        };
+        if keyframe && !complete {
+            let (Some(vps), Some(sps), Some(pps)) = (au.vps.clone(), au.sps.clone(), au.pps.clone()) else {
+                tracing::trace!("h265: IRAP picture without VPS/SPS/PPS dropped");
+                return None;
+            };
+            // The parameter sets first, then the AU's own NAL units minus any partial set.
+            for n in [&vps, &sps, &pps] {
+                put(n);
+            }
+            for n in nalus
+                .iter()
+                .filter(|n| !matches!(hevc_type(n), Some(HEVC_VPS | HEVC_SPS | HEVC_PPS | HEVC_AUD)))
+            {
+                put(n);
+            }
+        } else {
+            for n in nalus.iter().filter(|n| hevc_type(n) != Some(HEVC_AUD)) {
+                put(n);
             }
         }
         Some((out.freeze(), keyframe))
@@ -605,7 +751,7 @@ mod tests {
     #[test]
     fn rejects_unknown_payload_formats() {
         assert!(matches!(
-            Depacketizer::new("video/H265", 90000, 0, ""),
+            Depacketizer::new("video/AV1", 90000, 0, ""),
             Err(VodError::Unsupported(_))
         ));
         assert!(Depacketizer::new("audio/mpeg4-generic", 48000, 2, "mode=AAC-hbr").is_err());
@@ -663,6 +809,57 @@ mod tests {
         assert_eq!(f[1].pts, 1920);
         assert_eq!(aac_rate(&[0x11, 0x90]), 48000);
         assert_eq!(aac_channels(&[0x11, 0x90]), 2);
+    }
+
+    #[test]
+    fn h265_aggregation_and_fragments_reassemble() {
+        let mut d = Depacketizer::new("video/H265", 90000, 0, "").unwrap();
+        // An aggregation packet with VPS, SPS and PPS, then an IDR_W_RADL (19) in two FUs.
+        let ap = [
+            0x60, 0x01, 0, 3, 0x40, 0x01, 0x0c, 0, 3, 0x42, 0x01, 0x01, 0, 3, 0x44, 0x01, 0xc1,
+        ];
+        assert!(d.push(&pkt(1, 1000, false, &ap)).is_empty());
+        assert!(d.push(&pkt(2, 1000, false, &[0x62, 0x01, 0x80 | 19, 1, 2])).is_empty());
+        let f = d.push(&pkt(3, 1000, true, &[0x62, 0x01, 0x40 | 19, 3]));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].codec, Codec::H265);
+        assert!(f[0].keyframe);
+        assert_eq!(
+            &f[0].data[..],
+            &[
+                0, 0, 0, 1, 0x40, 0x01, 0x0c, 0, 0, 0, 1, 0x42, 0x01, 0x01, 0, 0, 0, 1, 0x44, 0x01, 0xc1, 0, 0, 0, 1,
+                0x26, 0x01, 1, 2, 3
+            ]
+        );
+        // A TRAIL_R picture (1) is not a keyframe; a CRA (21) alone gets the last parameter sets.
+        let f = d.push(&pkt(4, 4000, true, &[0x02, 0x01, 9]));
+        assert!(!f[0].keyframe);
+        let f = d.push(&pkt(5, 7000, true, &[0x2a, 0x01, 8]));
+        assert!(f[0].keyframe);
+        assert_eq!(&f[0].data[4..6], &[0x40, 0x01]);
+        // Loss: nothing until the next IRAP picture.
+        assert!(d.push(&pkt(7, 10000, true, &[0x02, 0x01, 9])).is_empty());
+        assert_eq!(d.push(&pkt(8, 13000, true, &[0x26, 0x01, 7])).len(), 1);
+    }
+
+    #[test]
+    fn h265_garbage_does_not_panic() {
+        let mut d = Depacketizer::new("video/H265", 90000, 0, "").unwrap();
+        let mut seq = 0u16;
+        for seed in 0..400u32 {
+            let len = (seed % 23) as usize;
+            let junk: Vec<u8> = (0..len)
+                .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u32 * 17) ^ (seed >> 3)) as u8)
+                .collect();
+            for ty in [None, Some(48u8), Some(49), Some(50), Some(19)] {
+                let mut p = junk.clone();
+                if let (Some(t), Some(b)) = (ty, p.first_mut()) {
+                    *b = t << 1;
+                }
+                seq = seq.wrapping_add(1 + (seed % 3 == 0) as u16);
+                let _ = d.push(&pkt(seq, seed * 3000, seed % 2 == 0, &p));
+            }
+        }
     }
 
     #[test]

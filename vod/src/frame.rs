@@ -11,6 +11,9 @@ pub const CLOCK_HZ: i64 = 90_000;
 pub enum Codec {
     /// H.264, Annex-B byte stream (start codes); keyframes carry their SPS and PPS.
     H264,
+    /// H.265 (HEVC), Annex-B byte stream; keyframes (IRAP pictures) carry their VPS, SPS and
+    /// PPS. Passed through to MPEG-TS, never transcoded (WebRTC viewers do not get it).
+    H265,
     /// VP8 frames (transcoded to H.264 for HLS).
     Vp8,
     /// Opus packets, 48 kHz (transcoded to AAC for HLS).
@@ -26,7 +29,7 @@ pub enum Codec {
 impl Codec {
     /// Whether this is a video codec.
     pub fn is_video(&self) -> bool {
-        matches!(self, Codec::H264 | Codec::Vp8)
+        matches!(self, Codec::H264 | Codec::H265 | Codec::Vp8)
     }
 }
 

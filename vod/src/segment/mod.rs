@@ -1,12 +1,14 @@
 //! Cutting one program (at most one video and one audio track) into MPEG-TS segments and
 //! low-latency parts.
 //!
-//! Policy: with video, a segment starts at an H.264 keyframe (which carries SPS/PPS) and is cut
-//! at the first keyframe at or after `target`; it may run long when the GOP is long. Audio-only
+//! Policy: with video, a segment starts at a keyframe (H.264 IDR with SPS/PPS, or H.265 IRAP
+//! picture with VPS/SPS/PPS) and is cut at the first keyframe at or after `target`; it may run
+//! long when the GOP is long. Audio-only
 //! programs are cut on time. Each segment is muxed by its own [`mux::TsMuxer`] (PAT/PMT at its
 //! start, so it decodes alone) and split into parts of about `part` at frame boundaries: the
 //! concatenation of a segment's parts is exactly the segment. VP8 becomes H.264 and Opus/G.711
-//! become AAC through [`crate::transcode`]; H.264 and AAC pass through.
+//! become AAC through [`crate::transcode`]; H.264, H.265 and AAC pass through (H.265 is never
+//! re-encoded). A change of video codec is handled like a timestamp jump.
 //!
 //! A timestamp jump (more than 2 s forward, or backwards) closes the open segment and flags the
 //! next one as a discontinuity; small backward steps (under 100 ms) drop the frame.
@@ -22,7 +24,7 @@ use crate::depack::{aac_channels, aac_rate};
 use crate::frame::{Codec, Frame, CLOCK_HZ};
 use crate::transcode::{AudioTranscoder, VideoTranscoder};
 use crate::VodError;
-use mux::{AudioTrack, TsMuxer};
+use mux::{AudioTrack, TsMuxer, VideoCodec};
 
 /// Segment and part target durations.
 #[derive(Clone, Copy, Debug)]
@@ -95,7 +97,8 @@ pub struct Segmenter {
     part: i64,
     next_seq: u64,
     open: Option<Open>,
-    video_known: bool,
+    /// The video codec seen (none yet: audio-only so far).
+    video_codec: Option<VideoCodec>,
     audio: Option<AudioTrack>,
     video_tc: Option<VideoTranscoder>,
     audio_tc: Option<(Codec, AudioTranscoder)>,
@@ -136,7 +139,7 @@ impl Segmenter {
             part: to90(cfg.part),
             next_seq: 0,
             open: None,
-            video_known: false,
+            video_codec: None,
             audio: None,
             video_tc: None,
             audio_tc: None,
@@ -168,7 +171,8 @@ impl Segmenter {
     pub(crate) fn push_with_dts(&mut self, frame: Frame, dts: i64) -> Result<Vec<SegmentEvent>, VodError> {
         let mut ev = Vec::new();
         match &frame.codec {
-            Codec::H264 => self.video(frame.pts, dts, frame.keyframe, frame.data, &mut ev)?,
+            Codec::H264 => self.video(VideoCodec::H264, frame.pts, dts, frame.keyframe, frame.data, &mut ev)?,
+            Codec::H265 => self.video(VideoCodec::H265, frame.pts, dts, frame.keyframe, frame.data, &mut ev)?,
             Codec::Vp8 => {
                 if self.video_tc.is_none() {
                     self.video_tc = Some(VideoTranscoder::vp8()?);
@@ -178,7 +182,7 @@ impl Segmenter {
                     None => Vec::new(),
                 };
                 for f in out {
-                    self.video(f.pts, f.dts, f.key, f.data, &mut ev)?;
+                    self.video(VideoCodec::H264, f.pts, f.dts, f.key, f.data, &mut ev)?;
                 }
             }
             Codec::Aac { config } => {
@@ -212,7 +216,7 @@ impl Segmenter {
         let mut ev = Vec::new();
         if let Some(tc) = self.video_tc.as_mut() {
             for f in tc.flush()? {
-                self.video(f.pts, f.dts, f.key, f.data, &mut ev)?;
+                self.video(VideoCodec::H264, f.pts, f.dts, f.key, f.data, &mut ev)?;
             }
         }
         if let Some((_, tc)) = self.audio_tc.as_mut() {
@@ -224,7 +228,7 @@ impl Segmenter {
         if self.open.is_none() && !self.pending_video.is_empty() {
             self.flush_pending_video(&mut ev)?;
         }
-        if self.open.is_none() && !self.video_known && !self.pending_audio.is_empty() {
+        if self.open.is_none() && self.video_codec.is_none() && !self.pending_audio.is_empty() {
             self.open_audio_from_pending(&mut ev)?;
         }
         self.close(None, &mut ev)?;
@@ -264,6 +268,7 @@ impl Segmenter {
 
     fn video(
         &mut self,
+        codec: VideoCodec,
         pts: i64,
         dts: i64,
         key: bool,
@@ -271,10 +276,14 @@ impl Segmenter {
         ev: &mut Vec<SegmentEvent>,
     ) -> Result<(), VodError> {
         if !(data.starts_with(&[0, 0, 1]) || data.starts_with(&[0, 0, 0, 1])) || data.len() < 5 {
-            tracing::trace!("segmenter: H.264 frame without a start code dropped");
+            tracing::trace!("segmenter: video frame without a start code dropped");
             return Ok(());
         }
-        self.video_known = true;
+        if self.video_codec.is_some_and(|c| c != codec) {
+            // The muxer's stream type changes: a new segment, from the next keyframe.
+            self.break_stream(ev)?;
+        }
+        self.video_codec = Some(codec);
         match self.check_jump(V, dts) {
             Some(true) => self.break_stream(ev)?,
             Some(false) => return Ok(()),
@@ -360,7 +369,7 @@ impl Segmenter {
                 self.pending_audio.pop_front();
             }
             self.last_dts[A] = Some(pts);
-            if !self.video_known {
+            if self.video_codec.is_none() {
                 if let (Some(f), Some(b)) = (self.pending_audio.front(), self.pending_audio.back()) {
                     if b.0 - f.0 >= AUDIO_HOLD {
                         self.open_audio_from_pending(ev)?;
@@ -432,7 +441,7 @@ impl Segmenter {
     }
 
     fn open_segment(&mut self, pts: i64, _ev: &mut Vec<SegmentEvent>) -> Result<(), VodError> {
-        let mux = TsMuxer::new(self.video_known, self.audio.as_ref())?;
+        let mux = TsMuxer::new(self.video_codec, self.audio.as_ref())?;
         self.open = Some(Open {
             seq: self.next_seq,
             start_pts: pts,
@@ -609,6 +618,12 @@ mod tests {
             let _ = s.push(Frame {
                 codec: Codec::H264,
                 pts: i as i64 * 3000,
+                keyframe: true,
+                data: Bytes::copy_from_slice(d),
+            });
+            let _ = s.push(Frame {
+                codec: Codec::H265,
+                pts: i as i64 * 3000 + 1500,
                 keyframe: true,
                 data: Bytes::copy_from_slice(d),
             });

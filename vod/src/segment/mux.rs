@@ -10,6 +10,22 @@ use ffmpeg_next::ffi;
 
 use crate::VodError;
 
+/// The video codec of a muxer (Annex-B frames either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VideoCodec {
+    H264,
+    H265,
+}
+
+impl VideoCodec {
+    fn id(self) -> ffi::AVCodecID {
+        match self {
+            VideoCodec::H264 => ffi::AVCodecID::AV_CODEC_ID_H264,
+            VideoCodec::H265 => ffi::AVCodecID::AV_CODEC_ID_HEVC,
+        }
+    }
+}
+
 /// The audio track of a muxer: AAC with its AudioSpecificConfig.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct AudioTrack {
@@ -51,8 +67,9 @@ fn check(ret: libc::c_int, what: &str) -> Result<libc::c_int, VodError> {
 }
 
 impl TsMuxer {
-    /// A muxer with an H.264 track (if `video`) and an AAC track (if `audio`), header written.
-    pub fn new(video: bool, audio: Option<&AudioTrack>) -> Result<TsMuxer, VodError> {
+    /// A muxer with an H.264 or H.265 track (if `video`) and an AAC track (if `audio`), header
+    /// written.
+    pub fn new(video: Option<VideoCodec>, audio: Option<&AudioTrack>) -> Result<TsMuxer, VodError> {
         crate::transcode::init();
         let mut m = TsMuxer {
             ctx: ptr::null_mut(),
@@ -86,14 +103,14 @@ impl TsMuxer {
             // Keep the caller's timestamps exactly: segments of one stream share one timeline.
             (*m.ctx).avoid_negative_ts = 0;
             (*m.ctx).max_delay = 0;
-            if video {
+            if let Some(codec) = video {
                 let st = ffi::avformat_new_stream(m.ctx, ptr::null());
                 if st.is_null() {
                     return Err(VodError::Ffmpeg("cannot add video stream".into()));
                 }
                 let par = (*st).codecpar;
                 (*par).codec_type = ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
-                (*par).codec_id = ffi::AVCodecID::AV_CODEC_ID_H264;
+                (*par).codec_id = codec.id();
                 (*st).time_base = ffi::AVRational { num: 1, den: 90000 };
                 m.video = Some((*st).index);
             }
@@ -131,7 +148,7 @@ impl TsMuxer {
         self.video.is_some()
     }
 
-    /// Writes one frame (90 kHz timestamps). The data must be Annex-B H.264 or raw AAC.
+    /// Writes one frame (90 kHz timestamps). The data must be Annex-B H.264/H.265 or raw AAC.
     pub fn write(&mut self, video: bool, pts: i64, dts: i64, key: bool, data: &[u8]) -> Result<(), VodError> {
         let idx = if video { self.video } else { self.audio };
         let Some(idx) = idx else {
