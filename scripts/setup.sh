@@ -13,9 +13,10 @@ TEST_PACKAGES=(
   iproute2 procps
   chromium  # the real browser of tests/tests/browser.rs
   ffmpeg    # ffprobe checks recordings; ffmpeg makes upload fixtures
-  # GStreamer's RTSP server, the real camera of the ingest tests (tests/rtsp/server.py)
+  # GStreamer's RTSP server, the real camera of the ingest tests (tests/rtsp/server.py;
+  # x264enc is in -ugly, x265enc in -bad, opusenc in -base)
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools
-  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad
   python3-venv  # tests/s3's moto server lives in a venv inside the clone
 )
 

@@ -1,5 +1,5 @@
 //! Fanfare's RTSP camera ingest. Each camera is an [`IngestSession`] actor: a retina RTSP
-//! session (re-established with backoff when it drops) whose H.264 and audio frames are
+//! session (re-established with backoff when it drops) whose video and audio frames are
 //! repacketized into RTP and pushed into [`engine::track::Fanout`]s, published into each group
 //! call as participant `ingest-{id}` with source `ingest`. The [`IngestManager`] stores ingests,
 //! restarts them at boot, and answers the HTTP routes.

@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """A real RTSP camera for Fanfare's ingest tests: GStreamer's RTSP server (through GI) serving
-a live test pattern as H.264 (x264enc, zerolatency, a keyframe every 30 frames), optionally with
-AAC audio (voaacenc or avenc_aac, when installed) and Basic or Digest authentication.
+a live test pattern as H.264 (x264enc) or H.265 (x265enc, in gstreamer1.0-plugins-bad), both
+zerolatency with a keyframe every 30 frames, optionally with AAC audio (voaacenc or avenc_aac,
+when installed) or Opus audio (opusenc), and Basic or Digest authentication.
 
-Run with Debian's /usr/bin/python3 (it has `gi`). Prints `READY <port>` once listening; exits
-when stdin closes or on SIGTERM/SIGINT.
+Run with Debian's /usr/bin/python3 (it has `gi`). Prints `READY <port> audio=<codec|none>
+video=<codec>` once listening; exits when stdin closes or on SIGTERM/SIGINT.
 
     /usr/bin/python3 tests/rtsp/server.py --port 8554 --path /cam [--user u --password p
-        [--auth digest|basic]] [--audio] [--width 320 --height 240 --fps 30 --kbps 0]
+        [--auth digest|basic]] [--audio [aac|opus|none]] [--video h264|h265]
+        [--width 320 --height 240 --fps 30 --kbps 0]
 """
 
 import argparse
@@ -30,6 +32,41 @@ def aac_encoder():
     return None
 
 
+def video_pipeline(args):
+    """The video branch (payloader pay0): H.264 or H.265 with parameter sets before each IDR."""
+    source = (
+        f"videotestsrc is-live=true pattern={args.pattern} ! video/x-raw,width={args.width},"
+        f"height={args.height},framerate={args.fps}/1"
+    )
+    bitrate = f" bitrate={args.kbps}" if args.kbps > 0 else ""
+    if args.video == "h265":
+        return (
+            f"{source} ! x265enc tune=zerolatency key-int-max=30 speed-preset=ultrafast{bitrate} "
+            "! video/x-h265,profile=main ! rtph265pay name=pay0 pt=96 config-interval=-1"
+        )
+    return (
+        f"{source} ! x264enc tune=zerolatency key-int-max=30 speed-preset=ultrafast{bitrate} "
+        "! rtph264pay name=pay0 pt=96 config-interval=-1"
+    )
+
+
+def audio_pipeline(codec):
+    """The audio branch (payloader pay1) and the codec it carries, or (None, "none")."""
+    if codec == "none":
+        return None, "none"
+    if codec == "opus":
+        encoder, payloader, caps = "opusenc", "rtpopuspay", "rate=48000,channels=2"
+    else:
+        encoder, payloader, caps = aac_encoder(), "rtpmp4gpay", "rate=48000,channels=1"
+        if encoder is None:
+            print("no AAC encoder: serving video only", file=sys.stderr, flush=True)
+            return None, "none"
+    return (
+        f"audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! "
+        f"audio/x-raw,{caps} ! {encoder} ! {payloader} name=pay1 pt=97"
+    ), codec
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=8554)
@@ -37,32 +74,27 @@ def main():
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--auth", choices=["digest", "basic"], default="digest")
-    p.add_argument("--audio", action="store_true", help="add an AAC track if an encoder exists")
+    p.add_argument(
+        "--audio",
+        nargs="?",
+        const="aac",
+        default="none",
+        choices=["aac", "opus", "none"],
+        help="add an audio track (bare --audio: AAC, if an encoder exists)",
+    )
+    p.add_argument("--video", choices=["h264", "h265"], default="h264")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
-    p.add_argument("--kbps", type=int, default=0, help="x264enc bitrate (0: its default)")
+    p.add_argument("--kbps", type=int, default=0, help="video encoder bitrate in kbit/s (0: its default)")
     p.add_argument("--pattern", default="ball", help="videotestsrc pattern (snow: incompressible)")
     args = p.parse_args()
 
     Gst.init(None)
-    bitrate = f" bitrate={args.kbps}" if args.kbps > 0 else ""
-    video = (
-        f"videotestsrc is-live=true pattern={args.pattern} ! video/x-raw,width={args.width},height={args.height},"
-        f"framerate={args.fps}/1 ! x264enc tune=zerolatency key-int-max=30 speed-preset=ultrafast{bitrate} "
-        "! rtph264pay name=pay0 pt=96 config-interval=-1"
-    )
-    launch = video
-    audio = None
-    if args.audio:
-        audio = aac_encoder()
-        if audio:
-            launch += (
-                f" audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! "
-                f"audio/x-raw,rate=48000,channels=1 ! {audio} ! rtpmp4gpay name=pay1 pt=97"
-            )
-        else:
-            print("no AAC encoder: serving video only", file=sys.stderr, flush=True)
+    launch = video_pipeline(args)
+    audio, audio_codec = audio_pipeline(args.audio)
+    if audio:
+        launch += " " + audio
 
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
@@ -90,7 +122,7 @@ def main():
         factory.set_permissions(permissions)
 
     server.get_mount_points().add_factory(args.path, factory)
-    serving.run(server, args.port, f" audio={audio or 'none'}")
+    serving.run(server, args.port, f" audio={audio_codec} video={args.video}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-//! From camera frames to RTP: the H.264 and AAC payloaders, and [`RtpTimeline`], which keeps a
+//! From camera frames to RTP: the H.264, H.265 and AAC payloaders, and [`RtpTimeline`], which keeps a
 //! published track's sequence numbers and timestamps continuous across reconnects (a new RTSP
 //! session restarts the camera's clock; the subscriber only sees a gap).
 
 pub mod aac;
 pub mod h264;
+pub mod h265;
 
 use std::time::Instant;
 

@@ -5,6 +5,7 @@
 //! them with [`TracksReady`]. Stopping the actor stops the pump, closes the tracks and leaves
 //! every room.
 
+pub mod demux;
 mod pump;
 pub mod tracks;
 

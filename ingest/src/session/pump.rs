@@ -1,8 +1,8 @@
 //! The RTSP side of one ingest, run as a task on the media runtime: connect (bounded by the
-//! connect timeout), play, forward every frame into the tracks' fan-outs, and on any failure or
-//! silence longer than the read timeout, count it, wait (exponential backoff, jittered) and
-//! reconnect. The tracks and their RTP timelines outlive connections, so subscribers see one
-//! continuous stream with a gap.
+//! connect timeout), play, read the session's RTP packet by packet ([`super::demux`]), forward
+//! every frame into the tracks' fan-outs, and on any failure or silence longer than the read
+//! timeout, count it, wait (exponential backoff, jittered) and reconnect. The tracks and their
+//! RTP timelines outlive connections, so subscribers see one continuous stream with a gap.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,10 +11,13 @@ use actix::Addr;
 use engine::metrics::EngineMetrics;
 use engine::track::{Fanout, Source, TrackInfo, Upstream};
 use futures_util::StreamExt;
-use retina::client::{Credentials, InitialSequenceNumberPolicy, PlayOptions, SessionOptions, SetupOptions, Transport};
-use retina::codec::CodecItem;
+use retina::client::{
+    Credentials, InitialSequenceNumberPolicy, PacketItem, PlayOptions, Playing, Session, SessionOptions, SetupOptions,
+    Transport,
+};
 use tokio::sync::watch;
 
+use super::demux::{self, Demux, Item};
 use super::tracks::{self, LiveTrack, TrackPlan};
 use super::IngestSession;
 use super::TracksReady;
@@ -105,7 +108,7 @@ impl Pump {
             return Ended::Failed(e.to_string());
         }
         let connected = tokio::time::timeout(connect_timeout, self.connect(tracks)).await;
-        let (mut demuxed, by_stream) = match connected {
+        let (mut session, mut demux, by_stream) = match connected {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Ended::Failed(e),
             Err(_) => {
@@ -125,10 +128,9 @@ impl Pump {
         let started = Instant::now();
         let mut last_frame = Instant::now();
         let mut went_live = false;
-        let mut params: Option<(bytes::Bytes, bytes::Bytes)> = None;
         loop {
             let left = read_timeout.saturating_sub(last_frame.elapsed());
-            let item = match tokio::time::timeout(left, demuxed.next()).await {
+            let item = match tokio::time::timeout(left, session.next()).await {
                 Err(_) => {
                     return self.ended(
                         went_live,
@@ -140,28 +142,18 @@ impl Pump {
                 Ok(Some(Err(e))) => return self.ended(went_live, started, e.to_string()),
                 Ok(Some(Ok(item))) => item,
             };
+            let PacketItem::Rtp(pkt) = item else { continue };
+            let items = match demux.push(pkt) {
+                Ok(items) => items,
+                Err(e) => return self.ended(went_live, started, e),
+            };
             let now = Instant::now();
-            match item {
-                CodecItem::VideoFrame(frame) => {
-                    let Some(&idx) = by_stream.get(frame.stream_id()).and_then(|i| i.as_ref()) else {
-                        continue;
-                    };
-                    if frame.has_new_parameters() || params.is_none() {
-                        params =
-                            tracks::h264_params(demuxed.streams().get(frame.stream_id()).and_then(|s| s.parameters()));
-                    }
-                    let ps = params.as_ref().map(|(s, p)| (s.as_ref(), p.as_ref()));
-                    self.status.count_frame(frame.data().len());
-                    live[idx].video(&frame, ps, now);
-                }
-                CodecItem::AudioFrame(frame) => {
-                    let Some(&idx) = by_stream.get(frame.stream_id()).and_then(|i| i.as_ref()) else {
-                        continue;
-                    };
-                    self.status.count_frame(frame.data().len());
-                    live[idx].audio(&frame, now);
-                }
-                _ => continue,
+            let mut forwarded = false;
+            for item in items {
+                forwarded |= self.forward(item, live, &by_stream, now);
+            }
+            if !forwarded {
+                continue;
             }
             last_frame = now;
             if !went_live {
@@ -170,6 +162,33 @@ impl Pump {
                 tracing::info!(ingest = %self.id, url = %self.source.redacted, "camera live");
             }
         }
+    }
+
+    /// Forwards one demuxed item into its track; false when it belongs to none.
+    fn forward(&self, item: Item, live: &mut [LiveTrack], by_stream: &[Option<usize>], now: Instant) -> bool {
+        let stream = match &item {
+            Item::Video { frame, .. } => frame.stream_id(),
+            Item::Audio(frame) => frame.stream_id(),
+            Item::Payload { stream, .. } => *stream,
+        };
+        let Some(track) = by_stream.get(stream).copied().flatten().and_then(|i| live.get_mut(i)) else {
+            return false;
+        };
+        match item {
+            Item::Video { frame, params } => {
+                self.status.count_frame(frame.data().len());
+                track.video(&frame, params.as_deref(), now);
+            }
+            Item::Audio(frame) => {
+                self.status.count_frame(frame.data().len());
+                track.audio(&frame, now);
+            }
+            Item::Payload { payload, elapsed, .. } => {
+                self.status.count_frame(payload.len());
+                track.payload(payload, elapsed, now);
+            }
+        }
+        true
     }
 
     fn ended(&self, went_live: bool, started: Instant, message: String) -> Ended {
@@ -182,12 +201,12 @@ impl Pump {
     }
 
     /// DESCRIBE, SETUP of the chosen streams, PLAY. On the first success the tracks are created
-    /// and announced to the session actor; later connections reuse them. Returns the frame
-    /// stream and, per camera stream, the index of its track.
+    /// and announced to the session actor; later connections reuse them. Returns the playing
+    /// session, its demuxer and, per camera stream, the index of its track.
     async fn connect(
         &mut self,
         tracks: &mut Option<Vec<LiveTrack>>,
-    ) -> Result<(retina::client::Demuxed, Vec<Option<usize>>), String> {
+    ) -> Result<(Session<Playing>, Demux, Vec<Option<usize>>), String> {
         let creds = self.source.credentials.as_ref().map(|(u, p)| Credentials {
             username: u.clone(),
             password: p.clone(),
@@ -198,6 +217,8 @@ impl Pump {
         let mut session = retina::client::Session::describe(self.source.url.clone(), options)
             .await
             .map_err(|e| e.to_string())?;
+        // Only the described session keeps the SDP: the depacketizers need its fmtp lines.
+        let fmtp = demux::fmtp_by_stream(session.sdp());
         let (plans, skipped) = tracks::plan(session.streams());
         for note in &skipped {
             tracing::info!(ingest = %self.id, "{note}");
@@ -218,7 +239,7 @@ impl Pump {
         }
         if chosen.is_empty() {
             return Err(format!(
-                "no supported stream (H.264 video, AAC/PCMU/PCMA audio){}",
+                "no supported stream (H.264/H.265 video, AAC/Opus/PCMU/PCMA audio){}",
                 if skipped.is_empty() {
                     String::new()
                 } else {
@@ -246,8 +267,9 @@ impl Pump {
         // retina would otherwise treat as loss and drop the session.
         let options = PlayOptions::default().initial_seq(InitialSequenceNumberPolicy::Ignore);
         let playing = session.play(options).await.map_err(|e| e.to_string())?;
-        let demuxed = playing.demuxed().map_err(|e| e.to_string())?;
-        let mut by_stream = vec![None; demuxed.streams().len()];
+        let read: Vec<_> = chosen.iter().map(|(p, _)| (p.stream, p.read_as())).collect();
+        let demux = Demux::new(playing.streams(), &fmtp, &read)?;
+        let mut by_stream = vec![None; playing.streams().len()];
         for (p, i) in &chosen {
             if let Some(slot) = by_stream.get_mut(p.stream) {
                 *slot = Some(*i);
@@ -268,7 +290,7 @@ impl Pump {
                 .do_send(TracksReady(live.iter().map(|t| t.fanout.clone()).collect()));
             *tracks = Some(live);
         }
-        Ok((demuxed, by_stream))
+        Ok((playing, demux, by_stream))
     }
 
     fn new_track(&self, plan: TrackPlan) -> LiveTrack {

@@ -1,7 +1,8 @@
 //! Which camera streams become published tracks, and how each frame becomes RTP packets on
-//! its track: H.264 video (repacketized), AAC (RFC 3640) and G.711 audio. The first video and
-//! the first audio stream are taken; others (and codecs retina cannot depacketize, such as
-//! Opus or H.265 for WebRTC) are left out.
+//! its track: H.264 and H.265 video (repacketized), AAC (RFC 3640), Opus (payloads as received)
+//! and G.711 audio. The first video and the first audio stream are taken; others (and codecs
+//! we cannot carry, such as MJPEG) are left out. H.265 and AAC tracks are for live HLS and
+//! recordings: WebRTC viewers skip them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,14 +13,22 @@ use retina::client::Stream;
 use retina::codec::{AudioFrame, ParametersRef, VideoFrame, VideoParametersCodec};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
-use crate::packetize::{aac, h264, RtpTimeline};
+use super::demux::ReadAs;
+use crate::packetize::{aac, h264, h265, RtpTimeline};
+
+/// Opus's RTP clock (RFC 7587: always 48 kHz, whatever the encoder's sampling rate).
+const OPUS_CLOCK: u32 = 48_000;
 
 /// The codec of a planned track.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IngestCodec {
     H264,
+    /// For live HLS and recordings only.
+    H265,
     /// With its AudioSpecificConfig.
     Aac(Vec<u8>),
+    /// Payloads forwarded as received.
+    Opus,
     Pcmu,
     Pcma,
 }
@@ -40,6 +49,14 @@ impl TrackPlan {
     pub fn same_as(&self, other: &TrackPlan) -> bool {
         self.codec == other.codec && self.rtp.clock_rate == other.rtp.clock_rate
     }
+
+    /// How the pump reads the stream: Opus has no retina depacketizer.
+    pub fn read_as(&self) -> ReadAs {
+        match self.codec {
+            IngestCodec::Opus => ReadAs::Raw,
+            _ => ReadAs::Depacketized,
+        }
+    }
 }
 
 /// Picks the first supported video and audio stream. Returns the plans and a note on each
@@ -50,8 +67,10 @@ pub fn plan(streams: &[Stream]) -> (Vec<TrackPlan>, Vec<String>) {
     for (i, s) in streams.iter().enumerate() {
         let (media, enc) = (s.media(), s.encoding_name());
         let plan = match (media, enc) {
-            ("video", "h264") => Some(video_plan(i, s)),
+            ("video", "h264") => Some(h264_plan(i, s)),
+            ("video", "h265") => Some(h265_plan(i)),
             ("audio", "mpeg4-generic") => aac_plan(i, s),
+            ("audio", "opus") if s.clock_rate_hz() == OPUS_CLOCK => Some(opus_plan(i)),
             ("audio", "pcmu") => Some(g711_plan(i, IngestCodec::Pcmu, "audio/PCMU", s)),
             ("audio", "pcma") => Some(g711_plan(i, IngestCodec::Pcma, "audio/PCMA", s)),
             _ => None,
@@ -61,13 +80,26 @@ pub fn plan(streams: &[Stream]) -> (Vec<TrackPlan>, Vec<String>) {
             Some(_) => skipped.push(format!(
                 "stream {i} ({media}/{enc}): one {media} track is taken already"
             )),
-            None => skipped.push(format!("stream {i} ({media}/{enc}): codec not supported for ingest")),
+            None => skipped.push(format!(
+                "stream {i} ({media}/{enc}/{}): codec not supported for ingest",
+                s.clock_rate_hz()
+            )),
         }
     }
     (plans, skipped)
 }
 
-fn video_plan(i: usize, s: &Stream) -> TrackPlan {
+fn video_codec(mime: &str, fmtp: String) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: mime.into(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: fmtp,
+        rtcp_feedback: vec![],
+    }
+}
+
+fn h264_plan(i: usize, s: &Stream) -> TrackPlan {
     let profile = match s.parameters() {
         Some(ParametersRef::Video(v)) => match v.codec_params() {
             VideoParametersCodec::H264 { sps, .. } if sps.len() >= 4 => {
@@ -81,13 +113,21 @@ fn video_plan(i: usize, s: &Stream) -> TrackPlan {
         stream: i,
         kind: MediaKind::Video,
         codec: IngestCodec::H264,
-        rtp: RTCRtpCodec {
-            mime_type: "video/H264".into(),
-            clock_rate: 90_000,
-            channels: 0,
-            sdp_fmtp_line: format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"),
-            rtcp_feedback: vec![],
-        },
+        rtp: video_codec(
+            "video/H264",
+            format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"),
+        ),
+    }
+}
+
+/// H.265 for live HLS and recordings. The fmtp stays empty: the parameter sets travel in-band
+/// before every IRAP picture, and no WebRTC peer negotiates this track.
+fn h265_plan(i: usize) -> TrackPlan {
+    TrackPlan {
+        stream: i,
+        kind: MediaKind::Video,
+        codec: IngestCodec::H265,
+        rtp: video_codec("video/H265", String::new()),
     }
 }
 
@@ -113,6 +153,23 @@ fn aac_plan(i: usize, s: &Stream) -> Option<TrackPlan> {
     })
 }
 
+/// Opus as WebRTC wants it: `opus/48000/2` (RFC 7587 always signals two channels; a mono
+/// stream decodes the same) with the fmtp browsers and the media engine use.
+fn opus_plan(i: usize) -> TrackPlan {
+    TrackPlan {
+        stream: i,
+        kind: MediaKind::Audio,
+        codec: IngestCodec::Opus,
+        rtp: RTCRtpCodec {
+            mime_type: "audio/opus".into(),
+            clock_rate: OPUS_CLOCK,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+            rtcp_feedback: vec![],
+        },
+    }
+}
+
 fn g711_plan(i: usize, codec: IngestCodec, mime: &str, s: &Stream) -> TrackPlan {
     TrackPlan {
         stream: i,
@@ -136,10 +193,28 @@ pub struct LiveTrack {
 }
 
 impl LiveTrack {
-    /// Forwards one video frame; `params` are the stream's current SPS and PPS. Returns the
-    /// packets written (0 when the frame was malformed).
-    pub fn video(&mut self, frame: &VideoFrame, params: Option<(&[u8], &[u8])>, now: Instant) -> usize {
-        let payloads = match h264::packetize_au(frame.data(), params, h264::MAX_PAYLOAD) {
+    /// Forwards one video frame; `params` are the stream's current parameter sets (SPS, PPS
+    /// for H.264; VPS, SPS, PPS for H.265). Returns the packets written (0 when the frame was
+    /// malformed).
+    pub fn video(&mut self, frame: &VideoFrame, params: Option<&[Bytes]>, now: Instant) -> usize {
+        let payloads = match self.plan.codec {
+            IngestCodec::H264 => {
+                let ps = match params {
+                    Some([sps, pps]) => Some((sps.as_ref(), pps.as_ref())),
+                    _ => None,
+                };
+                h264::packetize_au(frame.data(), ps, h264::MAX_PAYLOAD)
+            }
+            IngestCodec::H265 => {
+                let ps = match params {
+                    Some([vps, sps, pps]) => Some([vps.as_ref(), sps.as_ref(), pps.as_ref()]),
+                    _ => None,
+                };
+                h265::packetize_au(frame.data(), ps, h264::MAX_PAYLOAD)
+            }
+            _ => return 0,
+        };
+        let payloads = match payloads {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(track = %self.fanout.info.id, "dropping a malformed access unit: {}", e.0);
@@ -154,27 +229,29 @@ impl LiveTrack {
         n
     }
 
-    /// Forwards one audio frame.
+    /// Forwards one audio frame from retina's depacketizer.
     pub fn audio(&mut self, frame: &AudioFrame, now: Instant) -> usize {
         let payload = match &self.plan.codec {
             IngestCodec::Aac(_) => aac::payload(frame.data()),
             IngestCodec::Pcmu | IngestCodec::Pcma => Some(Bytes::copy_from_slice(frame.data())),
-            IngestCodec::H264 => None,
+            IngestCodec::H264 | IngestCodec::H265 | IngestCodec::Opus => None,
         };
         let Some(payload) = payload else { return 0 };
-        let ts = self.timeline.timestamp(frame.timestamp().elapsed(), now);
-        self.fanout.forward(self.timeline.packet(payload, true, ts));
-        1
+        self.forward_one(payload, true, frame.timestamp().elapsed(), now)
     }
-}
 
-/// SPS and PPS of an H.264 stream's parameters.
-pub fn h264_params(p: Option<ParametersRef<'_>>) -> Option<(Bytes, Bytes)> {
-    match p {
-        Some(ParametersRef::Video(v)) => match v.codec_params() {
-            VideoParametersCodec::H264 { sps, pps } => Some((sps.clone(), pps.clone())),
-            _ => None,
-        },
-        _ => None,
+    /// Forwards one payload taken as received (an Opus packet; marker clear, as for continuous
+    /// audio), `elapsed` camera clock ticks into the session.
+    pub fn payload(&mut self, payload: Bytes, elapsed: i64, now: Instant) -> usize {
+        if self.plan.codec != IngestCodec::Opus {
+            return 0;
+        }
+        self.forward_one(payload, false, elapsed, now)
+    }
+
+    fn forward_one(&mut self, payload: Bytes, marker: bool, elapsed: i64, now: Instant) -> usize {
+        let ts = self.timeline.timestamp(elapsed, now);
+        self.fanout.forward(self.timeline.packet(payload, marker, ts));
+        1
     }
 }

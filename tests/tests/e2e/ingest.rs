@@ -1,7 +1,8 @@
 //! RTSP camera ingest against a real camera (GStreamer's RTSP server, `tests/rtsp/server.py`):
 //! a WHEP subscriber receives the camera's frames; the camera restarting is survived without
 //! the subscriber rejoining; bad sources give a clear status; permissions; restart of stored
-//! ingests with the server.
+//! ingests with the server; Opus reaches WebRTC viewers as is and live HLS as AAC; H.265 goes
+//! to live HLS and recordings only.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -19,12 +20,13 @@ const CONFIG: &str = "[testing]\nfault_injection = true\n[ingest]\nbackoff_min_m
 struct Camera {
     child: Child,
     port: u16,
-    /// Whether it serves an AAC track too (an AAC encoder is installed).
-    aac: bool,
+    /// The audio codec it serves: `aac` (when an AAC encoder is installed), `opus` or `none`.
+    audio: String,
 }
 
 impl Camera {
-    /// Starts a camera on `port` serving `/cam` (extra args: `--audio`, `--user u --password p`).
+    /// Starts a camera on `port` serving `/cam` (extra args: `--audio [aac|opus]`, `--video
+    /// h265`, `--user u --password p`).
     fn start(port: u16, extra: &[&str]) -> Camera {
         let mut child = Command::new("/usr/bin/python3")
             .arg(workspace().join("tests/rtsp/server.py"))
@@ -44,10 +46,13 @@ impl Camera {
                 }
             }
         });
-        let aac = match rx.recv_timeout(Duration::from_secs(20)) {
+        let audio = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(line) => {
                 eprintln!("camera: {line}");
-                extra.contains(&"--audio") && !line.contains("audio=none")
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix("audio="))
+                    .unwrap_or("none")
+                    .to_owned()
             }
             Err(_) => {
                 let _ = child.kill();
@@ -55,7 +60,7 @@ impl Camera {
                 panic!("the RTSP camera did not get ready on port {port}");
             }
         };
-        Camera { child, port, aac }
+        Camera { child, port, audio }
     }
 
     fn url(&self) -> String {
@@ -141,7 +146,7 @@ async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
     let tracks = cam["tracks"].as_array().expect("tracks");
     assert!(tracks.iter().all(|t| t["source"] == "ingest"), "{cam}");
     assert!(tracks.iter().any(|t| t["codec"] == "video/H264"), "{cam}");
-    if camera.aac {
+    if camera.audio == "aac" {
         // Published for HLS and recordings; WebRTC viewers skip it.
         assert!(tracks.iter().any(|t| t["codec"] == "audio/mpeg4-generic"), "{cam}");
     }
@@ -494,4 +499,209 @@ async fn a_recorded_camera_keeps_one_recording_across_a_camera_restart_and_plays
     let (probed, codecs) = tokio::task::spawn_blocking(move || probe(&url)).await.unwrap();
     assert!(codecs.contains("h264"), "{codecs}");
     assert!((probed - d).abs() < 1.5, "ffprobe {probed} s vs listed {d} s");
+}
+
+/// Decoded video frames and the first frame's keyframe flag of a finite media URL (a segment,
+/// a VOD playlist), as ffprobe counts them by decoding.
+fn decode_video(url: &str) -> (u64, bool) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "frame=key_frame",
+            "-protocol_whitelist",
+            "http,tcp,hls",
+            url,
+        ])
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    let frames = v["frames"].as_array().cloned().unwrap_or_default();
+    (frames.len() as u64, frames.first().is_some_and(|f| f["key_frame"] == 1))
+}
+
+/// Starts `gid`'s live HLS and waits (blocking reload) until two whole segments exist; returns
+/// the playlist URL and the playlist.
+async fn live_playlist(s: &Server, gid: &str, token: &str) -> (String, String) {
+    let live = format!("{}/v1/groups/{gid}/live/index.m3u8?token={token}", s.base);
+    let r = s.http().get(&live).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s.http().get(format!("{live}&_HLS_msn=1")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    (live, r.text().await.unwrap_or_default())
+}
+
+/// The codecs of the camera's published tracks, as the call lists them.
+async fn camera_codecs(s: &Server, gid: &str, participant: &str) -> Vec<String> {
+    let parts = call_participants(s, gid).await;
+    let cam = parts
+        .iter()
+        .find(|p| p["user"] == participant)
+        .unwrap_or_else(|| panic!("{parts:?}"));
+    cam["tracks"]
+        .as_array()
+        .expect("tracks")
+        .iter()
+        .filter_map(|t| t["codec"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opus_camera_reaches_webrtc_viewers_as_is_and_live_hls_as_aac() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("porch", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let camera = Camera::start(free_port(), &["--audio", "opus"]);
+    assert_eq!(camera.audio, "opus");
+    let (st, created) = create(&s, &s.admin, json!({"url": camera.url(), "groups": ["porch"]})).await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let v = wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+    let participant = format!("ingest-{id}");
+    let codecs = camera_codecs(&s, "porch", &participant).await;
+    assert!(
+        codecs.contains(&"video/H264".to_string()) && codecs.contains(&"audio/opus".to_string()),
+        "{codecs:?} / {v}"
+    );
+
+    // A WHEP viewer gets the camera's Opus packets (no transcoding) beside the H.264 frames.
+    let sub = WhepSubscriber::connect(
+        &s.base,
+        &format!("/v1/groups/porch/whep?participant={participant}"),
+        &viewer,
+    )
+    .await
+    .expect("WHEP playback of the camera");
+    assert!(sub.wait_connected(Duration::from_secs(10)).await, "subscriber connects");
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |c| c.frames >= 30
+            && c.keyframes >= 1
+            && c.audio_packets >= 50)
+            .await,
+        "video frames and Opus packets flow: {:?}",
+        sub.counts()
+    );
+    let c = sub.counts();
+    assert_eq!((c.video_tracks, c.audio_tracks), (1, 1), "{c:?}");
+    assert_eq!(c.video_mime.as_deref(), Some("video/H264"));
+    // Opus packets of a 20 ms sine are small (tens to a few hundred bytes), never empty.
+    let per_packet = c.audio_bytes / c.audio_packets.max(1);
+    assert!((3..1000).contains(&per_packet), "{c:?}");
+
+    // Live HLS carries the Opus as AAC (the segmenter's transcoding path).
+    let (live, _) = live_playlist(&s, "porch", &viewer).await;
+    let (_, codecs) = tokio::task::spawn_blocking(move || probe(&live)).await.unwrap();
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs}");
+    assert!(!codecs.contains("opus"), "{codecs}");
+
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 200);
+    sub.close().await;
+    drop(camera);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h265_camera_goes_to_live_hls_and_recordings_but_not_to_webrtc() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("dock", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let camera = Camera::start(free_port(), &["--video", "h265", "--audio"]);
+    let (st, created) = create(
+        &s,
+        &s.admin,
+        json!({"url": camera.url(), "name": "Dock", "groups": ["dock"], "record": true}),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let v = wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    assert!(
+        v["tracks"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["codec"] == "video/H265")),
+        "{v}"
+    );
+    let participant = format!("ingest-{id}");
+    let codecs = camera_codecs(&s, "dock", &participant).await;
+    assert!(codecs.contains(&"video/H265".to_string()), "{codecs:?}");
+
+    // WebRTC cannot carry H.265 (nor AAC): a viewer is offered nothing of the camera.
+    let sub = WhepSubscriber::connect(
+        &s.base,
+        &format!("/v1/groups/dock/whep?participant={participant}"),
+        &viewer,
+    )
+    .await
+    .expect("the WHEP request itself succeeds");
+    assert!(
+        sub.no_packets_within(Duration::from_secs(3)).await,
+        "{:?}",
+        sub.counts()
+    );
+    let c = sub.counts();
+    assert_eq!((c.video_tracks, c.audio_tracks), (0, 0), "{c:?}");
+
+    // Live HLS: HEVC (+ AAC) passed through; a whole segment decodes from a keyframe.
+    let (live, text) = live_playlist(&s, "dock", &viewer).await;
+    let probe_url = live.clone();
+    let (_, codecs) = tokio::task::spawn_blocking(move || probe(&probe_url)).await.unwrap();
+    assert!(codecs.contains("hevc"), "{codecs}");
+    if camera.audio == "aac" {
+        assert!(codecs.contains("aac"), "{codecs}");
+    }
+    let segment = text
+        .lines()
+        .rfind(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| format!("{}/v1/groups/dock/live/{l}", s.base))
+        .unwrap_or_else(|| panic!("a segment in {text}"));
+    let (frames, key) = tokio::task::spawn_blocking(move || decode_video(&segment))
+        .await
+        .unwrap();
+    // 1 s segments at 30 fps, cut on the camera's keyframes (every 30 frames).
+    assert!(frames >= 20 && key, "{frames} frames, first a keyframe: {key}");
+    eprintln!("live HLS segment: {frames} HEVC frames decoded");
+
+    // The recording is HEVC too, and plays.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (st, list) = s
+        .call(Method::GET, "/v1/groups/dock/recordings", Some(&viewer), None)
+        .await;
+    assert_eq!(st, 200, "{list}");
+    let rid = list["recordings"][0]["id"].as_str().expect("a recording").to_owned();
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, rec) = s
+            .call(Method::GET, &format!("/v1/recordings/{rid}"), Some(&viewer), None)
+            .await;
+        if rec["status"] == "ready" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "recording not closed: {rec}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let url = format!("{}/v1/recordings/{rid}/index.m3u8?token={viewer}", s.base);
+    let probe_url = url.clone();
+    let (_, codecs) = tokio::task::spawn_blocking(move || probe(&probe_url)).await.unwrap();
+    assert!(codecs.contains("hevc"), "{codecs}");
+    let (frames, key) = tokio::task::spawn_blocking(move || decode_video(&url)).await.unwrap();
+    assert!(frames >= 60 && key, "{frames} frames, first a keyframe: {key}");
+    eprintln!("recording: {frames} HEVC frames decoded");
+    let log = s.log();
+    assert!(!log.contains("segmenter refused"), "the muxer took every frame:\n{log}");
+
+    let (st, _) = s.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(st, 200, "the server is still up");
+    sub.close().await;
+    drop(camera);
 }
