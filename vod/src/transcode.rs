@@ -457,11 +457,30 @@ fn open_x264(w: u32, h: u32) -> Result<encoder::Video, VodError> {
     Ok(enc.open_as_with(ec, opts)?)
 }
 
-/// Encodes a JPEG poster (max 640 px wide) from one H.264 keyframe (Annex-B).
+/// Whether an Annex-B keyframe is H.265: its first NAL unit is a VPS, SPS or PPS (types 32..=34
+/// in H.265's two-byte header, with layer id 0). An H.264 keyframe starts with an SPS (0x67) or an
+/// IDR slice, never with those byte patterns (H.264 types 0/2/4 are unused or data partitions).
+fn is_h265_keyframe(keyframe: &[u8]) -> bool {
+    let start = if keyframe.starts_with(&[0, 0, 0, 1]) {
+        4
+    } else if keyframe.starts_with(&[0, 0, 1]) {
+        3
+    } else {
+        return false;
+    };
+    matches!(keyframe.get(start..start + 2), Some(&[0x40 | 0x42 | 0x44, 0x01]))
+}
+
+/// Encodes a JPEG poster (max 640 px wide) from one H.264 or H.265 keyframe (Annex-B).
 pub fn poster_jpeg(keyframe: &[u8]) -> Result<Bytes, VodError> {
     init();
     let bad = || VodError::BadMedia("the keyframe could not be decoded into a picture".into());
-    let dc = decoder::find(Id::H264).ok_or_else(|| VodError::Unsupported("no H.264 decoder".into()))?;
+    let (id, name) = if is_h265_keyframe(keyframe) {
+        (Id::HEVC, "H.265")
+    } else {
+        (Id::H264, "H.264")
+    };
+    let dc = decoder::find(id).ok_or_else(|| VodError::Unsupported(format!("no {name} decoder")))?;
     let mut dec = codec::context::Context::new_with_codec(dc).decoder().video()?;
     dec.send_packet(&Packet::copy(keyframe)).map_err(|_| bad())?;
     let _ = dec.send_eof();

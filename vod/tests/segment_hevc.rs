@@ -129,6 +129,14 @@ fn hevc_and_opus_become_playable_hevc_segments() {
     );
     frames.sort_by_key(|f| (f.pts, !f.codec.is_video()));
 
+    // A recording's poster comes from an H.265 keyframe too.
+    let key = frames
+        .iter()
+        .find(|f| f.keyframe && f.codec.is_video())
+        .expect("a keyframe");
+    let jpeg = fanfare_vod::transcode::poster_jpeg(&key.data).expect("poster from an H.265 keyframe");
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8]);
+
     let mut seg = Segmenter::new(SegmenterConfig::default());
     let mut events = Vec::new();
     for f in frames {

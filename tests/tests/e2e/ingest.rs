@@ -685,6 +685,11 @@ async fn an_h265_camera_goes_to_live_hls_and_recordings_but_not_to_webrtc() {
             .call(Method::GET, &format!("/v1/recordings/{rid}"), Some(&viewer), None)
             .await;
         if rec["status"] == "ready" {
+            // Its poster is decoded from an H.265 keyframe.
+            let poster = rec["poster_url"].as_str().expect("poster_url").to_owned();
+            let r = s.http().get(format!("{}{poster}", s.base)).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            assert_eq!(&r.bytes().await.unwrap()[..2], &[0xff, 0xd8]);
             break;
         }
         assert!(Instant::now() < deadline, "recording not closed: {rec}");
