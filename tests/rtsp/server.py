@@ -44,6 +44,13 @@ def video_pipeline(args):
             f"{source} ! x265enc tune=zerolatency key-int-max=30 speed-preset=ultrafast{bitrate} "
             "! video/x-h265,profile=main ! rtph265pay name=pay0 pt=96 config-interval=-1"
         )
+    if args.bframes > 0:
+        # B-frames: decode order differs from display order (zerolatency would turn them off).
+        return (
+            f"{source} ! x264enc bframes={args.bframes} b-adapt=false rc-lookahead=0 sync-lookahead=0 "
+            f"key-int-max=30 speed-preset=ultrafast{bitrate} "
+            "! video/x-h264,profile=main ! rtph264pay name=pay0 pt=96 config-interval=-1"
+        )
     return (
         f"{source} ! x264enc tune=zerolatency key-int-max=30 speed-preset=ultrafast{bitrate} "
         "! rtph264pay name=pay0 pt=96 config-interval=-1"
@@ -83,6 +90,7 @@ def main():
         help="add an audio track (bare --audio: AAC, if an encoder exists)",
     )
     p.add_argument("--video", choices=["h264", "h265"], default="h264")
+    p.add_argument("--bframes", type=int, default=0, help="H.264 B-frames between references (0: none)")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)

@@ -5,6 +5,7 @@
 //! from memory.
 
 pub mod auto_record;
+pub mod decode_order;
 pub mod depack;
 pub mod error;
 pub mod frame;

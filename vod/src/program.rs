@@ -19,6 +19,7 @@ use engine::room::Room;
 use engine::track::{Fanout, MediaKind, Source};
 use tokio::task::JoinHandle;
 
+use crate::decode_order::DecodeTimes;
 use crate::depack::Depacketizer;
 use crate::frame::{Frame, CLOCK_HZ};
 use crate::live::LiveBuffer;
@@ -51,7 +52,8 @@ pub struct ProgramDeps {
 }
 
 enum Cmd {
-    Frame(Frame),
+    /// A frame and its decode time.
+    Frame(Frame, i64),
     /// The source changed: close the open segment, start a new segmenter.
     Switch,
     Record(String),
@@ -228,6 +230,8 @@ async fn feed(
         last_key: Instant::now(),
         started: false,
         dropped: 0,
+        decode: DecodeTimes::default(),
+        told_reorder: false,
     };
     // The first packets may arrive as a burst (queued while this task started): place them so
     // the newest is "now", keeping audio and video in step.
@@ -268,6 +272,9 @@ struct Feed {
     last_key: Instant,
     started: bool,
     dropped: u64,
+    /// Decode times for video (B-frames reorder it).
+    decode: DecodeTimes,
+    told_reorder: bool,
 }
 
 impl Feed {
@@ -294,7 +301,21 @@ impl Feed {
             (frame.pts, at)
         });
         frame.pts = frame.pts - pts0 + at;
-        match self.worker.try_send(Cmd::Frame(frame)) {
+        if !self.is_video {
+            let dts = frame.pts;
+            return self.send(frame, dts);
+        }
+        let timed = self.decode.push(frame);
+        if self.decode.reorders() && !self.told_reorder {
+            self.told_reorder = true;
+            tracing::info!(track = %self.track.info.id, "the video has B-frames; decode times are derived");
+        }
+        timed.into_iter().all(|(frame, dts)| self.send(frame, dts))
+    }
+
+    /// Queues one timed frame for the worker; `false` once the worker is gone.
+    fn send(&mut self, frame: Frame, dts: i64) -> bool {
+        match self.worker.try_send(Cmd::Frame(frame, dts)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 self.dropped += 1;
@@ -363,7 +384,7 @@ fn work(rx: Receiver<Cmd>, deps: ProgramDeps, live: Arc<LiveBuffer>, group: Grou
     };
     while let Ok(cmd) = rx.recv() {
         match cmd {
-            Cmd::Frame(frame) => {
+            Cmd::Frame(frame, dts) => {
                 // Kept only for posters still to make: a 1080p keyframe is a few hundred kB
                 // a camera would otherwise hold for nothing.
                 if frame.keyframe && frame.codec.is_video() && sinks.values().any(|s| !s.poster_done) {
@@ -372,7 +393,7 @@ fn work(rx: Receiver<Cmd>, deps: ProgramDeps, live: Arc<LiveBuffer>, group: Grou
                     last_keyframe = None;
                 }
                 let arrived = Instant::now();
-                match segmenter.push(frame) {
+                match segmenter.push_with_dts(frame, dts) {
                     Ok(events) => {
                         for ev in &events {
                             if matches!(ev, SegmentEvent::Part { .. }) {

@@ -710,3 +710,93 @@ async fn an_h265_camera_goes_to_live_hls_and_recordings_but_not_to_webrtc() {
     sub.close().await;
     drop(camera);
 }
+
+/// The picture types (`I`, `P`, `B`) of a finite media URL's video, in display order, as
+/// ffprobe decodes them.
+fn picture_types(url: &str) -> Vec<String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "frame=pict_type",
+            "-protocol_whitelist",
+            "http,tcp,hls",
+            url,
+        ])
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
+    v["frames"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|f| f["pict_type"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_with_b_frames_keeps_every_frame_in_live_hls() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("yard", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    // Two B-frames between references: frames arrive in decode order, RTP carries display times.
+    let camera = Camera::start(free_port(), &["--bframes", "2"]);
+    let (st, created) = create(
+        &s,
+        &s.admin,
+        json!({"url": camera.url(), "name": "Yard", "groups": ["yard"]}),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+
+    // Wait for segment 3, past the first keyframes (the reordering is learnt on the first GOP).
+    let live = format!("{}/v1/groups/yard/live/index.m3u8?token={viewer}", s.base);
+    let r = s.http().get(&live).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut text = String::new();
+    for msn in 1..=4 {
+        let r = s.http().get(format!("{live}&_HLS_msn={msn}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        text = r.text().await.unwrap_or_default();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    // The newest whole segment and its EXTINF.
+    let (extinf, uri) = lines
+        .windows(2)
+        .filter_map(|w| {
+            let d = w[0]
+                .strip_prefix("#EXTINF:")?
+                .trim_end_matches(',')
+                .parse::<f64>()
+                .ok()?;
+            Some((d, w[1]))
+        })
+        .last()
+        .unwrap_or_else(|| panic!("a segment in {text}"));
+    let segment = format!("{}/v1/groups/yard/live/{uri}", s.base);
+    let types = tokio::task::spawn_blocking(move || picture_types(&segment))
+        .await
+        .unwrap();
+    let expected = (extinf * 30.0).round() as usize;
+    let b = types.iter().filter(|t| *t == "B").count();
+    // Every frame of the segment decodes (before decode times were derived, the B-frames,
+    // two thirds of them, were dropped).
+    assert!(
+        types.len() + 2 >= expected && b * 2 >= expected,
+        "{} frames ({b} B) in a {extinf} s segment, expected about {expected}: {types:?}",
+        types.len()
+    );
+    assert_eq!(types.first().map(String::as_str), Some("I"), "{types:?}");
+    let log = s.log();
+    assert!(log.contains("B-frames"), "the server noticed the reordering:\n{log}");
+    drop(camera);
+}

@@ -167,7 +167,8 @@ impl Segmenter {
         self.push_with_dts(frame, dts)
     }
 
-    /// Like [`Segmenter::push`] with an explicit decode timestamp (uploads with B-frames).
+    /// Like [`Segmenter::push`] with an explicit decode timestamp (uploads with B-frames, and
+    /// live video whose decode times [`crate::decode_order`] derived).
     pub(crate) fn push_with_dts(&mut self, frame: Frame, dts: i64) -> Result<Vec<SegmentEvent>, VodError> {
         let mut ev = Vec::new();
         match &frame.codec {
