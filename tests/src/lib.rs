@@ -286,6 +286,19 @@ impl Server {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("metric {name} not found"))
     }
+
+    /// Polls `/metrics` until `name` reads `want` (or 5 s pass) and returns the last value.
+    pub async fn metric_settles(&self, name: &str, want: f64) -> f64 {
+        let mut v = self.metric(name).await;
+        for _ in 0..100 {
+            if v == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            v = self.metric(name).await;
+        }
+        v
+    }
 }
 
 impl Drop for Server {
@@ -303,6 +316,18 @@ pub struct Ws {
 }
 
 impl Ws {
+    /// The next message carrying `req` (a reply), skipping events; panics after `wait`.
+    pub async fn reply(&mut self, req: &str, wait: Duration) -> Value {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self.next(left).await.unwrap_or_else(|| panic!("no reply to {req}"));
+            if msg["req"] == req {
+                return msg;
+            }
+        }
+    }
+
     /// Sends a JSON message.
     pub async fn send(&mut self, v: Value) {
         self.stream

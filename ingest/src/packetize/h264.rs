@@ -4,7 +4,7 @@
 //! IDR; in-band parameter sets and access unit delimiters are dropped. The caller sets the
 //! marker on the last payload of the access unit.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 /// Largest RTP payload written (fits a 1280-byte path MTU after SRTP and headers).
 pub const MAX_PAYLOAD: usize = 1200;
@@ -77,25 +77,12 @@ fn fragment(nal: &[u8], max_payload: usize, out: &mut Vec<Bytes>) {
         out.push(Bytes::copy_from_slice(nal));
         return;
     }
-    let header = nal[0];
+    let Some((&header, body)) = nal.split_first() else {
+        return;
+    };
+    // The FU indicator keeps F and NRI; its type says FU-A.
     let indicator = (header & 0xe0) | NAL_FU_A;
-    let body = &nal[1..];
-    let chunk = max_payload.saturating_sub(2).max(1);
-    let count = body.len().div_ceil(chunk);
-    for (i, part) in body.chunks(chunk).enumerate() {
-        let mut fu_header = header & 0x1f;
-        if i == 0 {
-            fu_header |= 0x80;
-        }
-        if i + 1 == count {
-            fu_header |= 0x40;
-        }
-        let mut b = BytesMut::with_capacity(part.len() + 2);
-        b.put_u8(indicator);
-        b.put_u8(fu_header);
-        b.put_slice(part);
-        out.push(b.freeze());
-    }
+    super::fragment_units(&[indicator], header & 0x1f, body, max_payload, out);
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! picture (NAL types 16..=21); in-band parameter sets and access unit delimiters are dropped.
 //! The caller sets the marker on the last payload of the access unit.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::h264::{split_avcc, MalformedAu};
 
@@ -69,23 +69,7 @@ fn fragment(nal: &[u8], max_payload: usize, out: &mut Vec<Bytes>) {
     };
     // The payload header keeps F, LayerId and TID; its type says "fragmentation unit".
     let header = [(h0 & 0x81) | (NAL_FU << 1), h1];
-    let ty = (h0 >> 1) & 0x3f;
-    let chunk = max_payload.saturating_sub(3).max(1);
-    let count = body.len().div_ceil(chunk);
-    for (i, part) in body.chunks(chunk).enumerate() {
-        let mut fu_header = ty;
-        if i == 0 {
-            fu_header |= 0x80;
-        }
-        if i + 1 == count {
-            fu_header |= 0x40;
-        }
-        let mut b = BytesMut::with_capacity(part.len() + 3);
-        b.put_slice(&header);
-        b.put_u8(fu_header);
-        b.put_slice(part);
-        out.push(b.freeze());
-    }
+    super::fragment_units(&header, (h0 >> 1) & 0x3f, body, max_payload, out);
 }
 
 #[cfg(test)]

@@ -94,6 +94,28 @@ impl RtpTimeline {
     }
 }
 
+/// Splits a NAL unit's `body` (its header removed) into fragmentation units, H.264 FU-A or
+/// H.265 FU: each payload is `header` (the FU indicator or payload header), an FU header
+/// (start and end bits over `nal_type`), then a slice of the body, `max_payload` bytes in all.
+fn fragment_units(header: &[u8], nal_type: u8, body: &[u8], max_payload: usize, out: &mut Vec<Bytes>) {
+    let chunk = max_payload.saturating_sub(header.len() + 1).max(1);
+    let count = body.len().div_ceil(chunk);
+    for (i, part) in body.chunks(chunk).enumerate() {
+        let mut fu_header = nal_type;
+        if i == 0 {
+            fu_header |= 0x80;
+        }
+        if i + 1 == count {
+            fu_header |= 0x40;
+        }
+        let mut b = bytes::BytesMut::with_capacity(header.len() + 1 + part.len());
+        b.extend_from_slice(header);
+        b.extend_from_slice(&[fu_header]);
+        b.extend_from_slice(part);
+        out.push(b.freeze());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

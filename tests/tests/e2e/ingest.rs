@@ -501,14 +501,14 @@ async fn a_recorded_camera_keeps_one_recording_across_a_camera_restart_and_plays
     assert!((probed - d).abs() < 1.5, "ffprobe {probed} s vs listed {d} s");
 }
 
-/// Decoded video frames and the first frame's keyframe flag of a finite media URL (a segment,
-/// a VOD playlist), as ffprobe counts them by decoding.
-fn decode_video(url: &str) -> (u64, bool) {
+/// The video frames of a finite media URL (a segment, a VOD playlist) as ffprobe decodes them,
+/// each with the frame `entries` asked for (e.g. `key_frame`, `pict_type`).
+fn probe_frames(url: &str, entries: &str) -> Vec<Value> {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-of", "json", "-select_streams", "v:0"])
         .args([
             "-show_entries",
-            "frame=key_frame",
+            &format!("frame={entries}"),
             "-protocol_whitelist",
             "http,tcp,hls",
             url,
@@ -521,7 +521,12 @@ fn decode_video(url: &str) -> (u64, bool) {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
-    let frames = v["frames"].as_array().cloned().unwrap_or_default();
+    v["frames"].as_array().cloned().unwrap_or_default()
+}
+
+/// Decoded video frames and the first frame's keyframe flag of a finite media URL.
+fn decode_video(url: &str) -> (u64, bool) {
+    let frames = probe_frames(url, "key_frame");
     (frames.len() as u64, frames.first().is_some_and(|f| f["key_frame"] == 1))
 }
 
@@ -711,34 +716,12 @@ async fn an_h265_camera_goes_to_live_hls_and_recordings_but_not_to_webrtc() {
     drop(camera);
 }
 
-/// The picture types (`I`, `P`, `B`) of a finite media URL's video, in display order, as
-/// ffprobe decodes them.
+/// The picture types (`I`, `P`, `B`) of a finite media URL's video, in display order.
 fn picture_types(url: &str) -> Vec<String> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-of", "json", "-select_streams", "v:0"])
-        .args([
-            "-show_entries",
-            "frame=pict_type",
-            "-protocol_whitelist",
-            "http,tcp,hls",
-            url,
-        ])
-        .output()
-        .expect("ffprobe runs");
-    assert!(
-        out.status.success(),
-        "ffprobe {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe JSON");
-    v["frames"]
-        .as_array()
-        .map(|f| {
-            f.iter()
-                .filter_map(|f| f["pict_type"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+    probe_frames(url, "pict_type")
+        .iter()
+        .filter_map(|f| f["pict_type"].as_str().map(str::to_owned))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -772,7 +755,8 @@ async fn a_camera_with_b_frames_keeps_every_frame_in_live_hls() {
     // The newest whole segment and its EXTINF.
     let (extinf, uri) = lines
         .windows(2)
-        .filter_map(|w| {
+        .rev()
+        .find_map(|w| {
             let d = w[0]
                 .strip_prefix("#EXTINF:")?
                 .trim_end_matches(',')
@@ -780,7 +764,6 @@ async fn a_camera_with_b_frames_keeps_every_frame_in_live_hls() {
                 .ok()?;
             Some((d, w[1]))
         })
-        .last()
         .unwrap_or_else(|| panic!("a segment in {text}"));
     let segment = format!("{}/v1/groups/yard/live/{uri}", s.base);
     let types = tokio::task::spawn_blocking(move || picture_types(&segment))

@@ -13,25 +13,13 @@ use fanfare_tests::rtc_client::{
 use fanfare_tests::{Server, Ws};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use serde_json::{json, Value};
+use serde_json::json;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::rtp_transceiver::RtpSender;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// The next message carrying `req` (replies), skipping events.
-async fn reply(ws: &mut Ws, req: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = ws.next(left).await.unwrap_or_else(|| panic!("no reply to {req}"));
-        if msg["req"] == req {
-            return msg;
-        }
-    }
-}
 
 /// Adds a sendonly track and returns its sender.
 async fn add_sending(peer: &LoopbackPeer, track: Arc<TrackLocalStaticRTP>) -> Arc<dyn RtpSender> {
@@ -124,7 +112,7 @@ async fn renegotiate(ws: &mut Ws, peer: &LoopbackPeer, sid: &str, req: &str) {
     let offer = peer.create_offer(WAIT).await.expect("offer");
     ws.send(json!({"type": "renegotiate", "session": sid, "sdp": offer, "req": req}))
         .await;
-    let answer = reply(ws, req).await;
+    let answer = ws.reply(req, WAIT).await;
     assert_eq!(answer["type"], "answer", "{answer}");
     assert_eq!(answer["session"], sid);
     peer.accept_answer(answer["sdp"].as_str().unwrap().to_string())
@@ -169,7 +157,7 @@ async fn socket_playback_follows_tracks_added_and_removed_by_renegotiation() {
     alice
         .send(json!({"type": "publish", "groups": ["reneg"], "sdp": offer, "req": "p1"}))
         .await;
-    let answer = reply(&mut alice, "p1").await;
+    let answer = alice.reply("p1", WAIT).await;
     assert_eq!(answer["type"], "answer", "{answer}");
     let pub_sid = answer["session"].as_str().unwrap().to_string();
     publisher
@@ -230,7 +218,7 @@ async fn socket_playback_follows_tracks_added_and_removed_by_renegotiation() {
     let offer = viewer.create_offer(WAIT).await.expect("offer");
     bob.send(json!({"type": "subscribe", "group": "reneg", "participant": "alice", "sdp": offer, "req": "s1"}))
         .await;
-    let answer = reply(&mut bob, "s1").await;
+    let answer = bob.reply("s1", WAIT).await;
     assert_eq!(answer["type"], "answer", "{answer}");
     let view_sid = answer["session"].as_str().unwrap().to_string();
     viewer
@@ -254,11 +242,11 @@ async fn socket_playback_follows_tracks_added_and_removed_by_renegotiation() {
     // Bad input on the socket: each answered with the JSON error shape, nothing breaks.
     bob.send(json!({"type": "answer", "session": view_sid, "sdp": "v=0", "req": "a0"}))
         .await;
-    let err = reply(&mut bob, "a0").await;
+    let err = bob.reply("a0", WAIT).await;
     assert_eq!(err["type"], "error", "answer without an offer: {err}");
     bob.send(json!({"type": "answer", "session": "nope", "sdp": "v=0", "req": "a1"}))
         .await;
-    let err = reply(&mut bob, "a1").await;
+    let err = bob.reply("a1", WAIT).await;
     assert_eq!(
         (err["type"].as_str(), err["code"].as_str()),
         (Some("error"), Some("not_found")),
@@ -267,20 +255,20 @@ async fn socket_playback_follows_tracks_added_and_removed_by_renegotiation() {
     alice
         .send(json!({"type": "renegotiate", "session": "nope", "sdp": "v=0", "req": "r0"}))
         .await;
-    let err = reply(&mut alice, "r0").await;
+    let err = alice.reply("r0", WAIT).await;
     assert_eq!(err["code"], "not_found", "{err}");
     alice
         .send(json!({"type": "renegotiate", "session": pub_sid, "sdp": "hello", "req": "r1"}))
         .await;
-    let err = reply(&mut alice, "r1").await;
+    let err = alice.reply("r1", WAIT).await;
     assert_eq!(err["code"], "invalid_sdp", "{err}");
     // Bob cannot renegotiate Alice's session, nor his playback from his side.
     bob.send(json!({"type": "renegotiate", "session": pub_sid, "sdp": "hello", "req": "r2"}))
         .await;
-    assert_eq!(reply(&mut bob, "r2").await["code"], "not_found");
+    assert_eq!(bob.reply("r2", WAIT).await["code"], "not_found");
     bob.send(json!({"type": "renegotiate", "session": view_sid, "sdp": "hello", "req": "r3"}))
         .await;
-    assert_eq!(reply(&mut bob, "r3").await["type"], "error");
+    assert_eq!(bob.reply("r3", WAIT).await["type"], "error");
 
     // Alice adds a screen share to the same session.
     let screen = local_track(&stream, "screen", RtpCodecKind::Video, screen_ssrc, h264_codec());
@@ -333,13 +321,13 @@ async fn socket_playback_follows_tracks_added_and_removed_by_renegotiation() {
     // The offer was answered; a second answer has nothing to answer.
     bob.send(json!({"type": "answer", "session": view_sid, "sdp": "v=0", "req": "a2"}))
         .await;
-    assert_eq!(reply(&mut bob, "a2").await["type"], "error");
+    assert_eq!(bob.reply("a2", WAIT).await["type"], "error");
 
     // Layer pins over the socket: a single-layer camera accepts a pin (it stays automatic
     // for lack of layers); a bad rid, an unknown track and a publish session are refused.
     bob.send(json!({"type": "set_layer", "session": view_sid, "rid": "q", "req": "l1"}))
         .await;
-    let set = reply(&mut bob, "l1").await;
+    let set = bob.reply("l1", WAIT).await;
     assert_eq!(
         (set["type"].as_str(), set["rid"].as_str()),
         (Some("layer_set"), Some("q")),
@@ -360,7 +348,7 @@ async fn socket_playback_follows_tracks_added_and_removed_by_renegotiation() {
         ),
     ] {
         bob.send(msg).await;
-        let err = reply(&mut bob, req).await;
+        let err = bob.reply(req, WAIT).await;
         assert_eq!(err["type"], "error", "{req}: {err}");
     }
     assert!(frames_of(&frames, &camera_id) > 0);

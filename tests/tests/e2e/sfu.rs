@@ -11,19 +11,6 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Polls `/metrics` until `name` reads `want` (or 5 s pass) and returns the last value.
-async fn metric_settles(s: &Server, name: &str, want: f64) -> f64 {
-    let mut v = s.metric(name).await;
-    for _ in 0..100 {
-        if v == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        v = s.metric(name).await;
-    }
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publish_fans_out_to_several_groups_each_with_its_own_permissions() {
     let s = Server::start().await;
@@ -82,7 +69,7 @@ async fn one_publish_fans_out_to_several_groups_each_with_its_own_permissions() 
     // Per-track and per-room metrics.
     assert!(s.metric("fanfare_track_packets_in").await > 0.0);
     assert!(s.metric("fanfare_track_packets_out").await > 0.0);
-    assert_eq!(metric_settles(&s, "fanfare_room_viewers{group=\"ga\"}", 1.0).await, 1.0);
+    assert_eq!(s.metric_settles("fanfare_room_viewers{group=\"ga\"}", 1.0).await, 1.0);
     assert!(s.metric("fanfare_room_tracks{group=\"gb\"}").await >= 1.0);
     assert!(s.metric("fanfare_nacks_received_total").await >= 0.0);
 
@@ -153,15 +140,12 @@ async fn one_publish_fans_out_to_several_groups_each_with_its_own_permissions() 
     viewer_b.stop().await.ok();
     // Nothing left behind: sessions, tracks, legs, rooms.
     assert_eq!(
-        metric_settles(&s, "fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
+        s.metric_settles("fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
         0.0
     );
-    assert_eq!(
-        metric_settles(&s, "fanfare_rtc_sessions{kind=\"view\"}", 0.0).await,
-        0.0
-    );
-    assert_eq!(metric_settles(&s, "fanfare_subscriber_legs", 0.0).await, 0.0);
-    assert_eq!(metric_settles(&s, "fanfare_rooms", 0.0).await, 0.0);
+    assert_eq!(s.metric_settles("fanfare_rtc_sessions{kind=\"view\"}", 0.0).await, 0.0);
+    assert_eq!(s.metric_settles("fanfare_subscriber_legs", 0.0).await, 0.0);
+    assert_eq!(s.metric_settles("fanfare_rooms", 0.0).await, 0.0);
     assert!(s.metric("fanfare_rtp_packets_out_total").await > 0.0);
 }
 
@@ -241,7 +225,7 @@ async fn classroom_teacher_grants_then_revokes_publishing() {
         "{call}"
     );
     assert_eq!(
-        metric_settles(&s, "fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
+        s.metric_settles("fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
         0.0,
         "the publish session ended"
     );
@@ -353,14 +337,11 @@ a=rtpmap:96 H264/90000\r\na=sendonly\r\n"
     assert_eq!(st, 404, "nobody is in the call");
     // Failed negotiations leave nothing behind, and the server still serves.
     assert_eq!(
-        metric_settles(&s, "fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
+        s.metric_settles("fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
         0.0
     );
-    assert_eq!(
-        metric_settles(&s, "fanfare_rtc_sessions{kind=\"view\"}", 0.0).await,
-        0.0
-    );
-    assert_eq!(metric_settles(&s, "fanfare_rooms", 0.0).await, 0.0);
+    assert_eq!(s.metric_settles("fanfare_rtc_sessions{kind=\"view\"}", 0.0).await, 0.0);
+    assert_eq!(s.metric_settles("fanfare_rooms", 0.0).await, 0.0);
     let (st, _) = s.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(st, 200);
 }
@@ -455,12 +436,9 @@ async fn publish_and_play_over_the_realtime_socket() {
     assert!(viewer.no_packets_within(Duration::from_secs(1)).await);
     // Sessions started on a socket end with it.
     drop(bob);
+    assert_eq!(s.metric_settles("fanfare_rtc_sessions{kind=\"view\"}", 0.0).await, 0.0);
     assert_eq!(
-        metric_settles(&s, "fanfare_rtc_sessions{kind=\"view\"}", 0.0).await,
-        0.0
-    );
-    assert_eq!(
-        metric_settles(&s, "fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
+        s.metric_settles("fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
         0.0
     );
     publisher.close().await;
@@ -552,13 +530,10 @@ async fn moderators_mute_and_remove_call_participants() {
         .await;
     assert_eq!(call["participants"], json!([]));
     assert_eq!(
-        metric_settles(&s, "fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
+        s.metric_settles("fanfare_rtc_sessions{kind=\"publish\"}", 0.0).await,
         0.0
     );
-    assert_eq!(
-        metric_settles(&s, "fanfare_rtc_sessions{kind=\"view\"}", 0.0).await,
-        0.0
-    );
+    assert_eq!(s.metric_settles("fanfare_rtc_sessions{kind=\"view\"}", 0.0).await, 0.0);
     let (st, _) = s
         .call(
             Method::DELETE,
@@ -603,17 +578,14 @@ async fn viewers_joining_and_leaving_leave_nothing_behind() {
     for _ in 0..10 {
         cycle().await;
     }
-    let settled = metric_settles(&s, "fanfare_rtc_sessions{kind=\"view\"}", 0.0).await;
+    let settled = s.metric_settles("fanfare_rtc_sessions{kind=\"view\"}", 0.0).await;
     assert_eq!(settled, 0.0);
     let before = rss_kb(s.pid());
     for _ in 0..40 {
         cycle().await;
     }
-    assert_eq!(
-        metric_settles(&s, "fanfare_rtc_sessions{kind=\"view\"}", 0.0).await,
-        0.0
-    );
-    assert_eq!(metric_settles(&s, "fanfare_subscriber_legs", 0.0).await, 0.0);
+    assert_eq!(s.metric_settles("fanfare_rtc_sessions{kind=\"view\"}", 0.0).await, 0.0);
+    assert_eq!(s.metric_settles("fanfare_subscriber_legs", 0.0).await, 0.0);
     let after = rss_kb(s.pid());
     assert!(
         after < before + 4096,
@@ -622,7 +594,7 @@ async fn viewers_joining_and_leaving_leave_nothing_behind() {
     assert_eq!(s.metric("fanfare_rtc_sessions{kind=\"publish\"}").await, 1.0);
     publisher.stop().await.expect("DELETE the publish");
     assert_eq!(
-        metric_settles(&s, "fanfare_tracks", 0.0).await,
+        s.metric_settles("fanfare_tracks", 0.0).await,
         0.0,
         "the publisher's tracks are released"
     );

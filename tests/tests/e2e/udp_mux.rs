@@ -3,7 +3,7 @@
 //! with ICE-lite), and closed connections leave nothing registered on it.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fanfare_tests::h264::{self, Packetizer};
 use fanfare_tests::rtc_client::{
@@ -140,19 +140,6 @@ fn udp_ports_of(pid: u32) -> Vec<u16> {
     ports
 }
 
-/// Polls `/metrics` until `name` reads `want` (or 5 s pass) and returns the last value.
-async fn metric_settles(s: &Server, name: &str, want: f64) -> f64 {
-    let mut v = s.metric(name).await;
-    for _ in 0..100 {
-        if v == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        v = s.metric(name).await;
-    }
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_udp_port_serves_a_publisher_and_its_subscribers() {
     let (s, port) = mux_server("").await;
@@ -192,11 +179,11 @@ async fn one_udp_port_serves_a_publisher_and_its_subscribers() {
     for v in &viewers {
         v.close().await;
     }
-    assert_eq!(metric_settles(&s, "fanfare_rtc_mux_peers", 1.0).await, 1.0);
+    assert_eq!(s.metric_settles("fanfare_rtc_mux_peers", 1.0).await, 1.0);
     x.delete(&s, &answers[0].location).await;
     publisher.close().await;
     assert_eq!(
-        metric_settles(&s, "fanfare_rtc_mux_peers", 0.0).await,
+        s.metric_settles("fanfare_rtc_mux_peers", 0.0).await,
         0.0,
         "closed connections leave the shared port"
     );
@@ -222,30 +209,15 @@ async fn ice_lite_works_on_the_shared_port_and_viewers_come_and_go() {
         x.delete(&s, &answer.location).await;
         v.close().await;
     }
-    assert_eq!(metric_settles(&s, "fanfare_rtc_mux_peers", 1.0).await, 1.0);
-    assert_eq!(
-        metric_settles(&s, "fanfare_rtc_sessions{kind=\"view\"}", 0.0).await,
-        0.0
-    );
+    assert_eq!(s.metric_settles("fanfare_rtc_mux_peers", 1.0).await, 1.0);
+    assert_eq!(s.metric_settles("fanfare_rtc_sessions{kind=\"view\"}", 0.0).await, 0.0);
     publisher.close().await;
-}
-
-/// The next message carrying `req` on `ws` (skipping events).
-async fn reply(ws: &mut Ws, req: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = ws.next(left).await.unwrap_or_else(|| panic!("no reply to {req}"));
-        if msg["req"] == req {
-            return msg;
-        }
-    }
 }
 
 /// Sends `offer` as `msg` on `ws` and returns the answer SDP (and the session, for a publish).
 async fn offer_on_socket(ws: &mut Ws, msg: Value, req: &str) -> (String, String) {
     ws.send(msg).await;
-    let answer = reply(ws, req).await;
+    let answer = ws.reply(req, WAIT).await;
     assert_eq!(answer["type"], "answer", "{answer}");
     let sdp = answer["sdp"].as_str().expect("answer SDP").to_owned();
     (sdp, answer["session"].as_str().unwrap_or_default().to_owned())
