@@ -402,6 +402,9 @@ async fn cli_tokens_are_accepted_by_the_running_server() {
     }
 }
 
+/// One bad configuration: what it is, the config file, the environment, the key the error names.
+type ConfigCase<'a> = (&'a str, String, &'a [(&'a str, &'a OsStr)], &'a str);
+
 #[test]
 fn config_mistakes_stop_the_server_naming_the_key() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -409,7 +412,7 @@ fn config_mistakes_stop_the_server_naming_the_key() {
     let a_file = dir.path().join("a-file");
     std::fs::write(&a_file, b"not a directory").expect("write file");
     let listen_env = ("FANFARE_LISTEN", OsStr::new("127.0.0.1:0"));
-    let cases: [(&str, String, &[(&str, &OsStr)], &str); 4] = [
+    let cases: [ConfigCase; 4] = [
         (
             "unknown key",
             format!("data_dir = {:?}\nbogus = 1\n", data),
