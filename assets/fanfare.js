@@ -18,6 +18,24 @@ const REQUEST_TIMEOUT_MS = 15_000;
 const PING_EVERY_MS = 20_000;
 
 /** An error from the server or the library, with a sentence fit to show a person. */
+/** Bitrate ceilings of the lower simulcast layers, kbit/s (the full layer gets the member's cap). */
+const LAYER_KBPS = { q: 150, h: 500 };
+
+/**
+ * The simulcast layers a camera track is sent as (RIDs q/h/f = quarter, half, full size, as the
+ * server's layer choice expects), or null for a picture too small to split: 720p and up gets
+ * three, 360p and up two.
+ */
+function simulcastLayers(track) {
+  const height = track.getSettings?.().height || 0;
+  const full = { rid: "f", scaleResolutionDownBy: 1 };
+  const half = { rid: "h", scaleResolutionDownBy: 2, maxBitrate: LAYER_KBPS.h * 1000 };
+  const quarter = { rid: "q", scaleResolutionDownBy: 4, maxBitrate: LAYER_KBPS.q * 1000 };
+  if (height >= 720) return [quarter, half, full];
+  if (height >= 360) return [half, full];
+  return null;
+}
+
 /** Width and height of each `max_resolution`. */
 const RESOLUTIONS = { vga: [640, 480], hd: [1280, 720], fhd: [1920, 1080], "4k": [3840, 2160] };
 
@@ -533,7 +551,11 @@ export class Fanfare {
         }
         const params = sender.getParameters();
         if (kbps && params.encodings && params.encodings.length) {
-          for (const e of params.encodings) e.maxBitrate = kbps * 1000;
+          // Each simulcast layer keeps its own ceiling; none goes above the cap.
+          for (const e of params.encodings) {
+            const layer = LAYER_KBPS[e.rid];
+            e.maxBitrate = Math.min(layer || kbps, kbps) * 1000;
+          }
           await sender.setParameters(params).catch(() => {});
         }
       }
@@ -543,7 +565,10 @@ export class Fanfare {
   async _publishStream(kind, stream) {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
     for (const track of stream.getTracks()) {
-      pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+      const init = { direction: "sendonly", streams: [stream] };
+      const layers = kind === "camera" && track.kind === "video" ? simulcastLayers(track) : null;
+      if (layers) init.sendEncodings = layers;
+      pc.addTransceiver(track, init);
       track.addEventListener("ended", () => {
         if (this._pubs.get(kind)?.stream === stream) this.unpublish(kind);
       });

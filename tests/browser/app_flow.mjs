@@ -147,6 +147,19 @@ async function main() {
   await bob.click("#join-call");
   result.steps.aliceSeesBob = await seesVideo(alice, "alice", "bob");
   result.steps.bobSeesAlice = await seesVideo(bob, "bob", "alice");
+  // The web app publishes the camera as simulcast layers: the call view lists them.
+  const aliceToken = await alice.evaluate(() => localStorage.getItem("fanfare.token"));
+  let cameraLayers = [];
+  for (let i = 0; i < 20 && cameraLayers.length < 2; i++) {
+    const call = await (await fetch(`${base}/v1/groups/${group}/call`, {
+      headers: { Authorization: `Bearer ${aliceToken}` },
+    })).json();
+    const me = (call.participants || []).find((p) => p.user === "alice");
+    const camera = (me?.tracks || []).find((t) => t.kind === "video" && t.source !== "screen");
+    cameraLayers = camera?.layer_info || [];
+    if (cameraLayers.length < 2) await new Promise((r) => setTimeout(r, 500));
+  }
+  result.steps.aliceCameraLayers = cameraLayers;
 
   // A call recording runs while the rest happens (if the server records).
   let recording = null;
