@@ -404,7 +404,10 @@ impl LiveBuffer {
         let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", s.dropped_discontinuities);
         let with_parts_from = s.segments.len().saturating_sub(PARTS_FOR_LAST);
         for (i, g) in s.segments.iter().enumerate() {
-            if g.discontinuity && i > 0 {
+            // Also before the first listed segment: its discontinuity is only counted in
+            // EXT-X-DISCONTINUITY-SEQUENCE once it leaves the window, and until then players must
+            // see the same discontinuity count for it on every reload.
+            if g.discontinuity {
                 let _ = writeln!(out, "#EXT-X-DISCONTINUITY");
             }
             if i >= with_parts_from {
@@ -563,6 +566,36 @@ mod tests {
         assert!(playlist.contains("URI=\"5.1.ts?t=1\""), "{playlist}");
         drop(live);
         assert!(!dir.exists());
+    }
+
+    /// The discontinuity count (hls.js's `cc`) of each listed segment, as a player computes it.
+    fn discontinuity_counts(playlist: &str) -> Vec<(u64, u64)> {
+        let mut cc = 0;
+        let mut out = Vec::new();
+        for line in playlist.lines() {
+            if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+                cc = v.parse().unwrap();
+            } else if line == "#EXT-X-DISCONTINUITY" {
+                cc += 1;
+            } else if let Some(seq) = line.split_once(".ts?").and_then(|(n, _)| n.parse::<u64>().ok()) {
+                out.push((seq, cc));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_segment_keeps_its_discontinuity_count_as_the_window_moves() {
+        let live = LiveBuffer::new(Duration::from_secs(2), Duration::from_millis(200), None);
+        push_segment(&live, 0);
+        live.mark_discontinuity();
+        for seq in 1..6 {
+            push_segment(&live, seq);
+            let playlist = live.playlist(None, None, "t=1").await.unwrap();
+            for (seg, cc) in discontinuity_counts(&playlist) {
+                assert_eq!(cc, u64::from(seg >= 1), "segment {seg} in\n{playlist}");
+            }
+        }
     }
 
     #[tokio::test]
