@@ -1,14 +1,16 @@
 //! A group's *program*: the one publisher whose camera (or screen) and microphone become the
 //! group's live HLS and call recordings. The [`Program`] actor watches the room's publications,
 //! picks the source (a moderator's choice, else the first publisher; or one fixed participant,
-//! for an ingest's own recording), taps its tracks, and feeds a blocking worker thread that
-//! depacketizes nothing itself: tap tasks turn RTP into frames, the worker segments them and
-//! hands segments to the live window and to each recording's storage.
+//! for an ingest's own recording), and taps its tracks. Tap tasks turn RTP into frames and
+//! segment them in place (the [`Cutter`], shared by a program's tap tasks and its actor, so no
+//! thread is woken per frame); parts and segments go to the live window, and finished segments
+//! to a per-program recorder thread that spools them (with posters) for each recording.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture};
@@ -24,11 +26,9 @@ use crate::depack::Depacketizer;
 use crate::frame::{Frame, CLOCK_HZ};
 use crate::live::LiveBuffer;
 use crate::recordings::{self, SegmentRow};
-use crate::segment::{SegmentEvent, Segmenter, SegmenterConfig};
+use crate::segment::{Segment, SegmentEvent, Segmenter, SegmenterConfig};
 use crate::storage::SegmentStore;
 
-/// Frames queued for the worker before newer ones are dropped.
-const WORKER_QUEUE: usize = 2048;
 /// Packets a tap holds before the track drops them for it.
 const TAP_QUEUE: usize = 4096;
 
@@ -39,7 +39,7 @@ pub struct ProgramKey {
     pub participant: Option<UserId>,
 }
 
-/// What the worker and the actor share.
+/// What the program's parts share.
 #[derive(Clone)]
 pub struct ProgramDeps {
     pub registry: Addr<Registry>,
@@ -51,14 +51,112 @@ pub struct ProgramDeps {
     pub metrics: crate::metrics::VodMetrics,
 }
 
-enum Cmd {
-    /// A frame and its decode time.
-    Frame(Frame, i64),
-    /// The source changed: close the open segment, start a new segmenter.
+/// What the recorder thread is told, in order.
+enum ToRecorder {
+    /// A finished segment, with the keyframe posters are made from while any is wanted.
+    Segment(Segment, Option<bytes::Bytes>),
+    /// The source changed: the next segment of every recording follows a gap.
     Switch,
     Record(String),
     /// Stop feeding a recording; the reply comes once its last segment is spooled.
     StopRecording(String, tokio::sync::oneshot::Sender<()>),
+}
+
+/// The segmenting half of a program: frames in (from the tap tasks, inline), parts and segments
+/// out to the live window, finished segments on to the recorder thread.
+struct Cutter {
+    segmenter: Segmenter,
+    /// Segment numbers continue across segmenters (source switches).
+    seq_base: u64,
+    produced: u64,
+    errors: u64,
+    /// When the previous frame arrived: a part is complete (servable) when the frame after its
+    /// last one arrives, so its delay is measured from the previous frame.
+    previous_frame: Instant,
+    /// The latest keyframe, kept only while a recording still wants a poster (a 1080p keyframe is
+    /// a few hundred kB a camera would otherwise hold for nothing).
+    last_keyframe: Option<bytes::Bytes>,
+    posters_wanted: Arc<AtomicUsize>,
+    live: Arc<LiveBuffer>,
+    recorder: Sender<ToRecorder>,
+    deps: ProgramDeps,
+    group: GroupId,
+}
+
+impl Cutter {
+    /// Segments one frame.
+    fn frame(&mut self, frame: Frame, dts: i64) {
+        if self.posters_wanted.load(Ordering::Relaxed) == 0 {
+            self.last_keyframe = None;
+        } else if frame.keyframe && frame.codec.is_video() {
+            self.last_keyframe = Some(frame.data.clone());
+        }
+        let arrived = Instant::now();
+        match self.segmenter.push_with_dts(frame, dts) {
+            Ok(events) => {
+                for ev in &events {
+                    if matches!(ev, SegmentEvent::Part { .. }) {
+                        let delay = self.previous_frame.elapsed().as_secs_f64();
+                        self.deps.metrics.part_delay.observe(delay);
+                    }
+                }
+                self.previous_frame = arrived;
+                self.emit(events);
+            }
+            Err(e) => {
+                self.errors += 1;
+                if self.errors.is_power_of_two() {
+                    tracing::warn!(group = %self.group, errors = self.errors, "segmenter refused a frame: {e}");
+                }
+            }
+        }
+    }
+
+    /// Closes the open segment (a source switch or a recording's end) and starts a new
+    /// segmenter: the next segment begins at the next keyframe.
+    fn close(&mut self) {
+        if let Ok(events) = self.segmenter.finish() {
+            self.emit(events);
+        }
+        self.seq_base += self.produced;
+        self.produced = 0;
+        self.segmenter = Segmenter::new(self.deps.segmenting);
+    }
+
+    /// Numbers the segmenter's output on the program's sequence and hands it on.
+    fn emit(&mut self, events: Vec<SegmentEvent>) {
+        for ev in events {
+            let ev = match ev {
+                SegmentEvent::Part {
+                    segment,
+                    index,
+                    duration,
+                    independent,
+                    data,
+                } => SegmentEvent::Part {
+                    segment: segment + self.seq_base,
+                    index,
+                    duration,
+                    independent,
+                    data,
+                },
+                SegmentEvent::Segment(mut seg) => {
+                    self.deps.metrics.segments.inc();
+                    seg.seq += self.seq_base;
+                    self.produced = seg.seq + 1 - self.seq_base;
+                    self.live.push(&SegmentEvent::Segment(seg.clone()));
+                    let _ = self.recorder.send(ToRecorder::Segment(seg, self.last_keyframe.clone()));
+                    continue;
+                }
+            };
+            self.live.push(&ev);
+        }
+    }
+}
+
+/// Locks the cutter (a panic elsewhere left it usable).
+fn lock(cutter: &Mutex<Cutter>) -> MutexGuard<'_, Cutter> {
+    cutter.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Starts recording `rid` from this program.
@@ -88,8 +186,10 @@ pub struct Program {
     deps: ProgramDeps,
     live: Arc<LiveBuffer>,
     room: Option<Addr<Room>>,
-    worker: SyncSender<Cmd>,
-    worker_rx: Option<Receiver<Cmd>>,
+    cutter: Arc<Mutex<Cutter>>,
+    recorder: Sender<ToRecorder>,
+    recorder_rx: Option<Receiver<ToRecorder>>,
+    posters_wanted: Arc<AtomicUsize>,
     pinned: Option<UserId>,
     /// Track ids of the current source (video, audio).
     current: (Option<String>, Option<String>),
@@ -114,15 +214,31 @@ impl Program {
         live: Arc<LiveBuffer>,
         on_stop: Box<dyn FnOnce() + Send>,
     ) -> Program {
-        let (tx, rx) = sync_channel(WORKER_QUEUE);
+        let (tx, rx) = channel();
+        let posters_wanted = Arc::new(AtomicUsize::new(0));
+        let cutter = Cutter {
+            segmenter: Segmenter::new(deps.segmenting),
+            seq_base: 0,
+            produced: 0,
+            errors: 0,
+            previous_frame: Instant::now(),
+            last_keyframe: None,
+            posters_wanted: posters_wanted.clone(),
+            live: live.clone(),
+            recorder: tx.clone(),
+            deps: deps.clone(),
+            group: key.group.clone(),
+        };
         Program {
             key,
             id: engine::next_id(),
             deps,
             live,
             room: None,
-            worker: tx,
-            worker_rx: Some(rx),
+            cutter: Arc::new(Mutex::new(cutter)),
+            recorder: tx,
+            recorder_rx: Some(rx),
+            posters_wanted,
             pinned: None,
             current: (None, None),
             had_source: false,
@@ -172,8 +288,8 @@ impl Program {
         // Any change after the first source (including the source going away and another
         // arriving) closes the open segment and marks a discontinuity.
         if self.had_source {
-            // Blocking: a control command must not be lost to a full queue.
-            let _ = self.worker.send(Cmd::Switch);
+            lock(&self.cutter).close();
+            let _ = self.recorder.send(ToRecorder::Switch);
             self.live.mark_discontinuity();
         }
         self.had_source |= ids != (None, None);
@@ -186,7 +302,7 @@ impl Program {
             let task = feed(
                 track,
                 rx,
-                self.worker.clone(),
+                self.cutter.clone(),
                 self.t0,
                 has_video,
                 started,
@@ -197,13 +313,12 @@ impl Program {
     }
 }
 
-/// Reads one track's tap, turns packets into frames on the shared clock, and queues them for
-/// the worker. Video waits for a keyframe and asks for one when the group of pictures runs
+/// Reads one track's tap, turns packets into frames on the shared clock, and segments them. Video waits for a keyframe and asks for one when the group of pictures runs
 /// longer than a segment; audio waits for the video (if any) to start.
 async fn feed(
     track: Arc<Fanout>,
     mut rx: tokio::sync::mpsc::Receiver<rtc::rtp::Packet>,
-    worker: SyncSender<Cmd>,
+    cutter: Arc<Mutex<Cutter>>,
     t0: Instant,
     has_video: bool,
     video_started: Arc<AtomicBool>,
@@ -221,7 +336,7 @@ async fn feed(
     let mut feed = Feed {
         is_video: track.info.kind == MediaKind::Video,
         track: track.clone(),
-        worker,
+        cutter,
         t0,
         has_video,
         video_started,
@@ -229,7 +344,6 @@ async fn feed(
         base: None,
         last_key: Instant::now(),
         started: false,
-        dropped: 0,
         decode: DecodeTimes::default(),
         told_reorder: false,
     };
@@ -262,7 +376,7 @@ async fn feed(
 struct Feed {
     is_video: bool,
     track: Arc<Fanout>,
-    worker: SyncSender<Cmd>,
+    cutter: Arc<Mutex<Cutter>>,
     t0: Instant,
     has_video: bool,
     video_started: Arc<AtomicBool>,
@@ -271,14 +385,13 @@ struct Feed {
     base: Option<(i64, i64)>,
     last_key: Instant,
     started: bool,
-    dropped: u64,
     /// Decode times for video (B-frames reorder it).
     decode: DecodeTimes,
     told_reorder: bool,
 }
 
 impl Feed {
-    /// Queues one frame for the worker; `false` once the worker is gone.
+    /// Places one frame on the program clock and segments it; `false` ends the feed.
     fn emit(&mut self, mut frame: Frame) -> bool {
         if self.is_video {
             if frame.keyframe {
@@ -313,23 +426,14 @@ impl Feed {
         timed.into_iter().all(|(frame, dts)| self.send(frame, dts))
     }
 
-    /// Queues one timed frame for the worker; `false` once the worker is gone.
+    /// Segments one timed frame.
     fn send(&mut self, frame: Frame, dts: i64) -> bool {
-        match self.worker.try_send(Cmd::Frame(frame, dts)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.dropped += 1;
-                if self.dropped.is_power_of_two() {
-                    tracing::warn!(track = %self.track.info.id, dropped = self.dropped, "segmenter behind; frames dropped");
-                }
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        }
+        lock(&self.cutter).frame(frame, dts);
+        true
     }
 }
 
-/// One recording fed by the worker.
+/// One recording fed by the recorder thread.
 struct Sink {
     next_seq: u64,
     /// The next segment follows a gap or a source change.
@@ -337,113 +441,52 @@ struct Sink {
     poster_done: bool,
 }
 
-/// The blocking worker: segments frames, feeds the live window and the recordings.
-fn work(rx: Receiver<Cmd>, deps: ProgramDeps, live: Arc<LiveBuffer>, group: GroupId) {
-    let mut segmenter = Segmenter::new(deps.segmenting);
-    // Segment numbers continue across segmenters (source switches).
-    let mut seq_base = 0u64;
-    let mut produced = 0u64;
+/// The recorder thread: spools each finished segment (and a first poster) for every recording,
+/// in order. Woken once per segment, not per frame.
+fn record(rx: Receiver<ToRecorder>, deps: ProgramDeps, posters_wanted: Arc<AtomicUsize>, group: GroupId) {
     let mut sinks: HashMap<String, Sink> = HashMap::new();
-    let mut last_keyframe: Option<bytes::Bytes> = None;
-    let mut errors = 0u64;
-    // When the previous frame reached the worker: a part is complete (servable) when the frame
-    // after its last one arrives, so its delay is measured from the previous frame.
-    let mut previous_frame = Instant::now();
-    let handle = |events: Vec<SegmentEvent>,
-                  sinks: &mut HashMap<String, Sink>,
-                  produced: &mut u64,
-                  seq_base: u64,
-                  last_keyframe: &Option<bytes::Bytes>| {
-        for ev in events {
-            let ev = match ev {
-                SegmentEvent::Part {
-                    segment,
-                    index,
-                    duration,
-                    independent,
-                    data,
-                } => SegmentEvent::Part {
-                    segment: segment + seq_base,
-                    index,
-                    duration,
-                    independent,
-                    data,
-                },
-                SegmentEvent::Segment(mut seg) => {
-                    deps.metrics.segments.inc();
-                    seg.seq += seq_base;
-                    *produced = seg.seq + 1 - seq_base;
-                    for (rid, sink) in sinks.iter_mut() {
-                        store_segment(&deps, rid, sink, &seg, last_keyframe);
-                    }
-                    SegmentEvent::Segment(seg)
-                }
-            };
-            live.push(&ev);
-        }
+    // One recording fewer waits for its poster.
+    let stop_wanting = || {
+        let _ = posters_wanted.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     };
-    while let Ok(cmd) = rx.recv() {
-        match cmd {
-            Cmd::Frame(frame, dts) => {
-                // Kept only for posters still to make: a 1080p keyframe is a few hundred kB
-                // a camera would otherwise hold for nothing.
-                if frame.keyframe && frame.codec.is_video() && sinks.values().any(|s| !s.poster_done) {
-                    last_keyframe = Some(frame.data.clone());
-                } else if last_keyframe.is_some() && sinks.values().all(|s| s.poster_done) {
-                    last_keyframe = None;
-                }
-                let arrived = Instant::now();
-                match segmenter.push_with_dts(frame, dts) {
-                    Ok(events) => {
-                        for ev in &events {
-                            if matches!(ev, SegmentEvent::Part { .. }) {
-                                deps.metrics.part_delay.observe(previous_frame.elapsed().as_secs_f64());
-                            }
-                        }
-                        previous_frame = arrived;
-                        handle(events, &mut sinks, &mut produced, seq_base, &last_keyframe)
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        if errors.is_power_of_two() {
-                            tracing::warn!(%group, errors, "segmenter refused a frame: {e}");
-                        }
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            ToRecorder::Segment(seg, keyframe) => {
+                for (rid, sink) in sinks.iter_mut() {
+                    let had_poster = sink.poster_done;
+                    store_segment(&deps, rid, sink, &seg, &keyframe);
+                    if sink.poster_done && !had_poster {
+                        stop_wanting();
                     }
                 }
             }
-            Cmd::Switch => {
-                if let Ok(events) = segmenter.finish() {
-                    handle(events, &mut sinks, &mut produced, seq_base, &last_keyframe);
-                }
-                seq_base += produced;
-                produced = 0;
-                segmenter = Segmenter::new(deps.segmenting);
+            ToRecorder::Switch => {
                 for sink in sinks.values_mut() {
                     sink.discontinuity = true;
                 }
             }
-            Cmd::Record(rid) => {
-                sinks.entry(rid).or_insert(Sink {
-                    next_seq: 0,
-                    discontinuity: false,
-                    poster_done: false,
-                });
-            }
-            Cmd::StopRecording(rid, done) => {
-                // Close the open segment so the recording ends where it was stopped; the next
-                // segment (live, other recordings) starts at the next keyframe.
-                if let Ok(events) = segmenter.finish() {
-                    handle(events, &mut sinks, &mut produced, seq_base, &last_keyframe);
+            ToRecorder::Record(rid) => {
+                match sinks.entry(rid) {
+                    // Counted twice by the actor: once is enough.
+                    Entry::Occupied(_) => stop_wanting(),
+                    Entry::Vacant(v) => {
+                        v.insert(Sink {
+                            next_seq: 0,
+                            discontinuity: false,
+                            poster_done: false,
+                        });
+                    }
                 }
-                seq_base += produced;
-                produced = 0;
-                segmenter = Segmenter::new(deps.segmenting);
-                sinks.remove(&rid);
+            }
+            ToRecorder::StopRecording(rid, done) => {
+                if sinks.remove(&rid).is_some_and(|sink| !sink.poster_done) {
+                    stop_wanting();
+                }
                 let _ = done.send(());
             }
         }
     }
-    tracing::debug!(%group, "program worker ended");
+    tracing::debug!(%group, "program recorder ended");
 }
 
 /// Spools one segment (and, the first time, a poster) for recording `rid`.
@@ -495,13 +538,13 @@ impl Actor for Program {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.deps.metrics.programs.inc();
-        if let Some(rx) = self.worker_rx.take() {
-            let (deps, live, group) = (self.deps.clone(), self.live.clone(), self.key.group.clone());
+        if let Some(rx) = self.recorder_rx.take() {
+            let (deps, wanted, group) = (self.deps.clone(), self.posters_wanted.clone(), self.key.group.clone());
             let spawned = std::thread::Builder::new()
-                .name(format!("segmenter-{group}"))
-                .spawn(move || work(rx, deps, live, group));
+                .name(format!("recorder-{group}"))
+                .spawn(move || record(rx, deps, wanted, group));
             if let Err(e) = spawned {
-                tracing::error!("cannot start a segmenter thread: {e}");
+                tracing::error!("cannot start a recorder thread: {e}");
                 ctx.stop();
                 return;
             }
@@ -562,8 +605,9 @@ impl Handler<Record> for Program {
         if !self.recordings.contains(&msg.0) {
             self.recordings.push(msg.0.clone());
         }
-        // Blocking send: a recording start must not be lost to a full queue.
-        let _ = self.worker.send(Cmd::Record(msg.0));
+        // Keyframes are kept for its poster from now on.
+        self.posters_wanted.fetch_add(1, Ordering::Relaxed);
+        let _ = self.recorder.send(ToRecorder::Record(msg.0));
     }
 }
 
@@ -573,8 +617,11 @@ impl Handler<StopRecording> for Program {
     fn handle(&mut self, msg: StopRecording, _ctx: &mut Context<Self>) -> Self::Result {
         self.recordings.retain(|r| r != &msg.0);
         self.last_touch = Instant::now();
+        // Close the open segment so the recording ends where it was stopped; the next segment
+        // (live, other recordings) starts at the next keyframe.
+        lock(&self.cutter).close();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = self.worker.send(Cmd::StopRecording(msg.0, tx));
+        let _ = self.recorder.send(ToRecorder::StopRecording(msg.0, tx));
         Box::pin(async move {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         })

@@ -300,6 +300,11 @@ pub(crate) struct VideoTranscoder {
     last_pts: Option<i64>,
 }
 
+// The scaler's FFmpeg context is owned exclusively by this struct and has no thread affinity:
+// moving the transcoder to another thread (a program's segmenter is used from whichever tap task
+// holds its lock) is sound as long as one thread uses it at a time, which `&mut self` ensures.
+unsafe impl Send for VideoTranscoder {}
+
 impl VideoTranscoder {
     /// A transcoder for live VP8.
     pub fn vp8() -> Result<VideoTranscoder, VodError> {
