@@ -129,6 +129,9 @@ impl Server {
             tmp_shared: tmp,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
+                // The server closes idle keep-alive connections after 5 s (actix's default):
+                // never reuse one that old, or a request can meet a connection being closed.
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .expect("http client"),
         }
