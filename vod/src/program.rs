@@ -29,6 +29,8 @@ use crate::recordings::{self, SegmentRow};
 use crate::segment::{Segment, SegmentEvent, Segmenter, SegmenterConfig};
 use crate::storage::SegmentStore;
 
+/// How long the first source's tracks may take to all appear before the program starts on them.
+const FIRST_SOURCE_SETTLE: Duration = Duration::from_millis(600);
 /// Packets a tap holds before the track drops them for it.
 const TAP_QUEUE: usize = 4096;
 
@@ -195,6 +197,9 @@ pub struct Program {
     current: (Option<String>, Option<String>),
     /// A source has been selected at some point (later changes are discontinuities).
     had_source: bool,
+    /// The first source is being waited for ([`FIRST_SOURCE_SETTLE`]), with the latest tracks.
+    settling: bool,
+    settling_tracks: Option<Vec<Arc<Fanout>>>,
     taps: Vec<JoinHandle<()>>,
     recordings: Vec<String>,
     last_touch: Instant,
@@ -242,6 +247,8 @@ impl Program {
             pinned: None,
             current: (None, None),
             had_source: false,
+            settling: false,
+            settling_tracks: None,
             taps: Vec::new(),
             recordings: Vec::new(),
             last_touch: Instant::now(),
@@ -593,8 +600,23 @@ impl Actor for Program {
 impl Handler<CallChanged> for Program {
     type Result = ();
 
-    fn handle(&mut self, msg: CallChanged, _ctx: &mut Context<Self>) {
-        self.select(&msg.tracks);
+    fn handle(&mut self, msg: CallChanged, ctx: &mut Context<Self>) {
+        if self.had_source {
+            return self.select(&msg.tracks);
+        }
+        // The first source: a publisher's tracks arrive one by one, and starting on the first
+        // (video alone, say) would switch a moment later, leaving a one-frame segment and a
+        // discontinuity at the head of the live stream and of recordings. Let them settle.
+        self.settling_tracks = Some(msg.tracks);
+        if !self.settling {
+            self.settling = true;
+            ctx.run_later(FIRST_SOURCE_SETTLE, |act, _| {
+                act.settling = false;
+                if let Some(tracks) = act.settling_tracks.take() {
+                    act.select(&tracks);
+                }
+            });
+        }
     }
 }
 
