@@ -119,7 +119,11 @@ async fn web_app_call_classroom_chat_recordings() {
     // The camera goes out as simulcast (Chromium's fake camera is 640x480: two layers, h and f).
     let layers = steps["aliceCameraLayers"].as_array().cloned().unwrap_or_default();
     let rids: Vec<&str> = layers.iter().filter_map(|l| l["rid"].as_str()).collect();
-    assert!(rids.len() >= 2 && rids.contains(&"f"), "camera layers {layers:?}\n{}", context());
+    assert!(
+        rids.len() >= 2 && rids.contains(&"f"),
+        "camera layers {layers:?}\n{}",
+        context()
+    );
     for step in ["carolButtonAppeared", "carolButtonGone", "carolTileGoneForBob", "chat"] {
         assert_eq!(steps[step], true, "step {step}\n{}", context());
     }
