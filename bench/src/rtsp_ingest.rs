@@ -263,11 +263,8 @@ async fn probe_camera(url: &str) -> Result<String> {
 struct Row {
     k: usize,
     reader: &'static str,
-    cpu: f64,
-    rss_mean: f64,
-    rss_peak: f64,
+    usage: Usage,
     base_rss: f64,
-    anon_mean: f64,
     base_anon: f64,
     fps: f64,
     /// Media received per camera (frame payload), kbit/s.
@@ -470,13 +467,7 @@ async fn run_fanfare(args: &Args, k: usize, url: &str, camera: u32) -> Result<Ro
         let (_, f0, b0, r0) = frames(ids.clone()).await?;
         let load0 = loadavg();
         let t0 = Instant::now();
-        let Usage {
-            cpu,
-            rss_mean,
-            rss_peak,
-            anon_mean,
-            cam_cpu,
-        } = measure(&[pid], camera, args.duration_s).await;
+        let usage = measure(&[pid], camera, args.duration_s).await;
         let (live, f1, b1, r1) = frames(ids.clone()).await?;
         let secs = t0.elapsed().as_secs_f64();
         // Every group's playlist at the end: does each program still list parts?
@@ -497,7 +488,7 @@ async fn run_fanfare(args: &Args, k: usize, url: &str, camera: u32) -> Result<Ro
             "{k} cameras, fanfare: load average {load0} -> {}; camera server CPU {:.1}%; {live}/{k} \
              ingests live at the end, {} reconnects while measuring{}",
             loadavg(),
-            cam_cpu * 100.0,
+            usage.cam_cpu * 100.0,
             r1 - r0,
             if playlists.is_empty() {
                 "; live HLS off".to_string()
@@ -518,11 +509,8 @@ async fn run_fanfare(args: &Args, k: usize, url: &str, camera: u32) -> Result<Ro
             } else {
                 "fanfare ingest + live HLS"
             },
-            cpu,
-            rss_mean,
-            rss_peak,
+            usage,
             base_rss,
-            anon_mean,
             base_anon,
             fps,
             kbps,
@@ -604,13 +592,7 @@ async fn run_ffmpeg(args: &Args, k: usize, url: &str, camera: u32) -> Result<Row
     let f0: u64 = progress.iter().map(|p| progress_frames(p)).sum();
     let load0 = loadavg();
     let t0 = Instant::now();
-    let Usage {
-        cpu,
-        rss_mean,
-        rss_peak,
-        anon_mean,
-        cam_cpu,
-    } = measure(&pids, camera, args.duration_s).await;
+    let usage = measure(&pids, camera, args.duration_s).await;
     let f1: u64 = progress.iter().map(|p| progress_frames(p)).sum();
     let secs = t0.elapsed().as_secs_f64();
     let mut exited = 0;
@@ -624,17 +606,14 @@ async fn run_ffmpeg(args: &Args, k: usize, url: &str, camera: u32) -> Result<Row
         "{k} cameras, ffmpeg: load average {load0} -> {}; camera server CPU {:.1}%; {exited} of {k} \
          processes had exited early",
         loadavg(),
-        cam_cpu * 100.0
+        usage.cam_cpu * 100.0
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Row {
         k,
         reader: "ffmpeg -c copy -f hls",
-        cpu,
-        rss_mean,
-        rss_peak,
+        usage,
         base_rss: 0.0,
-        anon_mean,
         base_anon: 0.0,
         // ffmpeg's `-progress` counts frames in steps of its 0.5 s reports.
         fps: (f1 - f0) as f64 / secs / k as f64,
@@ -648,11 +627,11 @@ fn print(r: &Row) {
         "| {} | {} | {:.1}% | {:.2}% | {:.0} | {:.1} | {:.1} | {} | {} | {} |",
         r.k,
         r.reader,
-        r.cpu * 100.0,
-        per(r.cpu * 100.0),
-        r.rss_peak,
-        per(r.rss_mean - r.base_rss),
-        per(r.anon_mean - r.base_anon),
+        r.usage.cpu * 100.0,
+        per(r.usage.cpu * 100.0),
+        r.usage.rss_peak,
+        per(r.usage.rss_mean - r.base_rss),
+        per(r.usage.anon_mean - r.base_anon),
         if r.base_rss > 0.0 {
             format!("{:.0}", r.base_rss)
         } else {

@@ -194,7 +194,16 @@ pub async fn reanswer(pc: &Arc<dyn PeerConnection>, media: &Media, offer: String
         .create_answer(None)
         .await
         .map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
-    pc.set_local_description(answer)
+    apply_local(pc, media, answer).await
+}
+
+/// Sets `description` as the local one and returns its SDP as advertised to the client.
+async fn apply_local(
+    pc: &Arc<dyn PeerConnection>,
+    media: &Media,
+    description: RTCSessionDescription,
+) -> Result<String, EngineError> {
+    pc.set_local_description(description)
         .await
         .map_err(|e| EngineError::Media(e.to_string()))?;
     let local = pc
@@ -211,14 +220,7 @@ pub async fn reoffer(pc: &Arc<dyn PeerConnection>, media: &Media) -> Result<Stri
         .create_offer(None)
         .await
         .map_err(|e| EngineError::Media(format!("cannot make an offer: {e}")))?;
-    pc.set_local_description(offer)
-        .await
-        .map_err(|e| EngineError::Media(e.to_string()))?;
-    let local = pc
-        .local_description()
-        .await
-        .ok_or_else(|| EngineError::Media("no local description".into()))?;
-    Ok(media.advertise(local.sdp))
+    apply_local(pc, media, offer).await
 }
 
 /// Applies the client's answer to a server offer.
