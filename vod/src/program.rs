@@ -197,8 +197,7 @@ pub struct Program {
     current: (Option<String>, Option<String>),
     /// A source has been selected at some point (later changes are discontinuities).
     had_source: bool,
-    /// The first source is being waited for ([`FIRST_SOURCE_SETTLE`]), with the latest tracks.
-    settling: bool,
+    /// While the first source settles ([`FIRST_SOURCE_SETTLE`]): the call's latest tracks.
     settling_tracks: Option<Vec<Arc<Fanout>>>,
     taps: Vec<JoinHandle<()>>,
     recordings: Vec<String>,
@@ -247,7 +246,6 @@ impl Program {
             pinned: None,
             current: (None, None),
             had_source: false,
-            settling: false,
             settling_tracks: None,
             taps: Vec::new(),
             recordings: Vec::new(),
@@ -607,11 +605,8 @@ impl Handler<CallChanged> for Program {
         // The first source: a publisher's tracks arrive one by one, and starting on the first
         // (video alone, say) would switch a moment later, leaving a one-frame segment and a
         // discontinuity at the head of the live stream and of recordings. Let them settle.
-        self.settling_tracks = Some(msg.tracks);
-        if !self.settling {
-            self.settling = true;
+        if self.settling_tracks.replace(msg.tracks).is_none() {
             ctx.run_later(FIRST_SOURCE_SETTLE, |act, _| {
-                act.settling = false;
                 if let Some(tracks) = act.settling_tracks.take() {
                     act.select(&tracks);
                 }
