@@ -300,6 +300,19 @@ impl Program {
         self.had_source |= ids != (None, None);
         self.current = ids;
         let has_video = video.is_some();
+        // Taps that only repackage (H.264/H.265 video) run on the media runtime beside the tasks
+        // that produce the packets, so a frame wakes no other thread; a video transcode (VP8)
+        // would hold a media thread for milliseconds per frame, so that program stays here.
+        let transcodes = video.as_ref().is_some_and(|t| {
+            !matches!(
+                t.info.codec.mime_type.to_ascii_lowercase().as_str(),
+                "video/h264" | "video/h265"
+            )
+        });
+        let rt = match engine::media::runtime_handle() {
+            Some(media) if !transcodes => media,
+            _ => self.deps.runtime.clone(),
+        };
         let video_started = Arc::new(AtomicBool::new(false));
         for track in video.into_iter().chain(audio) {
             let rx = track.tap(TAP_QUEUE);
@@ -313,7 +326,7 @@ impl Program {
                 started,
                 self.deps.segmenting.target,
             );
-            self.taps.push(self.deps.runtime.spawn(task));
+            self.taps.push(rt.spawn(task));
         }
     }
 }

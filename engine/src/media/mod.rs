@@ -59,8 +59,9 @@ impl Default for MediaConfig {
 
 static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
 
-/// The media runtime's handle, once [`Media::start`] has run.
-pub(crate) fn runtime_handle() -> Option<tokio::runtime::Handle> {
+/// The media runtime's handle, once [`Media::start`] has run. Consumers of a track's packets
+/// (taps) run here, beside the tasks that produce them, so a packet wakes no other thread.
+pub fn runtime_handle() -> Option<tokio::runtime::Handle> {
     RUNTIME.get().map(|rt| rt.handle().clone())
 }
 
