@@ -1205,6 +1205,9 @@ async fn fanfare_metrics(http: &reqwest::Client, url: &str) -> String {
                 "fanfare_keyframe_requests_total",
                 "fanfare_subscriber_legs",
                 "fanfare_rtc_mux_peers",
+                "fanfare_rtc_send_calls_total",
+                "fanfare_rtc_sent_datagrams_total",
+                "fanfare_rtc_send_dropped_total",
             ]
             .iter()
             .any(|k| l.starts_with(k))

@@ -40,6 +40,12 @@ pub struct EngineMetrics {
     pub rtc_mux_dropped: IntCounterVec,
     /// Peer connections registered on the shared UDP port (once per rtc address).
     pub rtc_mux_peers: IntGauge,
+    /// UDP send calls of the media plane (one GSO call carries several datagrams).
+    pub rtc_send_calls: IntCounter,
+    /// Datagrams the media plane sent.
+    pub rtc_sent_datagrams: IntCounter,
+    /// Datagrams the media plane dropped: its outbox was full, or the send failed.
+    pub rtc_send_dropped: IntCounter,
     /// Live tracks, reported per track at scrape time.
     pub tracks_live: crate::track::TrackDirectory,
     /// Per room (label `group`): realtime connections, published tracks, viewing sessions.
@@ -88,6 +94,15 @@ impl EngineMetrics {
                 "fanfare_rtc_mux_peers",
                 "Peer connections registered on the shared UDP port",
             )?,
+            rtc_send_calls: IntCounter::new(
+                "fanfare_rtc_send_calls_total",
+                "UDP send calls of the media plane (a GSO call carries several datagrams)",
+            )?,
+            rtc_sent_datagrams: IntCounter::new("fanfare_rtc_sent_datagrams_total", "Datagrams the media plane sent")?,
+            rtc_send_dropped: IntCounter::new(
+                "fanfare_rtc_send_dropped_total",
+                "Datagrams the media plane dropped (outbox full or send failed)",
+            )?,
             tracks_live: Default::default(),
             room_connections: IntGaugeVec::new(
                 Opts::new("fanfare_room_connections", "Realtime connections in the room"),
@@ -125,6 +140,9 @@ impl EngineMetrics {
         m.rtc_mux_dropped.with_label_values(&["queue_full"]);
         registry.register(Box::new(m.rtc_mux_dropped.clone()))?;
         registry.register(Box::new(m.rtc_mux_peers.clone()))?;
+        registry.register(Box::new(m.rtc_send_calls.clone()))?;
+        registry.register(Box::new(m.rtc_sent_datagrams.clone()))?;
+        registry.register(Box::new(m.rtc_send_dropped.clone()))?;
         registry.register(Box::new(m.room_connections.clone()))?;
         registry.register(Box::new(m.room_tracks.clone()))?;
         registry.register(Box::new(m.room_viewers.clone()))?;

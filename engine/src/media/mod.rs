@@ -5,7 +5,9 @@
 
 mod peer;
 mod rtcp_forward;
+mod runtime;
 mod sdp;
+mod send_batch;
 mod udp_mux;
 
 use std::future::Future;
@@ -18,10 +20,12 @@ pub use peer::{
 };
 pub use sdp::{advertise_public_ip, cap_video_bitrate, rewrite_candidates};
 
-use webrtc::runtime::{Runtime, TokioRuntime};
+use webrtc::runtime::Runtime;
 
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
+use runtime::PeerRuntime;
+use send_batch::Outbox;
 use udp_mux::UdpMux;
 
 /// Where WebRTC binds and what it advertises.
@@ -72,6 +76,7 @@ pub struct Media {
     handle: tokio::runtime::Handle,
     next_port: Arc<AtomicU32>,
     mux: Option<Arc<UdpMux>>,
+    outbox: Arc<Outbox>,
 }
 
 /// What a new peer connection is built with.
@@ -107,8 +112,15 @@ impl Media {
                 RUNTIME.get_or_init(|| rt)
             }
         };
+        let outbox = Outbox::start(rt.handle(), metrics);
         let mux = match config.udp_port {
-            Some(port) => Some(Arc::new(UdpMux::bind(&config.ips, port, rt.handle(), metrics)?)),
+            Some(port) => Some(Arc::new(UdpMux::bind(
+                &config.ips,
+                port,
+                rt.handle(),
+                &outbox,
+                metrics,
+            )?)),
             None => None,
         };
         Ok(Media {
@@ -116,6 +128,7 @@ impl Media {
             handle: rt.handle().clone(),
             next_port: Arc::new(AtomicU32::new(0)),
             mux,
+            outbox,
         })
     }
 
@@ -152,13 +165,13 @@ impl Media {
             Some(mux) => {
                 let (ufrag, pwd) = udp_mux::ice_credentials();
                 Transport {
-                    runtime: Arc::new(mux.runtime(ufrag.clone())),
+                    runtime: Arc::new(PeerRuntime::new(self.outbox.clone(), Some(mux.seat(ufrag.clone())))),
                     udp_addrs: self.addrs_on(0),
                     credentials: Some((ufrag, pwd)),
                 }
             }
             None => Transport {
-                runtime: Arc::new(TokioRuntime),
+                runtime: Arc::new(PeerRuntime::new(self.outbox.clone(), None)),
                 udp_addrs: self.bind_addrs(),
                 credentials: None,
             },

@@ -6,34 +6,30 @@
 //! unknown one is accepted only as a STUN Binding request whose USERNAME starts with a
 //! registered ICE ufrag (remembered from then on); anything else is dropped and counted.
 //!
-//! A peer connection is plugged in through its `webrtc` [`Runtime`]: [`MuxRuntime`] delegates
-//! to [`TokioRuntime`] except `wrap_udp_socket`, which drops the ephemeral socket the driver
-//! bound and hands back a [`VirtualSocket`] that sends through the shared socket and receives
-//! from a bounded queue the demux task fills. The driver still keys its socket (and so its host
+//! A peer connection is plugged in through its `webrtc` runtime ([`super::runtime`]): its
+//! `wrap_udp_socket` asks its [`MuxSeat`] to drop the ephemeral socket the driver bound and hand
+//! back a [`VirtualSocket`] that sends through the shared socket (via the
+//! [`Outbox`](super::send_batch::Outbox)) and receives from a bounded queue the demux task fills. The driver still keys its socket (and so its host
 //! candidate) by the ephemeral address, so [`super::Media::advertise`] rewrites the candidate
 //! ports in the SDP the server sends to the shared port. Dropping the virtual socket (the
 //! connection closed) unregisters its ufrag and remote addresses.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus::{IntCounter, IntGauge};
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::io::Interest;
 use tokio::sync::mpsc;
-use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, EcnCodepoint, JoinHandle, RecvMeta, Runtime,
-    TokioRuntime, Transmit, UdpSockRef, UdpSocketState,
-};
+use webrtc::runtime::{AsyncUdpSocket, EcnCodepoint, RecvMeta, Transmit, UdpSockRef};
 
+use super::send_batch::{Outbox, UdpOut};
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
 
@@ -114,13 +110,14 @@ impl UdpMux {
         ips: &[IpAddr],
         port: u16,
         handle: &tokio::runtime::Handle,
+        outbox: &Arc<Outbox>,
         metrics: &EngineMetrics,
     ) -> Result<UdpMux, EngineError> {
         let metrics = MuxMetrics::new(metrics);
         let mut sockets = Vec::with_capacity(ips.len());
         for ip in ips {
             let addr = SocketAddr::new(*ip, port);
-            let socket = SharedSocket::bind(addr, handle, metrics.clone())
+            let socket = SharedSocket::bind(addr, handle, outbox.clone(), metrics.clone())
                 .map_err(|e| EngineError::Media(format!("cannot bind rtc.udp_port on {addr}: {e}")))?;
             sockets.push(Arc::new(socket));
         }
@@ -132,9 +129,9 @@ impl UdpMux {
         })
     }
 
-    /// The runtime for one peer connection whose local ICE ufrag is `ufrag`.
-    pub(crate) fn runtime(&self, ufrag: String) -> MuxRuntime {
-        MuxRuntime {
+    /// The place of one peer connection whose local ICE ufrag is `ufrag`.
+    pub(crate) fn seat(&self, ufrag: String) -> MuxSeat {
+        MuxSeat {
             sockets: self.sockets.clone(),
             ufrag,
             owner: self.next_owner.fetch_add(1, Ordering::Relaxed),
@@ -176,7 +173,7 @@ struct Route {
 /// A registered ufrag.
 struct Registration {
     route: Route,
-    /// The [`MuxRuntime`] that registered it (it may replace its own registration).
+    /// The [`MuxSeat`] that registered it (it may replace its own registration).
     owner: u64,
     /// Remote addresses learned for it.
     addrs: Vec<SocketAddr>,
@@ -251,9 +248,8 @@ impl Table {
 
 /// One shared socket: the port every peer connection on its address uses.
 struct SharedSocket {
-    io: Arc<tokio::net::UdpSocket>,
-    /// GSO/GRO/ECN state, as `webrtc`'s own tokio sockets keep it.
-    batch: UdpSocketState,
+    out: Arc<UdpOut>,
+    outbox: Arc<Outbox>,
     local: SocketAddr,
     table: Mutex<Table>,
     metrics: MuxMetrics,
@@ -261,21 +257,24 @@ struct SharedSocket {
 }
 
 impl SharedSocket {
-    fn bind(addr: SocketAddr, handle: &tokio::runtime::Handle, metrics: MuxMetrics) -> io::Result<SharedSocket> {
+    fn bind(
+        addr: SocketAddr,
+        handle: &tokio::runtime::Handle,
+        outbox: Arc<Outbox>,
+        metrics: MuxMetrics,
+    ) -> io::Result<SharedSocket> {
         let std_socket = std::net::UdpSocket::bind(addr)?;
-        std_socket.set_nonblocking(true)?;
         let local = std_socket.local_addr()?;
-        let io = {
+        let out = {
             let _entered = handle.enter();
-            tokio::net::UdpSocket::from_std(std_socket)?
+            UdpOut::new(std_socket)?
         };
-        let batch = UdpSocketState::new(UdpSockRef::from(&io))?;
         // Every connection's traffic goes through this one socket.
-        let _ = batch.set_recv_buffer_size(UdpSockRef::from(&io), SOCKET_BUFFER);
-        let _ = batch.set_send_buffer_size(UdpSockRef::from(&io), SOCKET_BUFFER);
+        let _ = out.state.set_recv_buffer_size(UdpSockRef::from(&out.io), SOCKET_BUFFER);
+        let _ = out.state.set_send_buffer_size(UdpSockRef::from(&out.io), SOCKET_BUFFER);
         Ok(SharedSocket {
-            io: Arc::new(io),
-            batch,
+            out: Arc::new(out),
+            outbox,
             local,
             table: Mutex::new(Table::default()),
             metrics,
@@ -300,7 +299,6 @@ impl SharedSocket {
             id,
             ufrag: ufrag.to_owned(),
             rx: Mutex::new(rx),
-            writable: Mutex::new(None),
         })
     }
 
@@ -313,11 +311,11 @@ impl SharedSocket {
     /// Receives up to `bufs.len()` messages; `Ok(0)` never.
     async fn recv(&self, bufs: &mut [Vec<u8>], meta: &mut [RecvMeta]) -> io::Result<usize> {
         loop {
-            self.io.readable().await?;
+            self.out.io.readable().await?;
             let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
             // Through `try_io`, so tokio learns when the socket ran dry.
-            let got = self.io.try_io(Interest::READABLE, || {
-                match self.batch.recv(UdpSockRef::from(&*self.io), &mut slices, meta)? {
+            let got = self.out.io.try_io(Interest::READABLE, || {
+                match self.out.state.recv(UdpSockRef::from(&self.out.io), &mut slices, meta)? {
                     0 => Err(io::ErrorKind::WouldBlock.into()),
                     n => Ok(n),
                 }
@@ -354,34 +352,6 @@ impl SharedSocket {
             mpsc::error::TrySendError::Closed(_) => Dropped::Unknown,
         })
     }
-
-    /// Sends `transmit`, or registers `cx` on `writable` (a per-caller readiness future: the
-    /// socket's own poll-readiness keeps only the last of several callers' wakers).
-    fn poll_send(
-        &self,
-        cx: &mut Context<'_>,
-        writable: &mut Option<Writable>,
-        transmit: &Transmit<'_>,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            if let Some(ready) = writable.as_mut() {
-                let res = std::task::ready!(ready.as_mut().poll(cx));
-                *writable = None;
-                res?;
-            }
-            let sent = self.io.try_io(Interest::WRITABLE, || {
-                self.batch.try_send(UdpSockRef::from(&*self.io), transmit)
-            });
-            match sent {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let io = self.io.clone();
-                    *writable = Some(Box::pin(async move { io.writable().await }));
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-                Ok(()) => return Poll::Ready(Ok(transmit.contents.len())),
-            }
-        }
-    }
 }
 
 /// The receive loop of one shared socket; runs until the mux is dropped.
@@ -413,15 +383,12 @@ fn transient(e: &io::Error) -> bool {
     )
 }
 
-type Writable = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
-
 /// One peer connection's view of a shared socket.
 pub(crate) struct VirtualSocket {
     shared: Arc<SharedSocket>,
     id: u64,
     ufrag: String,
     rx: Mutex<mpsc::Receiver<Datagram>>,
-    writable: Mutex<Option<Writable>>,
 }
 
 impl std::fmt::Debug for VirtualSocket {
@@ -458,8 +425,8 @@ impl AsyncUdpSocket for VirtualSocket {
         Ok(self.shared.local)
     }
 
-    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        self.shared.poll_send(cx, &mut lock(&self.writable), transmit)
+    fn poll_send(&self, _cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(self.shared.outbox.queue(&self.shared.out, transmit)))
     }
 
     fn poll_recv(
@@ -496,7 +463,8 @@ impl AsyncUdpSocket for VirtualSocket {
     }
 
     fn max_gso_segments(&self) -> usize {
-        self.shared.batch.max_gso_segments()
+        // The outbox batches; the driver sends datagram by datagram.
+        1
     }
 
     fn max_gro_segments(&self) -> usize {
@@ -505,87 +473,35 @@ impl AsyncUdpSocket for VirtualSocket {
     }
 }
 
-/// A peer connection's `webrtc` runtime: [`TokioRuntime`], with its UDP sockets replaced by
-/// virtual sockets on the shared port.
-pub(crate) struct MuxRuntime {
+/// One peer connection's place on the shared sockets: its ICE ufrag and registration owner.
+pub(crate) struct MuxSeat {
     sockets: Vec<Arc<SharedSocket>>,
     ufrag: String,
     owner: u64,
 }
 
-impl std::fmt::Debug for MuxRuntime {
+impl std::fmt::Debug for MuxSeat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MuxRuntime").field("owner", &self.owner).finish()
+        f.debug_struct("MuxSeat").field("owner", &self.owner).finish()
     }
 }
 
-impl Runtime for MuxRuntime {
-    #[track_caller]
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        TokioRuntime.spawn(future)
-    }
-
-    fn spawn_reactor(
-        &self,
-        reactor_pool_size: usize,
-        future: Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) -> Box<dyn JoinHandle> {
-        TokioRuntime.spawn_reactor(reactor_pool_size, future)
-    }
-
-    /// Swaps the driver's freshly bound socket for a virtual one on the shared socket of the
-    /// same address (any other socket, e.g. mDNS, stays as it is).
-    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
-        let ip = socket.local_addr()?.ip();
+impl MuxSeat {
+    /// A virtual socket on the shared socket of `socket`'s address, dropping the ephemeral
+    /// socket the driver bound; `Err(socket)` back when no shared socket has that address
+    /// (e.g. mDNS).
+    pub(crate) fn attach(&self, socket: std::net::UdpSocket) -> Result<io::Result<VirtualSocket>, std::net::UdpSocket> {
+        let ip = match socket.local_addr() {
+            Ok(addr) => addr.ip(),
+            Err(e) => return Ok(Err(e)),
+        };
         match self.sockets.iter().find(|s| s.local.ip() == ip) {
             Some(shared) => {
                 drop(socket);
-                Ok(Arc::new(shared.attach(&self.ufrag, self.owner)?))
+                Ok(shared.attach(&self.ufrag, self.owner))
             }
-            None => TokioRuntime.wrap_udp_socket(socket),
+            None => Err(socket),
         }
-    }
-
-    fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        TokioRuntime.wrap_tcp_listener(listener)
-    }
-
-    fn connect_tcp<'a>(
-        &'a self,
-        remote_addr: SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
-        TokioRuntime.connect_tcp(remote_addr)
-    }
-
-    fn resolve_host<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
-        Box::pin(async move { TokioRuntime.resolve_host(host).await })
-    }
-
-    fn now(&self) -> Instant {
-        TokioRuntime.now()
-    }
-
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        TokioRuntime.sleep(duration)
-    }
-
-    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
-        TokioRuntime.interval(period)
-    }
-
-    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-        TokioRuntime.block_on(future)
-    }
-
-    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        TokioRuntime.yield_now()
-    }
-
-    fn name(&self) -> &'static str {
-        "tokio-udp-mux"
     }
 }
 
@@ -769,11 +685,13 @@ mod tests {
     async fn virtual_sockets_share_one_port() {
         let metrics = EngineMetrics::unregistered();
         let ip = IpAddr::from([127, 0, 0, 1]);
-        let mux = UdpMux::bind(&[ip], 0, &tokio::runtime::Handle::current(), &metrics).unwrap();
+        let handle = tokio::runtime::Handle::current();
+        let outbox = Outbox::start(&handle, &metrics);
+        let mux = UdpMux::bind(&[ip], 0, &handle, &outbox, &metrics).unwrap();
         let shared = mux.sockets[0].local;
-        let wrap = |ufrag: &str| {
+        let wrap = |ufrag: &str| -> Arc<dyn AsyncUdpSocket> {
             let placeholder = std::net::UdpSocket::bind((ip, 0)).unwrap();
-            mux.runtime(ufrag.into()).wrap_udp_socket(placeholder).unwrap()
+            Arc::new(mux.seat(ufrag.into()).attach(placeholder).unwrap().unwrap())
         };
         let (a, b) = (wrap("ufraga"), wrap("ufragb"));
         assert_eq!(a.local_addr().unwrap(), shared);
