@@ -72,6 +72,11 @@ async fn one_publish_fans_out_to_several_groups_each_with_its_own_permissions() 
     assert_eq!(s.metric_settles("fanfare_room_viewers{group=\"ga\"}", 1.0).await, 1.0);
     assert!(s.metric("fanfare_room_tracks{group=\"gb\"}").await >= 1.0);
     assert!(s.metric("fanfare_nacks_received_total").await >= 0.0);
+    // Sends are batched: a frame's packets to one viewer leave in one GSO call, and none is lost.
+    let calls = s.metric("fanfare_rtc_send_calls_total").await;
+    let sent = s.metric("fanfare_rtc_sent_datagrams_total").await;
+    assert!(sent > 0.0 && calls < sent, "{calls} send calls for {sent} datagrams");
+    assert_eq!(s.metric("fanfare_rtc_send_dropped_total").await, 0.0);
 
     // Not a member of ga (closed): refused. Member of gc only: nobody publishes there.
     let err = WhepSubscriber::connect(&s.base, "/v1/groups/ga/whep", &vc)
