@@ -103,6 +103,10 @@ pub struct RtcConfig {
     /// One UDP port for every peer connection (ICE UDP mux, demultiplexed by remote address
     /// and ICE ufrag); excludes `port_min`/`port_max`. Unset: a socket per connection.
     pub udp_port: Option<u16>,
+    /// One TCP port where every peer connection accepts ICE-TCP (RFC 6544 passive candidates,
+    /// demultiplexed by ICE ufrag): the fallback for clients whose network blocks UDP. Unset:
+    /// no TCP candidates.
+    pub tcp_port: Option<u16>,
     /// Threads of the media runtime.
     pub threads: usize,
     /// Behind a 1:1 NAT: the public address advertised in place of `ips` in ICE candidates.
@@ -132,6 +136,7 @@ impl Default for RtcConfig {
             port_min: None,
             port_max: None,
             udp_port: None,
+            tcp_port: None,
             threads: 2,
             public_ip: None,
             ice_lite: false,
@@ -262,6 +267,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("LOG_FORMAT", "log.format"),
     ("RTC_IPS", "rtc.ips"),
     ("RTC_UDP_PORT", "rtc.udp_port"),
+    ("RTC_TCP_PORT", "rtc.tcp_port"),
 ];
 
 impl Config {
@@ -395,6 +401,12 @@ impl Config {
             }
             _ => {}
         }
+        if rtc.tcp_port == Some(0) {
+            return Err(ConfigError::Invalid {
+                key: "rtc.tcp_port",
+                message: "must be a port from 1 to 65535".into(),
+            });
+        }
         for server in &rtc.ice_servers {
             let ok = !server.urls.is_empty()
                 && server
@@ -465,6 +477,7 @@ impl Config {
             ips: self.rtc.ips.clone(),
             ports: self.rtc.port_min.zip(self.rtc.port_max),
             udp_port: self.rtc.udp_port,
+            tcp_port: self.rtc.tcp_port,
             threads: self.rtc.threads,
             public_ip: self.rtc.public_ip,
             ice_lite: self.rtc.ice_lite,
@@ -564,6 +577,15 @@ mod tests {
         assert!(e.contains("rtc.udp_port"), "{e}");
         let e = load_str("[rtc]\nudp_port = 70000").unwrap_err().to_string();
         assert!(e.contains("udp_port"), "{e}");
+    }
+
+    #[test]
+    fn rtc_tcp_port_is_one_port() {
+        let c = load_str("[rtc]\ntcp_port = 7881\nudp_port = 7882").unwrap();
+        assert_eq!((c.media().tcp_port, c.media().udp_port), (Some(7881), Some(7882)));
+        assert_eq!(load_str("").unwrap().media().tcp_port, None, "off by default");
+        let e = load_str("[rtc]\ntcp_port = 0").unwrap_err().to_string();
+        assert!(e.contains("rtc.tcp_port"), "{e}");
     }
 
     #[test]

@@ -138,6 +138,7 @@ impl EngineMetrics {
         registry.register(Box::new(m.nacks.clone()))?;
         m.rtc_mux_dropped.with_label_values(&["unknown"]);
         m.rtc_mux_dropped.with_label_values(&["queue_full"]);
+        m.rtc_mux_dropped.with_label_values(&["tcp_unknown"]);
         registry.register(Box::new(m.rtc_mux_dropped.clone()))?;
         registry.register(Box::new(m.rtc_mux_peers.clone()))?;
         registry.register(Box::new(m.rtc_send_calls.clone()))?;

@@ -94,7 +94,10 @@ impl Server {
             .env("FANFARE_LISTEN", "127.0.0.1:0")
             .env("FANFARE_DATA_DIR", &data_dir)
             .env("FANFARE_ASSETS_DIR", workspace().join("assets"))
-            .env("FANFARE_LOG", "info")
+            .env(
+                "FANFARE_LOG",
+                std::env::var("FANFARE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .current_dir(tmp.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

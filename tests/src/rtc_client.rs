@@ -24,6 +24,7 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -124,6 +125,8 @@ pub struct ClientOptions {
     /// its own fixture from [`h264::simulcast_fixtures`]: 180p, 360p, 720p) instead of
     /// `fixture`; a PLI for one layer's SSRC makes that layer jump to its next keyframe.
     pub simulcast: bool,
+    /// ICE over TCP only (RFC 6544): no UDP socket at all, as behind a firewall that drops UDP.
+    pub tcp_only: bool,
 }
 
 impl Default for ClientOptions {
@@ -133,6 +136,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_secs(10),
             fixture: h264::fixture_path(),
             simulcast: false,
+            tcp_only: false,
         }
     }
 }
@@ -319,6 +323,8 @@ pub struct LoopbackPeer {
     gathered: watch::Receiver<bool>,
     state: watch::Receiver<RTCPeerConnectionState>,
     tracks: Option<mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>>,
+    /// ICE over TCP only.
+    tcp: bool,
 }
 
 impl LoopbackPeer {
@@ -329,16 +335,22 @@ impl LoopbackPeer {
 
     /// Like [`LoopbackPeer::new`], bound to `ip` (e.g. a veth address in a private namespace).
     pub async fn bound(ip: std::net::IpAddr, rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::build(ip, rtcp_to_app, false).await
+        Self::build(ip, rtcp_to_app, false, false).await
+    }
+
+    /// Like [`LoopbackPeer::new`], with no UDP socket: its only candidates are TCP ones
+    /// (ICE-TCP, active and passive).
+    pub async fn tcp_only(rtcp_to_app: bool) -> Result<Self, ClientError> {
+        Self::build(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app, false, true).await
     }
 
     /// Like [`LoopbackPeer::new`], with the header extensions simulcast needs (mid, RID,
     /// repaired RID) registered for video.
     pub async fn simulcast(rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::build(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app, true).await
+        Self::build(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app, true, false).await
     }
 
-    async fn build(ip: std::net::IpAddr, rtcp_to_app: bool, simulcast: bool) -> Result<Self, ClientError> {
+    async fn build(ip: std::net::IpAddr, rtcp_to_app: bool, simulcast: bool, tcp: bool) -> Result<Self, ClientError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
         if simulcast {
@@ -373,7 +385,16 @@ impl LoopbackPeer {
                 state: state_tx,
                 tracks: tracks_tx,
             }))
-            .with_udp_addrs(vec![std::net::SocketAddr::new(ip, 0)])
+            .with_udp_addrs(if tcp {
+                vec![]
+            } else {
+                vec![std::net::SocketAddr::new(ip, 0)]
+            })
+            .with_tcp_addrs(if tcp {
+                vec![std::net::SocketAddr::new(ip, 0)]
+            } else {
+                vec![]
+            })
             .build()
             .await?;
         Ok(LoopbackPeer {
@@ -381,6 +402,7 @@ impl LoopbackPeer {
             gathered,
             state,
             tracks: Some(tracks),
+            tcp,
         })
     }
 
@@ -451,7 +473,31 @@ impl LoopbackPeer {
         self.pc
             .set_remote_description(answer)
             .await
-            .map_err(|e| ClientError::Protocol(format!("answer rejected: {e}")))
+            .map_err(|e| ClientError::Protocol(format!("answer rejected: {e}")))?;
+        if self.tcp {
+            // webrtc-rs only dials a remote passive TCP candidate that arrives through
+            // `add_ice_candidate` (trickle), not one in the description: hand them over again.
+            let sdp = self.pc.remote_description().await.map(|d| d.sdp).unwrap_or_default();
+            for line in sdp
+                .lines()
+                .filter(|l| l.contains(" tcp ") && l.ends_with("tcptype passive"))
+            {
+                let Some(candidate) = line.strip_prefix("a=") else {
+                    continue;
+                };
+                let init = RTCIceCandidateInit {
+                    candidate: candidate.to_owned(),
+                    sdp_mid: Some("0".into()),
+                    sdp_mline_index: Some(0),
+                    ..Default::default()
+                };
+                self.pc
+                    .add_ice_candidate(init)
+                    .await
+                    .map_err(|e| ClientError::Protocol(format!("TCP candidate refused: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     /// Closes the connection (idempotent).
@@ -745,6 +791,8 @@ impl WhipPublisher {
         }
         let peer = if opts.simulcast {
             LoopbackPeer::simulcast(true).await?
+        } else if opts.tcp_only {
+            LoopbackPeer::tcp_only(true).await?
         } else {
             LoopbackPeer::new(true).await?
         };
@@ -1231,7 +1279,11 @@ impl WhepSubscriber {
         Fut: Future<Output = Result<SdpAnswer, ClientError>>,
     {
         let started = Instant::now();
-        let mut peer = LoopbackPeer::new(false).await?;
+        let mut peer = if opts.tcp_only {
+            LoopbackPeer::tcp_only(false).await?
+        } else {
+            LoopbackPeer::new(false).await?
+        };
         let mut kinds = vec![RtpCodecKind::Video];
         if opts.audio {
             kinds.push(RtpCodecKind::Audio);

@@ -8,6 +8,7 @@ mod rtcp_forward;
 mod runtime;
 mod sdp;
 mod send_batch;
+mod tcp_mux;
 mod udp_mux;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
 use runtime::PeerRuntime;
 use send_batch::Outbox;
+use tcp_mux::TcpMux;
 use udp_mux::UdpMux;
 
 /// Where WebRTC binds and what it advertises.
@@ -38,6 +40,9 @@ pub struct MediaConfig {
     pub ports: Option<(u16, u16)>,
     /// One UDP port shared by every peer connection (ICE UDP mux); excludes `ports`.
     pub udp_port: Option<u16>,
+    /// One TCP port where every peer connection accepts ICE-TCP (passive candidates), for
+    /// clients whose network blocks UDP.
+    pub tcp_port: Option<u16>,
     /// Worker threads of the media runtime.
     pub threads: usize,
     /// The address clients reach the server at when it sits behind a 1:1 NAT; replaces the
@@ -54,6 +59,7 @@ impl Default for MediaConfig {
             ips: vec![IpAddr::from([127, 0, 0, 1])],
             ports: None,
             udp_port: None,
+            tcp_port: None,
             threads: 2,
             public_ip: None,
             ice_lite: false,
@@ -76,6 +82,7 @@ pub struct Media {
     handle: tokio::runtime::Handle,
     next_port: Arc<AtomicU32>,
     mux: Option<Arc<UdpMux>>,
+    tcp_mux: Option<Arc<TcpMux>>,
     outbox: Arc<Outbox>,
 }
 
@@ -83,13 +90,16 @@ pub struct Media {
 pub(crate) struct Transport {
     pub runtime: Arc<dyn Runtime>,
     pub udp_addrs: Vec<String>,
-    /// Local ICE credentials, set when the connection is on the shared port (routed by ufrag).
+    /// Where the connection listens for ICE-TCP (placeholders for the shared TCP port).
+    pub tcp_addrs: Vec<String>,
+    /// Local ICE credentials, set when the connection is on a shared port (routed by ufrag).
     pub credentials: Option<(String, String)>,
 }
 
 impl Media {
     /// Starts the media runtime (once per process) with `config`, and binds the shared UDP
-    /// port when `config.udp_port` is set (its drop counters go to `metrics`).
+    /// and ICE-TCP ports when `config.udp_port` / `config.tcp_port` are set (their drop
+    /// counters go to `metrics`).
     pub fn start(config: MediaConfig, metrics: &EngineMetrics) -> Result<Media, EngineError> {
         if config.ips.is_empty() {
             return Err(EngineError::Invalid("rtc.ips must list at least one address".into()));
@@ -123,11 +133,16 @@ impl Media {
             )?)),
             None => None,
         };
+        let tcp_mux = match config.tcp_port {
+            Some(port) => Some(Arc::new(TcpMux::bind(&config.ips, port, rt.handle(), metrics)?)),
+            None => None,
+        };
         Ok(Media {
             config: Arc::new(config),
             handle: rt.handle().clone(),
             next_port: Arc::new(AtomicU32::new(0)),
             mux,
+            tcp_mux,
             outbox,
         })
     }
@@ -157,24 +172,27 @@ impl Media {
         self.config.ice_lite
     }
 
-    /// The runtime, addresses and ICE credentials of a new peer connection. On the shared port
+    /// The runtime, addresses and ICE credentials of a new peer connection. On a shared port
     /// the connection binds throwaway ephemeral sockets (the driver insists on binding) that
-    /// its runtime swaps for virtual ones.
+    /// its runtime swaps for virtual ones, routed by the connection's random ICE ufrag.
     pub(crate) fn transport(&self) -> Transport {
-        match &self.mux {
-            Some(mux) => {
-                let (ufrag, pwd) = udp_mux::ice_credentials();
-                Transport {
-                    runtime: Arc::new(PeerRuntime::new(self.outbox.clone(), Some(mux.seat(ufrag.clone())))),
-                    udp_addrs: self.addrs_on(0),
-                    credentials: Some((ufrag, pwd)),
-                }
-            }
-            None => Transport {
-                runtime: Arc::new(PeerRuntime::new(self.outbox.clone(), None)),
-                udp_addrs: self.bind_addrs(),
-                credentials: None,
+        let credentials = (self.mux.is_some() || self.tcp_mux.is_some()).then(udp_mux::ice_credentials);
+        let ufrag = credentials.as_ref().map(|(ufrag, _)| ufrag.clone()).unwrap_or_default();
+        let seat = self.mux.as_ref().map(|mux| mux.seat(ufrag.clone()));
+        let tcp = self.tcp_mux.as_ref().map(|mux| mux.seat(ufrag));
+        Transport {
+            runtime: Arc::new(PeerRuntime::new(self.outbox.clone(), seat, tcp)),
+            udp_addrs: if self.mux.is_some() {
+                self.addrs_on(0)
+            } else {
+                self.bind_addrs()
             },
+            tcp_addrs: if self.tcp_mux.is_some() {
+                self.addrs_on(0)
+            } else {
+                Vec::new()
+            },
+            credentials,
         }
     }
 
@@ -200,13 +218,14 @@ impl Media {
     }
 
     /// The SDP the server sends, with candidates rewritten to the public address if one is set
-    /// and to the shared UDP port if there is one.
+    /// and to the shared UDP and TCP ports if there are.
     pub fn advertise(&self, sdp: String) -> String {
         let port = self.mux.as_ref().and(self.config.udp_port);
-        if self.config.public_ip.is_none() && port.is_none() {
+        let tcp_port = self.tcp_mux.as_ref().and(self.config.tcp_port);
+        if self.config.public_ip.is_none() && port.is_none() && tcp_port.is_none() {
             return sdp;
         }
-        rewrite_candidates(&sdp, &self.config.ips, self.config.public_ip, port)
+        rewrite_candidates(&sdp, &self.config.ips, self.config.public_ip, port, tcp_port)
     }
 
     /// How many attempts to build a peer connection: a port range retries on the next port,
@@ -214,8 +233,9 @@ impl Media {
     fn bind_attempts(&self) -> usize {
         match self.config.ports {
             _ if self.mux.is_some() => 2,
-            None => 1,
             Some((lo, hi)) => (usize::from(hi - lo) + 1).min(64),
+            None if self.tcp_mux.is_some() => 2,
+            None => 1,
         }
     }
 }

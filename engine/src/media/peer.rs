@@ -131,6 +131,7 @@ impl Peer {
                 .with_runtime(transport.runtime)
                 .with_handler(events)
                 .with_udp_addrs(transport.udp_addrs)
+                .with_tcp_addrs(transport.tcp_addrs)
                 .build()
                 .await;
             match built {

@@ -1,7 +1,9 @@
 //! The `webrtc` runtime of every peer connection: [`TokioRuntime`] (on the media runtime),
-//! except for the UDP sockets, which are ours: on the shared port a virtual socket
+//! except for the sockets, which are ours: on the shared UDP port a virtual socket
 //! ([`super::udp_mux`]), otherwise the connection's own socket; either way their sends go
-//! through the process-wide [`Outbox`], which batches them ([`super::send_batch`]).
+//! through the process-wide [`Outbox`], which batches them ([`super::send_batch`]). Its TCP
+//! listener is a virtual one on the shared ICE-TCP port ([`super::tcp_mux`]); the server never
+//! opens TCP connections itself (active candidates are of no use to clients behind NATs).
 
 use std::future::Future;
 use std::io;
@@ -15,25 +17,32 @@ use webrtc::runtime::{
 };
 
 use super::send_batch::{Outbox, OwnSocket};
+use super::tcp_mux::TcpSeat;
 use super::udp_mux::MuxSeat;
 
 /// One peer connection's runtime.
 pub(crate) struct PeerRuntime {
     outbox: Arc<Outbox>,
-    /// Its place on the shared port, if there is one.
+    /// Its place on the shared UDP port, if there is one.
     seat: Option<MuxSeat>,
+    /// Its place on the shared ICE-TCP port, if there is one.
+    tcp: Option<TcpSeat>,
 }
 
 impl PeerRuntime {
-    /// A runtime whose sockets send through `outbox`, on the shared port when `seat` is set.
-    pub(crate) fn new(outbox: Arc<Outbox>, seat: Option<MuxSeat>) -> PeerRuntime {
-        PeerRuntime { outbox, seat }
+    /// A runtime whose sockets send through `outbox`, on the shared UDP port when `seat` is
+    /// set, accepting ICE-TCP on the shared TCP port when `tcp` is.
+    pub(crate) fn new(outbox: Arc<Outbox>, seat: Option<MuxSeat>, tcp: Option<TcpSeat>) -> PeerRuntime {
+        PeerRuntime { outbox, seat, tcp }
     }
 }
 
 impl std::fmt::Debug for PeerRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerRuntime").field("seat", &self.seat).finish()
+        f.debug_struct("PeerRuntime")
+            .field("seat", &self.seat)
+            .field("tcp", &self.tcp)
+            .finish()
     }
 }
 
@@ -64,15 +73,29 @@ impl Runtime for PeerRuntime {
         Ok(Arc::new(OwnSocket::new(socket, self.outbox.clone())?))
     }
 
+    /// A virtual listener on the shared ICE-TCP port for the one the driver bound.
     fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        let listener = match &self.tcp {
+            Some(seat) => match seat.attach(listener) {
+                Ok(virtual_listener) => return Ok(Arc::new(virtual_listener?)),
+                Err(own) => own,
+            },
+            None => listener,
+        };
         TokioRuntime.wrap_tcp_listener(listener)
     }
 
+    /// Refused: the server only accepts ICE-TCP.
     fn connect_tcp<'a>(
         &'a self,
-        remote_addr: SocketAddr,
+        _remote_addr: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
-        TokioRuntime.connect_tcp(remote_addr)
+        Box::pin(async {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the server does not open ICE-TCP connections",
+            ))
+        })
     }
 
     fn resolve_host<'a>(

@@ -35,21 +35,24 @@ pub fn cap_video_bitrate(sdp: &str, kbps: u32) -> String {
 /// Rewrites the address of every `a=candidate` line from one of `bound` to `public` (1:1 NAT:
 /// the server binds a private address and is reached at a public one).
 pub fn advertise_public_ip(sdp: &str, bound: &[std::net::IpAddr], public: std::net::IpAddr) -> String {
-    rewrite_candidates(sdp, bound, Some(public), None)
+    rewrite_candidates(sdp, bound, Some(public), None, None)
 }
 
 /// Rewrites the `a=candidate` lines whose address is one of `bound`: the address to `public`
-/// (1:1 NAT), and for UDP candidates the port to `udp_port` (the shared port of the UDP mux,
-/// where the connection's own socket was only a placeholder).
+/// (1:1 NAT), for UDP candidates the port to `udp_port` (the shared port of the UDP mux,
+/// where the connection's own socket was only a placeholder), and for passive TCP candidates
+/// the port to `tcp_port` (the shared ICE-TCP port).
 pub fn rewrite_candidates(
     sdp: &str,
     bound: &[std::net::IpAddr],
     public: Option<std::net::IpAddr>,
     udp_port: Option<u16>,
+    tcp_port: Option<u16>,
 ) -> String {
     let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
     let public_text = public.map(|ip| ip.to_string());
     let port_text = udp_port.map(|p| p.to_string());
+    let tcp_text = tcp_port.map(|p| p.to_string());
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.lines() {
         if line.starts_with("a=candidate:") {
@@ -64,6 +67,11 @@ pub fn rewrite_candidates(
                     fields[4] = public;
                 }
                 if let Some(port) = port_text.as_deref().filter(|_| fields[2].eq_ignore_ascii_case("udp")) {
+                    fields[5] = port;
+                }
+                let passive_tcp =
+                    fields[2].eq_ignore_ascii_case("tcp") && fields.windows(2).any(|w| w == ["tcptype", "passive"]);
+                if let Some(port) = tcp_text.as_deref().filter(|_| passive_tcp) {
                     fields[5] = port;
                 }
                 out.push_str(&fields.join(" "));
@@ -114,17 +122,26 @@ mod tests {
                    a=candidate:2 1 tcp 1671430143 10.0.0.5 9 typ host tcptype passive\n\
                    a=candidate:3 1 udp 1694498815 198.51.100.1 40000 typ srflx raddr 0.0.0.0 rport 0\n";
         let bound = ["10.0.0.5".parse().unwrap()];
-        let out = super::rewrite_candidates(sdp, &bound, None, Some(7882));
+        let out = super::rewrite_candidates(sdp, &bound, None, Some(7882), None);
         assert_eq!(
             out,
             "a=candidate:1 1 udp 2130706431 10.0.0.5 7882 typ host\n\
              a=candidate:2 1 tcp 1671430143 10.0.0.5 9 typ host tcptype passive\n\
              a=candidate:3 1 udp 1694498815 198.51.100.1 40000 typ srflx raddr 0.0.0.0 rport 0\n"
         );
-        let out = super::rewrite_candidates(sdp, &bound, Some("203.0.113.7".parse().unwrap()), Some(7882));
+        let out = super::rewrite_candidates(sdp, &bound, Some("203.0.113.7".parse().unwrap()), Some(7882), None);
         assert!(
             out.starts_with("a=candidate:1 1 udp 2130706431 203.0.113.7 7882 typ host\n"),
             "{out}"
+        );
+        // The shared ICE-TCP port: passive TCP candidates only (an active one's port is 9).
+        let sdp = "a=candidate:2 1 tcp 1671430143 10.0.0.5 41234 typ host tcptype passive\n\
+                   a=candidate:4 1 tcp 1671430143 10.0.0.5 9 typ host tcptype active\n";
+        let out = super::rewrite_candidates(sdp, &bound, None, None, Some(7881));
+        assert_eq!(
+            out,
+            "a=candidate:2 1 tcp 1671430143 10.0.0.5 7881 typ host tcptype passive\n\
+             a=candidate:4 1 tcp 1671430143 10.0.0.5 9 typ host tcptype active\n"
         );
     }
 }

@@ -506,7 +506,7 @@ impl MuxSeat {
 }
 
 /// Just enough STUN (RFC 8489) to route a Binding request by its USERNAME.
-mod stun {
+pub(super) mod stun {
     const HEADER: usize = 20;
     const BINDING_REQUEST: u16 = 0x0001;
     const MAGIC_COOKIE: u32 = 0x2112_A442;
@@ -520,7 +520,7 @@ mod stun {
 
     /// The receiver's ufrag (ours) from a Binding request's USERNAME `"<ours>:<theirs>"`, or
     /// `None` for anything else, malformed input included.
-    pub(super) fn binding_request_ufrag(packet: &[u8]) -> Option<&str> {
+    pub(in crate::media) fn binding_request_ufrag(packet: &[u8]) -> Option<&str> {
         let header = packet.get(..HEADER)?;
         if be16(header, 0)? != BINDING_REQUEST {
             return None;

@@ -1,6 +1,7 @@
 //! The shared UDP port (`[rtc] udp_port`, the ICE UDP mux): every candidate the server
 //! advertises uses it, a publisher and several subscribers get whole frames through it (also
-//! with ICE-lite), and closed connections leave nothing registered on it.
+//! with ICE-lite), and closed connections leave nothing registered on it. The shared ICE-TCP
+//! port (`[rtc] tcp_port`): clients with no UDP at all publish and play through it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,16 +79,22 @@ impl Exchange {
     }
 
     async fn publish(&self, group: &str) -> WhipPublisher {
+        self.publish_opts(group, ClientOptions::default()).await
+    }
+
+    async fn publish_opts(&self, group: &str, opts: ClientOptions) -> WhipPublisher {
         let (x, path) = (self.clone(), format!("/v1/whip?groups={group}"));
-        let opts = ClientOptions::default();
         WhipPublisher::connect_with(opts, |offer| x.post(path, offer))
             .await
             .expect("publish")
     }
 
     async fn play(&self, group: &str) -> WhepSubscriber {
+        self.play_opts(group, ClientOptions::default()).await
+    }
+
+    async fn play_opts(&self, group: &str, opts: ClientOptions) -> WhepSubscriber {
         let (x, path) = (self.clone(), format!("/v1/groups/{group}/whep"));
-        let opts = ClientOptions::default();
         WhepSubscriber::connect_with(opts, |offer| x.post(path, offer))
             .await
             .expect("play")
@@ -300,6 +307,63 @@ async fn a_publisher_ice_restart_keeps_media_flowing_on_the_shared_port() {
     );
     assert_eq!(publisher.state(), RTCPeerConnectionState::Connected);
     sending.abort();
+    viewer.close().await;
+    publisher.close().await;
+}
+
+/// A TCP port nobody holds right now.
+fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe listener");
+    listener.local_addr().expect("probe address").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_udp_publish_and_play_over_the_ice_tcp_port() {
+    let port = free_tcp_port();
+    let s = Server::start_with_config(&format!("{TEST_CONFIG}[rtc]\ntcp_port = {port}\n")).await;
+    s.group("tcp", &[]).await;
+    let x = Exchange::new(&s);
+    let tcp_only = ClientOptions {
+        tcp_only: true,
+        ..Default::default()
+    };
+    let publisher = x.publish_opts("tcp", tcp_only.clone()).await;
+    assert!(publisher.wait_connected(WAIT).await, "a TCP-only publisher connects");
+    let viewer = x.play_opts("tcp", tcp_only).await;
+    assert!(
+        viewer.wait_frames(30, WAIT).await,
+        "a TCP-only viewer decodes frames: {:?}",
+        viewer.counts()
+    );
+    assert!(viewer.counts().keyframes >= 1, "{:?}", viewer.counts());
+    // Both answers offer the shared port as a passive TCP candidate (and UDP ones as usual).
+    for a in x.answers.lock().expect("answers").iter() {
+        let passive: Vec<&str> = a
+            .sdp
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:") && l.contains(" tcp ") && l.ends_with("tcptype passive"))
+            .collect();
+        assert!(
+            !passive.is_empty() && passive.iter().all(|l| l.split(' ').nth(5) == Some(&port.to_string())),
+            "passive TCP candidates off port {port}:\n{}",
+            a.sdp
+        );
+    }
+    // A connection that is not an ICE check for one of ours is closed and counted.
+    let mut stranger = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut stranger, b"\x00\x04ping")
+        .await
+        .expect("write");
+    let mut sink = [0u8; 16];
+    let closed = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut stranger, &mut sink)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    assert_eq!(
+        s.metric_settles("fanfare_rtc_mux_dropped_total{reason=\"tcp_unknown\"}", 1.0)
+            .await,
+        1.0
+    );
     viewer.close().await;
     publisher.close().await;
 }
