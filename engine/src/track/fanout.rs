@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
+use futures_util::FutureExt;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp;
@@ -23,8 +24,6 @@ use super::{MediaKind, TrackInfo};
 use crate::media::PeerState;
 use crate::metrics::EngineMetrics;
 
-/// Packets a subscriber leg may have queued before it starts losing them.
-const LEG_QUEUE: usize = 512;
 /// Keyframe requests to the publisher are at most this frequent (per layer).
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// A keyframe bigger than this is not cached (new legs wait for the next one).
@@ -60,12 +59,13 @@ pub struct TrackCounters {
     pub layer_switches: AtomicU64,
 }
 
-/// One subscriber leg: a bounded queue drained by the leg's writer task.
+/// One subscriber leg. The task that forwards a packet writes it to the leg's connection
+/// itself ([`LegWriter`]): no queue and no task of its own per leg, so a packet costs no task
+/// wake-up per subscriber.
 pub struct Downtrack {
     /// Unique id of this leg.
     pub id: u64,
-    /// Packet, sequence offset, layer.
-    tx: mpsc::Sender<(rtp::Packet, u16, u8)>,
+    writer: Mutex<LegWriter>,
     /// Packets dropped so far on this leg; subtracted from sequence numbers so the subscriber
     /// sees no gap it would NACK forever (only the reader task writes it).
     skipped: AtomicU16,
@@ -91,6 +91,71 @@ impl Downtrack {
     /// Sets the target layer.
     pub(super) fn set_target(&self, layer: u8) {
         self.target.store(layer, Ordering::Relaxed);
+    }
+
+    /// Writes one packet (see [`LegWriter::write`]).
+    fn write(&self, pkt: &rtp::Packet, offset: u16, from: u8) -> bool {
+        match self.writer.lock() {
+            Ok(mut w) => w.write(pkt.clone(), offset, from),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Puts a leg's packets onto one continuous stream (its payload type and SSRC; sequence
+/// numbers and timestamps carried across layer switches, each layer having its own) and hands
+/// them to the subscriber's connection without waiting.
+struct LegWriter {
+    local: Arc<TrackLocalStaticRTP>,
+    pt: u8,
+    ssrc: u32,
+    clock: u64,
+    layer: u8,
+    seq_delta: u16,
+    ts_delta: u32,
+    last: Option<(u16, u32)>,
+    last_at: Instant,
+    /// The connection is gone.
+    closed: bool,
+}
+
+impl LegWriter {
+    /// Rewrites `pkt` (of layer `from`, sequence numbers shifted down by `offset`) and writes
+    /// it; `false` when the connection could not take it now (its queue to the connection's
+    /// driver is full) or is gone.
+    fn write(&mut self, mut pkt: rtp::Packet, offset: u16, from: u8) -> bool {
+        if self.closed {
+            return false;
+        }
+        let seq_in = pkt.header.sequence_number.wrapping_sub(offset);
+        if from != self.layer {
+            if let Some((seq, ts)) = self.last {
+                self.seq_delta = seq.wrapping_add(1).wrapping_sub(seq_in);
+                let ticks = (self.last_at.elapsed().as_micros() as u64 * self.clock / 1_000_000).max(1);
+                self.ts_delta = ts.wrapping_add(ticks as u32).wrapping_sub(pkt.header.timestamp);
+            }
+            self.layer = from;
+        }
+        pkt.header.payload_type = self.pt;
+        pkt.header.ssrc = self.ssrc;
+        pkt.header.sequence_number = seq_in.wrapping_add(self.seq_delta);
+        pkt.header.timestamp = pkt.header.timestamp.wrapping_add(self.ts_delta);
+        let (seq, ts, marker) = (pkt.header.sequence_number, pkt.header.timestamp, pkt.header.marker);
+        // `write_rtp` only waits when the connection's event queue is full: a full queue drops
+        // the packet, as the leg queue it replaces did.
+        match self.local.write_rtp(pkt).now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(_)) => {
+                self.closed = true;
+                return false;
+            }
+            None => return false,
+        }
+        if marker {
+            self.last_at = Instant::now();
+        }
+        self.last = Some((seq, ts));
+        true
     }
 }
 
@@ -328,18 +393,29 @@ impl Fanout {
                 if leg.target.load(Ordering::Relaxed) != idx || (!keyframe && self.keyframe_aware) {
                     continue;
                 }
-                if leg.tx.try_send((pkt.clone(), offset, idx)).is_ok() {
+                if leg.write(&pkt, offset, idx) {
                     leg.current.store(idx, Ordering::Relaxed);
                     c.layer_switches.fetch_add(1, Ordering::Relaxed);
+                    self.count_out(len);
                 }
                 continue;
             }
-            if leg.tx.try_send((pkt.clone(), offset, idx)).is_err() {
+            if leg.write(&pkt, offset, idx) {
+                self.count_out(len);
+            } else {
                 leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
                 c.dropped.fetch_add(1, Ordering::Relaxed);
                 self.metrics.rtp_dropped.inc();
             }
         }
+    }
+
+    /// Counts one packet of `len` payload bytes written to a leg.
+    fn count_out(&self, len: u64) {
+        self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_out.fetch_add(len, Ordering::Relaxed);
+        self.metrics.rtp_packets_out.inc();
+        self.metrics.rtp_bytes_out.inc_by(len);
     }
 
     /// Asks the publisher for a keyframe on layer `idx`, at most once per [`PLI_INTERVAL`] per
@@ -439,7 +515,9 @@ impl Fanout {
         {
             if cache.complete {
                 for pkt in &cache.packets {
-                    let _ = leg.tx.try_send((pkt.clone(), 0, FROM_CACHE));
+                    if leg.write(pkt, 0, FROM_CACHE) {
+                        self.count_out(pkt.payload.len() as u64);
+                    }
                 }
                 // The packets after the cached keyframe depend on pictures the leg never got.
                 leg.current.store(NO_LAYER, Ordering::Relaxed);
@@ -572,22 +650,30 @@ impl Fanout {
         mut state: tokio::sync::watch::Receiver<PeerState>,
         caps: LegCaps,
     ) -> Arc<Downtrack> {
-        let (tx, mut rx) = mpsc::channel::<(rtp::Packet, u16, u8)>(LEG_QUEUE);
         let target = self.choose(&caps);
         // One layer: forward from the start, as before simulcast. Several: from a keyframe.
         let multi = self.layer_count() > 1;
         let leg = Arc::new(Downtrack {
             id: crate::next_id(),
-            tx,
+            writer: Mutex::new(LegWriter {
+                local: local.clone(),
+                pt,
+                ssrc,
+                clock: u64::from(self.info.codec.clock_rate.max(1)),
+                layer: NO_LAYER,
+                seq_delta: 0,
+                ts_delta: 0,
+                last: None,
+                last_at: Instant::now(),
+                closed: false,
+            }),
             skipped: AtomicU16::new(0),
             live: AtomicBool::new(false),
             current: AtomicU8::new(if multi { NO_LAYER } else { target }),
             target: AtomicU8::new(target),
         });
         let fanout = self.clone();
-        let writer_local = local.clone();
         let starting = leg.clone();
-        let clock = u64::from(self.info.codec.clock_rate.max(1));
         tokio::spawn(async move {
             let connected =
                 tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| *s == PeerState::Connected));
@@ -601,39 +687,6 @@ impl Fanout {
             fanout
                 .request_keyframe_of(if layer == NO_LAYER { 0 } else { layer })
                 .await;
-            drop(starting);
-            // Continuity across layer switches: each layer has its own sequence numbers and
-            // timestamps; the leg maps them onto one stream.
-            let (mut layer, mut seq_delta, mut ts_delta) = (NO_LAYER, 0u16, 0u32);
-            let mut last: Option<(u16, u32)> = None;
-            let mut last_at = Instant::now();
-            while let Some((mut pkt, offset, from)) = rx.recv().await {
-                let seq_in = pkt.header.sequence_number.wrapping_sub(offset);
-                if from != layer {
-                    if let Some((seq, ts)) = last {
-                        seq_delta = seq.wrapping_add(1).wrapping_sub(seq_in);
-                        let ticks = (last_at.elapsed().as_micros() as u64 * clock / 1_000_000).max(1);
-                        ts_delta = ts.wrapping_add(ticks as u32).wrapping_sub(pkt.header.timestamp);
-                    }
-                    layer = from;
-                }
-                pkt.header.payload_type = pt;
-                pkt.header.ssrc = ssrc;
-                pkt.header.sequence_number = seq_in.wrapping_add(seq_delta);
-                pkt.header.timestamp = pkt.header.timestamp.wrapping_add(ts_delta);
-                if pkt.header.marker {
-                    last_at = Instant::now();
-                }
-                last = Some((pkt.header.sequence_number, pkt.header.timestamp));
-                let len = pkt.payload.len() as u64;
-                if writer_local.write_rtp(pkt).await.is_err() {
-                    break;
-                }
-                fanout.counters.packets_out.fetch_add(1, Ordering::Relaxed);
-                fanout.counters.bytes_out.fetch_add(len, Ordering::Relaxed);
-                fanout.metrics.rtp_packets_out.inc();
-                fanout.metrics.rtp_bytes_out.inc_by(len);
-            }
         });
         let fanout = self.clone();
         let feedback = leg.clone();
@@ -676,7 +729,7 @@ impl Fanout {
         self.tell(SetLegCaps { leg: leg_id, caps });
     }
 
-    /// Detaches a subscriber leg; its writer ends once its queue drains.
+    /// Detaches a subscriber leg.
     pub fn detach(&self, leg_id: u64) {
         if let Ok(mut legs) = self.legs.write() {
             let before = legs.len();
