@@ -141,8 +141,8 @@ impl LegWriter {
         pkt.header.sequence_number = seq_in.wrapping_add(self.seq_delta);
         pkt.header.timestamp = pkt.header.timestamp.wrapping_add(self.ts_delta);
         let (seq, ts, marker) = (pkt.header.sequence_number, pkt.header.timestamp, pkt.header.marker);
-        // `write_rtp` only waits when the connection's event queue is full: a full queue drops
-        // the packet, as the leg queue it replaces did.
+        // `write_rtp` only waits when the connection driver's event queue is full: then the
+        // packet is dropped (the leg cannot keep up).
         match self.local.write_rtp(pkt).now_or_never() {
             Some(Ok(())) => {}
             Some(Err(_)) => {

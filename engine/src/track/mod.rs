@@ -1,7 +1,7 @@
 //! A published track: what it is ([`TrackInfo`]) and how its packets reach subscribers
-//! ([`Fanout`]). The publisher's reader task hands each packet straight to every subscriber
-//! leg's bounded queue: no actor mailbox on the per-packet path, and a slow subscriber loses
-//! packets (counted) instead of slowing the publisher or the others. The [`Track`] actor owns
+//! ([`Fanout`]). The publisher's reader task writes each packet straight to every subscriber
+//! leg's connection: no actor mailbox and no task hop per subscriber on the per-packet path,
+//! and a slow subscriber loses packets (counted) instead of slowing the publisher or the others. The [`Track`] actor owns
 //! the control side: subscribers' caps, simulcast layer choice, keyframe requests for switches.
 
 mod actor;
