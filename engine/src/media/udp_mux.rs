@@ -25,7 +25,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use prometheus::{IntCounter, IntGauge};
 use rand::distr::{Alphanumeric, SampleString};
-use tokio::io::Interest;
 use tokio::sync::mpsc;
 use webrtc::runtime::{AsyncUdpSocket, EcnCodepoint, RecvMeta, Transmit, UdpSockRef};
 
@@ -310,21 +309,8 @@ impl SharedSocket {
 
     /// Receives up to `bufs.len()` messages; `Ok(0)` never.
     async fn recv(&self, bufs: &mut [Vec<u8>], meta: &mut [RecvMeta]) -> io::Result<usize> {
-        loop {
-            self.out.io.readable().await?;
-            let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-            // Through `try_io`, so tokio learns when the socket ran dry.
-            let got = self.out.io.try_io(Interest::READABLE, || {
-                match self.out.state.recv(UdpSockRef::from(&self.out.io), &mut slices, meta)? {
-                    0 => Err(io::ErrorKind::WouldBlock.into()),
-                    n => Ok(n),
-                }
-            });
-            match got {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return other,
-            }
-        }
+        let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        std::future::poll_fn(|cx| self.out.poll_recv(cx, &mut slices, meta)).await
     }
 
     /// Hands one received message (possibly several GRO-coalesced datagrams) to its peers.
