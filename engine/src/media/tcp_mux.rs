@@ -36,6 +36,11 @@ pub(crate) const FIRST_FRAME_WAIT: Duration = Duration::from_secs(5);
 const QUEUE: usize = 16;
 /// Peer connections registered on one shared listener at most.
 const MAX_PEERS: usize = 16_384;
+/// Connections not yet routed (reading their first frame) at most, per shared listener; more
+/// are closed at once, so a flood of idle connections cannot hold memory or descriptors.
+const MAX_PENDING: usize = 256;
+/// A first frame longer than this is not an ICE check (a Binding request is a few hundred bytes).
+const MAX_FIRST_FRAME: usize = 2048;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -125,14 +130,20 @@ impl std::fmt::Debug for TcpMux {
 
 /// Accepts connections and routes each by its first frame; runs until the mux is dropped.
 async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<SharedListener>) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    shared.dropped.inc();
+                    continue;
+                };
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     if !route(stream, peer, &shared).await {
                         shared.dropped.inc();
                     }
+                    drop(permit);
                 });
             }
             Err(e) => {
@@ -149,6 +160,9 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<SharedListen
 async fn route(mut stream: tokio::net::TcpStream, peer: SocketAddr, shared: &SharedListener) -> bool {
     let read_first = async {
         let len = usize::from(stream.read_u16().await?);
+        if len > MAX_FIRST_FRAME {
+            return Err(io::Error::from(io::ErrorKind::InvalidData));
+        }
         let mut first = vec![0u8; 2 + len];
         first[..2].copy_from_slice(&(len as u16).to_be_bytes());
         stream.read_exact(&mut first[2..]).await?;
@@ -416,6 +430,7 @@ mod tests {
         for bytes in [
             framed_request(b"nobody:them"),
             b"\x00\x10GET / HTTP/1.1\r\n\r\n".to_vec(),
+            b"\xff\xff".to_vec(),
             b"\x05".to_vec(),
         ] {
             let mut other = tokio::net::TcpStream::connect(shared).await.unwrap();
@@ -428,7 +443,7 @@ mod tests {
             assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(dropped.get(), 3);
+        assert_eq!(dropped.get(), 4);
 
         // Dropping the listener unregisters it.
         drop(listener);
