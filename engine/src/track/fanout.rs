@@ -100,6 +100,19 @@ impl Downtrack {
             Err(_) => false,
         }
     }
+
+    /// Writes one packet, waiting for room in the connection's queue if it has to (for the
+    /// cached keyframe a new leg starts with, which must not be lost to a momentary full queue).
+    async fn write_waiting(&self, pkt: &rtp::Packet, from: u8) -> bool {
+        let (local, pkt) = match self.writer.lock() {
+            Ok(mut w) if !w.closed => {
+                let pkt = w.rewrite(pkt.clone(), 0, from);
+                (w.local.clone(), pkt)
+            }
+            _ => return false,
+        };
+        local.write_rtp(pkt).await.is_ok()
+    }
 }
 
 /// Puts a leg's packets onto one continuous stream (its payload type and SSRC; sequence
@@ -123,10 +136,25 @@ impl LegWriter {
     /// Rewrites `pkt` (of layer `from`, sequence numbers shifted down by `offset`) and writes
     /// it; `false` when the connection could not take it now (its queue to the connection's
     /// driver is full) or is gone.
-    fn write(&mut self, mut pkt: rtp::Packet, offset: u16, from: u8) -> bool {
+    fn write(&mut self, pkt: rtp::Packet, offset: u16, from: u8) -> bool {
         if self.closed {
             return false;
         }
+        let pkt = self.rewrite(pkt, offset, from);
+        // `write_rtp` only waits when the connection driver's event queue is full: then the
+        // packet is dropped (the leg cannot keep up).
+        match self.local.write_rtp(pkt).now_or_never() {
+            Some(Ok(())) => true,
+            Some(Err(_)) => {
+                self.closed = true;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Puts `pkt` on the leg's stream and notes it as the last one sent.
+    fn rewrite(&mut self, mut pkt: rtp::Packet, offset: u16, from: u8) -> rtp::Packet {
         let seq_in = pkt.header.sequence_number.wrapping_sub(offset);
         if from != self.layer {
             if let Some((seq, ts)) = self.last {
@@ -140,22 +168,11 @@ impl LegWriter {
         pkt.header.ssrc = self.ssrc;
         pkt.header.sequence_number = seq_in.wrapping_add(self.seq_delta);
         pkt.header.timestamp = pkt.header.timestamp.wrapping_add(self.ts_delta);
-        let (seq, ts, marker) = (pkt.header.sequence_number, pkt.header.timestamp, pkt.header.marker);
-        // `write_rtp` only waits when the connection driver's event queue is full: then the
-        // packet is dropped (the leg cannot keep up).
-        match self.local.write_rtp(pkt).now_or_never() {
-            Some(Ok(())) => {}
-            Some(Err(_)) => {
-                self.closed = true;
-                return false;
-            }
-            None => return false,
-        }
-        if marker {
+        if pkt.header.marker {
             self.last_at = Instant::now();
         }
-        self.last = Some((seq, ts));
-        true
+        self.last = Some((pkt.header.sequence_number, pkt.header.timestamp));
+        pkt
     }
 }
 
@@ -360,8 +377,6 @@ impl Fanout {
                 }
             }
         }
-        // Held across the cache update so that a leg starting from the cache (under the write
-        // lock) neither misses nor repeats a packet.
         let Ok(legs) = self.legs.read() else { return };
         if let Some(cache) = &layer.keyframe {
             if let Ok(mut cache) = cache.lock() {
@@ -501,31 +516,29 @@ impl Fanout {
     }
 
     /// Starts `leg`: it receives its target layer's cached keyframe, if there is a whole one,
-    /// then the live stream from the layer's next keyframe. Returns whether the cache had a
-    /// keyframe to give.
-    fn start_leg(&self, leg: &Downtrack) -> bool {
-        let Ok(_guard) = self.legs.write() else { return false };
-        let mut served = false;
+    /// then the live stream from the layer's next keyframe (the packets after the cached one
+    /// depend on pictures the leg never got, so nothing is forwarded to it in between). Returns
+    /// whether the cache had a keyframe to give.
+    async fn start_leg(&self, leg: &Downtrack) -> bool {
         let target = leg.target.load(Ordering::Relaxed);
-        if let Some(cache) = self
+        let cached: Vec<rtp::Packet> = self
             .layers
             .get(usize::from(target))
             .and_then(|l| l.keyframe.as_ref())
             .and_then(|g| g.lock().ok())
-        {
-            if cache.complete {
-                for pkt in &cache.packets {
-                    if leg.write(pkt, 0, FROM_CACHE) {
-                        self.count_out(pkt.payload.len() as u64);
-                    }
-                }
-                // The packets after the cached keyframe depend on pictures the leg never got.
-                leg.current.store(NO_LAYER, Ordering::Relaxed);
-                served = true;
+            .filter(|cache| cache.complete)
+            .map(|cache| cache.packets.clone())
+            .unwrap_or_default();
+        if !cached.is_empty() {
+            leg.current.store(NO_LAYER, Ordering::Relaxed);
+        }
+        for pkt in &cached {
+            if leg.write_waiting(pkt, FROM_CACHE).await {
+                self.count_out(pkt.payload.len() as u64);
             }
         }
         leg.live.store(true, Ordering::Relaxed);
-        served
+        !cached.is_empty()
     }
 
     /// A tap: every packet of the track's top layer from now on, for a consumer on another
@@ -682,7 +695,7 @@ impl Fanout {
             }
             // With or without a cached picture, the live stream resumes at the next keyframe:
             // a WebRTC publisher is asked for it (a local source sends its next one).
-            fanout.start_leg(&starting);
+            fanout.start_leg(&starting).await;
             let layer = starting.target();
             fanout
                 .request_keyframe_of(if layer == NO_LAYER { 0 } else { layer })
