@@ -28,7 +28,7 @@ use crate::metrics::EngineMetrics;
 /// Bytes queued at most between two sends (a 200-viewer keyframe is about 6 MB).
 const MAX_QUEUED_BYTES: usize = 16 << 20;
 /// The queue is sent by the producer once it holds this many datagrams...
-pub(crate) const FLUSH_AT: usize = 64;
+const FLUSH_AT: usize = 64;
 /// ... or this many bytes.
 const FLUSH_AT_BYTES: usize = 64 * 1024;
 /// The kernel's limit on one GSO send (one UDP datagram's worth of payload).
@@ -243,12 +243,13 @@ fn send_batch(batch: &Queue, metrics: &OutboxMetrics, order: &mut Vec<usize>, sc
     let items = &batch.items;
     order.clear();
     order.extend(0..items.len());
-    order.sort_by_key(|&i| (items[i].group(), i));
+    // A stable sort: queue order within each group.
+    order.sort_by_key(|&i| items[i].group());
     let data = |item: &Item| batch.bytes.get(item.start..item.start + item.len).unwrap_or_default();
     let mut i = 0;
     while i < order.len() {
         let first = &items[order[i]];
-        let (run, seg) = gso_run(items, &order[i..], first.out.max_segments());
+        let run = gso_run(items, &order[i..], first.out.max_segments());
         let contents: &[u8] = if run == 1 {
             data(first)
         } else {
@@ -262,7 +263,7 @@ fn send_batch(batch: &Queue, metrics: &OutboxMetrics, order: &mut Vec<usize>, sc
             destination: first.dest,
             ecn: first.ecn,
             contents,
-            segment_size: (run > 1).then_some(seg),
+            segment_size: (run > 1).then_some(first.len),
             src_ip: first.src_ip,
         };
         metrics.sends.inc();
@@ -278,15 +279,16 @@ fn send_batch(batch: &Queue, metrics: &OutboxMetrics, order: &mut Vec<usize>, sc
     }
 }
 
-/// The length of the GSO run starting at `order[0]` and its segment size: following items of
-/// the same group with the same size, the last one possibly shorter, within the kernel's limits.
-fn gso_run(items: &[Item], order: &[usize], max_segments: usize) -> (usize, usize) {
+/// The length of the GSO run starting at `order[0]` (segment size: that item's length):
+/// following items of the same group with the same size, the last one possibly shorter, within
+/// the kernel's limits.
+fn gso_run(items: &[Item], order: &[usize], max_segments: usize) -> usize {
     let first = &items[order[0]];
     let seg = first.len;
     let mut run = 1;
     let mut total = seg;
     if seg == 0 {
-        return (1, seg);
+        return 1;
     }
     for &k in &order[1..] {
         let next = &items[k];
@@ -299,7 +301,7 @@ fn gso_run(items: &[Item], order: &[usize], max_segments: usize) -> (usize, usiz
             break;
         }
     }
-    (run, seg)
+    run
 }
 
 /// A peer connection's own UDP socket whose sends go through the [`Outbox`].
