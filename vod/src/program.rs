@@ -377,15 +377,11 @@ async fn feed(
         feed.base = Some((f.pts, (now - (l.pts - f.pts).max(0)).max(0)));
     }
     for frame in burst {
-        if !feed.emit(frame) {
-            return;
-        }
+        feed.emit(frame);
     }
     while let Some(pkt) = rx.recv().await {
         for frame in depack.push(&pkt) {
-            if !feed.emit(frame) {
-                return;
-            }
+            feed.emit(frame);
         }
     }
 }
@@ -409,22 +405,22 @@ struct Feed {
 }
 
 impl Feed {
-    /// Places one frame on the program clock and segments it; `false` ends the feed.
-    fn emit(&mut self, mut frame: Frame) -> bool {
+    /// Places one frame on the program clock and segments it.
+    fn emit(&mut self, mut frame: Frame) {
         if self.is_video {
             if frame.keyframe {
                 self.last_key = Instant::now();
                 self.started = true;
                 self.video_started.store(true, Ordering::Relaxed);
             } else if !self.started {
-                return true;
+                return;
             }
             if self.last_key.elapsed() > self.target {
                 self.track.request_keyframe_soon();
                 self.last_key = Instant::now();
             }
         } else if self.has_video && !self.video_started.load(Ordering::Relaxed) {
-            return true;
+            return;
         }
         let t0 = self.t0;
         let (pts0, at) = *self.base.get_or_insert_with(|| {
@@ -434,20 +430,18 @@ impl Feed {
         frame.pts = frame.pts - pts0 + at;
         if !self.is_video {
             let dts = frame.pts;
-            return self.send(frame, dts);
+            lock(&self.cutter).frame(frame, dts);
+            return;
         }
         let timed = self.decode.push(frame);
         if self.decode.reorders() && !self.told_reorder {
             self.told_reorder = true;
             tracing::info!(track = %self.track.info.id, "the video has B-frames; decode times are derived");
         }
-        timed.into_iter().all(|(frame, dts)| self.send(frame, dts))
-    }
-
-    /// Segments one timed frame.
-    fn send(&mut self, frame: Frame, dts: i64) -> bool {
-        lock(&self.cutter).frame(frame, dts);
-        true
+        let mut cutter = lock(&self.cutter);
+        for (frame, dts) in timed {
+            cutter.frame(frame, dts);
+        }
     }
 }
 
