@@ -152,6 +152,9 @@ struct VideoAu {
     nalus: Vec<Bytes>,
     /// H.264/H.265: fragmented NAL unit being reassembled. VP8: the frame bytes.
     buf: Option<BytesMut>,
+    /// Length of the last unit reassembled in `buf`: the next one's starting capacity, so it
+    /// is rarely regrown (and copied) as its fragments arrive.
+    last_unit: usize,
     size: usize,
     /// H.264/H.265 parameter sets last seen (the VPS is H.265's only).
     vps: Option<Bytes>,
@@ -160,6 +163,19 @@ struct VideoAu {
 }
 
 impl VideoAu {
+    /// An empty buffer for a unit whose first fragment is `first` bytes.
+    fn unit_buf(&self, first: usize) -> BytesMut {
+        let hint = self.last_unit + self.last_unit / 8;
+        BytesMut::with_capacity(hint.max(first * 4).min(MAX_FRAME_BYTES))
+    }
+
+    /// Takes the reassembled unit out of `buf`, remembering its length.
+    fn take_unit(&mut self) -> Option<Bytes> {
+        let b = self.buf.take()?;
+        self.last_unit = b.len();
+        Some(b.freeze())
+    }
+
     fn push<F: VideoFormat>(&mut self, fmt: &F, pkt: &rtc::rtp::Packet, pts: i64, gap: bool, out: &mut Vec<Frame>) {
         let codec = fmt.codec();
         let head_ok = fmt.starts_frame(&pkt.payload);
@@ -279,7 +295,7 @@ impl VideoFormat for H264 {
                 let Some(&fu) = p.get(1) else { return false };
                 let (start, end) = (fu & 0x80 != 0, fu & 0x40 != 0);
                 if start {
-                    let mut b = BytesMut::with_capacity(p.len() * 4);
+                    let mut b = au.unit_buf(p.len());
                     b.extend_from_slice(&[(p[0] & 0xe0) | (fu & 0x1f)]);
                     b.extend_from_slice(&p[2..]);
                     au.buf = Some(b);
@@ -291,8 +307,8 @@ impl VideoFormat for H264 {
                 }
                 au.size += p.len();
                 if end {
-                    if let Some(b) = au.buf.take() {
-                        H264::add_nal(au, b.freeze());
+                    if let Some(nal) = au.take_unit() {
+                        H264::add_nal(au, nal);
                     }
                 }
                 true
@@ -401,7 +417,7 @@ impl H265 {
         };
         let body = p.get(3..).unwrap_or_default();
         if fu & 0x80 != 0 {
-            let mut b = BytesMut::with_capacity(p.len() * 4);
+            let mut b = au.unit_buf(p.len());
             b.extend_from_slice(&[(h0 & 0x81) | ((fu & 0x3f) << 1), h1]);
             b.extend_from_slice(body);
             au.buf = Some(b);
@@ -413,8 +429,8 @@ impl H265 {
         }
         au.size += p.len();
         if fu & 0x40 != 0 {
-            if let Some(b) = au.buf.take() {
-                H265::add_nal(au, b.freeze());
+            if let Some(nal) = au.take_unit() {
+                H265::add_nal(au, nal);
             }
         }
         true
@@ -526,7 +542,7 @@ impl VideoFormat for Vp8 {
         };
         let start = p[0] & 0x10 != 0 && p[0] & 0x07 == 0;
         if start {
-            au.buf = Some(BytesMut::with_capacity(p.len() * 4));
+            au.buf = Some(au.unit_buf(p.len()));
         }
         let Some(b) = au.buf.as_mut() else {
             return false;
@@ -541,7 +557,7 @@ impl VideoFormat for Vp8 {
     }
 
     fn finish(&self, au: &mut VideoAu) -> Option<(Bytes, bool)> {
-        let data = au.buf.take()?.freeze();
+        let data = au.take_unit()?;
         let first = *data.first()?;
         // VP8 frame tag: bit 0 is 0 for a key frame, which also carries the start code 9d 01 2a.
         let keyframe = first & 0x01 == 0 && data.get(3..6) == Some(&[0x9d, 0x01, 0x2a][..]);

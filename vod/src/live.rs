@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::segment::SegmentEvent;
+use crate::segment::{Segment, SegmentEvent};
 
 /// Complete segments kept for late joiners: at least this many...
 const KEEP_SEGMENTS: usize = 3;
@@ -258,7 +258,7 @@ impl LiveBuffer {
             }
             SegmentEvent::Segment(seg) => {
                 let open = s.open.take().filter(|o| o.seq == seg.seq);
-                let (parts, body) = self.close_segment(seg.seq, open, &seg.data);
+                let (parts, body) = self.close_segment(seg, open);
                 let discontinuity = seg.discontinuity || std::mem::take(&mut s.pending_discontinuity);
                 s.longest_segment = s.longest_segment.max(seg.duration);
                 s.segments.push_back(LiveSegment {
@@ -286,24 +286,26 @@ impl LiveBuffer {
     /// The finished segment's parts and body. Its parts are its bytes in order, so when they
     /// were all written to its file the file is the segment; otherwise the segment is stored
     /// whole (in a new file or memory) and its parts are kept as they are.
-    fn close_segment(&self, seq: u64, open: Option<OpenSegment>, data: &Bytes) -> (Vec<LivePart>, Body) {
+    fn close_segment(&self, seg: &Segment, open: Option<OpenSegment>) -> (Vec<LivePart>, Body) {
         let Some(open) = open else {
-            return (Vec::new(), self.store_whole(seq, data));
+            return (Vec::new(), self.store_whole(seg.seq, &seg.data()));
         };
+        let len = seg.len();
         let parts_len: usize = open.parts.iter().map(|p| p.body.len()).sum();
-        if parts_len == data.len() {
+        if parts_len == len {
             if let Some(file) = &open.file {
-                if open.written == data.len() as u64 {
+                if open.written == len as u64 {
                     let body = Body::File {
                         file: file.clone(),
                         at: 0,
-                        len: data.len(),
+                        len,
                     };
                     return (open.parts, body);
                 }
             }
             if open.parts.iter().all(|p| matches!(p.body, Body::Memory(_))) {
                 // Parts as slices of the segment: one copy of the bytes.
+                let data = seg.data();
                 let mut parts = open.parts;
                 let mut at = 0;
                 for p in &mut parts {
@@ -311,10 +313,10 @@ impl LiveBuffer {
                     p.body = Body::Memory(data.slice(at..at + len));
                     at += len;
                 }
-                return (parts, Body::Memory(data.clone()));
+                return (parts, Body::Memory(data));
             }
         }
-        let body = self.store_whole(seq, data);
+        let body = self.store_whole(seg.seq, &seg.data());
         (open.parts, body)
     }
 
@@ -502,7 +504,6 @@ fn next_seq(s: &LiveState) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::Segment;
 
     fn part(segment: u64, index: u32, data: &[u8]) -> SegmentEvent {
         SegmentEvent::Part {
@@ -521,13 +522,13 @@ mod tests {
         live.push(&part(seq, 0, &a));
         live.push(&part(seq, 1, &b));
         let whole: Vec<u8> = [a, b].concat();
-        live.push(&SegmentEvent::Segment(Segment {
+        live.push(&SegmentEvent::Segment(Segment::whole(
             seq,
-            start_pts: 0,
-            duration: 2.0,
-            discontinuity: false,
-            data: Bytes::from(whole.clone()),
-        }));
+            0,
+            2.0,
+            false,
+            Bytes::from(whole.clone()),
+        )));
         whole
     }
 
@@ -619,13 +620,13 @@ mod tests {
         let dir = tmp.path().join("p2");
         let live = LiveBuffer::new(Duration::from_secs(2), Duration::from_millis(200), Some(dir.clone()));
         live.push(&part(0, 0, &[1u8; 188]));
-        live.push(&SegmentEvent::Segment(Segment {
-            seq: 0,
-            start_pts: 0,
-            duration: 2.0,
-            discontinuity: false,
-            data: Bytes::from(vec![2u8; 376]),
-        }));
+        live.push(&SegmentEvent::Segment(Segment::whole(
+            0,
+            0,
+            2.0,
+            false,
+            Bytes::from(vec![2u8; 376]),
+        )));
         assert_eq!(live.chunk(Chunk::Segment(0)).await.unwrap(), vec![2u8; 376]);
         assert_eq!(live.chunk(Chunk::Part(0, 0)).await.unwrap(), vec![1u8; 188]);
         assert_eq!(files(&dir), ["0.ts", "0.whole.ts"]);

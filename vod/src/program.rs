@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture};
+use bytes::Bytes;
 use engine::ids::{GroupId, UserId};
 use engine::registry::{LeaveRoom, Registry, RoomFor};
 use engine::room::messages::{CallChanged, UnwatchCall, WatchCall};
@@ -464,9 +465,11 @@ fn record(rx: Receiver<ToRecorder>, deps: ProgramDeps, posters_wanted: Arc<Atomi
     while let Ok(msg) = rx.recv() {
         match msg {
             ToRecorder::Segment(seg, keyframe) => {
+                // Joined here, off the media path, and only while something is recorded.
+                let data = if sinks.is_empty() { Bytes::new() } else { seg.data() };
                 for (rid, sink) in sinks.iter_mut() {
                     let had_poster = sink.poster_done;
-                    store_segment(&deps, rid, sink, &seg, &keyframe);
+                    store_segment(&deps, rid, sink, &seg, &data, &keyframe);
                     if sink.poster_done && !had_poster {
                         stop_wanting();
                     }
@@ -507,18 +510,19 @@ fn store_segment(
     rid: &str,
     sink: &mut Sink,
     seg: &crate::segment::Segment,
-    last_keyframe: &Option<bytes::Bytes>,
+    data: &Bytes,
+    last_keyframe: &Option<Bytes>,
 ) {
     let seq = sink.next_seq;
     let row = SegmentRow {
         seq,
         duration: seg.duration,
         discontinuity: seq > 0 && (seg.discontinuity || sink.discontinuity),
-        bytes: seg.data.len() as u64,
+        bytes: data.len() as u64,
     };
     match deps
         .store
-        .put(&recordings::segment_key(rid, seq), &seg.data, Some(row.index_row(rid)))
+        .put(&recordings::segment_key(rid, seq), data, Some(row.index_row(rid)))
     {
         Ok(()) => {
             sink.next_seq += 1;

@@ -509,9 +509,13 @@ impl Vod {
                     seq,
                     duration: seg.duration,
                     discontinuity: seq > 0 && seg.discontinuity,
-                    bytes: seg.data.len() as u64,
+                    bytes: seg.len() as u64,
                 };
-                store.put(&recordings::segment_key(rid, seq), &seg.data, Some(row.index_row(rid)))?;
+                store.put(
+                    &recordings::segment_key(rid, seq),
+                    &seg.data(),
+                    Some(row.index_row(rid)),
+                )?;
                 seq += 1;
             }
             Ok(())

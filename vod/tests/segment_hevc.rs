@@ -149,7 +149,7 @@ fn hevc_and_opus_become_playable_hevc_segments() {
     let mut decoded = 0;
     for s in &segs {
         let path = dir.path().join(format!("seg{}.ts", s.seq));
-        std::fs::write(&path, &s.data).unwrap();
+        std::fs::write(&path, s.data()).unwrap();
         let p = path.to_str().unwrap();
         let codecs = common::ffprobe(&["-show_entries", "stream=codec_name", "-of", "csv=p=0", p]);
         assert!(codecs.lines().any(|l| l.trim() == "hevc"), "seg {}: {codecs}", s.seq);
@@ -211,7 +211,7 @@ fn a_change_of_video_codec_starts_a_new_segment() {
     let segs = segments(&events);
     let codec_of = |s: &Segment| {
         let path = dir.path().join(format!("c{}.ts", s.seq));
-        std::fs::write(&path, &s.data).unwrap();
+        std::fs::write(&path, s.data()).unwrap();
         let out = common::ffprobe(&[
             "-show_entries",
             "stream=codec_name",

@@ -35,7 +35,7 @@ fn write_hls(dir: &Path, events: &[SegmentEvent]) -> Vec<Segment> {
             }
             SegmentEvent::Segment(s) => {
                 assert_eq!(s.seq, segs.len() as u64);
-                assert_eq!(&parts[..], &s.data[..], "parts concatenate to the segment");
+                assert_eq!(&parts[..], &s.data()[..], "parts concatenate to the segment");
                 assert!(next_part >= 2, "a 1 s segment has several 200 ms parts");
                 parts.clear();
                 next_part = 0;
@@ -45,7 +45,7 @@ fn write_hls(dir: &Path, events: &[SegmentEvent]) -> Vec<Segment> {
     }
     let mut m3u8 = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n");
     for s in &segs {
-        std::fs::write(dir.join(format!("seg{}.ts", s.seq)), &s.data).unwrap();
+        std::fs::write(dir.join(format!("seg{}.ts", s.seq)), s.data()).unwrap();
         if s.discontinuity {
             m3u8.push_str("#EXT-X-DISCONTINUITY\n");
         }

@@ -19,7 +19,7 @@ fn convert_and_check(path: &Path) -> (fanfare_vod::upload::UploadInfo, usize) {
         match e {
             SegmentEvent::Part { data, .. } => parts.extend_from_slice(&data),
             SegmentEvent::Segment(s) => {
-                assert_eq!(&parts[..], &s.data[..]);
+                assert_eq!(&parts[..], &s.data()[..]);
                 parts.clear();
                 segs.push(s);
             }
@@ -29,7 +29,7 @@ fn convert_and_check(path: &Path) -> (fanfare_vod::upload::UploadInfo, usize) {
     .unwrap();
     for s in &segs {
         let p = dir.join(format!("out{}.ts", s.seq));
-        std::fs::write(&p, &s.data).unwrap();
+        std::fs::write(&p, s.data()).unwrap();
         let p = p.to_str().unwrap();
         let codecs = common::ffprobe(&["-show_entries", "stream=codec_name", "-of", "csv=p=0", p]);
         assert!(

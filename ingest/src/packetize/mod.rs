@@ -100,6 +100,8 @@ impl RtpTimeline {
 fn fragment_units(header: &[u8], nal_type: u8, body: &[u8], max_payload: usize, out: &mut Vec<Bytes>) {
     let chunk = max_payload.saturating_sub(header.len() + 1).max(1);
     let count = body.len().div_ceil(chunk);
+    // One allocation for all of the unit's payloads, each a slice of it.
+    let mut buf = bytes::BytesMut::with_capacity(body.len() + count * (header.len() + 1));
     for (i, part) in body.chunks(chunk).enumerate() {
         let mut fu_header = nal_type;
         if i == 0 {
@@ -108,11 +110,10 @@ fn fragment_units(header: &[u8], nal_type: u8, body: &[u8], max_payload: usize, 
         if i + 1 == count {
             fu_header |= 0x40;
         }
-        let mut b = bytes::BytesMut::with_capacity(header.len() + 1 + part.len());
-        b.extend_from_slice(header);
-        b.extend_from_slice(&[fu_header]);
-        b.extend_from_slice(part);
-        out.push(b.freeze());
+        buf.extend_from_slice(header);
+        buf.extend_from_slice(&[fu_header]);
+        buf.extend_from_slice(part);
+        out.push(buf.split().freeze());
     }
 }
 

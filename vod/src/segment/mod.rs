@@ -73,8 +73,48 @@ pub struct Segment {
     /// The timestamps jumped (more than 2 s forward, or backwards) before this segment: the
     /// player must reset (`#EXT-X-DISCONTINUITY`).
     pub discontinuity: bool,
-    /// A complete MPEG-TS segment.
-    pub data: Bytes,
+    /// The segment's bytes as its parts (in order): a complete MPEG-TS segment once joined.
+    /// Joined only by a consumer that needs one buffer ([`Segment::data`]); the live window
+    /// already holds the parts.
+    pub parts: Vec<Bytes>,
+}
+
+impl Segment {
+    /// A segment of one buffer.
+    pub fn whole(seq: u64, start_pts: i64, duration: f64, discontinuity: bool, data: Bytes) -> Segment {
+        Segment {
+            seq,
+            start_pts,
+            duration,
+            discontinuity,
+            parts: vec![data],
+        }
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Bytes::is_empty)
+    }
+
+    /// The whole segment in one buffer (a copy unless it has a single part).
+    pub fn data(&self) -> Bytes {
+        match self.parts.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            parts => {
+                let mut data = BytesMut::with_capacity(self.len());
+                for p in parts {
+                    data.extend_from_slice(p);
+                }
+                data.freeze()
+            }
+        }
+    }
 }
 
 /// A forward jump larger than this is a discontinuity.
@@ -540,16 +580,12 @@ impl Segmenter {
             data: last.clone(),
         });
         o.parts.push(last);
-        let mut data = BytesMut::with_capacity(o.parts.iter().map(Bytes::len).sum());
-        for p in &o.parts {
-            data.extend_from_slice(p);
-        }
         ev.push(SegmentEvent::Segment(Segment {
             seq: o.seq,
             start_pts: o.start_pts,
             duration: (end - o.start_pts).max(0) as f64 / CLOCK_HZ as f64,
             discontinuity: o.discontinuity,
-            data: data.freeze(),
+            parts: o.parts,
         }));
         Ok(())
     }
@@ -589,8 +625,8 @@ mod tests {
         let total: f64 = segs.iter().map(|s| s.duration).sum();
         assert!((total - 200.0 * 1920.0 / 90000.0).abs() < 0.05, "{total}");
         for s in &segs {
-            assert_eq!(s.data[0], 0x47);
-            assert_eq!(s.data.len() % 188, 0);
+            assert_eq!(s.data()[0], 0x47);
+            assert_eq!(s.len() % 188, 0);
         }
         // A jump forward makes a discontinuity.
         let mut ev = Vec::new();

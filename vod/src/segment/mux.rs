@@ -186,7 +186,11 @@ impl TsMuxer {
                 ffi::avio_flush((*self.ctx).pb);
             }
         }
-        Ok(self.out.split().freeze())
+        let taken = self.out.split().freeze();
+        // The next part is about as long as this one: room for it now, so the buffer is not
+        // regrown (and copied) as the muxer writes.
+        self.out.reserve(taken.len() + taken.len() / 4 + IO_BUF);
+        Ok(taken)
     }
 
     /// Writes the trailer and returns the remaining bytes.
