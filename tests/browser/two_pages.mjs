@@ -4,7 +4,10 @@
 //
 // Usage:
 //   node two_pages.mjs --base http://127.0.0.1:PORT --group room1 --out DIR \
-//        --user alice --token TOKEN_A --user bob --token TOKEN_B
+//        --user alice --token TOKEN_A --user bob --token TOKEN_B [--tcp-only yes]
+// With --tcp-only, the pages exchange only TCP candidates with the server (loopback.html's
+// transport=tcp), so both connections must go over the server's ICE-TCP port; the run passes
+// only if every selected candidate pair is TCP.
 // Every flag may also come from the environment: FANFARE_BASE, FANFARE_GROUP, BROWSER_OUT,
 // BROWSER_USER_A, BROWSER_TOKEN_A, BROWSER_USER_B, BROWSER_TOKEN_B, CHROMIUM (executable).
 //
@@ -34,6 +37,7 @@ function parseArgs(argv) {
     group: flags.group || env.FANFARE_GROUP || "room1",
     out: flags.out || env.BROWSER_OUT || path.join(os.tmpdir(), "fanfare-browser"),
     chromium: flags.chromium || env.CHROMIUM || "/usr/bin/chromium",
+    tcpOnly: (flags["tcp-only"] || env.BROWSER_TCP_ONLY || "") === "yes",
     users: [
       { user: flags.user[0] || env.BROWSER_USER_A, token: flags.token[0] || env.BROWSER_TOKEN_A },
       { user: flags.user[1] || env.BROWSER_USER_B, token: flags.token[1] || env.BROWSER_TOKEN_B },
@@ -119,6 +123,7 @@ async function main() {
     page.on("console", (m) => log(`${p.user} console.${m.type()}: ${m.text()}`));
     page.on("pageerror", (e) => log(`${p.user} page error: ${e.message}`));
     const q = new URLSearchParams({ token: p.token, group: args.group, peer: p.peer });
+    if (args.tcpOnly) q.set("transport", "tcp");
     await page.goto(`${args.base}/tools/loopback.html?${q}`);
     pages.push({ ...p, page });
   }
@@ -157,8 +162,15 @@ async function main() {
       screenshot,
     });
   }
-  result.ok = result.pages.every((p) => p.grew && p.framesDecoded > MIN_FRAMES && p.videoWidth > 0 && !p.error);
-  if (!result.ok) result.error = "decoding did not continue on every page";
+  const overTcp = (p) => p.publishProtocol === "tcp" && p.playProtocol === "tcp";
+  result.ok = result.pages.every(
+    (p) => p.grew && p.framesDecoded > MIN_FRAMES && p.videoWidth > 0 && !p.error && (!args.tcpOnly || overTcp(p)),
+  );
+  if (!result.ok) {
+    result.error = args.tcpOnly && !result.pages.every(overTcp)
+      ? "a connection did not go over TCP"
+      : "decoding did not continue on every page";
+  }
 }
 
 try {

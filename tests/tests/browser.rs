@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fanfare_tests::{browser, Server};
+use fanfare_tests::{browser, Server, TEST_CONFIG};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -32,9 +32,35 @@ fn publishes_video(view: &Value, user: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_see_each_other() {
     browser::require_tools();
-    let out_dir = browser::output_dir();
-
     let s = Server::start().await;
+    let pages = two_pages(&s, false).await;
+    for page in &pages {
+        assert_eq!(page["playProtocol"], "udp", "{page}");
+    }
+}
+
+/// Chromium given only the server's TCP candidates (the pages drop the answers' UDP ones, as
+/// if a firewall blocked UDP) publishes and plays through the server's ICE-TCP port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_without_udp_see_each_other_over_ice_tcp() {
+    browser::require_tools();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let s = Server::start_with_config(&format!("{TEST_CONFIG}[rtc]\ntcp_port = {port}\n")).await;
+    let pages = two_pages(&s, true).await;
+    for page in &pages {
+        assert_eq!(page["publishProtocol"], "tcp", "{page}");
+        assert_eq!(page["playProtocol"], "tcp", "{page}");
+    }
+}
+
+/// Runs `two_pages.mjs` against `s` (alice and bob in one group; with `tcp_only`, the pages use
+/// only the server's TCP candidates), asserts that both pages decode the other's video and that the call view
+/// lists both publishing, and returns the pages' reports.
+async fn two_pages(s: &Server, tcp_only: bool) -> Vec<Value> {
+    let out_dir = browser::output_dir();
     let (st, body) = s
         .call(
             Method::POST,
@@ -73,6 +99,8 @@ async fn two_browsers_see_each_other() {
         "bob".into(),
         "--token".into(),
         bob.clone().into(),
+        "--tcp-only".into(),
+        if tcp_only { "yes" } else { "no" }.into(),
     ]);
     // While the pages are open, the call view must list both of them publishing video.
     let done = AtomicBool::new(false);
@@ -143,4 +171,5 @@ async fn two_browsers_see_each_other() {
             context()
         );
     }
+    pages
 }
