@@ -126,27 +126,36 @@ impl Pump {
         }
         let read_timeout = Duration::from_secs(self.config.read_timeout_s);
         let started = Instant::now();
-        let mut last_frame = Instant::now();
+        // Moved on each forwarded frame; only consulted (and registered as a timer) while the
+        // session has nothing to read, so packets in a burst cost no clock read or timer.
+        let silence = tokio::time::sleep(read_timeout);
+        tokio::pin!(silence);
         let mut went_live = false;
         loop {
-            let left = read_timeout.saturating_sub(last_frame.elapsed());
-            let item = match tokio::time::timeout(left, session.next()).await {
-                Err(_) => {
+            let item = tokio::select! {
+                biased;
+                item = session.next() => item,
+                () = &mut silence => {
                     return self.ended(
                         went_live,
                         started,
                         format!("no frame for {} s (read timeout)", read_timeout.as_secs()),
                     )
                 }
-                Ok(None) => return self.ended(went_live, started, "the camera closed the session".into()),
-                Ok(Some(Err(e))) => return self.ended(went_live, started, e.to_string()),
-                Ok(Some(Ok(item))) => item,
+            };
+            let item = match item {
+                None => return self.ended(went_live, started, "the camera closed the session".into()),
+                Some(Err(e)) => return self.ended(went_live, started, e.to_string()),
+                Some(Ok(item)) => item,
             };
             let PacketItem::Rtp(pkt) = item else { continue };
             let items = match demux.push(pkt) {
                 Ok(items) => items,
                 Err(e) => return self.ended(went_live, started, e),
             };
+            if items.is_empty() {
+                continue; // a packet inside a frame
+            }
             let now = Instant::now();
             let mut forwarded = false;
             for item in items {
@@ -155,7 +164,7 @@ impl Pump {
             if !forwarded {
                 continue;
             }
-            last_frame = now;
+            silence.as_mut().reset((now + read_timeout).into());
             if !went_live {
                 went_live = true;
                 self.status.set_state(IngestState::Live);

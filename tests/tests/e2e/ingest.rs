@@ -218,6 +218,49 @@ async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
     sub.close().await;
 }
 
+/// Sends `signal` (`STOP`, `CONT`) to the camera process this test started.
+fn signal(camera: &Camera, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), camera.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} the camera");
+}
+
+/// A camera that stops sending but keeps its connection open (its process is stopped) is
+/// given up after the read timeout, retried, and live again once it sends again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_freezes_is_retried_after_the_read_timeout_and_resumes() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("cams", &[]).await;
+    let camera = Camera::start(free_port(), &[]);
+    let (st, created) = create(&s, &s.admin, json!({"url": camera.url(), "groups": ["cams"]})).await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+
+    signal(&camera, "STOP");
+    let frozen = Instant::now();
+    let v = wait_status(&s, &id, "retrying", Duration::from_secs(12)).await;
+    let waited = frozen.elapsed();
+    assert!(
+        v["last_error"].as_str().is_some_and(|e| e.contains("read timeout")),
+        "{v}"
+    );
+    // Not before the 4 s read timeout (less the status poll's 200 ms).
+    assert!(waited >= Duration::from_millis(3_700), "gave up after {waited:?}");
+
+    signal(&camera, "CONT");
+    let v = wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    let frames = v["frames"].as_u64().unwrap_or(0);
+    let v = wait_for(&s, &id, Duration::from_secs(10), |v| {
+        v["frames"].as_u64().unwrap_or(0) >= frames + 30
+    })
+    .await;
+    assert!(v["frames"].as_u64().unwrap_or(0) >= frames + 30, "frames resume: {v}");
+    assert!(v["reconnects"].as_u64().unwrap_or(0) >= 1, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sources_give_a_clear_status_and_no_crash() {
     let s = Server::start_with_config(&format!("{CONFIG}allow_remote = false\n")).await;
