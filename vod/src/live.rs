@@ -5,9 +5,9 @@
 //!
 //! The media bytes live in one file per segment under the program's directory (parts are
 //! appended as they come; a part is a byte range of its segment's file), so a camera's window
-//! costs page cache rather than heap. Files are removed as segments leave the window and the
-//! directory when the window is dropped. If the directory cannot be written, bytes are kept
-//! in memory instead.
+//! costs page cache rather than heap. As segments leave the window their files are written
+//! over by new segments (two kept spare) or removed, and the directory goes when the window is
+//! dropped. If the directory cannot be written, bytes are kept in memory instead.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -31,16 +31,41 @@ const PARTS_FOR_LAST: usize = 3;
 /// A blocking request waits at most this long.
 const BLOCK_LIMIT: Duration = Duration::from_secs(6);
 
-/// One segment's file; removed when the last reference goes (the window moved on and no
-/// request is still reading it).
-struct SegmentFile {
+/// Files of segments that left the window, kept to be written over by later segments:
+/// rewriting pages already in the page cache costs less than creating, growing and removing a
+/// file per segment.
+const SPARE_FILES: usize = 2;
+
+/// A segment file no segment uses, ready to be written over from its start.
+struct SpareFile {
     file: File,
     path: PathBuf,
 }
 
+type Spares = Arc<Mutex<Vec<SpareFile>>>;
+
+/// One segment's file. When the last reference goes (the window moved on and no request is
+/// still reading it) it becomes a spare of its window, or is removed.
+struct SegmentFile {
+    file: File,
+    path: PathBuf,
+    spares: std::sync::Weak<Mutex<Vec<SpareFile>>>,
+}
+
 impl Drop for SegmentFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let path = std::mem::take(&mut self.path);
+        if let Some(spares) = self.spares.upgrade() {
+            if let Ok(mut spares) = spares.lock() {
+                if spares.len() < SPARE_FILES {
+                    if let Ok(file) = self.file.try_clone() {
+                        spares.push(SpareFile { file, path });
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&path);
     }
 }
 
@@ -144,6 +169,7 @@ pub struct LiveBuffer {
     segment_target: f64,
     /// The program's segment files; `None`: bytes stay in memory.
     dir: Option<PathBuf>,
+    spares: Spares,
 }
 
 impl Drop for LiveBuffer {
@@ -176,6 +202,7 @@ impl LiveBuffer {
             part_target: part_target.as_secs_f64(),
             segment_target: segment_target.as_secs_f64(),
             dir,
+            spares: Spares::default(),
         }
     }
 
@@ -186,9 +213,20 @@ impl LiveBuffer {
         }
     }
 
-    /// A new, empty file `name.ts`, if there is a directory and it is writable.
+    /// A file for a new segment, written from its start: a spare (its old bytes past what is
+    /// written are never read), else a new, empty file `name.ts`, if there is a directory and
+    /// it is writable.
     fn create_file(&self, name: &str) -> Option<Arc<SegmentFile>> {
-        let path = self.dir.as_ref()?.join(format!("{name}.ts"));
+        let dir = self.dir.as_ref()?;
+        let spare = self.spares.lock().ok().and_then(|mut s| s.pop());
+        if let Some(SpareFile { file, path }) = spare {
+            return Some(Arc::new(SegmentFile {
+                file,
+                path,
+                spares: Arc::downgrade(&self.spares),
+            }));
+        }
+        let path = dir.join(format!("{name}.ts"));
         match File::options()
             .read(true)
             .write(true)
@@ -196,7 +234,11 @@ impl LiveBuffer {
             .truncate(true)
             .open(&path)
         {
-            Ok(file) => Some(Arc::new(SegmentFile { file, path })),
+            Ok(file) => Some(Arc::new(SegmentFile {
+                file,
+                path,
+                spares: Arc::downgrade(&self.spares),
+            })),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "live segment kept in memory: {e}");
                 None
@@ -556,17 +598,50 @@ mod tests {
         live.push(&part(1, 0, &[7u8; 188]));
         assert_eq!(live.chunk(Chunk::Part(1, 0)).await.unwrap(), vec![7u8; 188]);
         assert_eq!(files(&dir), ["0.ts", "1.ts"]);
-        for seq in 1..6 {
-            push_segment(&live, seq);
+        let mut bytes = vec![first];
+        for seq in 1..8 {
+            bytes.push(push_segment(&live, seq));
         }
-        // Three 2 s segments are the window; older files are gone.
-        assert_eq!(files(&dir), ["3.ts", "4.ts", "5.ts"]);
+        // Three 2 s segments are the window; the files of older ones are written over by
+        // newer segments (at most two kept spare) or removed.
+        let names = files(&dir);
+        assert!(names.len() <= 3 + SPARE_FILES, "{names:?}");
+        for seq in 5..8 {
+            let whole = &bytes[seq as usize];
+            assert_eq!(&live.chunk(Chunk::Segment(seq)).await.unwrap(), whole);
+            assert_eq!(live.chunk(Chunk::Part(seq, 1)).await.unwrap(), whole[188..]);
+        }
         assert_eq!(live.chunk(Chunk::Segment(0)).await, Err(LiveError::Gone));
         let playlist = live.playlist(None, None, "t=1").await.unwrap();
-        assert!(playlist.contains("#EXT-X-MEDIA-SEQUENCE:3"), "{playlist}");
-        assert!(playlist.contains("URI=\"5.1.ts?t=1\""), "{playlist}");
+        assert!(playlist.contains("#EXT-X-MEDIA-SEQUENCE:5"), "{playlist}");
+        assert!(playlist.contains("URI=\"7.1.ts?t=1\""), "{playlist}");
         drop(live);
         assert!(!dir.exists());
+    }
+
+    #[tokio::test]
+    async fn a_shorter_segment_written_over_a_spare_file_serves_only_its_own_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p3");
+        let live = LiveBuffer::new(Duration::from_secs(2), Duration::from_millis(200), Some(dir.clone()));
+        // Long segments fill the window, then short ones are written over their files.
+        for seq in 0..8u64 {
+            let len = if seq < 4 { 188 * 40 } else { 188 };
+            let data = vec![seq as u8 + 1; len];
+            live.push(&part(seq, 0, &data));
+            live.push(&SegmentEvent::Segment(Segment::whole(
+                seq,
+                0,
+                2.0,
+                false,
+                Bytes::from(data),
+            )));
+        }
+        for seq in 5..8u64 {
+            assert_eq!(live.chunk(Chunk::Segment(seq)).await.unwrap(), vec![seq as u8 + 1; 188]);
+            assert_eq!(live.chunk(Chunk::Part(seq, 0)).await.unwrap(), vec![seq as u8 + 1; 188]);
+        }
+        assert!(files(&dir).len() <= 3 + SPARE_FILES, "{:?}", files(&dir));
     }
 
     /// The discontinuity count (hls.js's `cc`) of each listed segment, as a player computes it.
