@@ -147,10 +147,12 @@ async function main() {
   await bob.click("#join-call");
   result.steps.aliceSeesBob = await seesVideo(alice, "alice", "bob");
   result.steps.bobSeesAlice = await seesVideo(bob, "bob", "alice");
-  // The web app publishes the camera as simulcast layers: the call view lists them.
+  // The web app publishes the camera as simulcast layers: the call view lists them. Chromium
+  // adds the full layer once its bandwidth estimate allows it, which can take over 10 s on a
+  // busy machine (seen once in CI-like runs): wait up to 20 s.
   const aliceToken = await alice.evaluate(() => localStorage.getItem("fanfare.token"));
   let cameraLayers = [];
-  for (let i = 0; i < 20 && cameraLayers.length < 2; i++) {
+  for (let i = 0; i < 40 && cameraLayers.length < 2; i++) {
     const call = await (await fetch(`${base}/v1/groups/${group}/call`, {
       headers: { Authorization: `Bearer ${aliceToken}` },
     })).json();

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 pub use peer::{
-    accept_answer, check_offer, reanswer, reoffer, sending_track_ids, OfferInfo, Peer, PeerState, MAX_SDP_BYTES,
+    accept_answer, check_offer, reanswer, reoffer, sending_track_ids, OfferInfo, Peer, PeerRole, PeerState,
+    MAX_SDP_BYTES,
 };
 pub use sdp::{advertise_public_ip, cap_video_bitrate, rewrite_candidates};
 

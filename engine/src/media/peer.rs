@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, SenderReportBuilder, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
@@ -71,9 +71,23 @@ pub struct Peer {
 /// a subscriber leg several hundred kilobytes.
 const NACK_HISTORY: u16 = 256;
 
+/// Which way media flows on a connection: every connection of ours only receives (a
+/// publisher's) or only sends (a viewer's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerRole {
+    /// Receives the client's media.
+    Publisher,
+    /// Sends media to the client.
+    Viewer,
+}
+
 /// The crate's default interceptors (NACK, RTCP reports, TWCC feedback for what we receive),
-/// with a shorter retransmission history.
-fn interceptors(engine: &mut MediaEngine) -> Result<Registry, EngineError> {
+/// with a shorter retransmission history. A viewer's connection receives no RTP, so it leaves
+/// out the interceptors that only act on received RTP (NACK generator, TWCC feedback, receiver
+/// reports): every packet sent walks through each interceptor in the chain, and at N = 200
+/// viewers those walks were the largest single cost (`bench/README.md`). The media engine is
+/// configured the same for both roles, so answers do not change.
+fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, EngineError> {
     let media = |e: rtc::shared::error::Error| EngineError::Media(e.to_string());
     for parameter in ["", "pli"] {
         engine.register_feedback(
@@ -84,19 +98,27 @@ fn interceptors(engine: &mut MediaEngine) -> Result<Registry, EngineError> {
             RtpCodecKind::Video,
         );
     }
-    let registry = Registry::new()
-        .with(
-            Slot::NackResponder,
-            NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
-        )
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
-    let registry = configure_twcc_receiver_only(registry, engine).map_err(media)?;
-    Ok(configure_rtcp_reports(registry))
+    let registry = Registry::new().with(
+        Slot::NackResponder,
+        NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
+    );
+    match role {
+        PeerRole::Publisher => {
+            let registry = registry.with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+            let registry = configure_twcc_receiver_only(registry, engine).map_err(media)?;
+            Ok(configure_rtcp_reports(registry))
+        }
+        PeerRole::Viewer => {
+            // The media engine side of TWCC (feedback type, header extension) only.
+            configure_twcc_receiver_only(Registry::new(), engine).map_err(media)?;
+            Ok(registry.with(Slot::SenderReport, SenderReportBuilder::new().build()))
+        }
+    }
 }
 
 impl Peer {
     /// Builds a peer connection. Must run on the media runtime (see [`Media::run`]).
-    pub async fn new(media: &Media, metrics: &EngineMetrics) -> Result<Peer, EngineError> {
+    pub async fn new(media: &Media, metrics: &EngineMetrics, role: PeerRole) -> Result<Peer, EngineError> {
         let mut last_error = String::new();
         for _ in 0..media.bind_attempts() {
             let mut engine = MediaEngine::default();
@@ -106,7 +128,8 @@ impl Peer {
             // mid / rtp-stream-id / repaired-rtp-stream-id: without them a publisher's RID
             // layers (simulcast without a=ssrc lines) cannot be told apart.
             configure_simulcast_extension_headers(&mut engine).map_err(|e| EngineError::Media(e.to_string()))?;
-            let registry = interceptors(&mut engine)?.with(Slot::from(14_000), RtcpForward::new(metrics.nacks.clone()));
+            let registry =
+                interceptors(&mut engine, role)?.with(Slot::from(14_000), RtcpForward::new(metrics.nacks.clone()));
             let transport = media.transport();
             let mut settings = SettingEngineBuilder::new()
                 .with_multicast_dns_mode(MulticastDnsMode::Disabled)

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::error::EngineError;
 use crate::ids::{GroupId, UserId};
-use crate::media::{Media, Peer, PeerState};
+use crate::media::{Media, Peer, PeerRole, PeerState};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
@@ -190,7 +190,7 @@ async fn build(
     caps: LegCaps,
     viewer: Addr<Viewer>,
 ) -> Result<Built, EngineError> {
-    let peer = Peer::new(&media, &metrics).await?;
+    let peer = Peer::new(&media, &metrics, PeerRole::Viewer).await?;
     let mut locals = Vec::new();
     for track in &tracks {
         if !webrtc_carries(&track.info.codec.mime_type) {
