@@ -176,6 +176,10 @@ impl LegWriter {
     }
 }
 
+/// How often, and how many times, a new leg looks again at a keyframe cache being filled.
+const CACHE_FILL_POLL: Duration = Duration::from_millis(5);
+const CACHE_FILL_POLLS: u32 = 40;
+
 /// The last keyframe's packets (parameter sets included, up to its marker bit), so a new
 /// subscriber shows a picture at once; it then joins the live stream at the next keyframe.
 /// Only the keyframe, not the group of pictures after it: a camera's GOP is a megabyte or
@@ -521,14 +525,24 @@ impl Fanout {
     /// whether the cache had a keyframe to give.
     async fn start_leg(&self, leg: &Downtrack) -> bool {
         let target = leg.target.load(Ordering::Relaxed);
-        let cached: Vec<rtp::Packet> = self
-            .layers
-            .get(usize::from(target))
-            .and_then(|l| l.keyframe.as_ref())
-            .and_then(|g| g.lock().ok())
-            .filter(|cache| cache.complete)
-            .map(|cache| cache.packets.clone())
-            .unwrap_or_default();
+        let cache = self.layers.get(usize::from(target)).and_then(|l| l.keyframe.as_ref());
+        let mut cached: Vec<rtp::Packet> = Vec::new();
+        // A keyframe arriving right now (its first packets are in the cache, the marker is not)
+        // is only milliseconds from complete: wait for it rather than ask the publisher for
+        // another one, which the keyframe-request throttle may hold back for 500 ms.
+        for _ in 0..CACHE_FILL_POLLS {
+            // `Some(packets)` once complete; `None` while filling; out when there is nothing.
+            let found = match cache.and_then(|g| g.lock().ok()) {
+                Some(state) if state.complete => Some(state.packets.clone()),
+                Some(state) if state.valid => None,
+                _ => break,
+            };
+            if let Some(packets) = found {
+                cached = packets;
+                break;
+            }
+            tokio::time::sleep(CACHE_FILL_POLL).await;
+        }
         if !cached.is_empty() {
             leg.current.store(NO_LAYER, Ordering::Relaxed);
         }
