@@ -14,7 +14,7 @@ mod udp_mux;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 pub use peer::{
     accept_answer, check_offer, reanswer, reoffer, sending_track_ids, OfferInfo, Peer, PeerRole, PeerState,
@@ -30,6 +30,11 @@ use runtime::PeerRuntime;
 use send_batch::Outbox;
 use tcp_mux::TcpMux;
 use udp_mux::UdpMux;
+
+/// Locks `m`; a panic elsewhere while it was held leaves the data usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Where WebRTC binds and what it advertises.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use prometheus::IntCounter;
@@ -23,6 +23,7 @@ use tokio::io::Interest;
 use tokio::sync::Notify;
 use webrtc::runtime::{AsyncUdpSocket, EcnCodepoint, RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
+use super::lock;
 use crate::metrics::EngineMetrics;
 
 /// Bytes queued at most between two sends (a 200-viewer keyframe is about 6 MB).
@@ -35,10 +36,6 @@ const FLUSH_AT_BYTES: usize = 64 * 1024;
 const MAX_GSO_BYTES: usize = 65_535;
 /// Queue capacity kept after a send (bytes); a larger one left by a burst is released.
 const KEEP_CAPACITY: usize = 1 << 20;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// A bound UDP socket the outbox sends on, with its GSO/ECN state.
 pub(crate) struct UdpOut {

@@ -18,7 +18,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::IntCounter;
@@ -26,6 +26,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use webrtc::runtime::{AsyncTcpListener, AsyncTcpStream};
 
+use super::lock;
 use super::udp_mux::stun::binding_request_ufrag;
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
@@ -41,10 +42,6 @@ const MAX_PEERS: usize = 16_384;
 const MAX_PENDING: usize = 256;
 /// A first frame longer than this is not an ICE check (a Binding request is a few hundred bytes).
 const MAX_FIRST_FRAME: usize = 2048;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// An accepted connection on its way to a peer connection, with what was read of it.
 struct Accepted {

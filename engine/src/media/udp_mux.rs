@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use tokio::sync::mpsc;
 use webrtc::runtime::{AsyncUdpSocket, EcnCodepoint, RecvMeta, Transmit, UdpSockRef};
 
+use super::lock;
 use super::send_batch::{Outbox, UdpOut};
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
@@ -90,10 +91,6 @@ pub(crate) fn ice_credentials() -> (String, String) {
         Alphanumeric.sample_string(&mut rng, UFRAG_LEN),
         Alphanumeric.sample_string(&mut rng, PWD_LEN),
     )
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The shared sockets, one per rtc address; their receive tasks stop when this is dropped.
