@@ -176,8 +176,9 @@ impl LegWriter {
     }
 }
 
-/// How often, and how many times, a new leg looks again at a keyframe cache being filled.
+/// How often a new leg looks again at a keyframe cache being filled...
 const CACHE_FILL_POLL: Duration = Duration::from_millis(5);
+/// ... and how many times (200 ms in all).
 const CACHE_FILL_POLLS: u32 = 40;
 
 /// The last keyframe's packets (parameter sets included, up to its marker bit), so a new
