@@ -27,6 +27,8 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYP
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
@@ -1389,6 +1391,29 @@ impl WhepSubscriber {
             })])
             .await?;
         self.shared.counts.send_modify(|c| c.plis_sent += 1);
+        Ok(())
+    }
+
+    /// Sends a receiver report on the remote video track claiming `fraction_lost` (of 256) of
+    /// its packets lost since the last report, as a client on a congested link would; fails
+    /// before the track has arrived.
+    pub async fn send_loss_report(&self, fraction_lost: u8) -> Result<(), ClientError> {
+        let video = self.shared.video.lock().ok().and_then(|v| v.clone());
+        let Some((track, ssrc)) = video else {
+            return Err(ClientError::Protocol("no remote video track yet".into()));
+        };
+        let block = ReceptionReport {
+            ssrc,
+            fraction_lost,
+            ..Default::default()
+        };
+        track
+            .write_rtcp(vec![Box::new(ReceiverReport {
+                ssrc: 1,
+                reports: vec![block],
+                profile_extensions: Bytes::new(),
+            })])
+            .await?;
         Ok(())
     }
 

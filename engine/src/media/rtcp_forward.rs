@@ -1,5 +1,5 @@
-//! An interceptor that hands keyframe requests (PLI, FIR) and receiver estimates (REMB) up to
-//! the application, and counts NACKs.
+//! An interceptor that hands keyframe requests (PLI, FIR), receiver estimates (REMB) and
+//! receiver reports (their loss drives a viewer's layer) up to the application, and counts NACKs.
 //! Without it, `webrtc` 0.21 consumes all inbound RTCP inside its interceptor chain and
 //! `TrackLocal::poll` never sees a subscriber's PLI.
 
@@ -10,10 +10,11 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket}
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
-/// Marks inbound PLI/FIR/REMB for delivery to the application and counts NACKs.
+/// Marks inbound PLI/FIR/REMB/RR for delivery to the application and counts NACKs.
 pub struct RtcpForward {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
@@ -42,21 +43,22 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
         if let Packet::Rtcp(pkts) = &msg.message.packet {
             let nacks = pkts.iter().filter(|p| p.as_any().is::<TransportLayerNack>()).count();
             self.nacks.inc_by(nacks as u64);
-            let keyframe_requests: Vec<Box<dyn rtc::rtcp::Packet>> = pkts
+            let for_app: Vec<Box<dyn rtc::rtcp::Packet>> = pkts
                 .iter()
                 .filter(|p| {
                     let a = p.as_any();
                     a.is::<PictureLossIndication>()
                         || a.is::<FullIntraRequest>()
                         || a.is::<ReceiverEstimatedMaximumBitrate>()
+                        || a.is::<ReceiverReport>()
                 })
                 .cloned()
                 .collect();
-            if keyframe_requests.is_empty() {
-                // Reports and NACKs were already handled by the interceptors before this one.
+            if for_app.is_empty() {
+                // Sender reports and NACKs were already handled by the interceptors before this one.
                 return Ok(());
             }
-            msg.message.packet = Packet::Rtcp(keyframe_requests);
+            msg.message.packet = Packet::Rtcp(for_app);
             msg.message.add(Attribute::DeliverToApplication);
         }
         self.read.push_back(msg);

@@ -12,6 +12,7 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 
 use super::fanout::{Downtrack, Fanout, NO_LAYER};
 use super::layers::{LegCaps, MAX_LAYERS};
+use super::loss::LossCap;
 
 /// How often layer bitrates are measured and choices revisited.
 const TICK: Duration = Duration::from_millis(500);
@@ -47,6 +48,14 @@ pub struct SetEstimate {
     pub kbps: u32,
 }
 
+/// A subscriber's receiver report on its leg: `fraction_lost` of 256 packets since its last.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LossReport {
+    pub leg: u64,
+    pub fraction_lost: u8,
+}
+
 /// A layer appeared or its picture size changed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -59,7 +68,31 @@ pub struct TrackEnded;
 
 struct LegControl {
     leg: Arc<Downtrack>,
+    /// Its caps; `estimate_kbps` is the lower of `remb_kbps` and `loss`'s cap.
     caps: LegCaps,
+    /// The subscriber's last REMB.
+    remb_kbps: Option<u32>,
+    /// The cap from its loss reports.
+    loss: LossCap,
+}
+
+impl LegControl {
+    fn new(leg: Arc<Downtrack>, caps: LegCaps) -> LegControl {
+        LegControl {
+            leg,
+            caps,
+            remb_kbps: None,
+            loss: LossCap::default(),
+        }
+    }
+
+    /// Combines the REMB and loss-based estimates into the caps.
+    fn update_estimate(&mut self) {
+        self.caps.estimate_kbps = match (self.remb_kbps, self.loss.kbps()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 /// One published track's control actor.
@@ -147,10 +180,7 @@ impl Handler<Subscribed> for Track {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribed, _ctx: &mut Context<Self>) {
-        let c = LegControl {
-            leg: msg.leg,
-            caps: msg.caps,
-        };
+        let c = LegControl::new(msg.leg, msg.caps);
         if self.fanout.layer_count() > 1 {
             self.choose_for(&c);
         }
@@ -190,7 +220,41 @@ impl Handler<SetEstimate> for Track {
 
     fn handle(&mut self, msg: SetEstimate, _ctx: &mut Context<Self>) {
         if let Some(c) = self.legs.get_mut(&msg.leg) {
-            c.caps.estimate_kbps = Some(msg.kbps);
+            c.remb_kbps = Some(msg.kbps);
+            c.update_estimate();
+        }
+    }
+}
+
+impl Handler<LossReport> for Track {
+    type Result = ();
+
+    fn handle(&mut self, msg: LossReport, _ctx: &mut Context<Self>) {
+        let Some(c) = self.legs.get_mut(&msg.leg) else {
+            return;
+        };
+        let (layers, _) = self.fanout.layer_stats();
+        let layer = match c.leg.current() {
+            NO_LAYER => c.leg.target(),
+            l => l,
+        };
+        let sending = layers.get(usize::from(layer)).map_or(0, |l| l.kbps);
+        let up = layers
+            .iter()
+            .filter(|l| l.active && l.kbps > sending)
+            .map(|l| l.kbps)
+            .min();
+        let before = c.loss.kbps();
+        let after = c.loss.report(msg.fraction_lost, sending, up, Instant::now());
+        if before == after {
+            return;
+        }
+        tracing::debug!(track = %self.fanout.info.id, leg = c.leg.id, lost = msg.fraction_lost, ?after, "loss-based cap changed");
+        c.update_estimate();
+        if self.fanout.layer_count() > 1 {
+            if let Some(c) = self.legs.get(&msg.leg) {
+                self.choose_for(c);
+            }
         }
     }
 }

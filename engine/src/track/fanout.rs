@@ -10,15 +10,17 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use futures_util::FutureExt;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
-use super::actor::{LayersChanged, SetEstimate, SetLegCaps, Subscribed, Track, TrackEnded, Unsubscribed};
+use super::actor::{LayersChanged, LossReport, SetEstimate, SetLegCaps, Subscribed, Track, TrackEnded, Unsubscribed};
 use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS};
 use super::{MediaKind, TrackInfo};
 use crate::media::PeerState;
@@ -718,9 +720,10 @@ impl Fanout {
         });
         let fanout = self.clone();
         let feedback = leg.clone();
+        let leg_ssrc = ssrc;
         tokio::spawn(async move {
-            // The subscriber's keyframe requests and bandwidth estimates (surfaced by the RTCP
-            // interceptor).
+            // The subscriber's keyframe requests, bandwidth estimates and loss reports on this
+            // leg (surfaced by the RTCP interceptor).
             while let Some(event) = local.poll().await {
                 let TrackLocalEvent::OnRtcpPacket(pkts) = event else {
                     continue;
@@ -733,7 +736,24 @@ impl Fanout {
                 if let Some(kbps) = remb {
                     fanout.tell(SetEstimate { leg: feedback.id, kbps });
                 }
-                if pkts.len() > usize::from(remb.is_some()) {
+                let lost = pkts
+                    .iter()
+                    .rev()
+                    .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
+                    .flat_map(|rr| rr.reports.iter())
+                    .find(|r| r.ssrc == leg_ssrc)
+                    .map(|r| r.fraction_lost);
+                if let Some(fraction_lost) = lost {
+                    fanout.tell(LossReport {
+                        leg: feedback.id,
+                        fraction_lost,
+                    });
+                }
+                let keyframe_request = pkts.iter().any(|p| {
+                    let a = p.as_any();
+                    a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>()
+                });
+                if keyframe_request {
                     let layer = match feedback.current() {
                         NO_LAYER => feedback.target(),
                         l => l,

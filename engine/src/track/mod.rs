@@ -8,6 +8,7 @@ mod actor;
 mod directory;
 mod fanout;
 pub mod layers;
+mod loss;
 
 pub use actor::Track;
 pub use directory::{TrackCollector, TrackDirectory};
