@@ -669,11 +669,21 @@ async fn settings_record_records_the_call_automatically() {
         .await;
     assert_eq!(st, 201, "{body}");
     let p = publish(&s, "auto", &s.admin).await;
+    // The recording starts once the publisher's track is up (later under load): publish for
+    // 4 s from then.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let list = loop {
+        let (st, list) = s
+            .call(Method::GET, "/v1/groups/auto/recordings", Some(&s.admin), None)
+            .await;
+        assert_eq!(st, 200, "{list}");
+        if list["recordings"][0]["status"] == "recording" {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "no auto-recording: {list}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (st, list) = s
-        .call(Method::GET, "/v1/groups/auto/recordings", Some(&s.admin), None)
-        .await;
-    assert_eq!(st, 200, "{list}");
     let rec = &list["recordings"][0];
     assert_eq!(rec["status"], "recording", "{list}");
     assert_eq!(rec["created_by"], "auto-record");
