@@ -11,6 +11,7 @@ BUILD_PACKAGES=(
 )
 TEST_PACKAGES=(
   iproute2 procps
+  nftables  # tests/tests/browser.rs limits the server's outgoing UDP in the test namespace
   chromium  # the real browser of tests/tests/browser.rs
   ffmpeg    # ffprobe checks recordings; ffmpeg makes upload fixtures
   # GStreamer's RTSP server, the real camera of the ingest tests (tests/rtsp/server.py;

@@ -1,7 +1,9 @@
 //! Real browsers against the real server: two headless Chromium pages (Debian's
 //! `/usr/bin/chromium`, driven by `tests/browser/two_pages.mjs` with playwright-core) open
 //! `assets/tools/loopback.html`, each publishes its fake camera with WHIP and plays the other
-//! with WHEP. Passes when both pages decode video and the call view lists both publishers.
+//! with WHEP. Passes when both pages decode video and the call view lists both publishers. A
+//! third test plays a Rust simulcast publish in one page while nftables limits the server's
+//! outgoing UDP: the page must drop to a lower layer and get the top one back.
 //!
 //! Needs `scripts/setup.sh test` (chromium, node, `npm ci` in tests/browser). Like every test it
 //! runs inside `scripts/test.sh`'s loopback-only network namespace, so no candidate leaves lo.
@@ -9,6 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use fanfare_tests::rtc_client::{ClientOptions, WhipPublisher};
 use fanfare_tests::{browser, Server, TEST_CONFIG};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -172,4 +175,170 @@ async fn two_pages(s: &Server, tcp_only: bool) -> Vec<Value> {
         );
     }
     pages
+}
+
+/// Limits the server's outgoing UDP (its shared media port) with nftables in the test's network
+/// namespace; the limit goes when this is dropped.
+struct UdpLimit {
+    table: String,
+}
+
+impl UdpLimit {
+    /// Drops the server's datagrams from `port` above `kbit_s` (a policer, as a congested link).
+    fn new(port: u16, kbit_s: u64) -> UdpLimit {
+        let table = format!("fanfare_limit_{port}");
+        let rules = format!(
+            "table inet {table} {{\n  chain out {{\n    type filter hook output priority 0;\n    \
+             udp sport {port} limit rate over {} kbytes/second burst 16 kbytes drop\n  }}\n}}\n",
+            (kbit_s / 8).max(1)
+        );
+        let path = std::env::temp_dir().join(format!("{table}.nft"));
+        std::fs::write(&path, rules).expect("write the nft rules");
+        let st = std::process::Command::new("nft")
+            .arg("-f")
+            .arg(&path)
+            .status()
+            .expect("run nft (run `scripts/setup.sh test`)");
+        let _ = std::fs::remove_file(&path);
+        assert!(st.success(), "nft could not add the limit: {st}");
+        UdpLimit { table }
+    }
+}
+
+impl Drop for UdpLimit {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}
+
+/// The last stats `watch_page.mjs` wrote (`Null` before the first).
+fn page_stats(path: &std::path::Path) -> Value {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Waits up to `limit` for the page's stats to satisfy `pred`; returns the last stats and
+/// whether they did.
+async fn page_until(path: &std::path::Path, limit: Duration, pred: impl Fn(&Value) -> bool) -> (Value, bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = page_stats(path);
+        if pred(&s) {
+            return (s, true);
+        }
+        if Instant::now() > deadline {
+            return (s, false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Chromium sends us no REMB, only receiver reports: with the server's outgoing bandwidth
+/// limited below the top simulcast layer, the loss those reports show moves the browser viewer
+/// to a lower layer; once the limit goes it climbs back to the top. The publisher is a Rust
+/// client sending three layers (180p, 360p, 720p).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_on_a_congested_link_gets_a_lower_layer_and_the_top_one_back() {
+    browser::require_tools();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let s = Server::start_with_config(&format!("{TEST_CONFIG}[rtc]\nudp_port = {port}\n")).await;
+    s.group("lossy", &[("pub", json!({})), ("viewer", json!({}))]).await;
+    let (pub_t, viewer_t) = (s.token("pub").await, s.token("viewer").await);
+    let opts = ClientOptions {
+        audio: false,
+        simulcast: true,
+        ..Default::default()
+    };
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=lossy", &pub_t, opts)
+        .await
+        .expect("simulcast publish");
+    assert!(publisher.wait_connected(Duration::from_secs(15)).await);
+
+    // The layers' measured bitrates (smoothed over a few seconds).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (st, call) = s.call(Method::GET, "/v1/groups/lossy/call", Some(&pub_t), None).await;
+    assert_eq!(st, 200, "{call}");
+    let kbps: Vec<u64> = call["participants"][0]["tracks"][0]["layer_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["kbps"].as_u64())
+        .collect();
+    assert_eq!(kbps.len(), 3, "three layers measured: {call}");
+    // Room for the lowest layer, not the top one. (These fixtures' middle layer is not
+    // cheaper than the top one, so the viewer goes to the lowest.)
+    let limit_kbit = kbps[2] / 2;
+    assert!(
+        kbps[0] < limit_kbit * 3 / 4,
+        "the lowest layer fits under the limit: {kbps:?}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stats, stop) = (dir.path().join("stats.json"), dir.path().join("stop"));
+    let args = browser::args([
+        "--base".into(),
+        s.base.clone().into(),
+        "--group".into(),
+        "lossy".into(),
+        "--user".into(),
+        "viewer".into(),
+        "--token".into(),
+        viewer_t.clone().into(),
+        "--peer".into(),
+        "pub".into(),
+        "--stats-file".into(),
+        stats.clone().into_os_string(),
+        "--stop-file".into(),
+        stop.clone().into_os_string(),
+    ]);
+    let node = tokio::spawn(browser::run("watch_page.mjs", args, NODE_TIMEOUT));
+    let width = |v: &Value| v["videoWidth"].as_u64().unwrap_or(0);
+
+    let (first, ok) = page_until(&stats, Duration::from_secs(30), |v| {
+        width(v) == 1280 && v["framesDecoded"].as_u64().unwrap_or(0) > 30
+    })
+    .await;
+    assert!(ok, "the browser plays the top layer: {first}\n{}", s.log());
+
+    let limit = UdpLimit::new(port, limit_kbit);
+    let (low, ok) = page_until(&stats, Duration::from_secs(20), |v| (1..1280).contains(&width(v))).await;
+    assert!(
+        ok,
+        "limited to {limit_kbit} kbit/s (layers {kbps:?} kbit/s), the browser stays on the top layer: {low}"
+    );
+    drop(limit);
+    let (back, ok) = page_until(&stats, Duration::from_secs(30), |v| width(v) == 1280).await;
+    assert!(
+        ok,
+        "without the limit the browser gets the top layer back: {back}\n{}",
+        s.log()
+    );
+    let frames = back["framesDecoded"].as_u64().unwrap_or(0);
+    let (more, ok) = page_until(&stats, Duration::from_secs(5), |v| {
+        v["framesDecoded"].as_u64().unwrap_or(0) > frames + 30
+    })
+    .await;
+    assert!(ok, "and keeps decoding: {more}");
+
+    std::fs::write(&stop, b"").expect("write the stop file");
+    let run = node.await.expect("node task").expect("watch_page.mjs finishes");
+    println!("watch_page: {}", run.report);
+    assert!(run.success, "{}\n{}", run.report, run.stderr);
+    let widths: Vec<u64> = run.report["widths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(widths.first(), Some(&1280), "{widths:?}");
+    assert_eq!(widths.last(), Some(&1280), "{widths:?}");
+    assert!(widths.iter().any(|w| *w < 1280), "{widths:?}");
+    publisher.stop().await.expect("stop publish");
 }

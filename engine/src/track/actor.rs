@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 
+use super::congestion::CongestionCap;
 use super::fanout::{Downtrack, Fanout, NO_LAYER};
 use super::layers::{LegCaps, MAX_LAYERS};
-use super::loss::LossCap;
 
 /// How often layer bitrates are measured and choices revisited.
 const TICK: Duration = Duration::from_millis(500);
@@ -68,12 +68,10 @@ pub struct TrackEnded;
 
 struct LegControl {
     leg: Arc<Downtrack>,
-    /// Its caps; `estimate_kbps` is the lower of `remb_kbps` and `loss`'s cap.
+    /// Its caps; `estimate_kbps` is `congestion`'s cap.
     caps: LegCaps,
-    /// The subscriber's last REMB.
-    remb_kbps: Option<u32>,
-    /// The cap from its loss reports.
-    loss: LossCap,
+    /// The cap from its client's receiver reports and REMB.
+    congestion: CongestionCap,
 }
 
 impl LegControl {
@@ -81,17 +79,8 @@ impl LegControl {
         LegControl {
             leg,
             caps,
-            remb_kbps: None,
-            loss: LossCap::default(),
+            congestion: CongestionCap::default(),
         }
-    }
-
-    /// Combines the REMB and loss-based estimates into the caps.
-    fn update_estimate(&mut self) {
-        self.caps.estimate_kbps = match (self.remb_kbps, self.loss.kbps()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
     }
 }
 
@@ -215,22 +204,17 @@ impl Handler<SetLegCaps> for Track {
     }
 }
 
-impl Handler<SetEstimate> for Track {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetEstimate, _ctx: &mut Context<Self>) {
-        if let Some(c) = self.legs.get_mut(&msg.leg) {
-            c.remb_kbps = Some(msg.kbps);
-            c.update_estimate();
-        }
-    }
-}
-
-impl Handler<LossReport> for Track {
-    type Result = ();
-
-    fn handle(&mut self, msg: LossReport, _ctx: &mut Context<Self>) {
-        let Some(c) = self.legs.get_mut(&msg.leg) else {
+impl Track {
+    /// Applies one piece of a leg's feedback to its congestion cap (`apply` gets the cap, what
+    /// the leg is sent and the next layer's bitrate, in kbps) and re-chooses its layer if the
+    /// cap changed.
+    fn congestion(
+        &mut self,
+        leg: u64,
+        what: &str,
+        apply: impl FnOnce(&mut CongestionCap, u32, Option<u32>) -> Option<u32>,
+    ) {
+        let Some(c) = self.legs.get_mut(&leg) else {
             return;
         };
         let (layers, _) = self.fanout.layer_stats();
@@ -244,18 +228,38 @@ impl Handler<LossReport> for Track {
             .filter(|l| l.active && l.kbps > sending)
             .map(|l| l.kbps)
             .min();
-        let before = c.loss.kbps();
-        let after = c.loss.report(msg.fraction_lost, sending, up, Instant::now());
+        let before = c.congestion.kbps();
+        let after = apply(&mut c.congestion, sending, up);
         if before == after {
             return;
         }
-        tracing::debug!(track = %self.fanout.info.id, leg = c.leg.id, lost = msg.fraction_lost, ?after, "loss-based cap changed");
-        c.update_estimate();
+        tracing::debug!(track = %self.fanout.info.id, leg, sending, ?up, ?after, "{what}: congestion cap changed");
+        c.caps.estimate_kbps = after;
         if self.fanout.layer_count() > 1 {
-            if let Some(c) = self.legs.get(&msg.leg) {
+            if let Some(c) = self.legs.get(&leg) {
                 self.choose_for(c);
             }
         }
+    }
+}
+
+impl Handler<SetEstimate> for Track {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetEstimate, _ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        self.congestion(msg.leg, "REMB", |cap, sending, up| cap.remb(msg.kbps, sending, up, now));
+    }
+}
+
+impl Handler<LossReport> for Track {
+    type Result = ();
+
+    fn handle(&mut self, msg: LossReport, _ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        self.congestion(msg.leg, "receiver report", |cap, sending, up| {
+            cap.report(msg.fraction_lost, sending, up, now)
+        });
     }
 }
 

@@ -5,10 +5,10 @@
 //! the control side: subscribers' caps, simulcast layer choice, keyframe requests for switches.
 
 mod actor;
+mod congestion;
 mod directory;
 mod fanout;
 pub mod layers;
-mod loss;
 
 pub use actor::Track;
 pub use directory::{TrackCollector, TrackDirectory};
