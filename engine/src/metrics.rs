@@ -35,6 +35,9 @@ pub struct EngineMetrics {
     pub keyframe_requests: IntCounter,
     /// NACKs received from subscribers (answered from the sender's history).
     pub nacks: IntCounter,
+    /// Changes of a subscriber leg's congestion cap, by `direction`: `down` (loss or a falling
+    /// REMB lowered it), `up` (a clean period raised or lifted it).
+    pub congestion_caps: IntCounterVec,
     /// Datagrams the shared UDP port (`[rtc] udp_port`) dropped, by `reason`: `unknown` (an
     /// unknown sender and not a Binding request for a registered ICE ufrag), `queue_full`.
     pub rtc_mux_dropped: IntCounterVec,
@@ -86,6 +89,13 @@ impl EngineMetrics {
                 "Keyframe requests sent to publishers",
             )?,
             nacks: IntCounter::new("fanfare_nacks_received_total", "NACKs received from subscribers")?,
+            congestion_caps: IntCounterVec::new(
+                Opts::new(
+                    "fanfare_congestion_cap_changes_total",
+                    "Changes of subscriber legs' congestion caps",
+                ),
+                &["direction"],
+            )?,
             rtc_mux_dropped: IntCounterVec::new(
                 Opts::new("fanfare_rtc_mux_dropped_total", "Datagrams the shared UDP port dropped"),
                 &["reason"],
@@ -136,6 +146,9 @@ impl EngineMetrics {
         registry.register(Box::new(m.rtp_dropped.clone()))?;
         registry.register(Box::new(m.keyframe_requests.clone()))?;
         registry.register(Box::new(m.nacks.clone()))?;
+        registry.register(Box::new(m.congestion_caps.clone()))?;
+        m.congestion_caps.with_label_values(&["down"]);
+        m.congestion_caps.with_label_values(&["up"]);
         m.rtc_mux_dropped.with_label_values(&["unknown"]);
         m.rtc_mux_dropped.with_label_values(&["queue_full"]);
         m.rtc_mux_dropped.with_label_values(&["tcp_unknown"]);

@@ -340,5 +340,10 @@ async fn a_browser_on_a_congested_link_gets_a_lower_layer_and_the_top_one_back()
     assert_eq!(widths.first(), Some(&1280), "{widths:?}");
     assert_eq!(widths.last(), Some(&1280), "{widths:?}");
     assert!(widths.iter().any(|w| *w < 1280), "{widths:?}");
+    assert!(
+        s.metric("fanfare_congestion_cap_changes_total{direction=\"down\"}")
+            .await
+            >= 1.0
+    );
     publisher.stop().await.expect("stop publish");
 }

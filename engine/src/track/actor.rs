@@ -234,6 +234,16 @@ impl Track {
             return;
         }
         tracing::debug!(track = %self.fanout.info.id, leg, sending, ?up, ?after, "{what}: congestion cap changed");
+        let down = match (before, after) {
+            (Some(b), Some(a)) => a < b,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        self.fanout
+            .metrics
+            .congestion_caps
+            .with_label_values(&[if down { "down" } else { "up" }])
+            .inc();
         c.caps.estimate_kbps = after;
         if self.fanout.layer_count() > 1 {
             if let Some(c) = self.legs.get(&leg) {

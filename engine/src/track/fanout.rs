@@ -243,7 +243,7 @@ pub struct Fanout {
     upstream: Upstream,
     /// The track's control actor (WebRTC publishes; absent for local sources).
     control: OnceLock<Addr<Track>>,
-    metrics: EngineMetrics,
+    pub(super) metrics: EngineMetrics,
 }
 
 impl Fanout {

@@ -355,6 +355,12 @@ async fn a_viewer_reporting_loss_moves_down_a_layer_and_climbs_back_when_clean()
 
     // The viewer that reported nothing stayed on the top layer throughout.
     assert_eq!(fine.counts().resolutions, [(1280, 720)]);
+    assert!(
+        s.metric("fanfare_congestion_cap_changes_total{direction=\"down\"}")
+            .await
+            >= 1.0
+    );
+    assert!(s.metric("fanfare_congestion_cap_changes_total{direction=\"up\"}").await >= 1.0);
     for v in [&lossy, &fine] {
         v.stop().await.expect("stop play");
     }
