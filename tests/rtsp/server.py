@@ -46,8 +46,9 @@ def video_pipeline(args):
         )
     if args.bframes > 0:
         # B-frames: decode order differs from display order (zerolatency would turn them off).
+        # Without B-pyramid no frame refers to a B-frame, as from most cameras.
         return (
-            f"{source} ! x264enc bframes={args.bframes} b-adapt=false rc-lookahead=0 sync-lookahead=0 "
+            f"{source} ! x264enc bframes={args.bframes} b-adapt=false b-pyramid=false rc-lookahead=0 sync-lookahead=0 "
             f"key-int-max=30 speed-preset=ultrafast{bitrate} "
             "! video/x-h264,profile=main ! rtph264pay name=pay0 pt=96 config-interval=-1"
         )

@@ -1236,6 +1236,9 @@ pub struct SubscriberCounts {
     pub max_frame_gap: Duration,
     /// When the latest complete frame arrived.
     pub last_frame: Option<Duration>,
+    /// Complete frames whose RTP timestamp is before the previous frame's (B-frames sent in
+    /// decode order).
+    pub frames_out_of_order: u64,
 }
 
 struct SubscriberShared {
@@ -1454,6 +1457,7 @@ async fn dispatch_tracks(mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote
 /// Counts one remote track's packets and, for H.264 video, its complete frames and keyframes.
 async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared: Arc<SubscriberShared>) {
     let mut counter = FrameCounter::new();
+    let mut last_frame_ts: Option<u32> = None;
     while let Some(ev) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
             continue;
@@ -1467,6 +1471,11 @@ async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared
             None
         };
         let newly_incomplete = counter.incomplete - incomplete_before;
+        let ts = pkt.header.timestamp;
+        let out_of_order = frame.is_some() && last_frame_ts.is_some_and(|prev| (ts.wrapping_sub(prev) as i32) < 0);
+        if frame.is_some() {
+            last_frame_ts = Some(ts);
+        }
         let len = pkt.payload.len() as u64;
         shared.counts.send_modify(|c| {
             c.packets += 1;
@@ -1493,6 +1502,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared
                 }
                 c.last_frame = Some(now);
                 c.frames += 1;
+                c.frames_out_of_order += u64::from(out_of_order);
                 if f.keyframe {
                     c.keyframes += 1;
                     c.first_keyframe.get_or_insert(now);

@@ -353,12 +353,23 @@ impl Fanout {
 
     /// Hands one packet of the first (or only) layer to every live leg and tap without waiting.
     pub fn forward(&self, pkt: rtp::Packet) {
-        self.forward_layer(0, pkt)
+        self.fan_out(0, pkt, true)
+    }
+
+    /// Hands one packet of the first (or only) layer to the taps only (live HLS, recordings);
+    /// subscriber legs skip it without a gap in their sequence numbers. For frames WebRTC
+    /// players cannot take, such as a camera's B-frames.
+    pub fn forward_to_taps(&self, pkt: rtp::Packet) {
+        self.fan_out(0, pkt, false)
     }
 
     /// Hands one packet of layer `idx` to every live leg on that layer (or switching to it at
     /// this keyframe) and to the taps following it, without waiting.
     pub fn forward_layer(&self, idx: u8, pkt: rtp::Packet) {
+        self.fan_out(idx, pkt, true)
+    }
+
+    fn fan_out(&self, idx: u8, pkt: rtp::Packet, to_legs: bool) {
         let c = &self.counters;
         let len = pkt.payload.len() as u64;
         c.packets_in.fetch_add(1, Ordering::Relaxed);
@@ -410,6 +421,12 @@ impl Fanout {
                 continue;
             }
             let offset = leg.skipped.load(Ordering::Relaxed);
+            if !to_legs {
+                if leg.current.load(Ordering::Relaxed) == idx {
+                    leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
+                }
+                continue;
+            }
             if leg.current.load(Ordering::Relaxed) != idx {
                 // Another layer: join this one only at its keyframe, if it is the target.
                 if leg.target.load(Ordering::Relaxed) != idx || (!keyframe && self.keyframe_aware) {

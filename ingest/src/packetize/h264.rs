@@ -37,6 +37,18 @@ pub fn split_avcc(data: &[u8]) -> Result<Vec<&[u8]>, MalformedAu> {
     Ok(nals)
 }
 
+/// Whether no other picture refers to this access unit: every slice has `nal_ref_idc` 0 (a
+/// camera's usual B-frames). Such a frame can be left out without breaking later ones.
+pub fn is_non_reference(data: &[u8]) -> bool {
+    let Ok(nals) = split_avcc(data) else { return false };
+    let mut slices = nals
+        .iter()
+        .filter_map(|n| n.first())
+        .filter(|h| (1..=NAL_IDR).contains(&(*h & 0x1f)))
+        .peekable();
+    slices.peek().is_some() && slices.all(|h| h & 0x60 == 0)
+}
+
 /// The RTP payloads of one access unit, in order. `params` are the stream's SPS and PPS,
 /// inserted before an IDR. Returns an empty list when nothing is left to send.
 pub fn packetize_au(
@@ -87,6 +99,24 @@ fn fragment(nal: &[u8], max_payload: usize, out: &mut Vec<Bytes>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn non_reference_frames_are_those_whose_slices_all_have_ref_idc_zero() {
+        let avcc = |nals: &[&[u8]]| -> Vec<u8> {
+            nals.iter()
+                .flat_map(|n| (n.len() as u32).to_be_bytes().into_iter().chain(n.iter().copied()))
+                .collect()
+        };
+        // A non-reference B slice (ref_idc 0, type 1), after an AUD.
+        assert!(is_non_reference(&avcc(&[&[0x09, 0x10], &[0x01, 0xaa]])));
+        // A reference P slice (ref_idc 2), an IDR, a mix.
+        assert!(!is_non_reference(&avcc(&[&[0x41, 0xaa]])));
+        assert!(!is_non_reference(&avcc(&[&[0x65, 0xaa]])));
+        assert!(!is_non_reference(&avcc(&[&[0x01, 0xaa], &[0x41, 0xbb]])));
+        // No slice at all, or malformed: kept.
+        assert!(!is_non_reference(&avcc(&[&[0x09, 0x10]])));
+        assert!(!is_non_reference(&[0, 0, 0, 9, 1]));
+    }
+
     use super::*;
 
     fn avcc(nals: &[&[u8]]) -> Vec<u8> {

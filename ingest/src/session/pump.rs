@@ -122,7 +122,7 @@ impl Pump {
             return Ended::Failed("no track to publish".into());
         };
         for t in live.iter_mut() {
-            t.timeline.reconnected();
+            t.reconnected();
         }
         let read_timeout = Duration::from_secs(self.config.read_timeout_s);
         let started = Instant::now();
@@ -311,10 +311,6 @@ impl Pump {
             publisher: self.participant.clone(),
         };
         let timeline = RtpTimeline::random(plan.rtp.clock_rate);
-        LiveTrack {
-            fanout: Fanout::new(info, Upstream::Local, self.metrics.clone()),
-            plan,
-            timeline,
-        }
+        LiveTrack::new(plan, Fanout::new(info, Upstream::Local, self.metrics.clone()), timeline)
     }
 }

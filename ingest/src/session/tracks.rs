@@ -2,7 +2,7 @@
 //! its track: H.264 and H.265 video (repacketized), AAC (RFC 3640), Opus (payloads as received)
 //! and G.711 audio. The first video and the first audio stream are taken; others (and codecs
 //! we cannot carry, such as MJPEG) are left out. H.265 and AAC tracks are for live HLS and
-//! recordings: WebRTC viewers skip them.
+//! recordings: WebRTC viewers skip them, and they skip H.264 B-frames no frame refers to.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -190,13 +190,52 @@ pub struct LiveTrack {
     pub plan: TrackPlan,
     pub fanout: Arc<Fanout>,
     pub timeline: RtpTimeline,
+    /// The latest presentation time of the connection's video frames so far (camera ticks).
+    latest_pts: Option<i64>,
+    /// The camera's B-frames have been noticed (logged once).
+    b_frames: bool,
 }
 
 impl LiveTrack {
+    /// A track published on `fanout`.
+    pub fn new(plan: TrackPlan, fanout: Arc<Fanout>, timeline: RtpTimeline) -> LiveTrack {
+        LiveTrack {
+            plan,
+            fanout,
+            timeline,
+            latest_pts: None,
+            b_frames: false,
+        }
+    }
+
+    /// A new RTSP connection starts: its timestamps start again.
+    pub fn reconnected(&mut self) {
+        self.timeline.reconnected();
+        self.latest_pts = None;
+    }
+
+    /// Whether WebRTC viewers must skip this H.264 frame: it displays before a frame already
+    /// received (a B-frame: browsers' WebRTC decoders expect frames in display order) and no
+    /// other frame refers to it. Live HLS and recordings still get it.
+    fn webrtc_skips(&mut self, frame: &VideoFrame) -> bool {
+        let pts = frame.timestamp().elapsed();
+        let reordered = self.latest_pts.is_some_and(|latest| pts < latest);
+        self.latest_pts = Some(self.latest_pts.map_or(pts, |l| l.max(pts)));
+        if !reordered || !h264::is_non_reference(frame.data()) {
+            return false;
+        }
+        if !self.b_frames {
+            self.b_frames = true;
+            tracing::info!(track = %self.fanout.info.id, "the camera sends B-frames; WebRTC viewers get the other frames, live HLS and recordings all of them");
+        }
+        true
+    }
+
     /// Forwards one video frame; `params` are the stream's current parameter sets (SPS, PPS
     /// for H.264; VPS, SPS, PPS for H.265). Returns the packets written (0 when the frame was
     /// malformed).
     pub fn video(&mut self, frame: &VideoFrame, params: Option<&[Bytes]>, now: Instant) -> usize {
+        let taps_only = self.plan.codec == IngestCodec::H264 && self.webrtc_skips(frame);
         let payloads = match self.plan.codec {
             IngestCodec::H264 => {
                 let ps = match params {
@@ -224,7 +263,12 @@ impl LiveTrack {
         let ts = self.timeline.timestamp(frame.timestamp().elapsed(), now);
         let n = payloads.len();
         for (i, p) in payloads.into_iter().enumerate() {
-            self.fanout.forward(self.timeline.packet(p, i + 1 == n, ts));
+            let pkt = self.timeline.packet(p, i + 1 == n, ts);
+            if taps_only {
+                self.fanout.forward_to_taps(pkt);
+            } else {
+                self.fanout.forward(pkt);
+            }
         }
         n
     }
