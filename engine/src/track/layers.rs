@@ -28,7 +28,8 @@ pub struct LegCaps {
     pub max_resolution: Option<Resolution>,
     /// The member's (else the group's) `max_bitrate_kbps`.
     pub max_kbps: Option<u32>,
-    /// The subscriber's own receive estimate (REMB), when it sends one.
+    /// The congestion cap from the subscriber's receiver reports and REMB
+    /// (`track/congestion.rs`), while its link shows congestion.
     pub estimate_kbps: Option<u32>,
     /// A layer picked by hand (by RID); still subject to the caps.
     pub pinned: Option<String>,
