@@ -2,7 +2,7 @@
 // playwright-core) as a viewer only (publish=no): the page plays --peer with WHEP. Every 250 ms
 // it writes the page's stats (framesDecoded, videoWidth, videoHeight, ...) as one JSON object
 // to --stats-file, so the test driving it can change the network and watch what the browser
-// shows. Stops when --stop-file exists (or after 90 s).
+// shows. Stops when --stop-file exists (or after 150 s).
 //
 // Usage:
 //   node watch_page.mjs --base http://127.0.0.1:PORT --group G --user U --token T --peer P \
@@ -18,7 +18,7 @@ import path from "node:path";
 import { chromium } from "playwright-core";
 import { parseFlags, sleep, grace, reporter } from "./common.mjs";
 
-const HARD_TIMEOUT_MS = 90_000;
+const HARD_TIMEOUT_MS = 150_000;
 const SAMPLE_MS = 250;
 
 const args = parseFlags(process.argv.slice(2));

@@ -12,7 +12,7 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 
 use super::congestion::CongestionCap;
 use super::fanout::{Downtrack, Fanout, NO_LAYER};
-use super::layers::{LegCaps, MAX_LAYERS};
+use super::layers::{ranked, LegCaps, MAX_LAYERS};
 
 /// How often layer bitrates are measured and choices revisited.
 const TICK: Duration = Duration::from_millis(500);
@@ -206,8 +206,8 @@ impl Handler<SetLegCaps> for Track {
 
 impl Track {
     /// Applies one piece of a leg's feedback to its congestion cap (`apply` gets the cap, what
-    /// the leg is sent and the next layer's bitrate, in kbps) and re-chooses its layer if the
-    /// cap changed.
+    /// the leg is sent and the next larger layer's bitrate, in kbps) and re-chooses its layer if
+    /// the cap changed.
     fn congestion(
         &mut self,
         leg: u64,
@@ -223,17 +223,19 @@ impl Track {
             l => l,
         };
         let sending = layers.get(usize::from(layer)).map_or(0, |l| l.kbps);
-        let up = layers
+        // The next layer up by picture size; none above the top one (the cap can go).
+        let order = ranked(&layers);
+        let up = order
             .iter()
-            .filter(|l| l.active && l.kbps > sending)
-            .map(|l| l.kbps)
-            .min();
+            .position(|&i| i == usize::from(layer))
+            .and_then(|p| order.get(p + 1))
+            .map(|&i| layers[i].kbps);
         let before = c.congestion.kbps();
         let after = apply(&mut c.congestion, sending, up);
         if before == after {
             return;
         }
-        tracing::debug!(track = %self.fanout.info.id, leg, sending, ?up, ?after, "{what}: congestion cap changed");
+        tracing::info!(track = %self.fanout.info.id, leg, sending, ?up, ?after, "{what}: congestion cap changed");
         let down = match (before, after) {
             (Some(b), Some(a)) => a < b,
             (None, Some(_)) => true,

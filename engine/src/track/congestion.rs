@@ -6,7 +6,8 @@
 //! REMB that falls below what the leg is sent (the client's delay-based estimator saw its queue
 //! grow) caps it at that REMB. A REMB that rises or holds is no congestion: a client estimates
 //! from what it receives, so after a switch down its REMB stays near the lower layer's rate and
-//! must not keep the leg there. Under 2 % loss (or a REMB that does not fall) the cap is lifted
+//! must not keep the leg there; and for [`REMB_SETTLE`] after the cap changes, a falling REMB
+//! is not trusted (the switch itself moves it). Under 2 % loss (or a REMB that does not fall) the cap is lifted
 //! one layer at a time, once the leg has been clean for [`CLEAN_FOR`] since the last change, and
 //! removed above the top layer. The SFU cannot probe a rate between its layers, so it steps to
 //! the next layer's bitrate and falls back at once if that brings loss.
@@ -23,6 +24,9 @@ const LOW_LOSS: f64 = 0.02;
 const REMB_FALL: f64 = 0.95;
 /// How long a leg must stay clean before its cap goes up one layer.
 pub const CLEAN_FOR: Duration = Duration::from_secs(3);
+/// How long after a change of the cap a falling REMB is not trusted: the client's estimate
+/// lags a layer switch (the new layer's first keyframe looks like queueing to it).
+pub const REMB_SETTLE: Duration = Duration::from_secs(5);
 
 /// One leg's congestion cap.
 #[derive(Clone, Debug, Default)]
@@ -59,8 +63,13 @@ impl CongestionCap {
             .last_remb
             .is_some_and(|last| f64::from(kbps) <= f64::from(last) * REMB_FALL);
         self.last_remb = Some(kbps);
+        let settled = self
+            .changed
+            .is_none_or(|t| now.saturating_duration_since(t) >= REMB_SETTLE);
         if fell && kbps < sending_kbps {
-            self.lower(kbps, now);
+            if settled {
+                self.lower(kbps, now);
+            }
         } else {
             self.clean(up_kbps, now);
         }
@@ -151,9 +160,18 @@ mod tests {
         // Low but rising (the client ramps up on the lower layer): not lowered, and after the
         // clean period up one layer.
         assert_eq!(c.remb(420, 300, Some(2500), t + Duration::from_secs(1)), Some(400));
-        assert_eq!(c.remb(450, 300, Some(2500), t + CLEAN_FOR), Some(2625));
+        let t1 = t + CLEAN_FOR;
+        assert_eq!(c.remb(450, 300, Some(2500), t1), Some(2625));
+        // Right after the switch up, the client's REMB dips: not trusted yet...
+        assert_eq!(c.remb(380, 2500, None, t1 + Duration::from_secs(1)), Some(2625));
+        // ...and lifted at the top once clean.
+        let t2 = t1 + REMB_SETTLE;
+        assert_eq!(c.remb(2600, 2500, None, t2), None);
+        // Settled, a fall below what is sent counts again.
+        assert_eq!(c.remb(2000, 2500, None, t2 + REMB_SETTLE), Some(2000));
         // A fall that stays above what is sent is no congestion.
-        assert_eq!(c.remb(3000, 2500, None, t + CLEAN_FOR * 2), None);
-        assert_eq!(c.remb(2800, 2500, None, t + CLEAN_FOR * 2), None);
+        let mut d = CongestionCap::default();
+        assert_eq!(d.remb(3000, 2500, None, t), None);
+        assert_eq!(d.remb(2800, 2500, None, t), None);
     }
 }
