@@ -237,10 +237,10 @@ async fn page_until(path: &std::path::Path, limit: Duration, pred: impl Fn(&Valu
     }
 }
 
-/// Chromium sends us no REMB, only receiver reports: with the server's outgoing bandwidth
-/// limited below the top simulcast layer, the loss those reports show moves the browser viewer
-/// to a lower layer; once the limit goes it climbs back to the top. The publisher is a Rust
-/// client sending three layers (180p, 360p, 720p).
+/// Chromium sends us receiver reports, and REMB only once its estimate falls: with the
+/// server's outgoing bandwidth limited below the top simulcast layer, the loss and the falling
+/// estimate move the browser viewer to a lower layer; once the limit goes it climbs back to the
+/// top and stays there. The publisher is a Rust client sending three layers (180p, 360p, 720p).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_on_a_congested_link_gets_a_lower_layer_and_the_top_one_back() {
     browser::require_tools();
