@@ -18,7 +18,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { closeBrowser, grace, parseFlags, reporter, sleep } from "./common.mjs";
+import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeBrowser, grace, parseFlags, reporter, sleep } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 100_000;
 
@@ -130,14 +130,7 @@ async function main() {
   browser = await chromium.launch({
     executablePath: chromiumPath,
     headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu",
-      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-      "--autoplay-policy=no-user-gesture-required",
-      "--allow-loopback-in-peer-connection",
-      "--disable-background-networking", "--no-first-run", "--disable-component-update",
-      "--disable-sync", "--disable-quic", "--disable-features=WebRtcHideLocalIpsWithMdns",
-    ],
+    args: [...WEBRTC_ARGS, ...FAKE_MEDIA_ARGS],
   });
 
   // 1. Two people in a call see each other.

@@ -1,5 +1,8 @@
-// What the web-app browser scripts share: flag parsing, timers, the one-line JSON report, and
-// closing the browser without hanging on a page that no longer answers.
+// What the browser scripts share: flag parsing, timers, the one-line JSON report, Chromium's
+// flags for WebRTC on loopback, and closing the browser without hanging on a page that no
+// longer answers.
+
+import fs from "node:fs";
 
 /** `--key value` / `--key=value` flags into an object. */
 export function parseFlags(argv) {
@@ -41,4 +44,34 @@ export async function closeBrowser(browser, pages) {
     grace(2_000),
   ]);
   await Promise.race([browser.close().catch(() => {}), grace(5_000)]);
+}
+
+/** Chromium flags for headless WebRTC over loopback inside the test's network namespace. */
+export const WEBRTC_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--autoplay-policy=no-user-gesture-required",
+  "--allow-loopback-in-peer-connection",
+  "--disable-background-networking",
+  "--no-first-run",
+  "--disable-component-update",
+  "--disable-sync",
+  "--disable-quic",
+  "--disable-features=WebRtcHideLocalIpsWithMdns",
+];
+
+/** Chromium flags for a fake camera and microphone, granted without asking. */
+export const FAKE_MEDIA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"];
+
+/** Lets each `tools/loopback.html` page of a persistent `context` end its sessions (2 s at
+ *  most), closes the context (5 s) and removes its profile directory. Either may be null. */
+export async function closeLoopbackContext(context, userDataDir) {
+  if (context) {
+    await Promise.race([
+      Promise.all(context.pages().map((p) => p.evaluate(() => window.fanfareStop && window.fanfareStop()).catch(() => {}))),
+      grace(2_000),
+    ]);
+    await Promise.race([context.close().catch(() => {}), grace(5_000)]);
+  }
+  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
 }

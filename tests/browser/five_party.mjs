@@ -21,7 +21,7 @@ import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { chromium } from "playwright-core";
-import { closeBrowser, grace, parseFlags, reporter, sleep } from "./common.mjs";
+import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeBrowser, grace, parseFlags, reporter, sleep } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 90_000;
 const GROWTH_WINDOW_MS = 2_000;
@@ -160,13 +160,9 @@ async function main() {
     executablePath: chromiumPath,
     headless: true,
     args: [
-      "--no-sandbox", "--disable-gpu",
-      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+      ...WEBRTC_ARGS,
+      ...FAKE_MEDIA_ARGS,
       `--use-file-for-fake-video-capture=${video}`,
-      "--autoplay-policy=no-user-gesture-required",
-      "--allow-loopback-in-peer-connection",
-      "--disable-background-networking", "--no-first-run", "--disable-component-update",
-      "--disable-sync", "--disable-quic", "--disable-features=WebRtcHideLocalIpsWithMdns",
       // Five pages in one browser: none of them is "in the background".
       "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
       "--disable-backgrounding-occluded-windows",

@@ -18,6 +18,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeLoopbackContext } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 60_000;
 const MIN_FRAMES = 30;
@@ -67,17 +68,9 @@ let userDataDir = null;
 const pages = [];
 
 async function cleanup() {
-  if (context) {
-    const c = context;
-    context = null;
-    // Let the pages end their sessions, then close the browser (bounded in time).
-    await Promise.race([
-      Promise.all(c.pages().map((p) => p.evaluate(() => window.fanfareStop && window.fanfareStop()).catch(() => {}))),
-      grace(2_000),
-    ]);
-    await Promise.race([c.close().catch(() => {}), grace(5_000)]);
-  }
-  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+  const c = context;
+  context = null;
+  await closeLoopbackContext(c, userDataDir);
 }
 
 const hardTimer = setTimeout(async () => {
@@ -96,20 +89,7 @@ async function main() {
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: args.chromium,
     headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--use-fake-device-for-media-stream",
-      "--use-fake-ui-for-media-stream",
-      "--autoplay-policy=no-user-gesture-required",
-      "--allow-loopback-in-peer-connection",
-      "--disable-background-networking",
-      "--no-first-run",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-quic",
-      "--disable-features=WebRtcHideLocalIpsWithMdns",
-    ],
+    args: [...WEBRTC_ARGS, ...FAKE_MEDIA_ARGS],
   });
   log(`chromium ${context.browser()?.version() ?? "(persistent context)"} started`);
 

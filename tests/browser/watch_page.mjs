@@ -16,7 +16,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { parseFlags, sleep, grace, reporter } from "./common.mjs";
+import { WEBRTC_ARGS, closeLoopbackContext, grace, parseFlags, reporter, sleep } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 150_000;
 const SAMPLE_MS = 250;
@@ -28,16 +28,9 @@ let context = null;
 let userDataDir = null;
 
 async function cleanup() {
-  if (context) {
-    const c = context;
-    context = null;
-    await Promise.race([
-      Promise.all(c.pages().map((p) => p.evaluate(() => window.fanfareStop && window.fanfareStop()).catch(() => {}))),
-      grace(2_000),
-    ]);
-    await Promise.race([c.close().catch(() => {}), grace(5_000)]);
-  }
-  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+  const c = context;
+  context = null;
+  await closeLoopbackContext(c, userDataDir);
 }
 
 const hardTimer = setTimeout(async () => {
@@ -55,18 +48,7 @@ async function main() {
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: args.chromium || "/usr/bin/chromium",
     headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--autoplay-policy=no-user-gesture-required",
-      "--allow-loopback-in-peer-connection",
-      "--disable-background-networking",
-      "--no-first-run",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-quic",
-      "--disable-features=WebRtcHideLocalIpsWithMdns",
-    ],
+    args: WEBRTC_ARGS,
   });
   const page = await context.newPage();
   page.on("console", (m) => log(`console.${m.type()}: ${m.text()}`));
