@@ -175,6 +175,15 @@ impl Server {
         std::fs::read_to_string(self.tmp_shared.path().join("server.log")).unwrap_or_default()
     }
 
+    /// The lines of the server's log so far that contain `needle`, for a failure message.
+    pub fn log_lines(&self, needle: &str) -> String {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Creates group `id` (as admin) and adds `members`, each with its permission overrides;
     /// panics if the server refuses.
     pub async fn group(&self, id: &str, members: &[(&str, Value)]) {

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,7 +43,7 @@ use webrtc::peer_connection::{
     RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
     SettingEngineBuilder,
 };
-use webrtc::rtp_transceiver::RtpSender;
+use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
 use webrtc::runtime::TokioRuntime;
 
 use crate::h264::{self, AccessUnit, FrameCounter, Packetizer};
@@ -129,6 +129,76 @@ pub struct ClientOptions {
     pub simulcast: bool,
     /// ICE over TCP only (RFC 6544): no UDP socket at all, as behind a firewall that drops UDP.
     pub tcp_only: bool,
+    /// Subscriber: a simulated bottleneck on the downlink, as the client's TWCC feedback
+    /// reports it (see [`Bottleneck`]).
+    pub bottleneck: Option<Bottleneck>,
+}
+
+/// A simulated bottleneck on a subscriber's downlink, for congestion tests. While it has a
+/// rate, each RTP packet received is stamped (for the client's TWCC feedback, and so for the
+/// server's delay-based estimate) with the time a first-in-first-out link of that rate would
+/// have delivered it: above the rate, the queue and the reported delays grow. Packets are not
+/// really delayed or dropped. Set it to 0 to remove it.
+#[derive(Clone, Debug, Default)]
+pub struct Bottleneck(Arc<AtomicU32>);
+
+impl Bottleneck {
+    /// The link's rate in kbit/s (0: no bottleneck).
+    pub fn set_kbps(&self, kbps: u32) {
+        self.0.store(kbps, Ordering::Relaxed);
+    }
+}
+
+/// Interceptor, placed nearest the wire, that restamps received RTP by [`Bottleneck`].
+struct QueueDelay {
+    link: Bottleneck,
+    /// When the simulated link finishes delivering what it has queued.
+    free_at: Option<Instant>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for QueueDelay {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(p) = &msg.message.packet {
+            let kbps = self.link.0.load(Ordering::Relaxed);
+            if kbps == 0 {
+                self.free_at = None;
+            } else {
+                // RTP header, SRTP tag, UDP/IP headers: about 50 bytes over the payload.
+                let bits = (p.payload.len() as f64 + 50.0) * 8.0;
+                let start = self.free_at.map_or(msg.now, |f| f.max(msg.now));
+                let out = start + Duration::from_secs_f64(bits / (f64::from(kbps) * 1000.0));
+                self.free_at = Some(out);
+                msg.now = out;
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for QueueDelay {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
 impl Default for ClientOptions {
@@ -139,6 +209,7 @@ impl Default for ClientOptions {
             fixture: h264::fixture_path(),
             simulcast: false,
             tcp_only: false,
+            bottleneck: None,
         }
     }
 }
@@ -337,22 +408,40 @@ impl LoopbackPeer {
 
     /// Like [`LoopbackPeer::new`], bound to `ip` (e.g. a veth address in a private namespace).
     pub async fn bound(ip: std::net::IpAddr, rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::build(ip, rtcp_to_app, false, false).await
+        Self::build(ip, rtcp_to_app, false, false, None).await
+    }
+
+    /// Like [`LoopbackPeer::new`], reporting arrivals through `link` (see [`Bottleneck`]).
+    pub async fn with_bottleneck(rtcp_to_app: bool, link: Bottleneck) -> Result<Self, ClientError> {
+        Self::build(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            rtcp_to_app,
+            false,
+            false,
+            Some(link),
+        )
+        .await
     }
 
     /// Like [`LoopbackPeer::new`], with no UDP socket: its only candidates are TCP ones
     /// (ICE-TCP, active and passive).
     pub async fn tcp_only(rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::build(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app, false, true).await
+        Self::build(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app, false, true, None).await
     }
 
     /// Like [`LoopbackPeer::new`], with the header extensions simulcast needs (mid, RID,
     /// repaired RID) registered for video.
     pub async fn simulcast(rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::build(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app, true, false).await
+        Self::build(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app, true, false, None).await
     }
 
-    async fn build(ip: std::net::IpAddr, rtcp_to_app: bool, simulcast: bool, tcp: bool) -> Result<Self, ClientError> {
+    async fn build(
+        ip: std::net::IpAddr,
+        rtcp_to_app: bool,
+        simulcast: bool,
+        tcp: bool,
+        link: Option<Bottleneck>,
+    ) -> Result<Self, ClientError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
         if simulcast {
@@ -361,6 +450,17 @@ impl LoopbackPeer {
             )?;
         }
         let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
+        if let Some(link) = link {
+            registry = registry.with(
+                Slot::from(500),
+                QueueDelay {
+                    link,
+                    free_at: None,
+                    read: VecDeque::new(),
+                    write: VecDeque::new(),
+                },
+            );
+        }
         if rtcp_to_app {
             registry = registry.with(
                 Slot::from(14_000),
@@ -823,18 +923,18 @@ impl WhipPublisher {
             local_track(&stream_id, "video", RtpCodecKind::Video, video_ssrc, h264_codec())
         };
         let added = async {
-            let video_sender = add_sendonly(&peer, video.clone()).await?;
+            let (video_transceiver, video_sender) = add_sendonly(&peer, video.clone()).await?;
             let audio = if opts.audio {
                 let track = local_track(&stream_id, "audio", RtpCodecKind::Audio, random_ssrc(), opus_codec());
-                let sender = add_sendonly(&peer, track.clone()).await?;
+                let (_, sender) = add_sendonly(&peer, track.clone()).await?;
                 Some((track, sender))
             } else {
                 None
             };
-            Ok::<_, ClientError>((video_sender, audio))
+            Ok::<_, ClientError>((video_transceiver, video_sender, audio))
         }
         .await;
-        let (video_sender, audio) = match added {
+        let (video_transceiver, video_sender, audio) = match added {
             Ok(v) => v,
             Err(e) => {
                 peer.close().await;
@@ -870,10 +970,14 @@ impl WhipPublisher {
                 }
             }
         }
-        let mid = match peer.pc.get_transceivers().await.first() {
-            Some(t) => t.mid().await.ok().flatten().unwrap_or_else(|| "0".to_owned()),
-            None => "0".to_owned(),
-        };
+        // The video section's own mid: `get_transceivers()` comes from a HashMap, in no
+        // particular order, so its first entry may be the audio section.
+        let mid = video_transceiver
+            .mid()
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "0".to_owned());
         let flags: Vec<(u32, Arc<AtomicBool>)> = layers
             .iter()
             .map(|(_, ssrc, _)| (*ssrc, Arc::new(AtomicBool::new(false))))
@@ -1026,8 +1130,11 @@ impl WhipPublisher {
     }
 }
 
-/// Adds `track` on a sendonly transceiver (as WHIP clients do) and returns its sender.
-async fn add_sendonly(peer: &LoopbackPeer, track: Arc<TrackLocalStaticRTP>) -> Result<Arc<dyn RtpSender>, ClientError> {
+/// Adds `track` on a sendonly transceiver (as WHIP clients do) and returns it with its sender.
+async fn add_sendonly(
+    peer: &LoopbackPeer,
+    track: Arc<TrackLocalStaticRTP>,
+) -> Result<(Arc<dyn RtpTransceiver>, Arc<dyn RtpSender>), ClientError> {
     let init = RTCRtpTransceiverInit {
         direction: RTCRtpTransceiverDirection::Sendonly,
         ..Default::default()
@@ -1036,10 +1143,11 @@ async fn add_sendonly(peer: &LoopbackPeer, track: Arc<TrackLocalStaticRTP>) -> R
         .pc
         .add_transceiver_from_track(track as Arc<dyn TrackLocal>, Some(init))
         .await?;
-    transceiver
+    let sender = transceiver
         .sender()
         .await?
-        .ok_or_else(|| ClientError::WebRtc("transceiver without a sender".into()))
+        .ok_or_else(|| ClientError::WebRtc("transceiver without a sender".into()))?;
+    Ok((transceiver, sender))
 }
 
 /// Counts keyframe requests and NACKs arriving for `track`, and flags the sender of the layer a
@@ -1286,6 +1394,8 @@ impl WhepSubscriber {
         let started = Instant::now();
         let mut peer = if opts.tcp_only {
             LoopbackPeer::tcp_only(false).await?
+        } else if let Some(link) = opts.bottleneck.clone() {
+            LoopbackPeer::with_bottleneck(false, link).await?
         } else {
             LoopbackPeer::new(false).await?
         };

@@ -308,13 +308,7 @@ async fn a_browser_on_a_congested_link_gets_a_lower_layer_and_the_top_one_back()
     .await;
     assert!(ok, "the browser plays the top layer: {first}\n{}", s.log());
 
-    let caps = || {
-        s.log()
-            .lines()
-            .filter(|l| l.contains("congestion cap changed"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let caps = || s.log_lines("congestion cap changed");
     let limit = UdpLimit::new(port, limit_kbit);
     let (low, ok) = page_until(&stats, Duration::from_secs(30), |v| (1..1280).contains(&width(v))).await;
     assert!(

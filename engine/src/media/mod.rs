@@ -3,6 +3,7 @@
 //! single-thread runtime), the ICE address settings (a socket per connection, or the shared
 //! port of [`udp_mux`]), and peer-connection construction.
 
+mod estimate;
 mod peer;
 mod rtcp_forward;
 mod runtime;
@@ -16,6 +17,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+pub use estimate::SendSideEstimate;
 pub use peer::{
     accept_answer, check_offer, reanswer, reoffer, sending_track_ids, OfferInfo, Peer, PeerRole, PeerState,
     MAX_SDP_BYTES,

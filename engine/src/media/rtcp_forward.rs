@@ -1,12 +1,21 @@
-//! An interceptor that hands keyframe requests (PLI, FIR), receiver estimates (REMB) and
-//! receiver reports (their loss drives a viewer's layer) up to the application, and counts NACKs.
-//! Without it, `webrtc` 0.21 consumes all inbound RTCP inside its interceptor chain and
+//! An interceptor that hands a connection's feedback up to the application, one stream at a
+//! time: keyframe requests (PLI, FIR), receiver reports (their loss drives a viewer's layer),
+//! the client's estimate (REMB) and the server's own send-side estimate (the `Gcc` behind
+//! `CongestionControl`, which marks a TWCC feedback packet with its new target), and counts
+//! NACKs. Without it, `webrtc` 0.21 consumes all inbound RTCP inside its interceptor chain and
 //! `TrackLocal::poll` never sees a subscriber's PLI.
+//!
+//! The crate routes a delivered compound packet whole to the track of its first packet's first
+//! SSRC, so a receiver report covering audio and video would reach only one of the two. Here
+//! each stream gets a message of its own, holding only what concerns it. A connection-wide
+//! estimate (REMB, send-side) is split between the video streams by their share of the bytes
+//! the connection sent over the last second.
 
-use std::collections::VecDeque;
-use std::time::Instant;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use bytes::Bytes;
+use rtc::interceptor::{Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -14,11 +23,28 @@ use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
-/// Marks inbound PLI/FIR/REMB/RR for delivery to the application and counts NACKs.
+use super::estimate::SendSideEstimate;
+
+/// How long the byte counts behind the streams' shares of an estimate run before the shares
+/// are worked out again.
+const SHARE_WINDOW: Duration = Duration::from_secs(1);
+
+/// One outgoing stream of the connection.
+struct LocalStream {
+    video: bool,
+    /// Payload bytes sent since the window began.
+    bytes: u64,
+    /// Its share of the bytes sent in the last complete window.
+    share: Option<f64>,
+}
+
+/// Splits inbound feedback per stream for delivery to the application and counts NACKs.
 pub struct RtcpForward {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
     nacks: prometheus::IntCounter,
+    local: HashMap<u32, LocalStream>,
+    window_start: Option<Instant>,
 }
 
 impl RtcpForward {
@@ -28,7 +54,101 @@ impl RtcpForward {
             read: VecDeque::new(),
             write: VecDeque::new(),
             nacks,
+            local: HashMap::new(),
+            window_start: None,
         }
+    }
+
+    /// Stream `ssrc`'s share of what the connection sends (`None`: not known yet, or not ours).
+    fn share(&mut self, ssrc: u32, now: Instant) -> Option<f64> {
+        let start = *self.window_start.get_or_insert(now);
+        let unknown = self.local.values().any(|s| s.share.is_none());
+        if now.saturating_duration_since(start) >= SHARE_WINDOW || unknown {
+            let total: u64 = self.local.values().map(|s| s.bytes).sum();
+            if total > 0 {
+                for s in self.local.values_mut() {
+                    s.share = Some(s.bytes as f64 / total as f64);
+                    s.bytes = 0;
+                }
+                self.window_start = Some(now);
+            }
+        }
+        self.local.get(&ssrc).and_then(|s| s.share)
+    }
+
+    /// The feedback in `pkts` (and the send-side estimate `target_bps`, if it changed), as one
+    /// list per stream, each led by a packet whose first destination is that stream.
+    fn per_stream(
+        &mut self,
+        pkts: &[Box<dyn rtc::rtcp::Packet>],
+        target_bps: Option<f64>,
+        now: Instant,
+    ) -> Vec<(u32, Vec<Box<dyn rtc::rtcp::Packet>>)> {
+        let mut out: Vec<(u32, Vec<Box<dyn rtc::rtcp::Packet>>)> = Vec::new();
+        let mut push = |ssrc: u32, p: Box<dyn rtc::rtcp::Packet>| match out.iter_mut().find(|(s, _)| *s == ssrc) {
+            Some((_, list)) => list.push(p),
+            None => out.push((ssrc, vec![p])),
+        };
+        for p in pkts {
+            let a = p.as_any();
+            if let Some(pli) = a.downcast_ref::<PictureLossIndication>() {
+                push(pli.media_ssrc, p.cloned());
+            } else if let Some(fir) = a.downcast_ref::<FullIntraRequest>() {
+                for entry in &fir.fir {
+                    push(
+                        entry.ssrc,
+                        Box::new(FullIntraRequest {
+                            sender_ssrc: fir.sender_ssrc,
+                            media_ssrc: fir.media_ssrc,
+                            fir: vec![entry.clone()],
+                        }),
+                    );
+                }
+            } else if let Some(rr) = a.downcast_ref::<ReceiverReport>() {
+                for block in &rr.reports {
+                    push(
+                        block.ssrc,
+                        Box::new(ReceiverReport {
+                            ssrc: rr.ssrc,
+                            reports: vec![block.clone()],
+                            profile_extensions: Bytes::new(),
+                        }),
+                    );
+                }
+            } else if let Some(remb) = a.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                for &ssrc in &remb.ssrcs {
+                    let share = self.share(ssrc, now).unwrap_or(1.0);
+                    push(
+                        ssrc,
+                        Box::new(ReceiverEstimatedMaximumBitrate {
+                            sender_ssrc: remb.sender_ssrc,
+                            bitrate: (f64::from(remb.bitrate) * share) as f32,
+                            ssrcs: vec![ssrc],
+                        }),
+                    );
+                }
+            }
+        }
+        if let Some(target) = target_bps {
+            let video: Vec<u32> = self
+                .local
+                .iter()
+                .filter(|(_, s)| s.video)
+                .map(|(&ssrc, _)| ssrc)
+                .collect();
+            for ssrc in video {
+                if let Some(share) = self.share(ssrc, now) {
+                    push(
+                        ssrc,
+                        Box::new(SendSideEstimate {
+                            ssrc,
+                            bitrate_bps: (target * share) as u64,
+                        }),
+                    );
+                }
+            }
+        }
+        out
     }
 }
 
@@ -39,29 +159,26 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
     type Error = rtc::shared::error::Error;
     type Time = Instant;
 
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(pkts) = &msg.message.packet {
-            let nacks = pkts.iter().filter(|p| p.as_any().is::<TransportLayerNack>()).count();
-            self.nacks.inc_by(nacks as u64);
-            let for_app: Vec<Box<dyn rtc::rtcp::Packet>> = pkts
-                .iter()
-                .filter(|p| {
-                    let a = p.as_any();
-                    a.is::<PictureLossIndication>()
-                        || a.is::<FullIntraRequest>()
-                        || a.is::<ReceiverEstimatedMaximumBitrate>()
-                        || a.is::<ReceiverReport>()
-                })
-                .cloned()
-                .collect();
-            if for_app.is_empty() {
-                // Sender reports and NACKs were already handled by the interceptors before this one.
-                return Ok(());
-            }
-            msg.message.packet = Packet::Rtcp(for_app);
-            msg.message.add(Attribute::DeliverToApplication);
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let Packet::Rtcp(pkts) = &msg.message.packet else {
+            self.read.push_back(msg);
+            return Ok(());
+        };
+        let nacks = pkts.iter().filter(|p| p.as_any().is::<TransportLayerNack>()).count();
+        self.nacks.inc_by(nacks as u64);
+        let target = msg.message.attributes.iter().find_map(|a| match a {
+            Attribute::TargetBitrateChanged { bits_per_second } => Some(*bits_per_second),
+            _ => None,
+        });
+        // Sender reports, NACKs and TWCC feedback were already handled by the interceptors
+        // before this one: what is not split out here ends.
+        for (_, pkts) in self.per_stream(pkts, target, msg.now) {
+            self.read.push_back(TaggedPacket {
+                now: msg.now,
+                transport: msg.transport,
+                message: AttributedPacket::new(Packet::Rtcp(pkts)).with(Attribute::DeliverToApplication),
+            });
         }
-        self.read.push_back(msg);
         Ok(())
     }
 
@@ -70,6 +187,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(p) = &msg.message.packet {
+            if let Some(s) = self.local.get_mut(&p.header.ssrc) {
+                s.bytes += p.payload.len() as u64;
+            }
+        }
         self.write.push_back(msg);
         Ok(())
     }
@@ -80,8 +202,99 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
 }
 
 impl Interceptor for RtcpForward {
-    fn bind_local_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.local.insert(
+            info.ssrc,
+            LocalStream {
+                video: info.mime_type.to_ascii_lowercase().starts_with("video/"),
+                bytes: 0,
+                share: None,
+            },
+        );
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.local.remove(&info.ssrc);
+    }
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::reception_report::ReceptionReport;
+
+    fn stream(ssrc: u32, mime: &str) -> StreamInfo {
+        StreamInfo {
+            ssrc,
+            mime_type: mime.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn counter() -> prometheus::IntCounter {
+        prometheus::IntCounter::new("t", "t").expect("counter")
+    }
+
+    #[test]
+    fn a_compound_report_reaches_each_stream_with_its_own_block() {
+        let mut f = RtcpForward::new(counter());
+        f.bind_local_stream(&stream(1, "audio/opus"));
+        f.bind_local_stream(&stream(2, "video/H264"));
+        let rr = ReceiverReport {
+            ssrc: 9,
+            reports: vec![
+                ReceptionReport {
+                    ssrc: 1,
+                    ..Default::default()
+                },
+                ReceptionReport {
+                    ssrc: 2,
+                    fraction_lost: 128,
+                    ..Default::default()
+                },
+            ],
+            profile_extensions: Bytes::new(),
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 9,
+            media_ssrc: 2,
+        };
+        let out = f.per_stream(&[Box::new(rr), Box::new(pli)], None, Instant::now());
+        assert_eq!(out.len(), 2);
+        let (ssrc, video) = &out[1];
+        assert_eq!(*ssrc, 2);
+        assert_eq!(video.len(), 2, "its report block and the PLI");
+        assert_eq!(video[0].destination_ssrc(), vec![2]);
+        let block = video[0].as_any().downcast_ref::<ReceiverReport>().expect("rr");
+        assert_eq!(block.reports[0].fraction_lost, 128);
+        assert_eq!(out[0].0, 1);
+    }
+
+    #[test]
+    fn an_estimate_is_split_between_video_streams_by_bytes_sent() {
+        let mut f = RtcpForward::new(counter());
+        f.bind_local_stream(&stream(1, "audio/opus"));
+        f.bind_local_stream(&stream(2, "video/VP8"));
+        f.bind_local_stream(&stream(3, "video/VP8"));
+        for (ssrc, bytes) in [(1, 100), (2, 600), (3, 300)] {
+            if let Some(s) = f.local.get_mut(&ssrc) {
+                s.bytes = bytes;
+            }
+        }
+        let mut out = f.per_stream(&[], Some(1_000_000.0), Instant::now());
+        out.sort_by_key(|(s, _)| *s);
+        let got: Vec<(u32, u64)> = out
+            .iter()
+            .map(|(s, p)| {
+                let e = p[0].as_any().downcast_ref::<SendSideEstimate>().expect("estimate");
+                (*s, e.bitrate_bps)
+            })
+            .collect();
+        assert_eq!(got, vec![(2, 600_000), (3, 300_000)], "audio gets none");
+        // Nothing sent yet: no share, nothing delivered.
+        let mut g = RtcpForward::new(counter());
+        g.bind_local_stream(&stream(2, "video/VP8"));
+        assert!(g.per_stream(&[], Some(1e6), Instant::now()).is_empty());
+    }
 }

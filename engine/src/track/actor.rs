@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 
-use super::congestion::CongestionCap;
+use super::congestion::{CongestionCap, EstimateSource};
 use super::fanout::{Downtrack, Fanout, NO_LAYER};
 use super::layers::{ranked, LegCaps, MAX_LAYERS};
 
@@ -40,12 +40,14 @@ pub struct SetLegCaps {
     pub caps: LegCaps,
 }
 
-/// A subscriber reported its receive estimate (REMB).
+/// A bandwidth estimate for a leg: its client's REMB or the server's send-side estimate (the
+/// leg's share of its connection's, either way).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetEstimate {
     pub leg: u64,
     pub kbps: u32,
+    pub source: EstimateSource,
 }
 
 /// A subscriber's receiver report on its leg: `fraction_lost` of 256 packets since its last.
@@ -260,7 +262,13 @@ impl Handler<SetEstimate> for Track {
 
     fn handle(&mut self, msg: SetEstimate, _ctx: &mut Context<Self>) {
         let now = Instant::now();
-        self.congestion(msg.leg, "REMB", |cap, sending, up| cap.remb(msg.kbps, sending, up, now));
+        let what = match msg.source {
+            EstimateSource::Remb => "REMB",
+            EstimateSource::SendSide => "send-side estimate",
+        };
+        self.congestion(msg.leg, what, |cap, sending, up| {
+            cap.estimate(msg.source, msg.kbps, sending, up, now)
+        });
     }
 }
 

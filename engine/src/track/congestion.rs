@@ -1,18 +1,24 @@
-//! A subscriber's congestion cap: the bitrate its leg may use, from what its client tells us
-//! about the leg: receiver reports (`fraction lost`) and REMB, when it sends one.
+//! A subscriber's congestion cap: the bitrate its leg may use, from what is known about the
+//! viewer's link: its client's receiver reports (`fraction lost`), the client's REMB when it
+//! sends one, and the server's own send-side estimate from the client's TWCC feedback (`Gcc`
+//! in the connection's interceptors: a growing queue, or loss).
 //!
 //! The loss rule follows the loss-based half of Google Congestion Control: above 10 % loss the
-//! cap becomes what the leg is sent times (1 − loss / 2), so the layer choice moves down. A
-//! REMB that falls below what the leg is sent (the client's delay-based estimator saw its queue
-//! grow) caps it at that REMB. A REMB that rises or holds is no congestion: a client estimates
-//! from what it receives, so after a switch down its REMB stays near the lower layer's rate and
-//! must not keep the leg there; and for [`REMB_SETTLE`] after the cap changes, a falling REMB
-//! is not trusted (the switch itself moves it). Under 2 % loss (or a REMB that does not fall) the cap is lifted
-//! one layer at a time, once the leg has been clean for [`CLEAN_FOR`] since the last change, and
-//! removed above the top layer. The SFU cannot probe a rate between its layers, so it steps to
-//! the next layer's bitrate and falls back at once if that brings loss.
+//! cap becomes what the leg is sent times (1 − loss / 2), so the layer choice moves down. An
+//! estimate (REMB or send-side; each leg's share of its connection's) that falls below what
+//! the leg is sent caps it at that estimate. An estimate that rises or holds is no congestion:
+//! after a switch down, a client's REMB stays near the lower layer's rate, and the send-side
+//! estimate climbs back slowly from its last cut, so neither must keep the leg there; and for
+//! [`ESTIMATE_SETTLE`] after the cap changes, a falling estimate is not trusted (the switch itself
+//! moves it: the new layer's first keyframe looks like queueing). Under 2 % loss (or an
+//! estimate that does not fall) the cap is lifted one layer at a time, once the leg has been
+//! clean for [`CLEAN_FOR`] since the last change, and removed above the top layer. The SFU
+//! cannot probe a rate between its layers, so it steps to the next layer's bitrate and falls
+//! back at once if that brings loss or a queue.
 //!
-//! Chromium 156 sends us receiver reports always, and REMB only once its estimate has fallen.
+//! Chromium 156 sends receiver reports always and TWCC feedback once our packets carry
+//! transport-wide sequence numbers (viewer connections number them); REMB only when it has no
+//! TWCC to send and its own estimate has fallen.
 
 use std::time::{Duration, Instant};
 
@@ -21,12 +27,24 @@ const HIGH_LOSS: f64 = 0.10;
 /// Loss under which the cap may go up.
 const LOW_LOSS: f64 = 0.02;
 /// A REMB at most this share of the previous one is a fall.
-const REMB_FALL: f64 = 0.95;
+const ESTIMATE_FALL: f64 = 0.95;
+/// A send-side estimate under this share of the previous one is a cut (its received-rate
+/// measure wobbles by less).
+const SEND_SIDE_CUT: f64 = 0.99;
 /// How long a leg must stay clean before its cap goes up one layer.
 pub const CLEAN_FOR: Duration = Duration::from_secs(3);
-/// How long after a change of the cap a falling REMB is not trusted: the client's estimate
-/// lags a layer switch (the new layer's first keyframe looks like queueing to it).
-pub const REMB_SETTLE: Duration = Duration::from_secs(5);
+/// How long after a change of the cap a falling estimate is not trusted: estimates lag a
+/// layer switch (the new layer's first keyframe looks like queueing).
+pub const ESTIMATE_SETTLE: Duration = Duration::from_secs(5);
+
+/// Where a bandwidth estimate came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EstimateSource {
+    /// The client's REMB.
+    Remb,
+    /// The server's estimate from the client's TWCC feedback.
+    SendSide,
+}
 
 /// One leg's congestion cap.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +52,7 @@ pub struct CongestionCap {
     cap_kbps: Option<u32>,
     changed: Option<Instant>,
     last_remb: Option<u32>,
+    last_send_side: Option<u32>,
 }
 
 impl CongestionCap {
@@ -57,20 +76,45 @@ impl CongestionCap {
         self.cap_kbps
     }
 
-    /// Applies one REMB of `kbps` (the other arguments as for [`Self::report`]).
-    pub fn remb(&mut self, kbps: u32, sending_kbps: u32, up_kbps: Option<u32>, now: Instant) -> Option<u32> {
-        let fell = self
-            .last_remb
-            .is_some_and(|last| f64::from(kbps) <= f64::from(last) * REMB_FALL);
-        self.last_remb = Some(kbps);
+    /// Applies one estimate of `kbps` from `source` (the other arguments as for
+    /// [`Self::report`]). A fall is judged against the previous estimate from the same source.
+    pub fn estimate(
+        &mut self,
+        source: EstimateSource,
+        kbps: u32,
+        sending_kbps: u32,
+        up_kbps: Option<u32>,
+        now: Instant,
+    ) -> Option<u32> {
+        let last = match source {
+            EstimateSource::Remb => &mut self.last_remb,
+            EstimateSource::SendSide => &mut self.last_send_side,
+        };
+        let previous = last.replace(kbps);
+        let congested = |fell: bool| fell && kbps < sending_kbps;
+        let (congested, clean) = match (source, previous) {
+            // A REMB that does not fall (or stays above what is sent) is a clean signal.
+            (EstimateSource::Remb, p) => {
+                let c = congested(p.is_some_and(|p| f64::from(kbps) <= f64::from(p) * ESTIMATE_FALL));
+                (c, !c)
+            }
+            // `Gcc` only cuts its target on a growing queue or heavy loss, and climbs slowly
+            // from there while the path is clear: any cut is congestion, any rise is clean, and
+            // a target held below what is sent is neither.
+            (EstimateSource::SendSide, None) => (false, kbps >= sending_kbps),
+            (EstimateSource::SendSide, Some(p)) => {
+                let c = congested(f64::from(kbps) < f64::from(p) * SEND_SIDE_CUT);
+                (c, !c && (kbps > p || kbps >= sending_kbps))
+            }
+        };
         let settled = self
             .changed
-            .is_none_or(|t| now.saturating_duration_since(t) >= REMB_SETTLE);
-        if fell && kbps < sending_kbps {
+            .is_none_or(|t| now.saturating_duration_since(t) >= ESTIMATE_SETTLE);
+        if congested {
             if settled {
                 self.lower(kbps, now);
             }
-        } else {
+        } else if clean {
             self.clean(up_kbps, now);
         }
         self.cap_kbps
@@ -153,25 +197,65 @@ mod tests {
         let mut c = CongestionCap::default();
         let t = Instant::now();
         // A first REMB is no fall, however low: a client starts low and ramps up.
-        assert_eq!(c.remb(300, 2500, None, t), None);
-        assert_eq!(c.remb(600, 2500, None, t), None, "rising");
+        assert_eq!(c.estimate(EstimateSource::Remb, 300, 2500, None, t), None);
+        assert_eq!(c.estimate(EstimateSource::Remb, 600, 2500, None, t), None, "rising");
         // A fall, below what is sent: capped there.
-        assert_eq!(c.remb(400, 2500, None, t), Some(400));
+        assert_eq!(c.estimate(EstimateSource::Remb, 400, 2500, None, t), Some(400));
         // Low but rising (the client ramps up on the lower layer): not lowered, and after the
         // clean period up one layer.
-        assert_eq!(c.remb(420, 300, Some(2500), t + Duration::from_secs(1)), Some(400));
+        assert_eq!(
+            c.estimate(EstimateSource::Remb, 420, 300, Some(2500), t + Duration::from_secs(1)),
+            Some(400)
+        );
         let t1 = t + CLEAN_FOR;
-        assert_eq!(c.remb(450, 300, Some(2500), t1), Some(2625));
+        assert_eq!(c.estimate(EstimateSource::Remb, 450, 300, Some(2500), t1), Some(2625));
         // Right after the switch up, the client's REMB dips: not trusted yet...
-        assert_eq!(c.remb(380, 2500, None, t1 + Duration::from_secs(1)), Some(2625));
+        assert_eq!(
+            c.estimate(EstimateSource::Remb, 380, 2500, None, t1 + Duration::from_secs(1)),
+            Some(2625)
+        );
         // ...and lifted at the top once clean.
-        let t2 = t1 + REMB_SETTLE;
-        assert_eq!(c.remb(2600, 2500, None, t2), None);
+        let t2 = t1 + ESTIMATE_SETTLE;
+        assert_eq!(c.estimate(EstimateSource::Remb, 2600, 2500, None, t2), None);
         // Settled, a fall below what is sent counts again.
-        assert_eq!(c.remb(2000, 2500, None, t2 + REMB_SETTLE), Some(2000));
+        assert_eq!(
+            c.estimate(EstimateSource::Remb, 2000, 2500, None, t2 + ESTIMATE_SETTLE),
+            Some(2000)
+        );
         // A fall that stays above what is sent is no congestion.
         let mut d = CongestionCap::default();
-        assert_eq!(d.remb(3000, 2500, None, t), None);
-        assert_eq!(d.remb(2800, 2500, None, t), None);
+        assert_eq!(d.estimate(EstimateSource::Remb, 3000, 2500, None, t), None);
+        assert_eq!(d.estimate(EstimateSource::Remb, 2800, 2500, None, t), None);
+    }
+
+    #[test]
+    fn a_fall_is_judged_per_source() {
+        let mut c = CongestionCap::default();
+        let t = Instant::now();
+        // The send-side estimate starts at its ceiling; a REMB far below it is no fall of it.
+        assert_eq!(c.estimate(EstimateSource::SendSide, 100_000, 2500, None, t), None);
+        assert_eq!(c.estimate(EstimateSource::Remb, 3000, 2500, None, t), None);
+        assert_eq!(c.estimate(EstimateSource::SendSide, 99_000, 2500, None, t), None, "1 %");
+        // The queue grew: cut to 85 % of what arrives.
+        assert_eq!(c.estimate(EstimateSource::SendSide, 2125, 2500, None, t), Some(2125));
+        // Its slow climb afterwards is no fall, and holds the cap until the clean period.
+        let t1 = t + Duration::from_millis(200);
+        assert_eq!(
+            c.estimate(EstimateSource::SendSide, 2140, 500, Some(2500), t1),
+            Some(2125)
+        );
+        let t2 = t + CLEAN_FOR;
+        assert_eq!(
+            c.estimate(EstimateSource::SendSide, 2300, 500, Some(2500), t2),
+            Some(2625)
+        );
+        // Back on the top layer, the target held below what is sent: not clean, the cap stays.
+        let t3 = t2 + CLEAN_FOR;
+        assert_eq!(c.estimate(EstimateSource::SendSide, 2300, 2500, None, t3), Some(2625));
+        // A cut right after the switch is not trusted; one once settled is.
+        let t4 = t2 + Duration::from_secs(1);
+        assert_eq!(c.estimate(EstimateSource::SendSide, 2200, 2500, None, t4), Some(2625));
+        let t5 = t2 + ESTIMATE_SETTLE;
+        assert_eq!(c.estimate(EstimateSource::SendSide, 2150, 2500, None, t5), Some(2150));
     }
 }

@@ -21,9 +21,10 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::actor::{LayersChanged, LossReport, SetEstimate, SetLegCaps, Subscribed, Track, TrackEnded, Unsubscribed};
+use super::congestion::EstimateSource;
 use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS};
 use super::{MediaKind, TrackInfo};
-use crate::media::PeerState;
+use crate::media::{PeerState, SendSideEstimate};
 use crate::metrics::EngineMetrics;
 
 /// Keyframe requests to the publisher are at most this frequent (per layer).
@@ -751,7 +752,23 @@ impl Fanout {
                     .find_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
                     .map(|r| (r.bitrate / 1000.0) as u32);
                 if let Some(kbps) = remb {
-                    fanout.tell(SetEstimate { leg: feedback.id, kbps });
+                    fanout.tell(SetEstimate {
+                        leg: feedback.id,
+                        kbps,
+                        source: EstimateSource::Remb,
+                    });
+                }
+                let send_side = pkts
+                    .iter()
+                    .rev()
+                    .find_map(|p| p.as_any().downcast_ref::<SendSideEstimate>())
+                    .map(|e| (e.bitrate_bps / 1000) as u32);
+                if let Some(kbps) = send_side {
+                    fanout.tell(SetEstimate {
+                        leg: feedback.id,
+                        kbps,
+                        source: EstimateSource::SendSide,
+                    });
                 }
                 let lost = pkts
                     .iter()

@@ -87,8 +87,9 @@ pub fn ranked(layers: &[LayerStat]) -> Vec<usize> {
 
 /// The layer a leg should receive: the highest whose size fits `max_resolution` and whose
 /// bitrate fits the bitrate cap and the subscriber's estimate (a pinned layer instead, when it
-/// fits); the lowest layer when none fits; `None` while no layer is active. `rids[i]` names
-/// layer `i` (for pinning).
+/// fits); when none fits, a layer whose size is not known yet (the lowest bitrate: it may well
+/// fit, where a known one does not) or else the lowest; `None` while no layer is active.
+/// `rids[i]` names layer `i` (for pinning).
 pub fn choose_layer(layers: &[LayerStat], rids: &[Option<String>], caps: &LegCaps) -> Option<usize> {
     let order = ranked(layers);
     let known: Vec<usize> = order.iter().copied().filter(|&i| layers[i].width > 0).collect();
@@ -112,7 +113,18 @@ pub fn choose_layer(layers: &[LayerStat], rids: &[Option<String>], caps: &LegCap
             }
         }
     }
-    known.iter().rev().copied().find(|&i| ok(i)).or(known.first().copied())
+    let unknown = order
+        .iter()
+        .copied()
+        .filter(|&i| layers[i].width == 0)
+        .min_by_key(|&i| (layers[i].kbps, i));
+    known
+        .iter()
+        .rev()
+        .copied()
+        .find(|&i| ok(i))
+        .or(unknown)
+        .or(known.first().copied())
 }
 
 /// The picture size announced by a keyframe's first RTP packet, when it carries one: an H.264
@@ -353,6 +365,15 @@ mod tests {
             Some(0)
         );
         assert_eq!(choose_layer(&[], &rids, &caps(None, None)), None);
+        // Only the 720p layer's size known yet, under a VGA cap: not 720p, but a layer whose
+        // size is still unknown (the lower bitrate), until the sizes come in.
+        let mut early = layers;
+        early[1].width = 0;
+        early[1].height = 0;
+        early[2].width = 0;
+        early[2].height = 0;
+        assert_eq!(choose_layer(&early, &rids, &caps(Some(Resolution::Vga), None)), Some(1));
+        assert_eq!(choose_layer(&early, &rids, &caps(None, None)), Some(0));
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! 360p, 720p fixtures), Rust subscribers play them with WHEP and read the picture size from the
 //! SPS of what they receive. Each subscriber gets the highest layer its member/group
 //! `max_resolution` allows, and a moderator's live change moves it at a keyframe; a viewer
-//! whose receiver reports show heavy loss moves down, and back up once they are clean.
+//! whose receiver reports show heavy loss moves down, and back up once they are clean; so does
+//! one whose link queues (the server's delay-based estimate from the client's TWCC feedback).
 
 use std::time::Duration;
 
-use fanfare_tests::rtc_client::{ClientOptions, WhepSubscriber, WhipPublisher};
+use fanfare_tests::rtc_client::{Bottleneck, ClientOptions, WhepSubscriber, WhipPublisher};
 use fanfare_tests::Server;
 use reqwest::Method;
 use serde_json::json;
@@ -38,6 +39,31 @@ fn simulcast() -> ClientOptions {
     }
 }
 
+/// Waits until group `gid`'s call view lists the first publisher's video track with its three
+/// layers' sizes (learned from their SPS), and returns that track's view.
+async fn wait_layers(s: &Server, gid: &str, token: &str) -> serde_json::Value {
+    let mut track = json!(null);
+    for _ in 0..50 {
+        let (st, call) = s
+            .call(Method::GET, &format!("/v1/groups/{gid}/call"), Some(token), None)
+            .await;
+        assert_eq!(st, 200, "{call}");
+        track = call["participants"][0]["tracks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["kind"] == "video"))
+            .cloned()
+            .unwrap_or_default();
+        if track["layer_info"]
+            .as_array()
+            .is_some_and(|l| l.len() == 3 && l[2]["height"] == 720)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    track
+}
+
 /// Waits until the subscriber has decoded `frames` more frames since `from` at `size`.
 async fn settles_at(v: &WhepSubscriber, size: (u32, u32), frames: u64) -> bool {
     let start = v.counts().frames;
@@ -65,19 +91,7 @@ async fn subscribers_get_the_layer_their_caps_allow_and_follow_live_changes() {
     assert!(publisher.wait_until(WAIT, |p| p.frames_sent >= 60).await);
 
     // The call view lists the layers, lowest first, with the sizes learned from their SPS.
-    let mut layers = json!(null);
-    for _ in 0..50 {
-        let (st, call) = s.call(Method::GET, "/v1/groups/open/call", Some(&pub_t), None).await;
-        assert_eq!(st, 200, "{call}");
-        layers = call["participants"][0]["tracks"][0].clone();
-        if layers["layer_info"]
-            .as_array()
-            .is_some_and(|l| l.len() == 3 && l[2]["height"] == 720)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let layers = wait_layers(&s, "open", &pub_t).await;
     assert_eq!(layers["layers"], json!(["q", "h", "f"]), "{layers}");
     let sizes: Vec<(u64, u64)> = layers["layer_info"]
         .as_array()
@@ -196,6 +210,9 @@ async fn a_viewer_pins_a_simulcast_layer_within_its_caps() {
     let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=pins", &pub_t, simulcast())
         .await
         .expect("simulcast publish");
+    // Viewers who join before the layers' sizes are known may start on another layer.
+    let layers = wait_layers(&s, "pins", &pub_t).await;
+    assert_eq!(layers["layers"], json!(["q", "h", "f"]), "{layers}");
     let viewer = WhepSubscriber::connect_opts(&s.base, "/v1/groups/pins/whep", &viewer_t, simulcast())
         .await
         .expect("play");
@@ -237,7 +254,12 @@ async fn a_viewer_pins_a_simulcast_layer_within_its_caps() {
         "unpinned: {:?}",
         viewer.counts()
     );
-    assert_eq!(viewer.counts().resolutions, [(1280, 720), (320, 180), (1280, 720)]);
+    assert_eq!(
+        viewer.counts().resolutions,
+        [(1280, 720), (320, 180), (1280, 720)],
+        "{}",
+        s.log_lines("congestion cap changed")
+    );
 
     // A pin above the cap is not forwarded: the capped viewer stays at 360p.
     let (st, body) = s
@@ -245,7 +267,13 @@ async fn a_viewer_pins_a_simulcast_layer_within_its_caps() {
         .await;
     assert_eq!(st, 200, "{body}");
     assert!(settles_at(&capped, (640, 360), 60).await);
-    assert_eq!(capped.counts().resolutions, [(640, 360)], "{:?}", capped.counts());
+    assert_eq!(
+        capped.counts().resolutions,
+        [(640, 360)],
+        "{:?}\n{}",
+        capped.counts(),
+        s.log_lines("congestion cap changed")
+    );
 
     // Bad requests.
     for (who, path, body, want) in [
@@ -308,6 +336,8 @@ async fn a_viewer_reporting_loss_moves_down_a_layer_and_climbs_back_when_clean()
         .await
         .expect("simulcast publish");
     assert!(publisher.wait_connected(WAIT).await, "publisher connects");
+    let layers = wait_layers(&s, "lossy", &pub_t).await;
+    assert_eq!(layers["layers"], json!(["q", "h", "f"]), "{layers}");
     let lossy = WhepSubscriber::connect_opts(&s.base, "/v1/groups/lossy/whep", &lossy_t, simulcast())
         .await
         .expect("play");
@@ -362,6 +392,88 @@ async fn a_viewer_reporting_loss_moves_down_a_layer_and_climbs_back_when_clean()
     );
     assert!(s.metric("fanfare_congestion_cap_changes_total{direction=\"up\"}").await >= 1.0);
     for v in [&lossy, &fine] {
+        v.stop().await.expect("stop play");
+    }
+    publisher.stop().await.expect("stop publish");
+}
+
+/// A viewer whose downlink queues (a simulated 150 kbit/s bottleneck under the 720p layer's
+/// ~280 kbit/s, as the client's TWCC feedback reports it; no packet is lost) is moved down by
+/// the server's own delay-based estimate, and climbs back to the top once the bottleneck goes.
+/// Publisher and viewers also send and play audio, so each RTCP report covers two streams
+/// and the estimate is shared between them. The other viewer, whose feedback is clean, never
+/// moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_whose_link_queues_moves_down_by_the_delay_estimate_and_back_when_it_clears() {
+    let s = Server::start().await;
+    group(&s, "queue", json!({}), &["pub", "queued", "fine"]).await;
+    let (pub_t, queued_t, fine_t) = (s.token("pub").await, s.token("queued").await, s.token("fine").await);
+    let with_audio = ClientOptions {
+        audio: true,
+        ..simulcast()
+    };
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=queue", &pub_t, with_audio.clone())
+        .await
+        .expect("simulcast publish");
+    assert!(publisher.wait_connected(WAIT).await, "publisher connects");
+    let layers = wait_layers(&s, "queue", &pub_t).await;
+    assert_eq!(layers["layers"], json!(["q", "h", "f"]), "{layers}");
+    let link = Bottleneck::default();
+    let queued = WhepSubscriber::connect_opts(
+        &s.base,
+        "/v1/groups/queue/whep",
+        &queued_t,
+        ClientOptions {
+            bottleneck: Some(link.clone()),
+            ..with_audio.clone()
+        },
+    )
+    .await
+    .expect("play");
+    let fine = WhepSubscriber::connect_opts(&s.base, "/v1/groups/queue/whep", &fine_t, with_audio)
+        .await
+        .expect("play");
+    assert!(settles_at(&queued, (1280, 720), 90).await, "{:?}", queued.counts());
+    assert!(settles_at(&fine, (1280, 720), 90).await, "{:?}", fine.counts());
+    assert!(queued.counts().audio_packets > 0, "{:?}", queued.counts());
+
+    link.set_kbps(150);
+    let down = queued
+        .wait_until(Duration::from_secs(20), |c| c.resolution.is_some_and(|(w, _)| w < 1280))
+        .await;
+    let caps = || s.log_lines("congestion cap changed");
+    assert!(
+        down,
+        "a queueing link moves the viewer down: {:?}\n{}",
+        queued.counts(),
+        caps()
+    );
+    assert!(caps().contains("send-side estimate"), "{}", caps());
+    assert!(
+        s.metric("fanfare_congestion_cap_changes_total{direction=\"down\"}")
+            .await
+            >= 1.0
+    );
+
+    link.set_kbps(0);
+    assert!(
+        queued
+            .wait_until(Duration::from_secs(30), |c| c.resolution == Some((1280, 720)))
+            .await,
+        "a clear link climbs back: {:?}\n{}",
+        queued.counts(),
+        caps()
+    );
+    assert!(
+        settles_at(&queued, (1280, 720), 90).await,
+        "and stays: {:?}\n{}",
+        queued.counts(),
+        caps()
+    );
+    let c = queued.counts();
+    assert!(c.max_frame_gap < Duration::from_secs(1), "frames keep coming: {c:?}");
+    assert_eq!(fine.counts().resolutions, [(1280, 720)], "{}", caps());
+    for v in [&queued, &fine] {
         v.stop().await.expect("stop play");
     }
     publisher.stop().await.expect("stop publish");
