@@ -35,9 +35,13 @@ pub struct EngineMetrics {
     pub keyframe_requests: IntCounter,
     /// NACKs received from subscribers (answered from the sender's history).
     pub nacks: IntCounter,
-    /// Changes of a subscriber leg's congestion cap, by `direction`: `down` (loss or a falling
-    /// REMB lowered it), `up` (a clean period raised or lifted it).
+    /// Changes of a subscriber leg's congestion cap, by `direction`: `down` (loss, a falling
+    /// REMB or a cut of the send-side estimate lowered it), `up` (a clean period raised or
+    /// lifted it).
     pub congestion_caps: IntCounterVec,
+    /// Bandwidth estimates applied to subscriber legs, by `source`: `remb` (the client's),
+    /// `send_side` (the server's, from the client's TWCC feedback).
+    pub bandwidth_estimates: IntCounterVec,
     /// Datagrams the shared UDP port (`[rtc] udp_port`) dropped, by `reason`: `unknown` (an
     /// unknown sender and not a Binding request for a registered ICE ufrag), `queue_full`.
     pub rtc_mux_dropped: IntCounterVec,
@@ -96,6 +100,13 @@ impl EngineMetrics {
                 ),
                 &["direction"],
             )?,
+            bandwidth_estimates: IntCounterVec::new(
+                Opts::new(
+                    "fanfare_bandwidth_estimates_total",
+                    "Bandwidth estimates applied to subscriber legs",
+                ),
+                &["source"],
+            )?,
             rtc_mux_dropped: IntCounterVec::new(
                 Opts::new("fanfare_rtc_mux_dropped_total", "Datagrams the shared UDP port dropped"),
                 &["reason"],
@@ -149,6 +160,9 @@ impl EngineMetrics {
         registry.register(Box::new(m.congestion_caps.clone()))?;
         m.congestion_caps.with_label_values(&["down"]);
         m.congestion_caps.with_label_values(&["up"]);
+        registry.register(Box::new(m.bandwidth_estimates.clone()))?;
+        m.bandwidth_estimates.with_label_values(&["remb"]);
+        m.bandwidth_estimates.with_label_values(&["send_side"]);
         m.rtc_mux_dropped.with_label_values(&["unknown"]);
         m.rtc_mux_dropped.with_label_values(&["queue_full"]);
         m.rtc_mux_dropped.with_label_values(&["tcp_unknown"]);

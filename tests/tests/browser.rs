@@ -355,5 +355,11 @@ async fn a_browser_on_a_congested_link_gets_a_lower_layer_and_the_top_one_back()
             .await
             >= 1.0
     );
+    // Chromium answers our transport-wide sequence numbers with TWCC feedback, which the
+    // server's estimator turns into estimates for the leg.
+    let send_side = s
+        .metric("fanfare_bandwidth_estimates_total{source=\"send_side\"}")
+        .await;
+    assert!(send_side >= 1.0, "{send_side}");
     publisher.stop().await.expect("stop publish");
 }

@@ -262,10 +262,15 @@ impl Handler<SetEstimate> for Track {
 
     fn handle(&mut self, msg: SetEstimate, _ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let what = match msg.source {
-            EstimateSource::Remb => "REMB",
-            EstimateSource::SendSide => "send-side estimate",
+        let (what, label) = match msg.source {
+            EstimateSource::Remb => ("REMB", "remb"),
+            EstimateSource::SendSide => ("send-side estimate", "send_side"),
         };
+        self.fanout
+            .metrics
+            .bandwidth_estimates
+            .with_label_values(&[label])
+            .inc();
         self.congestion(msg.leg, what, |cap, sending, up| {
             cap.estimate(msg.source, msg.kbps, sending, up, now)
         });
