@@ -113,6 +113,9 @@ pub struct RtcConfig {
     pub public_ip: Option<IpAddr>,
     /// Answer as an ICE-lite agent: the client drives connectivity checks (see README).
     pub ice_lite: bool,
+    /// Estimate each viewer's bandwidth from its client's TWCC feedback (see README); off:
+    /// only receiver reports and REMB move viewers between layers.
+    pub bandwidth_estimation: bool,
     /// STUN/TURN servers handed to clients by `GET /v1/rtc/config` (the server itself uses none).
     pub ice_servers: Vec<IceServer>,
 }
@@ -140,6 +143,7 @@ impl Default for RtcConfig {
             threads: 2,
             public_ip: None,
             ice_lite: false,
+            bandwidth_estimation: true,
             ice_servers: Vec::new(),
         }
     }
@@ -481,6 +485,7 @@ impl Config {
             threads: self.rtc.threads,
             public_ip: self.rtc.public_ip,
             ice_lite: self.rtc.ice_lite,
+            bandwidth_estimation: self.rtc.bandwidth_estimation,
         }
     }
 }

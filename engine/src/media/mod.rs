@@ -3,6 +3,7 @@
 //! single-thread runtime), the ICE address settings (a socket per connection, or the shared
 //! port of [`udp_mux`]), and peer-connection construction.
 
+mod bwe;
 mod estimate;
 mod peer;
 mod rtcp_forward;
@@ -59,6 +60,9 @@ pub struct MediaConfig {
     /// Answer as an ICE-lite agent (RFC 8445 section 2.7: host candidates only, no checks of
     /// our own; the client drives connectivity).
     pub ice_lite: bool,
+    /// Number what viewers are sent with transport-wide sequence numbers and estimate their
+    /// bandwidth from their clients' TWCC feedback.
+    pub bandwidth_estimation: bool,
 }
 
 impl Default for MediaConfig {
@@ -71,6 +75,7 @@ impl Default for MediaConfig {
             threads: 2,
             public_ip: None,
             ice_lite: false,
+            bandwidth_estimation: true,
         }
     }
 }
@@ -178,6 +183,10 @@ impl Media {
     /// Whether peer connections run ICE-lite.
     fn ice_lite(&self) -> bool {
         self.config.ice_lite
+    }
+
+    fn bandwidth_estimation(&self) -> bool {
+        self.config.bandwidth_estimation
     }
 
     /// The runtime, addresses and ICE credentials of a new peer connection. On a shared port

@@ -6,10 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{
-    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder, SenderReportBuilder, Slot,
-    TwccSenderBuilder,
-};
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, SenderReportBuilder, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
@@ -74,13 +71,6 @@ pub struct Peer {
 /// a subscriber leg several hundred kilobytes.
 const NACK_HISTORY: u16 = 256;
 
-/// Bounds of a viewer connection's send-side estimate. It starts at the top, so its target
-/// means "no congestion seen" until the client's TWCC feedback shows a queue growing (or
-/// packets lost): the SFU does not pace to the estimate, it only moves a viewer down a layer
-/// when the estimate falls below what the viewer is sent (`track::congestion`).
-const ESTIMATE_MAX_BPS: f64 = 100_000_000.0;
-const ESTIMATE_MIN_BPS: f64 = 30_000.0;
-
 /// Which way media flows on a connection: every connection of ours only receives (a
 /// publisher's) or only sends (a viewer's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,10 +85,10 @@ pub enum PeerRole {
 /// with a shorter retransmission history. A viewer's connection receives no RTP, so it leaves
 /// out the interceptors that only act on received RTP (NACK generator, TWCC feedback, receiver
 /// reports): every packet sent walks through each interceptor in the chain, and at N = 200
-/// viewers those walks were the largest single cost (`bench/README.md`). It numbers what it
-/// sends with transport-wide sequence numbers and estimates its bandwidth from the client's
-/// TWCC feedback (`Gcc`: delay and loss), which [`RtcpForward`] hands to the tracks. The media
-/// engine is configured the same for both roles, so answers do not change.
+/// viewers those walks were the largest single cost (`bench/README.md`). Its [`RtcpForward`]
+/// numbers what it sends with transport-wide sequence numbers and estimates its bandwidth from
+/// the client's TWCC feedback. The media engine is configured the same for both roles, so
+/// answers do not change.
 fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, EngineError> {
     let media = |e: rtc::shared::error::Error| EngineError::Media(e.to_string());
     for parameter in ["", "pli"] {
@@ -123,14 +113,7 @@ fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, En
         PeerRole::Viewer => {
             // The media engine side of TWCC (feedback type, header extension) only.
             configure_twcc_receiver_only(Registry::new(), engine).map_err(media)?;
-            Ok(registry
-                .with(Slot::SenderReport, SenderReportBuilder::new().build())
-                .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-                .with(
-                    Slot::CongestionControl,
-                    CongestionControlBuilder::new(Gcc::new(ESTIMATE_MAX_BPS, ESTIMATE_MIN_BPS, ESTIMATE_MAX_BPS))
-                        .build(),
-                ))
+            Ok(registry.with(Slot::SenderReport, SenderReportBuilder::new().build()))
         }
     }
 }
@@ -147,8 +130,13 @@ impl Peer {
             // mid / rtp-stream-id / repaired-rtp-stream-id: without them a publisher's RID
             // layers (simulcast without a=ssrc lines) cannot be told apart.
             configure_simulcast_extension_headers(&mut engine).map_err(|e| EngineError::Media(e.to_string()))?;
-            let registry =
-                interceptors(&mut engine, role)?.with(Slot::from(14_000), RtcpForward::new(metrics.nacks.clone()));
+            let registry = interceptors(&mut engine, role)?.with(
+                Slot::from(14_000),
+                RtcpForward::new(
+                    metrics.nacks.clone(),
+                    role == PeerRole::Viewer && media.bandwidth_estimation(),
+                ),
+            );
             let transport = media.transport();
             let mut settings = SettingEngineBuilder::new()
                 .with_multicast_dns_mode(MulticastDnsMode::Disabled)

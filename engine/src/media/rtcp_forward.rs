@@ -1,8 +1,9 @@
 //! An interceptor that hands a connection's feedback up to the application, one stream at a
 //! time: keyframe requests (PLI, FIR), receiver reports (their loss drives a viewer's layer),
-//! the client's estimate (REMB) and the server's own send-side estimate (the `Gcc` behind
-//! `CongestionControl`, which marks a TWCC feedback packet with its new target), and counts
-//! NACKs. Without it, `webrtc` 0.21 consumes all inbound RTCP inside its interceptor chain and
+//! the client's estimate (REMB) and, on a viewer's connection, the server's own send-side
+//! estimate ([`SendSideBwe`]: this interceptor also numbers the packets sent with
+//! transport-wide sequence numbers and reads the client's TWCC feedback), and counts NACKs.
+//! Without it, `webrtc` 0.21 consumes all inbound RTCP inside its interceptor chain and
 //! `TrackLocal::poll` never sees a subscriber's PLI.
 //!
 //! The crate routes a delivered compound packet whole to the track of its first packet's first
@@ -20,9 +21,11 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
+use super::bwe::SendSideBwe;
 use super::estimate::SendSideEstimate;
 
 /// How long the byte counts behind the streams' shares of an estimate run before the shares
@@ -36,6 +39,8 @@ struct LocalStream {
     bytes: u64,
     /// Its share of the bytes sent in the last complete window.
     share: Option<f64>,
+    /// The header extension id negotiated for transport-wide sequence numbers.
+    twcc_ext: Option<u8>,
 }
 
 /// Splits inbound feedback per stream for delivery to the application and counts NACKs.
@@ -45,17 +50,25 @@ pub struct RtcpForward {
     nacks: prometheus::IntCounter,
     local: HashMap<u32, LocalStream>,
     window_start: Option<Instant>,
+    /// Whether to estimate (viewers' connections).
+    estimate: bool,
+    /// Made when the first packet is numbered.
+    bwe: Option<SendSideBwe>,
 }
 
 impl RtcpForward {
-    /// A forwarder counting NACKs into `nacks`.
-    pub fn new(nacks: prometheus::IntCounter) -> Self {
+    /// A forwarder counting NACKs into `nacks`; with `estimate`, it also numbers the packets
+    /// of streams that negotiated transport-wide congestion control and estimates the
+    /// connection's bandwidth from the client's feedback.
+    pub fn new(nacks: prometheus::IntCounter, estimate: bool) -> Self {
         RtcpForward {
             read: VecDeque::new(),
             write: VecDeque::new(),
             nacks,
             local: HashMap::new(),
             window_start: None,
+            estimate,
+            bwe: None,
         }
     }
 
@@ -166,12 +179,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
         };
         let nacks = pkts.iter().filter(|p| p.as_any().is::<TransportLayerNack>()).count();
         self.nacks.inc_by(nacks as u64);
-        let target = msg.message.attributes.iter().find_map(|a| match a {
-            Attribute::TargetBitrateChanged { bits_per_second } => Some(*bits_per_second),
-            _ => None,
-        });
-        // Sender reports, NACKs and TWCC feedback were already handled by the interceptors
-        // before this one: what is not split out here ends.
+        let mut target = None;
+        if let Some(bwe) = self.bwe.as_mut() {
+            for fb in pkts
+                .iter()
+                .filter_map(|p| p.as_any().downcast_ref::<TransportLayerCc>())
+            {
+                target = bwe.on_feedback(fb, msg.now).or(target);
+            }
+        }
+        // Sender reports and NACKs were already handled by the interceptors before this one:
+        // what is not split out here ends.
         for (_, pkts) in self.per_stream(pkts, target, msg.now) {
             self.read.push_back(TaggedPacket {
                 now: msg.now,
@@ -186,10 +204,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
         self.read.pop_front()
     }
 
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(p) = &msg.message.packet {
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(p) = &mut msg.message.packet {
             if let Some(s) = self.local.get_mut(&p.header.ssrc) {
                 s.bytes += p.payload.len() as u64;
+                if let Some(ext) = s.twcc_ext.filter(|_| self.estimate) {
+                    let bwe = self.bwe.get_or_insert_with(|| SendSideBwe::new(msg.now));
+                    // Header, payload and SRTP tag, as the client counts what arrives.
+                    let size = p.payload.len() + 12 + 8 + 16;
+                    let seq = bwe.on_send(p.header.ssrc, size, msg.now);
+                    let _ = p.header.set_extension(ext, Bytes::copy_from_slice(&seq.to_be_bytes()));
+                }
             }
         }
         self.write.push_back(msg);
@@ -209,6 +234,11 @@ impl Interceptor for RtcpForward {
                 video: info.mime_type.to_ascii_lowercase().starts_with("video/"),
                 bytes: 0,
                 share: None,
+                twcc_ext: info
+                    .rtp_header_extensions
+                    .iter()
+                    .find(|e| e.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
+                    .and_then(|e| u8::try_from(e.id).ok()),
             },
         );
     }
@@ -238,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_compound_report_reaches_each_stream_with_its_own_block() {
-        let mut f = RtcpForward::new(counter());
+        let mut f = RtcpForward::new(counter(), true);
         f.bind_local_stream(&stream(1, "audio/opus"));
         f.bind_local_stream(&stream(2, "video/H264"));
         let rr = ReceiverReport {
@@ -272,8 +302,39 @@ mod tests {
     }
 
     #[test]
+    fn viewers_packets_get_transport_wide_numbers_only_when_estimating() {
+        let mut info = stream(5, "video/H264");
+        info.rtp_header_extensions = vec![rtc::interceptor::RTPHeaderExtension {
+            uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned(),
+            id: 3,
+        }];
+        for (estimate, want) in [(true, vec![Some(1u16), Some(2)]), (false, vec![None, None])] {
+            let mut f = RtcpForward::new(counter(), estimate);
+            f.bind_local_stream(&info);
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let mut p = rtc::rtp::Packet::default();
+                p.header.ssrc = 5;
+                p.payload = Bytes::from_static(&[0; 100]);
+                f.handle_write(TaggedPacket {
+                    now: Instant::now(),
+                    transport: Default::default(),
+                    message: AttributedPacket::new(Packet::Rtp(p)),
+                })
+                .expect("write");
+                let Some(out) = f.poll_write() else { panic!("passed on") };
+                let Packet::Rtp(p) = out.message.packet else {
+                    panic!("rtp")
+                };
+                got.push(p.header.get_extension(3).map(|e| u16::from_be_bytes([e[0], e[1]])));
+            }
+            assert_eq!(got, want, "estimate: {estimate}");
+        }
+    }
+
+    #[test]
     fn an_estimate_is_split_between_video_streams_by_bytes_sent() {
-        let mut f = RtcpForward::new(counter());
+        let mut f = RtcpForward::new(counter(), true);
         f.bind_local_stream(&stream(1, "audio/opus"));
         f.bind_local_stream(&stream(2, "video/VP8"));
         f.bind_local_stream(&stream(3, "video/VP8"));
@@ -293,7 +354,7 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(2, 600_000), (3, 300_000)], "audio gets none");
         // Nothing sent yet: no share, nothing delivered.
-        let mut g = RtcpForward::new(counter());
+        let mut g = RtcpForward::new(counter(), true);
         g.bind_local_stream(&stream(2, "video/VP8"));
         assert!(g.per_stream(&[], Some(1e6), Instant::now()).is_empty());
     }
