@@ -1,12 +1,12 @@
 //! A subscriber's congestion cap: the bitrate its leg may use, from what is known about the
 //! viewer's link: its client's receiver reports (`fraction lost`), the client's REMB when it
-//! sends one, and the server's own send-side estimate from the client's TWCC feedback (`Gcc`
-//! in the connection's interceptors: a growing queue, or loss).
+//! sends one, and the server's own send-side estimate from the client's TWCC feedback
+//! (`media/bwe.rs`: `Gcc` cuts it on a growing queue or heavy loss).
 //!
 //! The loss rule follows the loss-based half of Google Congestion Control: above 10 % loss the
 //! cap becomes what the leg is sent times (1 − loss / 2), so the layer choice moves down. An
-//! estimate (REMB or send-side; each leg's share of its connection's) that falls below what
-//! the leg is sent caps it at that estimate. An estimate that rises or holds is no congestion:
+//! estimate (REMB or send-side; each leg's share of its connection's) that falls (a REMB by 5 %,
+//! the send-side one by any cut) below what the leg is sent caps it at that estimate. An estimate that rises or holds is no congestion:
 //! after a switch down, a client's REMB stays near the lower layer's rate, and the send-side
 //! estimate climbs back slowly from its last cut, so neither must keep the leg there; and for
 //! [`ESTIMATE_SETTLE`] after the cap changes, a falling estimate is not trusted (the switch itself
