@@ -14,7 +14,8 @@
 //! estimate that does not fall) the cap is lifted one layer at a time, once the leg has been
 //! clean for [`CLEAN_FOR`] since the last change, and removed above the top layer. The SFU
 //! cannot probe a rate between its layers, so it steps to the next layer's bitrate and falls
-//! back at once if that brings loss or a queue.
+//! back at once if that brings loss or a queue; each climb that fails so doubles the wait for
+//! the next (up to 24 s), so a viewer on a link between two layers mostly stays on the lower.
 //!
 //! Chromium 156 sends receiver reports always and TWCC feedback once our packets carry
 //! transport-wide sequence numbers (viewer connections number them); REMB only when it has no
@@ -31,8 +32,15 @@ const ESTIMATE_FALL: f64 = 0.95;
 /// A send-side estimate under this share of the previous one is a cut (its received-rate
 /// measure wobbles by less).
 const SEND_SIDE_CUT: f64 = 0.99;
-/// How long a leg must stay clean before its cap goes up one layer.
+/// How long a leg must stay clean before its cap goes up one layer, at first. A climb that is
+/// cut back within [`CLIMB_TRIAL`] doubles the wait for the next one, up to [`CLEAN_FOR_MAX`]
+/// (so a viewer on a link between two layers does not flip between them every few seconds);
+/// a climb that holds for [`CLIMB_TRIAL`] resets it.
 pub const CLEAN_FOR: Duration = Duration::from_secs(3);
+/// The longest wait before a climb.
+pub const CLEAN_FOR_MAX: Duration = Duration::from_secs(24);
+/// A cut this soon after a climb means the climb failed.
+pub const CLIMB_TRIAL: Duration = Duration::from_secs(10);
 /// How long after a change of the cap a falling estimate is not trusted: estimates lag a
 /// layer switch (the new layer's first keyframe looks like queueing).
 pub const ESTIMATE_SETTLE: Duration = Duration::from_secs(5);
@@ -53,6 +61,10 @@ pub struct CongestionCap {
     changed: Option<Instant>,
     last_remb: Option<u32>,
     last_send_side: Option<u32>,
+    /// The wait before the next climb (`None`: [`CLEAN_FOR`]).
+    clean_for: Option<Duration>,
+    /// When the cap last went up.
+    climbed: Option<Instant>,
 }
 
 impl CongestionCap {
@@ -120,21 +132,39 @@ impl CongestionCap {
         self.cap_kbps
     }
 
+    /// The wait before the next climb.
+    pub fn clean_for(&self) -> Duration {
+        self.clean_for.unwrap_or(CLEAN_FOR)
+    }
+
     fn lower(&mut self, kbps: u32, now: Instant) {
         self.cap_kbps = Some(self.cap_kbps.map_or(kbps, |c| c.min(kbps)));
         self.changed = Some(now);
+        match self.climbed.take() {
+            Some(t) if now.saturating_duration_since(t) < CLIMB_TRIAL => {
+                self.clean_for = Some((self.clean_for() * 2).min(CLEAN_FOR_MAX));
+            }
+            Some(_) => self.clean_for = None,
+            None => {}
+        }
     }
 
-    /// A clean signal: after [`CLEAN_FOR`] without a change, up one layer (or no cap at the top).
+    /// A clean signal: after [`Self::clean_for`] without a change, up one layer (or no cap at
+    /// the top).
     fn clean(&mut self, up_kbps: Option<u32>, now: Instant) {
-        let Some(cap) = self.cap_kbps else { return };
         if self
-            .changed
-            .is_none_or(|t| now.saturating_duration_since(t) >= CLEAN_FOR)
+            .climbed
+            .is_some_and(|t| now.saturating_duration_since(t) >= CLIMB_TRIAL)
         {
+            self.clean_for = None;
+        }
+        let Some(cap) = self.cap_kbps else { return };
+        let wait = self.clean_for();
+        if self.changed.is_none_or(|t| now.saturating_duration_since(t) >= wait) {
             // 5 % above the next layer, so its measured rate's wobble still fits.
             self.cap_kbps = up_kbps.map(|up| cap.max(up + up / 20));
             self.changed = Some(now);
+            self.climbed = Some(now);
         }
     }
 }
@@ -182,6 +212,34 @@ mod tests {
         assert_eq!(c.report(0, 500, Some(1500), t2), Some(1575));
         // At the top, a clean period lifts the cap.
         assert_eq!(c.report(0, 1500, None, t2 + CLEAN_FOR), None);
+    }
+
+    #[test]
+    fn a_climb_that_fails_doubles_the_wait_for_the_next_and_one_that_holds_resets_it() {
+        let mut c = CongestionCap::default();
+        let mut t = Instant::now();
+        let s = Duration::from_secs;
+        // Loss on the 500 kbps layer: down to the 150 one.
+        assert_eq!(c.report(128, 500, Some(1500), t), Some(375));
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            // Clean: up after the wait...
+            let wait = c.clean_for();
+            waits.push(wait.as_secs());
+            assert_eq!(c.report(0, 150, Some(500), t + wait - s(1)), Some(375), "not before");
+            t += wait;
+            assert_eq!(c.report(0, 150, Some(500), t), Some(525));
+            // ...and loss again 2 s later: back down.
+            t += s(2);
+            assert_eq!(c.report(128, 500, Some(1500), t), Some(375));
+        }
+        assert_eq!(waits, [3, 6, 12, 24, 24]);
+        // A climb that holds for the trial period resets the wait.
+        t += c.clean_for();
+        assert_eq!(c.report(0, 150, Some(500), t), Some(525));
+        t += CLIMB_TRIAL;
+        assert_eq!(c.report(0, 500, Some(1500), t), Some(1575));
+        assert_eq!(c.clean_for(), CLEAN_FOR);
     }
 
     #[test]
