@@ -35,6 +35,8 @@ pub struct EngineMetrics {
     pub keyframe_requests: IntCounter,
     /// NACKs received from subscribers (answered from the sender's history).
     pub nacks: IntCounter,
+    /// TWCC feedback packets received from viewers' clients.
+    pub twcc_feedback: IntCounter,
     /// Changes of a subscriber leg's congestion cap, by `direction`: `down` (loss, a falling
     /// REMB or a cut of the send-side estimate lowered it), `up` (a clean period raised or
     /// lifted it).
@@ -93,6 +95,10 @@ impl EngineMetrics {
                 "Keyframe requests sent to publishers",
             )?,
             nacks: IntCounter::new("fanfare_nacks_received_total", "NACKs received from subscribers")?,
+            twcc_feedback: IntCounter::new(
+                "fanfare_twcc_feedback_received_total",
+                "TWCC feedback packets received from subscribers",
+            )?,
             congestion_caps: IntCounterVec::new(
                 Opts::new(
                     "fanfare_congestion_cap_changes_total",
@@ -157,6 +163,7 @@ impl EngineMetrics {
         registry.register(Box::new(m.rtp_dropped.clone()))?;
         registry.register(Box::new(m.keyframe_requests.clone()))?;
         registry.register(Box::new(m.nacks.clone()))?;
+        registry.register(Box::new(m.twcc_feedback.clone()))?;
         registry.register(Box::new(m.congestion_caps.clone()))?;
         m.congestion_caps.with_label_values(&["down"]);
         m.congestion_caps.with_label_values(&["up"]);

@@ -134,6 +134,7 @@ impl Peer {
                 Slot::from(14_000),
                 RtcpForward::new(
                     metrics.nacks.clone(),
+                    metrics.twcc_feedback.clone(),
                     role == PeerRole::Viewer && media.bandwidth_estimation(),
                 ),
             );

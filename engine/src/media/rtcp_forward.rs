@@ -48,6 +48,7 @@ pub struct RtcpForward {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
     nacks: prometheus::IntCounter,
+    twcc_feedback: prometheus::IntCounter,
     local: HashMap<u32, LocalStream>,
     window_start: Option<Instant>,
     /// Whether to estimate (viewers' connections).
@@ -57,14 +58,15 @@ pub struct RtcpForward {
 }
 
 impl RtcpForward {
-    /// A forwarder counting NACKs into `nacks`; with `estimate`, it also numbers the packets
-    /// of streams that negotiated transport-wide congestion control and estimates the
-    /// connection's bandwidth from the client's feedback.
-    pub fn new(nacks: prometheus::IntCounter, estimate: bool) -> Self {
+    /// A forwarder counting NACKs and TWCC feedback packets; with `estimate`, it also numbers
+    /// the packets of streams that negotiated transport-wide congestion control and estimates
+    /// the connection's bandwidth from the client's feedback.
+    pub fn new(nacks: prometheus::IntCounter, twcc_feedback: prometheus::IntCounter, estimate: bool) -> Self {
         RtcpForward {
             read: VecDeque::new(),
             write: VecDeque::new(),
             nacks,
+            twcc_feedback,
             local: HashMap::new(),
             window_start: None,
             estimate,
@@ -180,11 +182,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
         let nacks = pkts.iter().filter(|p| p.as_any().is::<TransportLayerNack>()).count();
         self.nacks.inc_by(nacks as u64);
         let mut target = None;
-        if let Some(bwe) = self.bwe.as_mut() {
-            for fb in pkts
-                .iter()
-                .filter_map(|p| p.as_any().downcast_ref::<TransportLayerCc>())
-            {
+        for fb in pkts
+            .iter()
+            .filter_map(|p| p.as_any().downcast_ref::<TransportLayerCc>())
+        {
+            self.twcc_feedback.inc();
+            if let Some(bwe) = self.bwe.as_mut() {
                 target = bwe.on_feedback(fb, msg.now).or(target);
             }
         }
@@ -212,7 +215,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
                     let bwe = self.bwe.get_or_insert_with(|| SendSideBwe::new(msg.now));
                     // Header, payload and SRTP tag, as the client counts what arrives.
                     let size = p.payload.len() + 12 + 8 + 16;
-                    let seq = bwe.on_send(p.header.ssrc, size, msg.now);
+                    let seq = bwe.on_send(size, msg.now);
                     let _ = p.header.set_extension(ext, Bytes::copy_from_slice(&seq.to_be_bytes()));
                 }
             }
@@ -268,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_compound_report_reaches_each_stream_with_its_own_block() {
-        let mut f = RtcpForward::new(counter(), true);
+        let mut f = RtcpForward::new(counter(), counter(), true);
         f.bind_local_stream(&stream(1, "audio/opus"));
         f.bind_local_stream(&stream(2, "video/H264"));
         let rr = ReceiverReport {
@@ -309,7 +312,7 @@ mod tests {
             id: 3,
         }];
         for (estimate, want) in [(true, vec![Some(1u16), Some(2)]), (false, vec![None, None])] {
-            let mut f = RtcpForward::new(counter(), estimate);
+            let mut f = RtcpForward::new(counter(), counter(), estimate);
             f.bind_local_stream(&info);
             let mut got = Vec::new();
             for _ in 0..2 {
@@ -334,7 +337,7 @@ mod tests {
 
     #[test]
     fn an_estimate_is_split_between_video_streams_by_bytes_sent() {
-        let mut f = RtcpForward::new(counter(), true);
+        let mut f = RtcpForward::new(counter(), counter(), true);
         f.bind_local_stream(&stream(1, "audio/opus"));
         f.bind_local_stream(&stream(2, "video/VP8"));
         f.bind_local_stream(&stream(3, "video/VP8"));
@@ -354,7 +357,7 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(2, 600_000), (3, 300_000)], "audio gets none");
         // Nothing sent yet: no share, nothing delivered.
-        let mut g = RtcpForward::new(counter(), true);
+        let mut g = RtcpForward::new(counter(), counter(), true);
         g.bind_local_stream(&stream(2, "video/VP8"));
         assert!(g.per_stream(&[], Some(1e6), Instant::now()).is_empty());
     }

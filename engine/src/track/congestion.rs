@@ -1,7 +1,7 @@
 //! A subscriber's congestion cap: the bitrate its leg may use, from what is known about the
 //! viewer's link: its client's receiver reports (`fraction lost`), the client's REMB when it
 //! sends one, and the server's own send-side estimate from the client's TWCC feedback
-//! (`media/bwe.rs`: `Gcc` cuts it on a growing queue or heavy loss).
+//! (`media/bwe.rs`: cut while the client's queue grows).
 //!
 //! The loss rule follows the loss-based half of Google Congestion Control: above 10 % loss the
 //! cap becomes what the leg is sent times (1 − loss / 2), so the layer choice moves down. An
@@ -110,10 +110,12 @@ impl CongestionCap {
                 let c = congested(p.is_some_and(|p| f64::from(kbps) <= f64::from(p) * ESTIMATE_FALL));
                 (c, !c)
             }
-            // `Gcc` only cuts its target on a growing queue or heavy loss, and climbs slowly
+            // It is only cut while the client's queue grows, and climbs slowly
             // from there while the path is clear: any cut is congestion, any rise is clean, and
             // a target held below what is sent is neither.
-            (EstimateSource::SendSide, None) => (false, kbps >= sending_kbps),
+            // It starts at its ceiling and is only delivered when it changes: the first value
+            // is already a cut.
+            (EstimateSource::SendSide, None) => (kbps < sending_kbps, kbps >= sending_kbps),
             (EstimateSource::SendSide, Some(p)) => {
                 let c = congested(f64::from(kbps) < f64::from(p) * SEND_SIDE_CUT);
                 (c, !c && (kbps > p || kbps >= sending_kbps))
@@ -292,6 +294,12 @@ mod tests {
         let t = Instant::now();
         // The send-side estimate starts at its ceiling; a REMB far below it is no fall of it.
         assert_eq!(c.estimate(EstimateSource::SendSide, 100_000, 2500, None, t), None);
+        // Its first value is a cut from the ceiling.
+        let mut first = CongestionCap::default();
+        assert_eq!(
+            first.estimate(EstimateSource::SendSide, 2000, 2500, None, t),
+            Some(2000)
+        );
         assert_eq!(c.estimate(EstimateSource::Remb, 3000, 2500, None, t), None);
         assert_eq!(c.estimate(EstimateSource::SendSide, 99_000, 2500, None, t), None, "1 %");
         // The queue grew: cut to 85 % of what arrives.

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use fanfare_tests::rtc_client::{Bottleneck, ClientOptions, WhepSubscriber, WhipPublisher};
-use fanfare_tests::Server;
+use fanfare_tests::{Server, TEST_CONFIG};
 use reqwest::Method;
 use serde_json::json;
 
@@ -438,6 +438,7 @@ async fn a_viewer_whose_link_queues_moves_down_by_the_delay_estimate_and_back_wh
     assert!(queued.counts().audio_packets > 0, "{:?}", queued.counts());
 
     link.set_kbps(150);
+    let limited = tokio::time::Instant::now();
     let down = queued
         .wait_until(Duration::from_secs(20), |c| c.resolution.is_some_and(|(w, _)| w < 1280))
         .await;
@@ -449,6 +450,7 @@ async fn a_viewer_whose_link_queues_moves_down_by_the_delay_estimate_and_back_wh
         caps()
     );
     assert!(caps().contains("send-side estimate"), "{}", caps());
+    println!("moved down {:?} after the bottleneck", limited.elapsed());
     assert!(
         s.metric("fanfare_congestion_cap_changes_total{direction=\"down\"}")
             .await
@@ -476,5 +478,43 @@ async fn a_viewer_whose_link_queues_moves_down_by_the_delay_estimate_and_back_wh
     for v in [&queued, &fine] {
         v.stop().await.expect("stop play");
     }
+    publisher.stop().await.expect("stop publish");
+}
+
+/// With `[rtc] bandwidth_estimation = false` the server numbers nothing, so the client sends no
+/// TWCC feedback and a queueing link moves no one (loss and REMB still would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_bandwidth_estimation_off_a_queueing_link_moves_no_one() {
+    let s = Server::start_with_config(&format!("{TEST_CONFIG}[rtc]\nbandwidth_estimation = false\n")).await;
+    group(&s, "off", json!({}), &["pub", "queued"]).await;
+    let (pub_t, queued_t) = (s.token("pub").await, s.token("queued").await);
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=off", &pub_t, simulcast())
+        .await
+        .expect("simulcast publish");
+    assert!(publisher.wait_connected(WAIT).await, "publisher connects");
+    let layers = wait_layers(&s, "off", &pub_t).await;
+    assert_eq!(layers["layers"], json!(["q", "h", "f"]), "{layers}");
+    let link = Bottleneck::default();
+    link.set_kbps(150);
+    let queued = WhepSubscriber::connect_opts(
+        &s.base,
+        "/v1/groups/off/whep",
+        &queued_t,
+        ClientOptions {
+            bottleneck: Some(link),
+            ..simulcast()
+        },
+    )
+    .await
+    .expect("play");
+    assert!(settles_at(&queued, (1280, 720), 90).await, "{:?}", queued.counts());
+    // Twice as long as the estimate needed to move the viewer in the test above.
+    assert!(settles_at(&queued, (1280, 720), 240).await, "{:?}", queued.counts());
+    assert_eq!(queued.counts().resolutions, [(1280, 720)]);
+    let estimates = s
+        .metric("fanfare_bandwidth_estimates_total{source=\"send_side\"}")
+        .await;
+    assert_eq!(estimates, 0.0);
+    queued.stop().await.expect("stop play");
     publisher.stop().await.expect("stop publish");
 }
