@@ -10,7 +10,7 @@
 //! The `rtc` crate's `Gcc` (with its `TwccSender` and `CongestionControl` interceptors) was
 //! tried first: its Kalman filter took about 10 s to notice a link at a third of the rate in
 //! the e2e test, and the two interceptors cost about 40 % more server CPU at N = 200 viewers
-//! against about 20 % for this one pass (bench/README.md). This runs inside
+//! against about 20–25 % for this one pass (bench/README.md). This runs inside
 //! [`RtcpForward`](super::rtcp_forward::RtcpForward), which every packet passes anyway.
 
 use std::collections::VecDeque;
