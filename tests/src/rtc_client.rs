@@ -149,56 +149,26 @@ impl Bottleneck {
     }
 }
 
-/// Interceptor, placed nearest the wire, that restamps received RTP by [`Bottleneck`].
-struct QueueDelay {
-    link: Bottleneck,
-    /// When the simulated link finishes delivering what it has queued.
-    free_at: Option<Instant>,
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for QueueDelay {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+/// A hook, placed nearest the wire, that restamps received RTP by [`Bottleneck`].
+fn queue_delay(link: Bottleneck) -> impl FnMut(&mut TaggedPacket) -> bool + Send + Sync {
+    // When the simulated link finishes delivering what it has queued.
+    let mut free_at: Option<Instant> = None;
+    move |msg| {
         if let Packet::Rtp(p) = &msg.message.packet {
-            let kbps = self.link.0.load(Ordering::Relaxed);
+            let kbps = link.0.load(Ordering::Relaxed);
             if kbps == 0 {
-                self.free_at = None;
+                free_at = None;
             } else {
                 // RTP header, SRTP tag, UDP/IP headers: about 50 bytes over the payload.
                 let bits = (p.payload.len() as f64 + 50.0) * 8.0;
-                let start = self.free_at.map_or(msg.now, |f| f.max(msg.now));
+                let start = free_at.map_or(msg.now, |f| f.max(msg.now));
                 let out = start + Duration::from_secs_f64(bits / (f64::from(kbps) * 1000.0));
-                self.free_at = Some(out);
+                free_at = Some(out);
                 msg.now = out;
             }
         }
-        self.read.push_back(msg);
-        Ok(())
+        true
     }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for QueueDelay {
-    fn bind_local_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
 impl Default for ClientOptions {
@@ -313,14 +283,25 @@ pub async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, codec: &RTCRtp
 
 // ───────────────────────────── peer connection plumbing ─────────────────────────────
 
-/// Interceptor, placed last, that hands PLI, FIR and NACK to the application
-/// (`TrackLocal::poll`); without it inbound RTCP never leaves the interceptor chain.
-struct RtcpToApp {
+/// An interceptor that lets what is written pass and hands each packet read to its hook,
+/// which may change it and says whether it goes on towards the application.
+struct ReadHook<H> {
+    hook: H,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpToApp {
+impl<H> ReadHook<H> {
+    fn new(hook: H) -> Self {
+        ReadHook {
+            hook,
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+        }
+    }
+}
+
+impl<H: FnMut(&mut TaggedPacket) -> bool + Send + Sync> Protocol<TaggedPacket, TaggedPacket, ()> for ReadHook<H> {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -328,22 +309,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpToApp {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(pkts) = &msg.message.packet {
-            let keep: Vec<Box<dyn rtc::rtcp::Packet>> = pkts
-                .iter()
-                .filter(|p| {
-                    let a = p.as_any();
-                    a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>() || a.is::<TransportLayerNack>()
-                })
-                .cloned()
-                .collect();
-            if keep.is_empty() {
-                return Ok(()); // the interceptors before this one have consumed the rest
-            }
-            msg.message.packet = Packet::Rtcp(keep);
-            msg.message.add(Attribute::DeliverToApplication);
+        if (self.hook)(&mut msg) {
+            self.read.push_back(msg);
         }
-        self.read.push_back(msg);
         Ok(())
     }
     fn poll_read(&mut self) -> Option<TaggedPacket> {
@@ -358,11 +326,32 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpToApp {
     }
 }
 
-impl Interceptor for RtcpToApp {
+impl<H: FnMut(&mut TaggedPacket) -> bool + Send + Sync> Interceptor for ReadHook<H> {
     fn bind_local_stream(&mut self, _: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+/// A hook, placed last, that hands PLI, FIR and NACK to the application
+/// (`TrackLocal::poll`); without it inbound RTCP never leaves the interceptor chain.
+fn deliver_feedback(msg: &mut TaggedPacket) -> bool {
+    if let Packet::Rtcp(pkts) = &msg.message.packet {
+        let keep: Vec<Box<dyn rtc::rtcp::Packet>> = pkts
+            .iter()
+            .filter(|p| {
+                let a = p.as_any();
+                a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>() || a.is::<TransportLayerNack>()
+            })
+            .cloned()
+            .collect();
+        if keep.is_empty() {
+            return false; // the interceptors before this one have consumed the rest
+        }
+        msg.message.packet = Packet::Rtcp(keep);
+        msg.message.add(Attribute::DeliverToApplication);
+    }
+    true
 }
 
 /// Forwards PeerConnection events into channels; it runs on the connection's driver task, so it
@@ -451,24 +440,10 @@ impl LoopbackPeer {
         }
         let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
         if let Some(link) = link {
-            registry = registry.with(
-                Slot::from(500),
-                QueueDelay {
-                    link,
-                    free_at: None,
-                    read: VecDeque::new(),
-                    write: VecDeque::new(),
-                },
-            );
+            registry = registry.with(Slot::from(500), ReadHook::new(queue_delay(link)));
         }
         if rtcp_to_app {
-            registry = registry.with(
-                Slot::from(14_000),
-                RtcpToApp {
-                    read: VecDeque::new(),
-                    write: VecDeque::new(),
-                },
-            );
+            registry = registry.with(Slot::from(14_000), ReadHook::new(deliver_feedback));
         }
         let settings = SettingEngineBuilder::new()
             .with_multicast_dns_mode(MulticastDnsMode::Disabled)
