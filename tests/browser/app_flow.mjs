@@ -18,7 +18,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeBrowser, grace, parseFlags, reporter, sleep } from "./common.mjs";
+import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeBrowser, giveUpAfter, parseFlags, reporter, sleep } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 100_000;
 
@@ -41,13 +41,7 @@ async function cleanup() {
   await closeBrowser(b, Object.values(pages));
 }
 
-const hardTimer = setTimeout(async () => {
-  result.error = `gave up after ${HARD_TIMEOUT_MS / 1000} s`;
-  await shootAll("timeout");
-  finish(1);
-  await Promise.race([cleanup(), grace(3_000)]);
-  process.exit(1);
-}, HARD_TIMEOUT_MS);
+const hardTimer = giveUpAfter(HARD_TIMEOUT_MS, result, finish, cleanup, () => shootAll("timeout"));
 
 async function shootAll(tag) {
   for (const [who, p] of Object.entries(pages)) {

@@ -19,6 +19,19 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** A timer that does not keep the process alive once everything else is done. */
 export const grace = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 
+/** Ends the script after `ms` if it is still running: records the timeout in `result`, runs
+ *  `report` (screenshots, what the pages show; awaited), prints the result with `finish`,
+ *  gives `cleanup` 3 s and exits 1. Returns the timer, for `clearTimeout` on success. */
+export function giveUpAfter(ms, result, finish, cleanup, report = async () => {}) {
+  return setTimeout(async () => {
+    result.error = `gave up after ${ms / 1000} s`;
+    await report();
+    finish(1);
+    await Promise.race([cleanup(), grace(3_000)]);
+    process.exit(1); // playwright kills the browser it launched on exit
+  }, ms);
+}
+
 /** A stderr logger prefixed with `name` and seconds since start, and `finish(code)`, which
  *  prints `result` as the one JSON line on stdout (once) and sets the exit code. */
 export function reporter(name, result) {

@@ -21,7 +21,7 @@ import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { chromium } from "playwright-core";
-import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeBrowser, grace, parseFlags, reporter, sleep } from "./common.mjs";
+import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeBrowser, giveUpAfter, grace, parseFlags, reporter, sleep } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 90_000;
 const GROWTH_WINDOW_MS = 2_000;
@@ -69,14 +69,10 @@ async function describeAll() {
   return seen;
 }
 
-const hardTimer = setTimeout(async () => {
-  result.error = `gave up after ${HARD_TIMEOUT_MS / 1000} s`;
+const hardTimer = giveUpAfter(HARD_TIMEOUT_MS, result, finish, cleanup, async () => {
   result.steps.seenAtTimeout = await Promise.race([describeAll(), grace(5_000).then(() => null)]);
   await Promise.race([shootAll("timeout"), grace(8_000)]);
-  finish(1);
-  await Promise.race([cleanup(), grace(3_000)]);
-  process.exit(1);
-}, HARD_TIMEOUT_MS);
+});
 
 /** Polls `fn` (in Node) until it returns a truthy value or `ms` pass. */
 async function until(what, fn, ms = 20_000, every = 250) {

@@ -18,7 +18,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeLoopbackContext } from "./common.mjs";
+import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeLoopbackContext, giveUpAfter, reporter, sleep } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 60_000;
 const MIN_FRAMES = 30;
@@ -48,19 +48,7 @@ function parseArgs(argv) {
 
 const started = Date.now();
 const result = { ok: false, pages: [], error: null, elapsedMs: 0 };
-let printed = false;
-function finish(code) {
-  if (printed) return;
-  printed = true;
-  result.elapsedMs = Date.now() - started;
-  process.stdout.write(JSON.stringify(result) + "\n");
-  process.exitCode = code;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-// A timer that does not keep the process alive once everything else is done.
-const grace = (ms) => new Promise((r) => setTimeout(r, ms).unref());
-const log = (msg) => process.stderr.write(`[two_pages ${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}\n`);
+const { log, finish } = reporter("two_pages", result);
 
 const args = parseArgs(process.argv.slice(2));
 let context = null;
@@ -73,12 +61,7 @@ async function cleanup() {
   await closeLoopbackContext(c, userDataDir);
 }
 
-const hardTimer = setTimeout(async () => {
-  result.error = `gave up after ${HARD_TIMEOUT_MS / 1000} s`;
-  finish(1);
-  await Promise.race([cleanup(), grace(3_000)]);
-  process.exit(1); // playwright kills the browser it launched on exit
-}, HARD_TIMEOUT_MS);
+const hardTimer = giveUpAfter(HARD_TIMEOUT_MS, result, finish, cleanup);
 
 async function main() {
   if (!args.base || args.users.some((u) => !u.user || !u.token)) {

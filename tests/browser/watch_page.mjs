@@ -16,7 +16,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { WEBRTC_ARGS, closeLoopbackContext, grace, parseFlags, reporter, sleep } from "./common.mjs";
+import { WEBRTC_ARGS, closeLoopbackContext, giveUpAfter, parseFlags, reporter, sleep } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 150_000;
 const SAMPLE_MS = 250;
@@ -33,12 +33,7 @@ async function cleanup() {
   await closeLoopbackContext(c, userDataDir);
 }
 
-const hardTimer = setTimeout(async () => {
-  result.error = `gave up after ${HARD_TIMEOUT_MS / 1000} s`;
-  finish(1);
-  await Promise.race([cleanup(), grace(3_000)]);
-  process.exit(1);
-}, HARD_TIMEOUT_MS);
+const hardTimer = giveUpAfter(HARD_TIMEOUT_MS, result, finish, cleanup);
 
 async function main() {
   for (const k of ["base", "group", "user", "token", "peer", "stats-file", "stop-file"]) {

@@ -72,7 +72,7 @@ struct LegControl {
     leg: Arc<Downtrack>,
     /// Its caps; `estimate_kbps` is `congestion`'s cap.
     caps: LegCaps,
-    /// The cap from its client's receiver reports and REMB.
+    /// The cap from its receiver reports, REMB and the send-side estimate.
     congestion: CongestionCap,
 }
 

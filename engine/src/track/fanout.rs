@@ -750,24 +750,17 @@ impl Fanout {
                     .iter()
                     .rev()
                     .find_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
-                    .map(|r| (r.bitrate / 1000.0) as u32);
-                if let Some(kbps) = remb {
-                    fanout.tell(SetEstimate {
-                        leg: feedback.id,
-                        kbps,
-                        source: EstimateSource::Remb,
-                    });
-                }
+                    .map(|r| ((r.bitrate / 1000.0) as u32, EstimateSource::Remb));
                 let send_side = pkts
                     .iter()
                     .rev()
                     .find_map(|p| p.as_any().downcast_ref::<SendSideEstimate>())
-                    .map(|e| (e.bitrate_bps / 1000) as u32);
-                if let Some(kbps) = send_side {
+                    .map(|e| ((e.bitrate_bps / 1000) as u32, EstimateSource::SendSide));
+                for (kbps, source) in remb.into_iter().chain(send_side) {
                     fanout.tell(SetEstimate {
                         leg: feedback.id,
                         kbps,
-                        source: EstimateSource::SendSide,
+                        source,
                     });
                 }
                 let lost = pkts
