@@ -132,6 +132,8 @@ pub struct ClientOptions {
     /// Subscriber: a simulated bottleneck on the downlink, as the client's TWCC feedback
     /// reports it (see [`Bottleneck`]).
     pub bottleneck: Option<Bottleneck>,
+    /// Subscriber: simulated loss on the downlink, repaired by NACK (see [`Loss`]).
+    pub loss: Option<Loss>,
 }
 
 /// A simulated bottleneck on a subscriber's downlink, for congestion tests. While it has a
@@ -171,6 +173,101 @@ fn queue_delay(link: Bottleneck) -> impl FnMut(&mut TaggedPacket) -> bool + Send
     }
 }
 
+/// Simulated loss on a subscriber's downlink, for retransmission tests. While it has a period
+/// `n`, every n-th RTP packet is dropped on its first arrival, before the client's NACK
+/// generator sees it, so the client asks for it again. It counts what comes back, and whether
+/// the copy that came back carried other header extensions than the dropped one (a sender
+/// that numbers packets transport-wide gives a retransmission a number of its own).
+#[derive(Clone, Debug, Default)]
+pub struct Loss(Arc<LossState>);
+
+#[derive(Debug, Default)]
+struct LossState {
+    every: AtomicU32,
+    dropped: AtomicU64,
+    repaired: AtomicU64,
+    renumbered: AtomicU64,
+}
+
+impl Loss {
+    /// Drops every `n`-th packet (0: none).
+    pub fn set_every(&self, n: u32) {
+        self.0.every.store(n, Ordering::Relaxed);
+    }
+    /// Packets dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+    /// Dropped packets that arrived again (retransmitted).
+    pub fn repaired(&self) -> u64 {
+        self.0.repaired.load(Ordering::Relaxed)
+    }
+    /// Repaired packets that carry header extensions, and other ones than the dropped copy's.
+    pub fn renumbered(&self) -> u64 {
+        self.0.renumbered.load(Ordering::Relaxed)
+    }
+}
+
+/// A hook, placed nearest the wire, that drops packets as [`Loss`] says and counts the repairs:
+/// the same packet again, or its RFC 4588 retransmission (on the stream's RTX SSRC, the
+/// original sequence number leading the payload).
+struct Lossy {
+    loss: Loss,
+    seen: u32,
+    /// Media SSRC of each RTX SSRC.
+    rtx: std::collections::HashMap<u32, u32>,
+    /// (SSRC, sequence number) of each dropped packet, with its header extensions.
+    dropped: std::collections::HashMap<(u32, u16), Vec<(u8, Bytes)>>,
+}
+
+impl Lossy {
+    fn new(loss: Loss) -> Self {
+        Lossy {
+            loss,
+            seen: 0,
+            rtx: Default::default(),
+            dropped: Default::default(),
+        }
+    }
+}
+
+impl Hook for Lossy {
+    fn bind_remote(&mut self, info: &StreamInfo) {
+        if let Some(rtx) = info.ssrc_rtx {
+            self.rtx.insert(rtx, info.ssrc);
+        }
+    }
+
+    fn read(&mut self, msg: &mut TaggedPacket) -> bool {
+        let Packet::Rtp(p) = &msg.message.packet else {
+            return true;
+        };
+        let extensions: Vec<(u8, Bytes)> = p.header.extensions.iter().map(|e| (e.id, e.payload.clone())).collect();
+        let key = match (self.rtx.get(&p.header.ssrc), p.payload.get(..2)) {
+            (Some(&media), Some(osn)) => (media, u16::from_be_bytes([osn[0], osn[1]])),
+            _ => (p.header.ssrc, p.header.sequence_number),
+        };
+        if let Some(first) = self.dropped.remove(&key) {
+            self.loss.0.repaired.fetch_add(1, Ordering::Relaxed);
+            if !extensions.is_empty() && first != extensions {
+                self.loss.0.renumbered.fetch_add(1, Ordering::Relaxed);
+            }
+            return true;
+        }
+        let every = self.loss.0.every.load(Ordering::Relaxed);
+        self.seen = self.seen.wrapping_add(1);
+        if every == 0 || !self.seen.is_multiple_of(every) || self.rtx.contains_key(&p.header.ssrc) {
+            return true;
+        }
+        if self.dropped.len() > 4096 {
+            self.dropped.clear();
+        }
+        self.dropped.insert(key, extensions);
+        self.loss.0.dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}
+
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
@@ -180,6 +277,7 @@ impl Default for ClientOptions {
             simulcast: false,
             tcp_only: false,
             bottleneck: None,
+            loss: None,
         }
     }
 }
@@ -283,8 +381,20 @@ pub async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, codec: &RTCRtp
 
 // ───────────────────────────── peer connection plumbing ─────────────────────────────
 
-/// An interceptor that lets what is written pass and hands each packet read to its hook,
-/// which may change it and says whether it goes on towards the application.
+/// What a [`ReadHook`] does with each packet read: it may change it, and says whether it goes
+/// on towards the application. It also sees the remote streams as they are bound.
+trait Hook: Send + Sync {
+    fn read(&mut self, msg: &mut TaggedPacket) -> bool;
+    fn bind_remote(&mut self, _info: &StreamInfo) {}
+}
+
+impl<F: FnMut(&mut TaggedPacket) -> bool + Send + Sync> Hook for F {
+    fn read(&mut self, msg: &mut TaggedPacket) -> bool {
+        self(msg)
+    }
+}
+
+/// An interceptor that lets what is written pass and hands each packet read to its hook.
 struct ReadHook<H> {
     hook: H,
     read: VecDeque<TaggedPacket>,
@@ -301,7 +411,7 @@ impl<H> ReadHook<H> {
     }
 }
 
-impl<H: FnMut(&mut TaggedPacket) -> bool + Send + Sync> Protocol<TaggedPacket, TaggedPacket, ()> for ReadHook<H> {
+impl<H: Hook> Protocol<TaggedPacket, TaggedPacket, ()> for ReadHook<H> {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -309,7 +419,7 @@ impl<H: FnMut(&mut TaggedPacket) -> bool + Send + Sync> Protocol<TaggedPacket, T
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if (self.hook)(&mut msg) {
+        if self.hook.read(&mut msg) {
             self.read.push_back(msg);
         }
         Ok(())
@@ -326,10 +436,12 @@ impl<H: FnMut(&mut TaggedPacket) -> bool + Send + Sync> Protocol<TaggedPacket, T
     }
 }
 
-impl<H: FnMut(&mut TaggedPacket) -> bool + Send + Sync> Interceptor for ReadHook<H> {
+impl<H: Hook> Interceptor for ReadHook<H> {
     fn bind_local_stream(&mut self, _: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.hook.bind_remote(info);
+    }
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
@@ -377,6 +489,13 @@ impl PeerConnectionEventHandler for PeerEvents {
     }
 }
 
+/// What a connection's simulated downlink does to what it receives.
+#[derive(Default)]
+struct Downlink {
+    link: Option<Bottleneck>,
+    loss: Option<Loss>,
+}
+
 /// A PeerConnection on 127.0.0.1 (one UDP socket, random port) with the default codecs and
 /// interceptors, no ICE servers and mDNS disabled, plus watches of its gathering and connection
 /// state. The building block of both clients, and of in-process fake servers in tests.
@@ -397,17 +516,23 @@ impl LoopbackPeer {
 
     /// Like [`LoopbackPeer::new`], bound to `ip` (e.g. a veth address in a private namespace).
     pub async fn bound(ip: std::net::IpAddr, rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::build(ip, rtcp_to_app, false, false, None).await
+        Self::build(ip, rtcp_to_app, false, false, Downlink::default()).await
     }
 
-    /// Like [`LoopbackPeer::new`], reporting arrivals through `link` (see [`Bottleneck`]).
-    pub async fn with_bottleneck(rtcp_to_app: bool, link: Bottleneck) -> Result<Self, ClientError> {
+    /// Like [`LoopbackPeer::new`], receiving through a simulated downlink: arrivals reported
+    /// through `link` (see [`Bottleneck`]), packets dropped as `loss` says (see [`Loss`]).
+    pub async fn with_downlink(
+        rtcp_to_app: bool,
+        link: Option<Bottleneck>,
+        loss: Option<Loss>,
+    ) -> Result<Self, ClientError> {
+        let downlink = Downlink { link, loss };
         Self::build(
             std::net::IpAddr::from([127, 0, 0, 1]),
             rtcp_to_app,
             false,
             false,
-            Some(link),
+            downlink,
         )
         .await
     }
@@ -415,13 +540,27 @@ impl LoopbackPeer {
     /// Like [`LoopbackPeer::new`], with no UDP socket: its only candidates are TCP ones
     /// (ICE-TCP, active and passive).
     pub async fn tcp_only(rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::build(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app, false, true, None).await
+        Self::build(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            rtcp_to_app,
+            false,
+            true,
+            Downlink::default(),
+        )
+        .await
     }
 
     /// Like [`LoopbackPeer::new`], with the header extensions simulcast needs (mid, RID,
     /// repaired RID) registered for video.
     pub async fn simulcast(rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::build(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app, true, false, None).await
+        Self::build(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            rtcp_to_app,
+            true,
+            false,
+            Downlink::default(),
+        )
+        .await
     }
 
     async fn build(
@@ -429,7 +568,7 @@ impl LoopbackPeer {
         rtcp_to_app: bool,
         simulcast: bool,
         tcp: bool,
-        link: Option<Bottleneck>,
+        downlink: Downlink,
     ) -> Result<Self, ClientError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
@@ -439,7 +578,10 @@ impl LoopbackPeer {
             )?;
         }
         let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
-        if let Some(link) = link {
+        if let Some(loss) = downlink.loss {
+            registry = registry.with(Slot::from(400), ReadHook::new(Lossy::new(loss)));
+        }
+        if let Some(link) = downlink.link {
             registry = registry.with(Slot::from(500), ReadHook::new(queue_delay(link)));
         }
         if rtcp_to_app {
@@ -1369,8 +1511,8 @@ impl WhepSubscriber {
         let started = Instant::now();
         let mut peer = if opts.tcp_only {
             LoopbackPeer::tcp_only(false).await?
-        } else if let Some(link) = opts.bottleneck.clone() {
-            LoopbackPeer::with_bottleneck(false, link).await?
+        } else if opts.bottleneck.is_some() || opts.loss.is_some() {
+            LoopbackPeer::with_downlink(false, opts.bottleneck.clone(), opts.loss.clone()).await?
         } else {
             LoopbackPeer::new(false).await?
         };

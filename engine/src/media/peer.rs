@@ -130,8 +130,12 @@ impl Peer {
             // mid / rtp-stream-id / repaired-rtp-stream-id: without them a publisher's RID
             // layers (simulcast without a=ssrc lines) cannot be told apart.
             configure_simulcast_extension_headers(&mut engine).map_err(|e| EngineError::Media(e.to_string()))?;
+            // Wire-most (below the NACK responder at 4_000): what leaves is numbered after the
+            // responder kept its copy, so retransmissions get numbers of their own and the
+            // history holds packets without the extension. Inbound RTCP reaches it first; it
+            // passes each packet on to the responder and delivers split copies upward.
             let registry = interceptors(&mut engine, role)?.with(
-                Slot::from(14_000),
+                Slot::from(1_500),
                 RtcpForward::new(
                     metrics.nacks.clone(),
                     metrics.twcc_feedback.clone(),

@@ -4,7 +4,8 @@
 //! estimate ([`SendSideBwe`]: this interceptor also numbers the packets sent with
 //! transport-wide sequence numbers and reads the client's TWCC feedback), and counts NACKs.
 //! Without it, `webrtc` 0.21 consumes all inbound RTCP inside its interceptor chain and
-//! `TrackLocal::poll` never sees a subscriber's PLI.
+//! `TrackLocal::poll` never sees a subscriber's PLI. It sits wire-most, so it numbers
+//! retransmissions too and passes inbound RTCP on to the NACK responder unchanged.
 //!
 //! The crate routes a delivered compound packet whole to the track of its first packet's first
 //! SSRC, so a receiver report covering audio and video would reach only one of the two. Here
@@ -32,6 +33,19 @@ use super::estimate::SendSideEstimate;
 /// are worked out again.
 const SHARE_WINDOW: Duration = Duration::from_secs(1);
 
+/// Every transport-wide sequence number as its header extension payload (big-endian), so
+/// numbering a packet takes a static slice instead of allocating one (and the NACK history's
+/// copies of the packet share it for free).
+static SEQ_PAYLOADS: [[u8; 2]; 1 << 16] = {
+    let mut table = [[0u8; 2]; 1 << 16];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = (i as u16).to_be_bytes();
+        i += 1;
+    }
+    table
+};
+
 /// One outgoing stream of the connection.
 struct LocalStream {
     video: bool,
@@ -50,6 +64,8 @@ pub struct RtcpForward {
     nacks: prometheus::IntCounter,
     twcc_feedback: prometheus::IntCounter,
     local: HashMap<u32, LocalStream>,
+    /// The stream of each RTX SSRC (RFC 4588 retransmissions, numbered like any packet).
+    rtx: HashMap<u32, u32>,
     window_start: Option<Instant>,
     /// Whether to estimate (viewers' connections).
     estimate: bool,
@@ -68,6 +84,7 @@ impl RtcpForward {
             nacks,
             twcc_feedback,
             local: HashMap::new(),
+            rtx: HashMap::new(),
             window_start: None,
             estimate,
             bwe: None,
@@ -191,12 +208,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
                 target = bwe.on_feedback(fb, msg.now).or(target);
             }
         }
-        // Sender reports and NACKs were already handled by the interceptors before this one:
-        // what is not split out here ends.
-        for (_, pkts) in self.per_stream(pkts, target, msg.now) {
+        // The split copies, marked for the application, walk up past the NACK responder
+        // and the reports with the packet itself, which ends after them.
+        let split = self.per_stream(pkts, target, msg.now);
+        let (now, transport) = (msg.now, msg.transport);
+        self.read.push_back(msg);
+        for (_, pkts) in split {
             self.read.push_back(TaggedPacket {
-                now: msg.now,
-                transport: msg.transport,
+                now,
+                transport,
                 message: AttributedPacket::new(Packet::Rtcp(pkts)).with(Attribute::DeliverToApplication),
             });
         }
@@ -209,14 +229,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtp(p) = &mut msg.message.packet {
-            if let Some(s) = self.local.get_mut(&p.header.ssrc) {
+            let ssrc = self.rtx.get(&p.header.ssrc).copied().unwrap_or(p.header.ssrc);
+            if let Some(s) = self.local.get_mut(&ssrc) {
                 s.bytes += p.payload.len() as u64;
                 if let Some(ext) = s.twcc_ext.filter(|_| self.estimate) {
                     let bwe = self.bwe.get_or_insert_with(|| SendSideBwe::new(msg.now));
                     // Header, payload and SRTP tag, as the client counts what arrives.
                     let size = p.payload.len() + 12 + 8 + 16;
                     let seq = bwe.on_send(size, msg.now);
-                    let _ = p.header.set_extension(ext, Bytes::copy_from_slice(&seq.to_be_bytes()));
+                    let _ = p
+                        .header
+                        .set_extension(ext, Bytes::from_static(&SEQ_PAYLOADS[usize::from(seq)]));
                 }
             }
         }
@@ -231,6 +254,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
 
 impl Interceptor for RtcpForward {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if let Some(rtx) = info.ssrc_rtx {
+            self.rtx.insert(rtx, info.ssrc);
+        }
         self.local.insert(
             info.ssrc,
             LocalStream {
@@ -246,6 +272,9 @@ impl Interceptor for RtcpForward {
         );
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        if let Some(rtx) = info.ssrc_rtx {
+            self.rtx.remove(&rtx);
+        }
         self.local.remove(&info.ssrc);
     }
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
@@ -302,6 +331,40 @@ mod tests {
         let block = video[0].as_any().downcast_ref::<ReceiverReport>().expect("rr");
         assert_eq!(block.reports[0].fraction_lost, 128);
         assert_eq!(out[0].0, 1);
+    }
+
+    #[test]
+    fn inbound_feedback_passes_on_for_the_responder_with_marked_copies_for_the_application() {
+        let mut f = RtcpForward::new(counter(), counter(), true);
+        f.bind_local_stream(&stream(2, "video/H264"));
+        let nack = TransportLayerNack {
+            sender_ssrc: 9,
+            media_ssrc: 2,
+            nacks: vec![],
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 9,
+            media_ssrc: 2,
+        };
+        f.handle_read(TaggedPacket {
+            now: Instant::now(),
+            transport: Default::default(),
+            message: AttributedPacket::new(Packet::Rtcp(vec![Box::new(nack), Box::new(pli)])),
+        })
+        .expect("read");
+        let first = f.poll_read().expect("the packet itself");
+        assert!(!first.message.has(&Attribute::DeliverToApplication));
+        let Packet::Rtcp(pkts) = &first.message.packet else {
+            panic!("rtcp")
+        };
+        assert_eq!(pkts.len(), 2, "unchanged, NACK included");
+        let copy = f.poll_read().expect("the stream's copy");
+        assert!(copy.message.has(&Attribute::DeliverToApplication));
+        let Packet::Rtcp(pkts) = &copy.message.packet else {
+            panic!("rtcp")
+        };
+        assert_eq!(pkts.len(), 1, "the PLI only");
+        assert!(f.poll_read().is_none());
     }
 
     #[test]

@@ -4,12 +4,61 @@
 
 use std::time::Duration;
 
-use fanfare_tests::rtc_client::{ClientError, ClientOptions, SdpAnswer, WhepSubscriber, WhipPublisher};
+use fanfare_tests::rtc_client::{ClientError, ClientOptions, Loss, SdpAnswer, WhepSubscriber, WhipPublisher};
 use fanfare_tests::Server;
 use reqwest::Method;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
+
+/// A viewer that loses packets on its downlink asks for them again (NACK) and gets them: the
+/// server keeps a history per leg and resends from it. Each resent packet carries a
+/// transport-wide sequence number of its own, so the send-side estimate counts it as new
+/// bytes on the wire rather than as the lost copy arriving late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_loses_packets_gets_them_again_each_with_a_new_transport_wide_number() {
+    let s = Server::start().await;
+    s.group("g", &[("pub", json!({})), ("v", json!({}))]).await;
+    let (publisher_t, viewer_t) = (s.token("pub").await, s.token("v").await);
+    let publisher = WhipPublisher::connect(&s.base, "/v1/whip?groups=g", &publisher_t)
+        .await
+        .expect("publish");
+    assert!(publisher.wait_connected(WAIT).await, "publisher connects");
+    let loss = Loss::default();
+    let opts = ClientOptions {
+        loss: Some(loss.clone()),
+        ..Default::default()
+    };
+    let viewer = WhepSubscriber::connect_opts(&s.base, "/v1/groups/g/whep", &viewer_t, opts)
+        .await
+        .expect("play");
+    assert!(
+        viewer.wait_frames(10, WAIT).await,
+        "frames before loss: {:?}",
+        viewer.counts()
+    );
+    loss.set_every(25);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while loss.repaired() < 10 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loss.set_every(0);
+    let (dropped, repaired, renumbered) = (loss.dropped(), loss.repaired(), loss.renumbered());
+    assert!(repaired >= 10, "{repaired} of {dropped} dropped packets came back");
+    assert_eq!(
+        renumbered, repaired,
+        "every resent packet has a transport-wide number of its own"
+    );
+    assert!(s.metric("fanfare_nacks_received_total").await >= 1.0);
+    let before = viewer.counts().frames;
+    assert!(
+        viewer.wait_frames(before + 30, WAIT).await,
+        "plays on: {:?}",
+        viewer.counts()
+    );
+    viewer.close().await;
+    publisher.close().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publish_fans_out_to_several_groups_each_with_its_own_permissions() {
