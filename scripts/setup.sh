@@ -18,6 +18,7 @@ TEST_PACKAGES=(
   # x264enc is in -ugly, x265enc in -bad, opusenc in -base)
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad
+  glib-networking  # GIO's TLS backend: the rtsps camera (server.py --tls-cert)
   python3-venv  # tests/s3's moto server lives in a venv inside the clone
 )
 

@@ -136,8 +136,9 @@ pub fn document() -> Value {
                 "Groups": {"type": "object", "required": ["groups"], "properties": {"groups": {"type": "array", "items": {"type": "string"}}}},
                 "Layer": {"type": "object", "required": ["rid"], "properties": {"rid": {"type": ["string", "null"]}, "track": {"type": "string"}}},
                 "SendMessage": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
-                "NewIngest": {"type": "object", "required": ["url", "groups"], "properties": {"url": {"type": "string", "pattern": "^rtsp://"}, "name": {"type": "string"},
-                              "groups": {"type": "array", "items": {"type": "string"}}, "record": {"type": "boolean"}, "transport": {"enum": ["tcp", "udp"]}}},
+                "NewIngest": {"type": "object", "required": ["url", "groups"], "properties": {"url": {"type": "string", "pattern": "^rtsps?://"}, "name": {"type": "string"},
+                              "groups": {"type": "array", "items": {"type": "string"}}, "record": {"type": "boolean"}, "transport": {"enum": ["tcp", "udp"]},
+                              "tls_fingerprint": {"type": "string", "pattern": "^[0-9A-Fa-f:]+$", "description": "rtsps only: SHA-256 of the camera's certificate (DER), 64 hex digits, colons allowed; pins it instead of checking CAs"}}},
                 "Message": {"type": "object", "properties": {"id": {"type": "string"}, "from": {"type": "string"}, "text": {"type": "string"}, "ts": {"type": "string", "format": "date-time"}}}
             }
         }

@@ -9,7 +9,7 @@ pub struct IngestConfig {
     /// Whether cameras may be on non-loopback addresses. `false` restricts sources to
     /// 127.0.0.0/8, ::1 and names resolving only to those.
     pub allow_remote: bool,
-    /// Seconds allowed for TCP connect + DESCRIBE + SETUP + PLAY.
+    /// Seconds allowed for TCP connect (+ TLS handshake for `rtsps`) + DESCRIBE + SETUP + PLAY.
     pub connect_timeout_s: u64,
     /// A session that delivers no frame for this many seconds is dropped and retried.
     pub read_timeout_s: u64,

@@ -2,7 +2,8 @@
 //! session (re-established with backoff when it drops) whose video and audio frames are
 //! repacketized into RTP and pushed into [`engine::track::Fanout`]s, published into each group
 //! call as participant `ingest-{id}` with source `ingest`. The [`IngestManager`] stores ingests,
-//! restarts them at boot, and answers the HTTP routes.
+//! restarts them at boot, and answers the HTTP routes. `rtsps://` cameras are reached through
+//! a per-connection TLS bridge ([`tls`]).
 
 pub mod backoff;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod packetize;
 pub mod session;
 pub mod source;
 pub mod status;
+pub mod tls;
 
 pub use config::IngestConfig;
 pub use error::IngestError;

@@ -26,6 +26,7 @@ use crate::model::{IngestRecord, IngestState, IngestView, NewIngest, MAX_GROUPS,
 use crate::session::{GetIngestTracks, IngestSession, IngestTracks, SessionParts, StopIngest};
 use crate::source::SourceUrl;
 use crate::status::IngestStatus;
+use crate::tls::{self, Fingerprint};
 
 /// The recording hook. The recorder is installed with [`IngestManager::set_recorder`]; each
 /// ingest created with `"record": true` calls [`IngestRecorder::tracks_published`] once its
@@ -94,15 +95,23 @@ impl IngestManager {
         let docs = self.inner.deps.store.docs(TABLE, "")?;
         let mut n = 0;
         for (key, bytes) in docs {
-            match serde_json::from_slice::<IngestRecord>(&bytes) {
-                Ok(record) => match SourceUrl::parse(&record.url) {
-                    Ok(source) => {
-                        self.launch(record, source);
-                        n += 1;
-                    }
-                    Err(e) => tracing::error!(ingest = %key, "stored ingest has a bad url: {e}"),
-                },
-                Err(e) => tracing::error!(ingest = %key, "stored ingest is corrupt: {e}"),
+            let record = match serde_json::from_slice::<IngestRecord>(&bytes) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(ingest = %key, "stored ingest is corrupt: {e}");
+                    continue;
+                }
+            };
+            let checked = SourceUrl::parse(&record.url).and_then(|source| {
+                let pin = tls::check_request(&source, record.transport, record.tls_fingerprint.as_deref())?;
+                Ok((source, pin))
+            });
+            match checked {
+                Ok((source, pin)) => {
+                    self.launch(record, source, pin);
+                    n += 1;
+                }
+                Err(e) => tracing::error!(ingest = %key, "stored ingest is invalid: {e}"),
             }
         }
         if n > 0 {
@@ -111,7 +120,7 @@ impl IngestManager {
         Ok(n)
     }
 
-    fn launch(&self, record: IngestRecord, source: SourceUrl) {
+    fn launch(&self, record: IngestRecord, source: SourceUrl, pin: Option<Fingerprint>) {
         let status = Arc::new(IngestStatus::default());
         let deps = &self.inner.deps;
         let parts = SessionParts {
@@ -121,7 +130,7 @@ impl IngestManager {
             config: deps.config.clone(),
             recorder: self.inner.recorder.read().ok().and_then(|r| r.clone()),
         };
-        let session = IngestSession::new(record.clone(), source, status.clone(), parts);
+        let session = IngestSession::new(record.clone(), source, pin, status.clone(), parts);
         let addr = IngestSession::start_in_arbiter(&deps.arbiter, move |_| session);
         if let Ok(mut running) = self.inner.running.lock() {
             running.insert(record.id.clone(), Running { record, status, addr });
@@ -133,6 +142,7 @@ impl IngestManager {
     pub async fn create(&self, who: &Principal, req: NewIngest) -> Result<IngestView, IngestError> {
         let deps = &self.inner.deps;
         let source = SourceUrl::parse(&req.url)?;
+        let pin = tls::check_request(&source, req.transport, req.tls_fingerprint.as_deref())?;
         if let Some(name) = &req.name {
             engine::model::validate_name(name)?;
         }
@@ -164,13 +174,14 @@ impl IngestManager {
             groups,
             record: req.record,
             transport: req.transport,
+            tls_fingerprint: pin.map(|p| p.to_string()),
             created_by: who.user.clone(),
             created_at: OffsetDateTime::now_utc(),
         };
         let bytes = serde_json::to_vec(&record).map_err(|e| IngestError::Invalid(e.to_string()))?;
         deps.store.put_doc(TABLE, &record.id, &bytes)?;
         tracing::info!(ingest = %record.id, url = %source.redacted, by = %who.user, "ingest created");
-        self.launch(record.clone(), source);
+        self.launch(record.clone(), source, pin);
         Ok(self
             .view_of(&record.id)
             .unwrap_or_else(|| IngestView::of(&record, IngestStatus::default().snapshot())))

@@ -36,6 +36,10 @@ pub struct NewIngest {
     pub record: bool,
     #[serde(default)]
     pub transport: RtspTransport,
+    /// Extension, `rtsps` only: the SHA-256 of the camera's certificate (DER, hex, colons
+    /// allowed). When set, the certificate is pinned instead of checked against CAs.
+    #[serde(default)]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// An ingest as stored (the URL keeps its credentials: they are needed to reconnect).
@@ -48,6 +52,10 @@ pub struct IngestRecord {
     pub record: bool,
     #[serde(default)]
     pub transport: RtspTransport,
+    /// The pinned certificate fingerprint (lowercase hex, no colons), `rtsps` only; absent in
+    /// records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
     pub created_by: UserId,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -98,6 +106,8 @@ pub struct IngestView {
     pub groups: Vec<GroupId>,
     pub record: bool,
     pub transport: RtspTransport,
+    /// The pinned certificate fingerprint (lowercase hex), or null (not secret).
+    pub tls_fingerprint: Option<String>,
     pub status: IngestState,
     pub frames: u64,
     pub bytes: u64,
@@ -123,6 +133,7 @@ impl IngestView {
             groups: record.groups.clone(),
             record: record.record,
             transport: record.transport,
+            tls_fingerprint: record.tls_fingerprint.clone(),
             status: status.state,
             frames: status.frames,
             bytes: status.bytes,
@@ -132,5 +143,29 @@ impl IngestView {
             created_by: record.created_by.clone(),
             created_at: record.created_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_without_a_fingerprint_still_load_and_round_trip() {
+        let old = r#"{"id":"abcdefghijkl","url":"rtsp://127.0.0.1/cam","name":null,"groups":["g"],
+            "record":false,"transport":"tcp","created_by":"admin","created_at":"2025-01-02T03:04:05Z"}"#;
+        let r: IngestRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.tls_fingerprint, None);
+        assert!(!serde_json::to_string(&r).unwrap().contains("tls_fingerprint"));
+        let pinned = IngestRecord {
+            url: "rtsps://127.0.0.1/cam".into(),
+            tls_fingerprint: Some("ab".repeat(32)),
+            ..r
+        };
+        let back: IngestRecord = serde_json::from_slice(&serde_json::to_vec(&pinned).unwrap()).unwrap();
+        assert_eq!(back.tls_fingerprint, pinned.tls_fingerprint);
+        let view = IngestView::of(&back, crate::status::IngestStatus::default().snapshot());
+        assert_eq!(view.url, "rtsps://127.0.0.1/cam");
+        assert_eq!(view.tls_fingerprint, pinned.tls_fingerprint);
     }
 }

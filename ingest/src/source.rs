@@ -1,7 +1,7 @@
-//! A camera's RTSP URL: validated once (scheme `rtsp`, a host), split into the credential-free
-//! URL retina connects to and the credentials it answers Basic/Digest challenges with, and a
-//! redacted form (`rtsp://***@host/...`) for logs and API responses. Also the address policy
-//! of `ingest.allow_remote`.
+//! A camera's RTSP URL: validated once (scheme `rtsp`, or `rtsps` for RTSP over TLS through
+//! [`crate::tls`], and a host), split into the credential-free URL and the credentials retina
+//! answers Basic/Digest challenges with, and a redacted form (`rtsp://***@host/...`, the scheme
+//! kept) for logs and API responses. Also the address policy of `ingest.allow_remote`.
 
 use std::net::IpAddr;
 
@@ -15,7 +15,7 @@ pub const MAX_URL_LEN: usize = 2048;
 /// A validated camera URL.
 #[derive(Clone)]
 pub struct SourceUrl {
-    /// Without userinfo: what retina is given.
+    /// Without userinfo: what retina is given (for `rtsps`, what the TLS bridge stands for).
     pub url: Url,
     /// Percent-decoded user and password from the userinfo, if any.
     pub credentials: Option<(String, String)>,
@@ -37,10 +37,10 @@ impl SourceUrl {
         }
         // Never echo the input: it may hold a password.
         let mut url = Url::parse(raw).map_err(|e| IngestError::InvalidUrl(format!("not a URL ({e})")))?;
-        if url.scheme() != "rtsp" {
+        if url.scheme() != "rtsp" && url.scheme() != "rtsps" {
             let scheme: String = url.scheme().chars().take(16).collect();
             return Err(IngestError::InvalidUrl(format!(
-                "scheme {scheme:?} is not supported; use rtsp:// (rtsps is not supported by the RTSP client)"
+                "scheme {scheme:?} is not supported; use rtsp:// or rtsps://"
             )));
         }
         if url.host_str().is_none_or(|h| h.is_empty()) {
@@ -73,9 +73,14 @@ impl SourceUrl {
         }
     }
 
-    /// The port (554 when absent).
+    /// Whether this is RTSP over TLS (`rtsps://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.scheme() == "rtsps"
+    }
+
+    /// The port (when absent: 554 for `rtsp`, 322 for `rtsps`, the defaults of RFC 7826).
     pub fn port(&self) -> u16 {
-        self.url.port().unwrap_or(554)
+        self.url.port().unwrap_or(if self.is_tls() { 322 } else { 554 })
     }
 
     /// Fails with `HostNotAllowed` unless `allow_remote` or every address the host resolves to
@@ -186,6 +191,18 @@ mod tests {
         assert_eq!(plain.credentials, None);
         assert_eq!(plain.redacted, "rtsp://127.0.0.1/cam");
         assert_eq!(plain.port(), 554);
+        assert!(!plain.is_tls());
+    }
+
+    #[test]
+    fn takes_rtsps_with_its_default_port_and_keeps_the_scheme_when_redacting() {
+        let s = SourceUrl::parse("rtsps://admin:secret@cam.local/live?x=1").unwrap();
+        assert!(s.is_tls());
+        assert_eq!(s.port(), 322);
+        assert_eq!(s.url.as_str(), "rtsps://cam.local/live?x=1");
+        assert_eq!(s.redacted, "rtsps://***@cam.local/live?x=1");
+        let s = SourceUrl::parse("rtsps://192.168.1.1:7441/abc").unwrap();
+        assert_eq!((s.port(), s.host().as_str()), (7441, "192.168.1.1"));
     }
 
     #[test]
@@ -193,8 +210,9 @@ mod tests {
         for bad in [
             "file:///etc/passwd",
             "http://h/x",
-            "rtsps://h/x",
+            "rtspu://h/x",
             "rtsp://",
+            "rtsps:///x",
             "not a url",
             "rtsp:///x",
         ] {

@@ -2,14 +2,16 @@
 """A real RTSP camera for Fanfare's ingest tests: GStreamer's RTSP server (through GI) serving
 a live test pattern as H.264 (x264enc) or H.265 (x265enc, in gstreamer1.0-plugins-bad), both
 zerolatency with a keyframe every 30 frames, optionally with AAC audio (voaacenc or avenc_aac,
-when installed) or Opus audio (opusenc), and Basic or Digest authentication.
+when installed) or Opus audio (opusenc), Basic or Digest authentication, and RTSP over TLS
+(`rtsps://`, with `--tls-cert`/`--tls-key`: PEM files; GIO's TLS backend is glib-networking).
 
 Run with Debian's /usr/bin/python3 (it has `gi`). Prints `READY <port> audio=<codec|none>
-video=<codec>` once listening; exits when stdin closes or on SIGTERM/SIGINT.
+video=<codec> tls=<on|off>` once listening; exits when stdin closes or on SIGTERM/SIGINT.
 
     /usr/bin/python3 tests/rtsp/server.py --port 8554 --path /cam [--user u --password p
         [--auth digest|basic]] [--audio [aac|opus|none]] [--video h264|h265]
-        [--width 320 --height 240 --fps 30 --kbps 0]
+        [--width 320 --height 240 --fps 30 --kbps 0] [--tls-cert cert.pem --tls-key key.pem]
+        [--own-content-base]
 """
 
 import argparse
@@ -20,7 +22,7 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstRtsp", "1.0")
-from gi.repository import Gst, GstRtsp, GstRtspServer  # noqa: E402
+from gi.repository import Gio, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 import serving  # noqa: E402  (tests/rtsp/serving.py, beside this script)
 
@@ -75,6 +77,22 @@ def audio_pipeline(codec):
     ), codec
 
 
+def announce_own_url(server, own):
+    """Makes DESCRIBE answers carry `Content-Base: <own>` (the camera's own URL, as cameras
+    configured with their address send) instead of GStreamer's echo of the request URL, so
+    clients build SETUP/PLAY URLs from it."""
+
+    def send_message(_client, _ctx, message):
+        # PyGObject warns once that it cannot marshal the context argument; only the message
+        # is used.
+        found, _value = message.get_header(GstRtsp.RTSPHeaderField.CONTENT_BASE, 0)
+        if found == GstRtsp.RTSPResult.OK:
+            message.remove_header(GstRtsp.RTSPHeaderField.CONTENT_BASE, -1)
+            message.add_header(GstRtsp.RTSPHeaderField.CONTENT_BASE, own)
+
+    server.connect("client-connected", lambda _server, client: client.connect("send-message", send_message))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=8554)
@@ -97,7 +115,16 @@ def main():
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--kbps", type=int, default=0, help="video encoder bitrate in kbit/s (0: its default)")
     p.add_argument("--pattern", default="ball", help="videotestsrc pattern (snow: incompressible)")
+    p.add_argument("--tls-cert", help="PEM certificate: serve RTSP over TLS (rtsps://) only")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--own-content-base",
+        action="store_true",
+        help="answer DESCRIBE with Content-Base rtsp[s]://127.0.0.1:PORT/PATH/ (the camera's own URL)",
+    )
     args = p.parse_args()
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
 
     Gst.init(None)
     launch = video_pipeline(args)
@@ -112,17 +139,23 @@ def main():
     factory.set_launch(f"( {launch} )")
     factory.set_shared(True)
 
-    if args.user is not None:
+    if args.user is not None or args.tls_cert is not None:
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
         token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "camuser")
-        if args.auth == "digest":
+        if args.user is None:
+            # TLS without users: with an auth object installed, anonymous clients are only let
+            # in with a default token whose role may access the factory.
+            auth.set_default_token(token)
+        elif args.auth == "digest":
             auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
             auth.add_digest(args.user, args.password or "", token)
         else:
             auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
             basic = GstRtspServer.RTSPAuth.make_basic(args.user, args.password or "")
             auth.add_basic(basic, token)
+        if args.tls_cert is not None:
+            auth.set_tls_certificate(Gio.TlsCertificate.new_from_files(args.tls_cert, args.tls_key))
         server.set_auth(auth)
         permissions = GstRtspServer.RTSPPermissions()
         permissions.add_role("camuser")
@@ -130,8 +163,12 @@ def main():
         permissions.add_permission_for_role("camuser", "media.factory.construct", True)
         factory.set_permissions(permissions)
 
+    if args.own_content_base:
+        scheme = "rtsps" if args.tls_cert else "rtsp"
+        announce_own_url(server, f"{scheme}://127.0.0.1:{args.port}{args.path.rstrip('/')}/")
     server.get_mount_points().add_factory(args.path, factory)
-    serving.run(server, args.port, f" audio={audio_codec} video={args.video}")
+    tls = "on" if args.tls_cert else "off"
+    serving.run(server, args.port, f" audio={audio_codec} video={args.video} tls={tls}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 //! every frame into the tracks' fan-outs, and on any failure or silence longer than the read
 //! timeout, count it, wait (exponential backoff, jittered) and reconnect. The tracks and their
 //! RTP timelines outlive connections, so subscribers see one continuous stream with a gap.
+//! An `rtsps` camera is dialed through a TLS bridge ([`crate::tls`]) first, on every attempt:
+//! retina is then given the bridge's loopback URL, and the bridge lives as long as the
+//! connection.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use retina::client::{
     Transport,
 };
 use tokio::sync::watch;
+use url::Url;
 
 use super::demux::{self, Demux, Item};
 use super::tracks::{self, LiveTrack, TrackPlan};
@@ -27,12 +31,16 @@ use crate::model::{IngestState, RtspTransport, TrackSummary};
 use crate::packetize::RtpTimeline;
 use crate::source::{redact_text, SourceUrl};
 use crate::status::IngestStatus;
+use crate::tls::{Fingerprint, TlsBridge, TlsDialer};
 
 /// Everything the pump needs.
 pub struct Pump {
     pub id: String,
     pub participant: engine::ids::UserId,
     pub source: SourceUrl,
+    /// The pinned certificate of an `rtsps` camera (without: its chain is checked against the
+    /// system's roots).
+    pub tls_pin: Option<Fingerprint>,
     pub transport: RtspTransport,
     pub config: IngestConfig,
     pub status: Arc<IngestStatus>,
@@ -66,8 +74,9 @@ impl Pump {
             Duration::from_millis(self.config.backoff_max_ms),
         );
         let mut tracks: Option<Vec<LiveTrack>> = None;
+        let mut dialer: Option<TlsDialer> = None;
         loop {
-            let ended = self.connection(&mut tracks).await;
+            let ended = self.connection(&mut tracks, &mut dialer).await;
             let message = match ended {
                 Ended::AfterLive(m) => {
                     backoff.reset();
@@ -97,8 +106,8 @@ impl Pump {
         redact_text(text, &secrets)
     }
 
-    /// One connection, from DESCRIBE until it fails.
-    async fn connection(&mut self, tracks: &mut Option<Vec<LiveTrack>>) -> Ended {
+    /// One connection, from DESCRIBE (for `rtsps`, from the TLS handshake) until it fails.
+    async fn connection(&mut self, tracks: &mut Option<Vec<LiveTrack>>, dialer: &mut Option<TlsDialer>) -> Ended {
         let connect_timeout = Duration::from_secs(self.config.connect_timeout_s);
         if let Err(e) = self
             .source
@@ -107,8 +116,13 @@ impl Pump {
         {
             return Ended::Failed(e.to_string());
         }
-        let connected = tokio::time::timeout(connect_timeout, self.connect(tracks)).await;
-        let (mut session, mut demux, by_stream) = match connected {
+        let attempt = async {
+            let (url, bridge) = self.dial(dialer).await?;
+            Ok::<_, String>((self.connect(url, tracks).await?, bridge))
+        };
+        let connected = tokio::time::timeout(connect_timeout, attempt).await;
+        // `_bridge` (rtsps) carries the retina session's bytes: it lives as long as the session.
+        let ((mut session, mut demux, by_stream), _bridge) = match connected {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Ended::Failed(e),
             Err(_) => {
@@ -209,11 +223,32 @@ impl Pump {
         }
     }
 
-    /// DESCRIBE, SETUP of the chosen streams, PLAY. On the first success the tracks are created
-    /// and announced to the session actor; later connections reuse them. Returns the playing
-    /// session, its demuxer and, per camera stream, the index of its track.
+    /// Where retina connects for one attempt: the camera URL itself, or for `rtsps` a TLS
+    /// bridge to the camera (TCP and TLS handshake done here, so a certificate problem is
+    /// reported as such), which must outlive the retina session. The dialer (TLS settings) is
+    /// built on the first attempt and kept.
+    async fn dial(&self, dialer: &mut Option<TlsDialer>) -> Result<(Url, Option<TlsBridge>), String> {
+        if !self.source.is_tls() {
+            return Ok((self.source.url.clone(), None));
+        }
+        let dialer = match dialer {
+            Some(d) => d,
+            None => dialer.insert(
+                TlsDialer::new(&self.source, self.tls_pin)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        let bridge = dialer.open(&self.source.url).await.map_err(|e| e.to_string())?;
+        Ok((bridge.url().clone(), Some(bridge)))
+    }
+
+    /// DESCRIBE `url`, SETUP of the chosen streams, PLAY. On the first success the tracks are
+    /// created and announced to the session actor; later connections reuse them. Returns the
+    /// playing session, its demuxer and, per camera stream, the index of its track.
     async fn connect(
         &mut self,
+        url: Url,
         tracks: &mut Option<Vec<LiveTrack>>,
     ) -> Result<(Session<Playing>, Demux, Vec<Option<usize>>), String> {
         let creds = self.source.credentials.as_ref().map(|(u, p)| Credentials {
@@ -223,7 +258,7 @@ impl Pump {
         let options = SessionOptions::default()
             .creds(creds)
             .user_agent(format!("fanfare/{}", env!("CARGO_PKG_VERSION")));
-        let mut session = retina::client::Session::describe(self.source.url.clone(), options)
+        let mut session = retina::client::Session::describe(url, options)
             .await
             .map_err(|e| e.to_string())?;
         // Only the described session keeps the SDP: the depacketizers need its fmtp lines.

@@ -2,7 +2,8 @@
 //! a WHEP subscriber receives the camera's frames; the camera restarting is survived without
 //! the subscriber rejoining; bad sources give a clear status; permissions; restart of stored
 //! ingests with the server; Opus reaches WebRTC viewers as is and live HLS as AAC; H.265 goes
-//! to live HLS and recordings only.
+//! to live HLS and recordings only; `rtsps://` cameras (GStreamer's server with a self-signed
+//! certificate) through the TLS bridge, pinned or refused.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -851,4 +852,285 @@ async fn a_camera_with_b_frames_keeps_every_frame_in_live_hls_and_webrtc_gets_th
     assert_eq!(c.incomplete_frames, 0, "no gap the viewer would NACK: {c:?}");
     sub.stop().await.expect("stop play");
     drop(camera);
+}
+
+/// A self-signed certificate for 127.0.0.1 in a temporary directory (PEM files for the camera),
+/// and its SHA-256 fingerprint (of the DER) as plain lowercase hex.
+struct CameraCert {
+    dir: tempfile::TempDir,
+    fingerprint: String,
+}
+
+impl CameraCert {
+    fn new() -> CameraCert {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cert.pem"), certified.cert.pem()).expect("write cert");
+        std::fs::write(dir.path().join("key.pem"), certified.signing_key.serialize_pem()).expect("write key");
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(certified.cert.der().as_ref());
+        let fingerprint = digest.iter().map(|b| format!("{b:02x}")).collect();
+        CameraCert { dir, fingerprint }
+    }
+
+    /// `--tls-cert`/`--tls-key` for `tests/rtsp/server.py`.
+    fn args(&self) -> Vec<String> {
+        let path = |f: &str| self.dir.path().join(f).to_string_lossy().into_owned();
+        vec![
+            "--tls-cert".into(),
+            path("cert.pem"),
+            "--tls-key".into(),
+            path("key.pem"),
+        ]
+    }
+
+    /// The fingerprint as openssl prints it (`AB:CD:...`).
+    fn colon_fingerprint(&self) -> String {
+        let upper = self.fingerprint.to_uppercase();
+        upper
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+}
+
+/// Starts a camera serving only RTSP over TLS with `cert`, plus `extra` arguments.
+fn tls_camera(port: u16, cert: &CameraCert, extra: &[&str]) -> Camera {
+    let mut args: Vec<String> = cert.args();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Camera::start(port, &args)
+}
+
+/// Established IPv4 TCP connections (`/proc/net/tcp` of the test's network namespace) whose
+/// remote port is `port`: clients of that server.
+fn clients_of(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote = fields.get(2).and_then(|a| a.rsplit(':').next());
+            let state = fields.get(3).copied();
+            state == Some("01") && remote.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+        })
+        .count()
+}
+
+/// The happy path of `rtsps://`: the camera announces its own `rtsps` URL as Content-Base (as
+/// real cameras do), so retina's SETUP and PLAY name the camera, not the bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsps_camera_with_its_pinned_certificate_goes_live_for_whep_and_restarts_with_the_server() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("cams", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let cert = CameraCert::new();
+    let port = free_port();
+    let camera = tls_camera(port, &cert, &["--own-content-base"]);
+    let url = format!("rtsps://127.0.0.1:{port}/cam");
+
+    // The pin as openssl prints it; stored and shown as plain lowercase hex.
+    let (st, created) = create(
+        &s,
+        &s.admin,
+        json!({"url": url, "name": "Gate", "groups": ["cams"], "tls_fingerprint": cert.colon_fingerprint()}),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    assert_eq!(created["url"], url.as_str(), "{created}");
+    assert_eq!(created["tls_fingerprint"], cert.fingerprint.as_str(), "{created}");
+    assert_eq!(created["transport"], "tcp", "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let v = wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+    assert_eq!(v["last_error"], Value::Null, "{v}");
+
+    let participant = format!("ingest-{id}");
+    let sub = WhepSubscriber::connect(
+        &s.base,
+        &format!("/v1/groups/cams/whep?participant={participant}"),
+        &viewer,
+    )
+    .await
+    .expect("WHEP playback of the rtsps camera");
+    assert!(sub.wait_connected(Duration::from_secs(10)).await, "subscriber connects");
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |c| c.keyframes >= 1 && c.frames >= 30)
+            .await,
+        "frames flow from the rtsps camera: {:?}",
+        sub.counts()
+    );
+    assert_eq!(sub.counts().video_mime.as_deref(), Some("video/H264"));
+    let first = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
+    let v = wait_for(&s, &id, Duration::from_secs(5), |v| {
+        v["frames"].as_u64().unwrap_or(0) >= first["frames"].as_u64().unwrap_or(0) + 30
+    })
+    .await;
+    assert!(
+        v["frames"].as_u64().unwrap_or(0) >= first["frames"].as_u64().unwrap_or(0) + 30
+            && v["bytes"].as_u64().unwrap_or(0) > first["bytes"].as_u64().unwrap_or(0),
+        "counters grow: {first} then {v}"
+    );
+    assert_eq!(v["reconnects"], 0, "one connection did it all: {v}");
+    // One TLS connection to the camera: the bridge's.
+    assert_eq!(
+        clients_of(port),
+        1,
+        "{}",
+        std::fs::read_to_string("/proc/net/tcp").unwrap_or_default()
+    );
+    sub.close().await;
+
+    // The record keeps the pin: the ingest comes back with the server.
+    let s = s.restart_after_kill().await;
+    let v = wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    assert_eq!(v["tls_fingerprint"], cert.fingerprint.as_str(), "{v}");
+    let frames = v["frames"].as_u64().unwrap_or(0);
+    let v = wait_for(&s, &id, Duration::from_secs(10), |v| {
+        v["frames"].as_u64().unwrap_or(0) >= frames + 30
+    })
+    .await;
+    assert!(
+        v["frames"].as_u64().unwrap_or(0) >= frames + 30,
+        "frames after the restart: {v}"
+    );
+
+    // Deleting ends the bridge: no connection to the camera is left.
+    let (st, v) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("stopped")), "{v}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while clients_of(port) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a connection to the camera outlived the ingest"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(camera);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtsps_certificate_problems_are_reported_and_retried() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("g", &[]).await;
+    let cert = CameraCert::new();
+    let port = free_port();
+    let camera = tls_camera(port, &cert, &[]);
+    let plain = Camera::start(free_port(), &[]);
+    let url = format!("rtsps://127.0.0.1:{port}/cam");
+    let wrong = "ab".repeat(32);
+
+    let cases = [
+        (
+            "wrong fingerprint",
+            json!({"url": url, "groups": ["g"], "tls_fingerprint": wrong}),
+            vec![
+                "TLS handshake with camera failed: certificate fingerprint does not match",
+                wrong.as_str(),
+                cert.fingerprint.as_str(),
+            ],
+        ),
+        (
+            "self-signed, no fingerprint",
+            json!({"url": url, "groups": ["g"]}),
+            vec![
+                "TLS handshake with camera failed: certificate not trusted",
+                "unknown issuer",
+                cert.fingerprint.as_str(),
+            ],
+        ),
+        (
+            "rtsps to a plain RTSP camera",
+            json!({"url": format!("rtsps://127.0.0.1:{}/cam", plain.port), "groups": ["g"]}),
+            vec!["TLS handshake with camera failed"],
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (what, body, _) in &cases {
+        let (st, v) = create(&s, &s.admin, body.clone()).await;
+        assert_eq!(st, 201, "{what}: {v}");
+        ids.push(v["id"].as_str().expect("id").to_string());
+    }
+    for ((what, _, needles), id) in cases.iter().zip(&ids) {
+        // Retried with backoff: the failure repeats and is counted.
+        let v = wait_for(&s, id, Duration::from_secs(15), |v| {
+            v["status"] == "retrying" && v["reconnects"].as_u64().unwrap_or(0) >= 1
+        })
+        .await;
+        assert_eq!(v["status"], "retrying", "{what}: {v}");
+        assert!(v["reconnects"].as_u64().unwrap_or(0) >= 1, "{what}: {v}");
+        assert_eq!(
+            (v["frames"].as_u64(), v["bytes"].as_u64()),
+            (Some(0), Some(0)),
+            "{what}: {v}"
+        );
+        let err = v["last_error"].as_str().unwrap_or("");
+        for needle in needles {
+            assert!(err.contains(needle), "{what}: {needle:?} not in {err:?}");
+        }
+        eprintln!("{what}: {err}");
+    }
+    for id in &ids {
+        let (st, _) = s
+            .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+            .await;
+        assert_eq!(st, 200);
+    }
+    drop((camera, plain));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtsps_ingest_bodies_are_validated() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("g", &[]).await;
+    let pin = "0123456789abcdef".repeat(4);
+    for (what, body) in [
+        (
+            "rtsps over udp",
+            json!({"url": "rtsps://127.0.0.1/cam", "groups": ["g"], "transport": "udp"}),
+        ),
+        (
+            "short fingerprint",
+            json!({"url": "rtsps://127.0.0.1/cam", "groups": ["g"], "tls_fingerprint": "ab:cd:ef"}),
+        ),
+        (
+            "non-hex fingerprint",
+            json!({"url": "rtsps://127.0.0.1/cam", "groups": ["g"], "tls_fingerprint": pin.replace('a', "x")}),
+        ),
+        (
+            "fingerprint on rtsp",
+            json!({"url": "rtsp://127.0.0.1/cam", "groups": ["g"], "tls_fingerprint": pin}),
+        ),
+    ] {
+        let (st, v) = create(&s, &s.admin, body).await;
+        assert_eq!(st, 400, "{what}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_argument", "{what}: {v}");
+        assert!(
+            v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {v}"
+        );
+    }
+    let (st, v) = create(
+        &s,
+        &s.admin,
+        json!({"url": "rtsps://127.0.0.1/cam", "groups": ["g"], "tls_fingerprint": 5}),
+    )
+    .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_body")), "{v}");
+    // Valid: stored as given (normalized), shown, and none of these left an ingest behind.
+    let (st, v) = create(
+        &s,
+        &s.admin,
+        json!({"url": "rtsps://127.0.0.1/cam", "groups": ["g"], "tls_fingerprint": pin.to_uppercase()}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["tls_fingerprint"], pin.as_str(), "{v}");
+    let (_, list) = s.call(Method::GET, "/v1/ingests", Some(&s.admin), None).await;
+    assert_eq!(list["ingests"].as_array().map(Vec::len), Some(1), "{list}");
+    let (st, v) = create(&s, &s.admin, json!({"url": "rtsp://127.0.0.1/cam", "groups": ["g"]})).await;
+    assert_eq!((st, &v["tls_fingerprint"]), (201, &Value::Null), "{v}");
 }
