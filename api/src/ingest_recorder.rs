@@ -1,6 +1,8 @@
-//! Connects RTSP ingest to recordings: a camera created with `"record": true` is recorded (kind
-//! `ingest`, in its first group) from its first frame until it is deleted; reconnects are gaps
-//! in the same recording.
+//! Connects RTSP ingest to recordings: a camera with `"record": true` is recorded (kind
+//! `ingest`, in its first group) from its first frame (or from the `PATCH` that turns `record`
+//! on) until it is deleted or `record` is turned off; reconnects are gaps in the same
+//! recording. A `PATCH` that takes the recorded group away ends that recording and starts one
+//! in the camera's first group now (the camera no longer sends into the old one).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,6 +41,22 @@ impl IngestRecorder for IngestRecordings {
             group,
             participant: tracks.participant.clone(),
         });
+    }
+
+    fn groups_changed(&self, tracks: &IngestTracks) {
+        let recorded = self
+            .recording
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&tracks.id).map(|(_, groups)| groups.clone()));
+        let Some(groups) = recorded else {
+            return;
+        };
+        if groups.iter().all(|g| tracks.groups.contains(g)) {
+            return; // the recording goes on where it is
+        }
+        self.ingest_stopped(&tracks.id);
+        self.tracks_published(tracks);
     }
 
     fn ingest_stopped(&self, id: &str) {

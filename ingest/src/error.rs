@@ -17,6 +17,9 @@ pub enum IngestError {
     /// Any other invalid field of the request.
     #[error("{0}")]
     Invalid(String),
+    /// A `PATCH` named fields that are fixed for the ingest's life (the camera connection).
+    #[error("{} cannot be changed on an existing ingest: delete it and create it again", .0.join(", "))]
+    Immutable(Vec<&'static str>),
     /// No such ingest (or not visible to the caller).
     #[error("ingest {0} not found")]
     NotFound(String),
@@ -35,9 +38,10 @@ impl IngestError {
     /// The class of this error (decides the HTTP status).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            IngestError::InvalidUrl(_) | IngestError::HostNotAllowed { .. } | IngestError::Invalid(_) => {
-                ErrorKind::InvalidArgument
-            }
+            IngestError::InvalidUrl(_)
+            | IngestError::HostNotAllowed { .. }
+            | IngestError::Invalid(_)
+            | IngestError::Immutable(_) => ErrorKind::InvalidArgument,
             IngestError::NotFound(_) => ErrorKind::NotFound,
             IngestError::TooMany(_) => ErrorKind::Conflict,
             IngestError::Source { .. } => ErrorKind::Unavailable,
@@ -51,6 +55,7 @@ impl IngestError {
             IngestError::InvalidUrl(_) => "ingest_invalid_url",
             IngestError::HostNotAllowed { .. } => "ingest_host_not_allowed",
             IngestError::Invalid(_) => "invalid_argument",
+            IngestError::Immutable(_) => "ingest_field_immutable",
             IngestError::NotFound(_) => "ingest_not_found",
             IngestError::TooMany(_) => "ingest_limit_reached",
             IngestError::Source { .. } => "ingest_source_failed",

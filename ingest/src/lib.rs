@@ -2,7 +2,7 @@
 //! session (re-established with backoff when it drops) whose video and audio frames are
 //! repacketized into RTP and pushed into [`engine::track::Fanout`]s, published into each group
 //! call as participant `ingest-{id}` with source `ingest`. The [`IngestManager`] stores ingests,
-//! restarts them at boot, and answers the HTTP routes. `rtsps://` cameras are reached through
+//! restarts them at boot, changes running ones in place, and answers the HTTP routes. `rtsps://` cameras are reached through
 //! a per-connection TLS bridge ([`tls`]).
 
 pub mod backoff;
@@ -19,5 +19,5 @@ pub mod tls;
 pub use config::IngestConfig;
 pub use error::IngestError;
 pub use manager::{IngestDeps, IngestManager, IngestRecorder};
-pub use model::{IngestRecord, IngestState, IngestView, NewIngest, RtspTransport};
+pub use model::{IngestRecord, IngestState, IngestUpdate, IngestView, NewIngest, RtspTransport};
 pub use session::{IngestSession, IngestTracks};

@@ -1,11 +1,13 @@
 //! The `IngestManager`: the table of running ingests. It validates and stores new ingests
 //! (table `ingests`, one JSON document per id), starts their [`IngestSession`] on the engine's
-//! actor arbiter, restarts the stored ones at boot, and decides who may see or delete one.
+//! actor arbiter, restarts the stored ones at boot, applies changes to running ones (`PATCH`,
+//! stored first, then handed to the session), and decides who may see, change or delete one.
 //!
 //! Visibility (our choice; the contract leaves it open): a server admin sees every ingest; a
 //! user sees the ingests they created and those in a group where they hold `can_list` (the
-//! permission that shows who is in a call). Deleting needs admin, the creator, or
-//! `can_moderate` in one of the ingest's groups.
+//! permission that shows who is in a call). Creating and changing need admin or `can_publish`
+//! in every group of the (resulting) list, and for a change also in every group it removes.
+//! Deleting needs admin, the creator, or `can_moderate` in one of the ingest's groups.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -22,20 +24,25 @@ use time::OffsetDateTime;
 
 use crate::config::IngestConfig;
 use crate::error::IngestError;
-use crate::model::{IngestRecord, IngestState, IngestView, NewIngest, MAX_GROUPS, TABLE};
-use crate::session::{GetIngestTracks, IngestSession, IngestTracks, SessionParts, StopIngest};
+use crate::model::{IngestRecord, IngestState, IngestUpdate, IngestView, NewIngest, MAX_GROUPS, TABLE};
+use crate::session::{GetIngestTracks, IngestSession, IngestTracks, SessionParts, StopIngest, UpdateIngest};
 use crate::source::SourceUrl;
 use crate::status::IngestStatus;
 use crate::tls::{self, Fingerprint};
 
 /// The recording hook. The recorder is installed with [`IngestManager::set_recorder`]; each
-/// ingest created with `"record": true` calls [`IngestRecorder::tracks_published`] once its
-/// tracks exist (first successful connection; they then live until the ingest ends, across
-/// reconnects) and [`IngestRecorder::ingest_stopped`] when it ends.
+/// ingest with `"record": true` calls [`IngestRecorder::tracks_published`] once its tracks
+/// exist (first successful connection; they then live until the ingest ends, across
+/// reconnects) or, when `record` is turned on later, at once; and
+/// [`IngestRecorder::ingest_stopped`] when it ends or `record` is turned off.
 pub trait IngestRecorder: Send + Sync + 'static {
     /// Start recording participant `tracks.participant` in each of `tracks.groups`.
     fn tracks_published(&self, tracks: &IngestTracks);
-    /// The ingest ended (deleted, or its groups are gone).
+    /// The groups of an ingest being recorded changed (`tracks.groups` now); a recording in a
+    /// group the camera left no longer gets its media.
+    fn groups_changed(&self, tracks: &IngestTracks);
+    /// The ingest ended (deleted, or its groups are gone), or `record` was turned off: stop
+    /// and finalize its recording.
     fn ingest_stopped(&self, id: &str);
 }
 
@@ -61,6 +68,9 @@ struct Inner {
     deps: IngestDeps,
     running: Mutex<HashMap<String, Running>>,
     recorder: RwLock<Option<Arc<dyn IngestRecorder>>>,
+    /// Held by a change or a deletion from reading the record to handing it to the session,
+    /// so two of them never interleave (a change never stores back a deleted record).
+    changing: tokio::sync::Mutex<()>,
 }
 
 /// The ingests of this server.
@@ -77,6 +87,7 @@ impl IngestManager {
                 deps,
                 running: Mutex::new(HashMap::new()),
                 recorder: RwLock::new(None),
+                changing: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -102,15 +113,8 @@ impl IngestManager {
                     continue;
                 }
             };
-            let checked = SourceUrl::parse(&record.url).and_then(|source| {
-                let pin = tls::check_request(&source, record.transport, record.tls_fingerprint.as_deref())?;
-                Ok((source, pin))
-            });
-            match checked {
-                Ok((source, pin)) => {
-                    self.launch(record, source, pin);
-                    n += 1;
-                }
+            match self.start(record) {
+                Ok(()) => n += 1,
                 Err(e) => tracing::error!(ingest = %key, "stored ingest is invalid: {e}"),
             }
         }
@@ -118,6 +122,14 @@ impl IngestManager {
             tracing::info!(ingests = n, "restarted stored ingests");
         }
         Ok(n)
+    }
+
+    /// Starts a stored `record` (its URL and TLS settings checked again).
+    fn start(&self, record: IngestRecord) -> Result<(), IngestError> {
+        let source = SourceUrl::parse(&record.url)?;
+        let pin = tls::check_request(&source, record.transport, record.tls_fingerprint.as_deref())?;
+        self.launch(record, source, pin);
+        Ok(())
     }
 
     fn launch(&self, record: IngestRecord, source: SourceUrl, pin: Option<Fingerprint>) {
@@ -146,21 +158,8 @@ impl IngestManager {
         if let Some(name) = &req.name {
             engine::model::validate_name(name)?;
         }
-        if req.groups.is_empty() || req.groups.len() > MAX_GROUPS {
-            return Err(IngestError::Invalid(format!(
-                "groups must list 1 to {MAX_GROUPS} groups"
-            )));
-        }
-        let mut groups: Vec<GroupId> = Vec::new();
-        for g in req.groups {
-            if !groups.contains(&g) {
-                groups.push(g);
-            }
-        }
-        for g in &groups {
-            let access = Access::load(deps.store.as_ref(), who, g)?;
-            access.require(Perm::Publish)?;
-        }
+        let groups = group_list(req.groups)?;
+        self.require_publish(who, &groups, &[])?;
         let timeout = std::time::Duration::from_secs(deps.config.connect_timeout_s);
         source.check_allowed(deps.config.allow_remote, timeout).await?;
         let count = self.inner.running.lock().map(|r| r.len()).unwrap_or(0);
@@ -178,13 +177,96 @@ impl IngestManager {
             created_by: who.user.clone(),
             created_at: OffsetDateTime::now_utc(),
         };
-        let bytes = serde_json::to_vec(&record).map_err(|e| IngestError::Invalid(e.to_string()))?;
-        deps.store.put_doc(TABLE, &record.id, &bytes)?;
+        self.save(&record)?;
         tracing::info!(ingest = %record.id, url = %source.redacted, by = %who.user, "ingest created");
         self.launch(record.clone(), source, pin);
         Ok(self
             .view_of(&record.id)
             .unwrap_or_else(|| IngestView::of(&record, IngestStatus::default().snapshot())))
+    }
+
+    /// Fails unless `who` holds `can_publish` in each of `groups` (a server admin holds it in
+    /// every group); a group that does not exist is `GroupNotFound`, unless `stored` lists it
+    /// (deleted since the ingest was stored: nobody acts there any more).
+    fn require_publish(&self, who: &Principal, groups: &[GroupId], stored: &[GroupId]) -> Result<(), IngestError> {
+        for g in groups {
+            match Access::load(self.inner.deps.store.as_ref(), who, g) {
+                Ok(access) => {
+                    access.require(Perm::Publish)?;
+                }
+                Err(engine::EngineError::GroupNotFound(_)) if stored.contains(g) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `record` to the store.
+    fn save(&self, record: &IngestRecord) -> Result<(), IngestError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| IngestError::Invalid(e.to_string()))?;
+        self.inner.deps.store.put_doc(TABLE, &record.id, &bytes)?;
+        Ok(())
+    }
+
+    /// Changes an ingest while it runs (`PATCH`, extension): its `name`, `groups` and `record`.
+    /// Needs admin, or `can_publish` in every group of the resulting list and in every group
+    /// removed (as creating does). The record is stored first, then the session applies it
+    /// live: the camera connection, the participant and its tracks stay; the tracks leave
+    /// removed groups' calls and join added ones before this returns. Returns the new view.
+    pub async fn update(&self, who: &Principal, id: &str, patch: IngestUpdate) -> Result<IngestView, IngestError> {
+        let fixed = patch.fixed_fields();
+        if !fixed.is_empty() {
+            return Err(IngestError::Immutable(fixed));
+        }
+        if let Some(Some(name)) = &patch.name {
+            engine::model::validate_name(name)?;
+        }
+        let groups = patch.groups.map(group_list).transpose()?;
+        let _changing = self.inner.changing.lock().await;
+        let (mut record, addr) = self.running(who, id)?;
+        let regrouped = groups.is_some();
+        if let Some(groups) = groups {
+            let mut touched = groups.clone();
+            touched.extend(record.groups.iter().filter(|g| !groups.contains(g)).cloned());
+            self.require_publish(who, &touched, &record.groups)?;
+            record.groups = groups;
+        } else {
+            self.require_publish(who, &record.groups, &record.groups)?;
+        }
+        if let Some(name) = patch.name {
+            record.name = name;
+        }
+        if let Some(on) = patch.record {
+            record.record = on;
+        }
+        self.save(&record)?;
+        if let Ok(mut running) = self.inner.running.lock() {
+            if let Some(r) = running.get_mut(&record.id) {
+                r.record = record.clone();
+            }
+        }
+        if addr.send(UpdateIngest(record.clone())).await.is_err() && regrouped {
+            // Its session had ended (every group gone): start it again in the new groups.
+            self.start(record.clone())?;
+        }
+        tracing::info!(ingest = %record.id, by = %who.user, "ingest changed");
+        Ok(self
+            .view_of(&record.id)
+            .unwrap_or_else(|| IngestView::of(&record, IngestStatus::default().snapshot())))
+    }
+
+    /// The stored record and session of an ingest `who` may see.
+    fn running(&self, who: &Principal, id: &str) -> Result<(IngestRecord, Addr<IngestSession>), IngestError> {
+        let visible = self.get(who, id)?;
+        let running = self
+            .inner
+            .running
+            .lock()
+            .map_err(|_| IngestError::NotFound(id.into()))?;
+        let r = running
+            .get(&visible.id)
+            .ok_or_else(|| IngestError::NotFound(id.into()))?;
+        Ok((r.record.clone(), r.addr.clone()))
     }
 
     fn view_of(&self, id: &str) -> Option<IngestView> {
@@ -236,6 +318,7 @@ impl IngestManager {
 
     /// Deletes an ingest: removes its record, stops it; returns its final view (`stopped`).
     pub async fn delete(&self, who: &Principal, id: &str) -> Result<IngestView, IngestError> {
+        let _changing = self.inner.changing.lock().await;
         let record = self.get(who, id)?;
         let (record, status, addr) = {
             let running = self
@@ -285,6 +368,22 @@ impl IngestManager {
     }
 }
 
+/// A request's group list: 1 to [`MAX_GROUPS`] groups, duplicates dropped (first one kept).
+fn group_list(requested: Vec<GroupId>) -> Result<Vec<GroupId>, IngestError> {
+    if requested.is_empty() || requested.len() > MAX_GROUPS {
+        return Err(IngestError::Invalid(format!(
+            "groups must list 1 to {MAX_GROUPS} groups"
+        )));
+    }
+    let mut groups: Vec<GroupId> = Vec::new();
+    for g in requested {
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    Ok(groups)
+}
+
 /// Ids are 12 lowercase alphanumerics, all the same length, so an id is never the prefix of
 /// another and `delete_docs(prefix = id)` removes exactly one record.
 fn exact_key(id: &str) -> String {
@@ -299,4 +398,23 @@ fn new_id() -> String {
     (0..12)
         .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(names: &[&str]) -> Vec<GroupId> {
+        names.iter().map(|n| GroupId::new(*n).unwrap()).collect()
+    }
+
+    #[test]
+    fn group_lists_are_1_to_16_groups_without_duplicates() {
+        assert_eq!(group_list(ids(&["b", "a", "b"])).unwrap(), ids(&["b", "a"]));
+        assert!(matches!(group_list(Vec::new()), Err(IngestError::Invalid(_))));
+        let many: Vec<String> = (0..=MAX_GROUPS).map(|i| format!("g{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(group_list(ids(&many)).is_err());
+        assert_eq!(group_list(ids(&many[..MAX_GROUPS])).unwrap().len(), MAX_GROUPS);
+    }
 }

@@ -1,8 +1,10 @@
-//! What an ingest is: the request body ([`NewIngest`]), the stored record ([`IngestRecord`],
-//! JSON in table `ingests`, keyed by id), and the API view ([`IngestView`], URL redacted).
+//! What an ingest is: the request bodies ([`NewIngest`], [`IngestUpdate`]), the stored record
+//! ([`IngestRecord`], JSON in table `ingests`, keyed by id), and the API view ([`IngestView`],
+//! URL redacted).
 
 use engine::ids::{GroupId, UserId};
-use serde::{Deserialize, Serialize};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 
 use crate::source::SourceUrl;
@@ -40,6 +42,48 @@ pub struct NewIngest {
     /// allowed). When set, the certificate is pinned instead of checked against CAs.
     #[serde(default)]
     pub tls_fingerprint: Option<String>,
+}
+
+/// `PATCH /v1/ingests/{id}` (extension): the fields that may change while the ingest runs.
+/// An absent field is left as it is; `"name": null` clears the name. The connection fields
+/// (`url`, `transport`, `tls_fingerprint`) are accepted by the parser only to be refused with
+/// a clear error ([`IngestUpdate::fixed_fields`]): changing them means another camera session.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestUpdate {
+    /// `Some(None)`: clear the name.
+    #[serde(default, deserialize_with = "present")]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub groups: Option<Vec<GroupId>>,
+    #[serde(default, deserialize_with = "present")]
+    pub record: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    url: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    transport: Option<IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    tls_fingerprint: Option<IgnoredAny>,
+}
+
+impl IngestUpdate {
+    /// The fields the body names that cannot be changed in place (empty when none).
+    pub fn fixed_fields(&self) -> Vec<&'static str> {
+        [
+            ("url", self.url.is_some()),
+            ("transport", self.transport.is_some()),
+            ("tls_fingerprint", self.tls_fingerprint.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, named)| named.then_some(field))
+        .collect()
+    }
+}
+
+/// A field that is present in the body, whatever its value (`null` included: for `name` that
+/// is `Some(None)`; for a field whose type refuses `null`, an error).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// An ingest as stored (the URL keeps its credentials: they are needed to reconnect).
@@ -149,6 +193,46 @@ impl IngestView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn patch(json: &str) -> Result<IngestUpdate, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn a_patch_tells_absent_from_null_and_names_the_fixed_fields() {
+        let empty = patch("{}").unwrap();
+        assert!(empty.name.is_none() && empty.groups.is_none() && empty.record.is_none());
+        assert!(empty.fixed_fields().is_empty());
+
+        let p = patch(r#"{"name": null, "groups": ["a", "b"], "record": true}"#).unwrap();
+        assert_eq!(p.name, Some(None));
+        assert_eq!(p.groups.map(|g| g.len()), Some(2));
+        assert_eq!(p.record, Some(true));
+        assert_eq!(patch(r#"{"name": "Gate"}"#).unwrap().name, Some(Some("Gate".into())));
+
+        // Named at all, even as null: refused by the manager with the field names.
+        let p = patch(r#"{"url": null, "tls_fingerprint": "ab", "transport": "udp"}"#).unwrap();
+        assert_eq!(p.fixed_fields(), ["url", "transport", "tls_fingerprint"]);
+        let err = crate::IngestError::Immutable(p.fixed_fields());
+        assert_eq!(err.code(), "ingest_field_immutable");
+        assert_eq!(err.kind(), engine::ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("url, transport, tls_fingerprint"), "{err}");
+        assert!(err.to_string().contains("delete"), "{err}");
+    }
+
+    #[test]
+    fn a_patch_refuses_unknown_fields_and_null_groups_or_record() {
+        for bad in [
+            r#"{"nmae": "x"}"#,
+            r#"{"groups": null}"#,
+            r#"{"record": null}"#,
+            r#"{"record": "yes"}"#,
+            r#"{"groups": ["bad id!"]}"#,
+            r#"{"groups": "a"}"#,
+        ] {
+            assert!(patch(bad).is_err(), "{bad} should not parse");
+        }
+    }
 
     #[test]
     fn records_without_a_fingerprint_still_load_and_round_trip() {

@@ -1,13 +1,15 @@
 //! RTSP camera ingests: `POST /v1/ingests` (admin, or `can_publish` in every listed group),
 //! `GET /v1/ingests` and `GET /v1/ingests/{id}` (admin: all; a user: those they created and
 //! those in a group where they hold `can_list`), `DELETE /v1/ingests/{id}` (admin, creator, or
-//! `can_moderate` in one of its groups; answers 200 with the final view, `status: stopped`).
+//! `can_moderate` in one of its groups; answers 200 with the final view, `status: stopped`),
+//! and the extension `PATCH /v1/ingests/{id}` (`name`, `groups`, `record` of a running ingest;
+//! admin, or `can_publish` in every resulting and every removed group; 200 with the view).
 //! URLs are returned with their credentials replaced by `***`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use engine::ErrorKind;
-use ingest::{IngestError, IngestManager, NewIngest};
+use ingest::{IngestError, IngestManager, IngestUpdate, NewIngest};
 use serde_json::json;
 
 use crate::auth::Caller;
@@ -48,6 +50,17 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(manager.get(&who, &id).map_err(api_error)?))
+}
+
+/// Changes a running ingest's `name`, `groups` or `record` in place; 200 with its view.
+pub async fn update(
+    Caller(who): Caller,
+    manager: web::Data<IngestManager>,
+    id: web::Path<String>,
+    body: web::Json<IngestUpdate>,
+) -> Result<HttpResponse, ApiError> {
+    let view = manager.update(&who, &id, body.into_inner()).await.map_err(api_error)?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// Stops and forgets an ingest.

@@ -73,7 +73,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/groups/{gid}/live/program", web::put().to(live::set_program))
                 .route("/groups/{gid}/live/{name}", web::get().to(live::chunk))
                 .service(web::resource("/ingests").get(ingests::list).post(ingests::create))
-                .service(web::resource("/ingests/{id}").get(ingests::get).delete(ingests::delete))
+                .service(
+                    web::resource("/ingests/{id}")
+                        .get(ingests::get)
+                        .patch(ingests::update)
+                        .delete(ingests::delete),
+                )
                 .route("/whip", web::post().to(whip::publish))
                 .service(
                     web::resource("/sessions/{sid}")

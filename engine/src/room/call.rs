@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::messages::{
     AnnouncePublish, CallActivity, CallChanged, CapsChanged, GetCall, MuteParticipant, PublishTrack, RemoveParticipant,
-    Revoked, StopSession, Subscribe, TracksChanged, UnpublishSession, UnpublishTracks, Unsubscribe, UnwatchCall,
-    WatchCall, Watched,
+    RenamePublisher, Revoked, StopSession, Subscribe, TracksChanged, UnpublishSession, UnpublishTracks, Unsubscribe,
+    UnwatchCall, WatchCall, Watched,
 };
 use super::Room;
 use crate::error::EngineError;
@@ -331,6 +331,16 @@ impl Handler<UnpublishTracks> for Room {
         self.guarded(ctx, |room| {
             room.unpublish_where(|p| p.session == msg.session && msg.tracks.contains(&p.track.info.id));
         });
+    }
+}
+
+impl Handler<RenamePublisher> for Room {
+    type Result = ();
+
+    fn handle(&mut self, msg: RenamePublisher, _ctx: &mut Context<Self>) {
+        for p in self.call.publications.iter_mut().filter(|p| p.session == msg.session) {
+            p.principal = msg.principal.clone();
+        }
     }
 }
 

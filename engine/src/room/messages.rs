@@ -106,6 +106,15 @@ pub struct UnpublishSession {
     pub session: u64,
 }
 
+/// A publishing session's principal changed (an RTSP camera renamed): the call view lists the
+/// new display name. The tracks stay published; nothing is sent to anyone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RenamePublisher {
+    pub session: u64,
+    pub principal: Arc<Principal>,
+}
+
 /// Watch a publisher's tracks (the given participant, or the group's first publisher).
 /// Replies with who is watched and their tracks, `Forbidden` without `can_subscribe`,
 /// `NotFound` when nobody (or not that participant) publishes.

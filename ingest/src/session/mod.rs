@@ -2,8 +2,10 @@
 //! and publishes every track into it, as participant `ingest-{id}` (an admin principal: the
 //! permission check happened when the ingest was created). The RTSP work runs in a [`pump`]
 //! task on the media runtime, which creates the tracks on its first connection and announces
-//! them with [`TracksReady`]. Stopping the actor stops the pump, closes the tracks and leaves
-//! every room.
+//! them with [`TracksReady`]. [`UpdateIngest`] applies a changed record while it runs (a
+//! `PATCH`): the same tracks leave removed groups' rooms and are published into added ones,
+//! without touching the camera connection. Stopping the actor stops the pump, closes the
+//! tracks and leaves every room.
 
 pub mod demux;
 mod pump;
@@ -18,7 +20,7 @@ use engine::media::Media;
 use engine::metrics::EngineMetrics;
 use engine::perms::Principal;
 use engine::registry::{LeaveRoom, Registry, RoomFor};
-use engine::room::messages::{PublishTrack, Revoked, StopSession, UnpublishSession};
+use engine::room::messages::{PublishTrack, RenamePublisher, Revoked, StopSession, UnpublishSession};
 use engine::room::Room;
 use engine::track::Fanout;
 use tokio::sync::watch;
@@ -55,6 +57,15 @@ pub struct StopIngest {
     pub reason: &'static str,
 }
 
+/// Apply a changed record (`PATCH /v1/ingests/{id}`; the URL and transport are unchanged):
+/// rename the participant, leave the rooms of removed groups, join those of added groups with
+/// the same tracks, start or stop the recording. Replies once the added groups' rooms hold the
+/// tracks (when the camera has not connected yet, they are published there on its first
+/// connection, like the others).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateIngest(pub IngestRecord);
+
 /// The recording hook: replies with the ingest's tracks (empty before the first connection).
 #[derive(Message)]
 #[rtype(result = "IngestTracks")]
@@ -81,6 +92,8 @@ pub struct IngestSession {
     principal: Arc<Principal>,
     rooms: BTreeMap<GroupId, Option<Addr<Room>>>,
     tracks: Vec<Arc<Fanout>>,
+    /// The recorder was told to record these tracks (and not told to stop since).
+    recording: bool,
     status: Arc<IngestStatus>,
     stop: watch::Sender<bool>,
     parts: SessionParts,
@@ -113,6 +126,7 @@ impl IngestSession {
             tls_pin,
             principal: Arc::new(principal),
             tracks: Vec::new(),
+            recording: false,
             status,
             stop: watch::channel(false).0,
             parts,
@@ -123,7 +137,14 @@ impl IngestSession {
         IngestTracks {
             id: self.record.id.clone(),
             participant: self.principal.user.clone(),
-            groups: self.rooms.keys().cloned().collect(),
+            // In the record's order (the recorder records in the first), those still held.
+            groups: self
+                .record
+                .groups
+                .iter()
+                .filter(|g| self.rooms.contains_key(*g))
+                .cloned()
+                .collect(),
             record: self.record.record,
             tracks: self.tracks.clone(),
         }
@@ -149,6 +170,16 @@ impl IngestSession {
     }
 
     fn drop_group(&mut self, group: &GroupId, ctx: &mut Context<Self>) {
+        self.leave_group(group);
+        if self.rooms.is_empty() {
+            self.status
+                .set_error("every group of the ingest is gone (deleted or unreachable)".into());
+            ctx.stop();
+        }
+    }
+
+    /// Unpublishes the tracks from `group`'s call and lets go of its room.
+    fn leave_group(&mut self, group: &GroupId) {
         if let Some(room) = self.rooms.remove(group) {
             if let Some(room) = room {
                 room.do_send(UnpublishSession { session: self.conn });
@@ -158,35 +189,87 @@ impl IngestSession {
                 conn: self.conn,
             });
         }
-        if self.rooms.is_empty() {
-            self.status
-                .set_error("every group of the ingest is gone (deleted or unreachable)".into());
-            ctx.stop();
+    }
+
+    /// Takes `room` for `group` (its room was just held for this session) and publishes the
+    /// tracks there. A group no longer wanted (a later update removed it) is let go instead.
+    fn enter_group(&mut self, group: GroupId, room: Addr<Room>, ctx: &mut Context<Self>) {
+        if self.rooms.contains_key(&group) {
+            return; // already in (the registry holds a room once per session)
+        }
+        if !self.record.groups.contains(&group) {
+            self.parts.registry.do_send(LeaveRoom { group, conn: self.conn });
+            return;
+        }
+        self.rooms.insert(group.clone(), Some(room.clone()));
+        for track in self.tracks.clone() {
+            self.publish_into(group.clone(), room.clone(), track, ctx);
         }
     }
+
+    /// A new display name: the participant is shown with it in every call it is in.
+    fn rename(&mut self, name: Option<String>) {
+        let principal = Arc::new(Principal {
+            name,
+            ..(*self.principal).clone()
+        });
+        self.principal = principal.clone();
+        for room in self.rooms.values().flatten() {
+            room.do_send(RenamePublisher {
+                session: self.conn,
+                principal: principal.clone(),
+            });
+        }
+    }
+
+    /// Brings the recorder in line with `record`: records from the first connection on (once
+    /// the tracks exist) while `record` is on, stops (and finalizes) the recording when it is
+    /// turned off, and, while it goes on, tells the recorder when the groups changed (it moves
+    /// a recording whose group is gone).
+    fn sync_recording(&mut self, groups_changed: bool) {
+        let Some(recorder) = self.parts.recorder.clone() else {
+            return;
+        };
+        let wanted = self.record.record && !self.tracks.is_empty();
+        match (self.recording, wanted) {
+            (false, true) => {
+                recorder.tracks_published(&self.ingest_tracks());
+                self.recording = true;
+            }
+            (true, false) => {
+                recorder.ingest_stopped(&self.record.id);
+                self.recording = false;
+            }
+            (true, true) if groups_changed => recorder.groups_changed(&self.ingest_tracks()),
+            _ => {}
+        }
+    }
+}
+
+/// Holds the rooms of `groups` on behalf of session `conn`; groups whose room could not be had
+/// (the registry is gone: shutting down) are left out.
+async fn hold_rooms(registry: Addr<Registry>, conn: u64, groups: Vec<GroupId>) -> Vec<(GroupId, Addr<Room>)> {
+    let mut rooms = Vec::new();
+    for group in groups {
+        if let Ok(room) = registry
+            .send(RoomFor {
+                group: group.clone(),
+                holder: conn,
+            })
+            .await
+        {
+            rooms.push((group, room));
+        }
+    }
+    rooms
 }
 
 impl Actor for IngestSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let (registry, conn) = (self.parts.registry.clone(), self.conn);
         let groups: Vec<GroupId> = self.rooms.keys().cloned().collect();
-        let fut = async move {
-            let mut rooms = Vec::new();
-            for group in groups {
-                if let Ok(room) = registry
-                    .send(RoomFor {
-                        group: group.clone(),
-                        holder: conn,
-                    })
-                    .await
-                {
-                    rooms.push((group, room));
-                }
-            }
-            rooms
-        };
+        let fut = hold_rooms(self.parts.registry.clone(), self.conn, groups);
         ctx.wait(fut.into_actor(self).map(|rooms, act, ctx| {
             for (group, room) in rooms {
                 act.rooms.insert(group, Some(room));
@@ -220,10 +303,8 @@ impl Actor for IngestSession {
         for t in &self.tracks {
             t.close();
         }
-        if let Some(r) = &self.parts.recorder {
-            if self.record.record {
-                r.ingest_stopped(&self.record.id);
-            }
+        if let (Some(r), true) = (&self.parts.recorder, self.recording) {
+            r.ingest_stopped(&self.record.id);
         }
         tracing::info!(ingest = %self.record.id, "ingest ended");
     }
@@ -244,11 +325,48 @@ impl Handler<TracksReady> for IngestSession {
                 self.publish_into(group.clone(), room.clone(), track, ctx);
             }
         }
-        if let Some(r) = &self.parts.recorder {
-            if self.record.record {
-                r.tracks_published(&self.ingest_tracks());
-            }
+        self.sync_recording(false);
+    }
+}
+
+impl Handler<UpdateIngest> for IngestSession {
+    type Result = actix::ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, UpdateIngest(record): UpdateIngest, _ctx: &mut Context<Self>) -> Self::Result {
+        let old = std::mem::replace(&mut self.record, record);
+        if old.name != self.record.name {
+            self.rename(self.record.name.clone());
         }
+        let removed: Vec<GroupId> = self
+            .rooms
+            .keys()
+            .filter(|g| !self.record.groups.contains(g))
+            .cloned()
+            .collect();
+        for group in &removed {
+            self.leave_group(group);
+        }
+        let added: Vec<GroupId> = self
+            .record
+            .groups
+            .iter()
+            .filter(|g| !self.rooms.contains_key(*g))
+            .cloned()
+            .collect();
+        let groups_changed = !removed.is_empty() || !added.is_empty();
+        tracing::info!(ingest = %self.record.id, ?added, ?removed, record = self.record.record, "ingest changed");
+        let fut = hold_rooms(self.parts.registry.clone(), self.conn, added);
+        Box::pin(fut.into_actor(self).map(move |rooms, act, ctx| {
+            for (group, room) in rooms {
+                act.enter_group(group, room, ctx);
+            }
+            act.sync_recording(groups_changed);
+            if act.rooms.is_empty() {
+                act.status
+                    .set_error("no group of the ingest could be joined (the server is stopping)".into());
+                ctx.stop();
+            }
+        }))
     }
 }
 

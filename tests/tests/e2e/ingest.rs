@@ -1134,3 +1134,420 @@ async fn rtsps_ingest_bodies_are_validated() {
     let (st, v) = create(&s, &s.admin, json!({"url": "rtsp://127.0.0.1/cam", "groups": ["g"]})).await;
     assert_eq!((st, &v["tls_fingerprint"]), (201, &Value::Null), "{v}");
 }
+
+/// `PATCH /v1/ingests/{id}` with `body` as `token`.
+async fn patch(s: &Server, token: &str, id: &str, body: Value) -> (u16, Value) {
+    s.call(Method::PATCH, &format!("/v1/ingests/{id}"), Some(token), Some(body))
+        .await
+}
+
+/// Whether `gid`'s call lists `participant`.
+async fn in_call(s: &Server, gid: &str, participant: &str) -> bool {
+    call_participants(s, gid).await.iter().any(|p| p["user"] == participant)
+}
+
+/// Polls `gid`'s call until it lists `participant` (or not, per `listed`), for up to `wait`.
+async fn wait_in_call(s: &Server, gid: &str, participant: &str, listed: bool, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if in_call(s, gid, participant).await == listed {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The longest time `sub` went without a new complete frame over the next `window` (sampled
+/// every 10 ms).
+async fn longest_stall(sub: &WhepSubscriber, window: Duration) -> Duration {
+    let end = Instant::now() + window;
+    let (mut frames, mut since, mut longest) = (sub.counts().frames, Instant::now(), Duration::ZERO);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = sub.counts().frames;
+        if now != frames {
+            frames = now;
+            since = Instant::now();
+        }
+        longest = longest.max(since.elapsed());
+    }
+    longest
+}
+
+/// Reads the realtime socket until a `ty` event about `participant` in `group` (within 5 s).
+async fn wait_event(ws: &mut fanfare_tests::Ws, ty: &str, group: &str, participant: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ws.next(left).await {
+            Some(v) if v["type"] == ty && v["group"] == group && v["participant"] == participant => return v,
+            Some(_) => continue,
+            None => panic!("no {ty} for {participant} in {group} within 5 s"),
+        }
+    }
+}
+
+/// PATCH moves a live camera between calls: its connection, participant and tracks stay; a
+/// viewer in an added group gets frames, a viewer in a kept group is not interrupted, a viewer
+/// in a removed group is cut off; the change is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patching_groups_moves_a_live_camera_between_calls_without_a_reconnect() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("a", &[("viewer", json!({}))]).await;
+    s.group("b", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let camera = Camera::start(free_port(), &[]);
+    let (st, created) = create(&s, &s.admin, json!({"url": camera.url(), "groups": ["a"]})).await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let participant = format!("ingest-{id}");
+    wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+
+    let sub_a = WhepSubscriber::connect(
+        &s.base,
+        &format!("/v1/groups/a/whep?participant={participant}"),
+        &viewer,
+    )
+    .await
+    .expect("WHEP playback in a");
+    assert!(
+        sub_a.wait_frames(30, Duration::from_secs(10)).await,
+        "{:?}",
+        sub_a.counts()
+    );
+    let mut ws = s.ws(&viewer).await;
+    assert_eq!(ws.join("a").await["type"], "joined");
+    assert_eq!(ws.join("b").await["type"], "joined");
+    let before = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
+
+    // Add b: the same participant and tracks appear there, a's viewer goes on undisturbed.
+    let (st, v) = patch(&s, &s.admin, &id, json!({"groups": ["a", "b"]})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["groups"], json!(["a", "b"]), "{v}");
+    assert_eq!((&v["id"], &v["participant"]), (&before["id"], &before["participant"]));
+    let published = wait_event(&mut ws, "track_published", "b", &participant).await;
+    let track_ids: Vec<&Value> = before["tracks"]
+        .as_array()
+        .expect("tracks")
+        .iter()
+        .map(|t| &t["id"])
+        .collect();
+    assert!(
+        track_ids.contains(&&published["track"]["id"]),
+        "the same track: {published} vs {before}"
+    );
+    assert!(in_call(&s, "b", &participant).await, "b's call lists the camera");
+    let stall = tokio::spawn({
+        let (base, viewer, participant) = (s.base.clone(), viewer.clone(), participant.clone());
+        async move {
+            let sub_b =
+                WhepSubscriber::connect(&base, &format!("/v1/groups/b/whep?participant={participant}"), &viewer)
+                    .await
+                    .expect("WHEP playback in b");
+            let got = sub_b
+                .wait_until(Duration::from_secs(10), |c| c.keyframes >= 1 && c.frames >= 30)
+                .await;
+            (sub_b, got)
+        }
+    });
+    let a_stall = longest_stall(&sub_a, Duration::from_secs(3)).await;
+    let (sub_b, got) = stall.await.expect("the b viewer's task");
+    assert!(got, "b's viewer gets the camera's frames: {:?}", sub_b.counts());
+    eprintln!("a's viewer: longest gap between frames while b joined: {a_stall:?}");
+    assert!(
+        a_stall < Duration::from_millis(800),
+        "a's viewer stalled {a_stall:?}: {:?}",
+        sub_a.counts()
+    );
+    assert_eq!(
+        sub_a.connection_state(),
+        webrtc::peer_connection::RTCPeerConnectionState::Connected
+    );
+    // b's live HLS takes the camera as its program.
+    let live = format!("{}/v1/groups/b/live/index.m3u8?token={viewer}", s.base);
+    let r = s.http().get(&live).send().await.expect("live playlist");
+    assert_eq!(r.status().as_u16(), 200, "b's live HLS has the camera");
+    let v = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
+    assert_eq!(v["reconnects"], before["reconnects"], "no reconnect to the camera: {v}");
+    assert_eq!(v["status"], "live", "{v}");
+
+    // Remove a: the camera leaves a's call before the PATCH returns; a's viewer is cut off,
+    // b's keeps receiving.
+    let (st, v) = patch(&s, &s.admin, &id, json!({"groups": ["b"]})).await;
+    assert_eq!((st, &v["groups"]), (200, &json!(["b"])), "{v}");
+    assert!(!in_call(&s, "a", &participant).await, "a's call still lists the camera");
+    assert!(in_call(&s, "b", &participant).await, "b's call lost the camera");
+    wait_event(&mut ws, "track_unpublished", "a", &participant).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        sub_a.no_packets_within(Duration::from_secs(2)).await,
+        "a's viewer still receives: {:?}",
+        sub_a.counts()
+    );
+    let b_frames = sub_b.counts().frames;
+    assert!(
+        sub_b.wait_frames(b_frames + 30, Duration::from_secs(5)).await,
+        "b's viewer goes on: {:?}",
+        sub_b.counts()
+    );
+    let v = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
+    assert_eq!(v["reconnects"], before["reconnects"], "{v}");
+    sub_a.close().await;
+    sub_b.close().await;
+    drop(ws);
+
+    // Stored: the server comes back with the new groups.
+    let s = s.restart_after_kill().await;
+    let v = wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    assert_eq!(v["groups"], json!(["b"]), "{v}");
+    assert!(wait_in_call(&s, "b", &participant, true, Duration::from_secs(5)).await);
+    assert!(!in_call(&s, "a", &participant).await);
+    drop(camera);
+}
+
+/// Turning `record` on with PATCH starts a recording of the running camera; turning it off
+/// stops and finalizes it (one recording, as long as it was on); the camera stays connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patching_record_on_then_off_makes_one_recording_of_that_stretch() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("yard", &[("viewer", json!({}))]).await;
+    s.group("porch", &[]).await;
+    let viewer = s.token("viewer").await;
+    let camera = Camera::start(free_port(), &["--audio", "opus"]);
+    let (st, created) = create(&s, &s.admin, json!({"url": camera.url(), "groups": ["yard"]})).await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let before = wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+
+    let (st, v) = patch(&s, &s.admin, &id, json!({"record": true})).await;
+    assert_eq!((st, &v["record"]), (200, &json!(true)), "{v}");
+    let on = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (st, v) = patch(&s, &s.admin, &id, json!({"record": false})).await;
+    assert_eq!((st, &v["record"]), (200, &json!(false)), "{v}");
+    let recorded = on.elapsed().as_secs_f64();
+    eprintln!("record was on for {recorded:.2} s");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rec = loop {
+        let (st, list) = s
+            .call(Method::GET, "/v1/groups/yard/recordings", Some(&viewer), None)
+            .await;
+        assert_eq!(st, 200, "{list}");
+        let recs = list["recordings"].as_array().cloned().unwrap_or_default();
+        assert!(recs.len() <= 1, "one recording: {list}");
+        if let Some(rec) = recs.first().filter(|r| r["status"] == "ready") {
+            break rec.clone();
+        }
+        assert!(Instant::now() < deadline, "no finished recording: {list}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(rec["kind"], "ingest", "{rec}");
+    eprintln!("the recording: {rec}");
+    let d = rec["duration_s"].as_f64().unwrap_or(0.0);
+    // It starts at the camera's next keyframe (one a second).
+    assert!(
+        (recorded - 1.5..=recorded + 0.5).contains(&d),
+        "{d} s recorded of {recorded} s: {rec}"
+    );
+    crate::recording::check_recording(&s, rec["id"].as_str().expect("id"), d, 0.6).await;
+
+    // Off means off: no new recording starts, and the camera never reconnected.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(recordings(&s, "yard").await.len(), 1);
+    let v = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
+    assert_eq!(
+        (&v["status"], &v["reconnects"]),
+        (&json!("live"), &before["reconnects"]),
+        "{v}"
+    );
+
+    // On again, then the groups change: a recording whose group stays goes on; one whose
+    // group is removed ends there and the camera's first group records from then on.
+    let (st, v) = patch(&s, &s.admin, &id, json!({"record": true})).await;
+    assert_eq!(st, 200, "{v}");
+    let second = wait_recording(&s, "yard", |r| r["status"] == "recording").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (st, v) = patch(&s, &s.admin, &id, json!({"groups": ["porch", "yard"]})).await;
+    assert_eq!(st, 200, "{v}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(recordings(&s, "porch").await.is_empty(), "yard's recording went on");
+    let (st, v) = patch(&s, &s.admin, &id, json!({"groups": ["porch"]})).await;
+    assert_eq!(st, 200, "{v}");
+    let ended = wait_recording(&s, "yard", |r| r["id"] == second["id"] && r["status"] == "ready").await;
+    assert!(
+        ended["duration_s"].as_f64().unwrap_or(0.0) >= 3.0,
+        "not cut by the first change: {ended}"
+    );
+    wait_recording(&s, "porch", |r| r["status"] == "recording" && r["kind"] == "ingest").await;
+    let v = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
+    assert_eq!(v["reconnects"], before["reconnects"], "{v}");
+    drop(camera);
+}
+
+/// The recordings of `gid`.
+async fn recordings(s: &Server, gid: &str) -> Vec<Value> {
+    let (st, list) = s
+        .call(
+            Method::GET,
+            &format!("/v1/groups/{gid}/recordings"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{list}");
+    list["recordings"].as_array().cloned().unwrap_or_default()
+}
+
+/// Polls `gid`'s recordings (up to 20 s) until one satisfies `pred`; returns it.
+async fn wait_recording(s: &Server, gid: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let recs = recordings(s, gid).await;
+        if let Some(rec) = recs.iter().find(|r| pred(r)) {
+            return rec.clone();
+        }
+        assert!(Instant::now() < deadline, "no such recording in {gid}: {recs:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// What PATCH refuses, and who may use it; changes made while the camera is away apply when
+/// it comes; an ingest stopped because its groups were deleted starts again in new groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patching_an_ingest_is_validated_and_needs_can_publish_where_it_acts() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("g1", &[("pub", json!({}))]).await;
+    s.group("g2", &[("pub", json!({"can_publish": false}))]).await;
+    s.group("g3", &[("pub", json!({}))]).await;
+    let publisher = s.token("pub").await;
+    let port = free_port();
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let (st, created) = create(&s, &s.admin, json!({"url": url, "name": "Gate", "groups": ["g1"]})).await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+
+    for (what, body, status, code) in [
+        ("url", json!({"url": url}), 400, "ingest_field_immutable"),
+        ("transport", json!({"transport": "udp"}), 400, "ingest_field_immutable"),
+        (
+            "tls_fingerprint",
+            json!({"tls_fingerprint": null}),
+            400,
+            "ingest_field_immutable",
+        ),
+        ("an unknown field", json!({"colour": "red"}), 400, "invalid_body"),
+        ("empty groups", json!({"groups": []}), 400, "invalid_argument"),
+        ("null groups", json!({"groups": null}), 400, "invalid_body"),
+        ("a bad group id", json!({"groups": ["no spaces"]}), 400, "invalid_body"),
+        ("an empty name", json!({"name": ""}), 400, "invalid_argument"),
+        (
+            "an unknown group",
+            json!({"groups": ["g1", "nope"]}),
+            404,
+            "group_not_found",
+        ),
+    ] {
+        let (st, v) = patch(&s, &s.admin, &id, body).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (status, Some(code)), "{what}: {v}");
+        assert!(
+            v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {v}"
+        );
+    }
+    let (_, v) = patch(&s, &s.admin, &id, json!({"url": url})).await;
+    assert!(v["error"]["message"].as_str().unwrap_or("").contains("delete"), "{v}");
+    // POST answers an unknown group the same way.
+    let (st, _) = create(&s, &s.admin, json!({"url": url, "groups": ["nope"]})).await;
+    assert_eq!(st, 404);
+    let (st, v) = patch(&s, &s.admin, "nosuchingest", json!({})).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (404, Some("ingest_not_found")),
+        "{v}"
+    );
+
+    // A member without can_publish in a group being added, or in one being removed: 403.
+    let (st, v) = patch(&s, &publisher, &id, json!({"groups": ["g1", "g2"]})).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (403, Some("forbidden")), "{v}");
+    let (st, v) = patch(&s, &s.admin, &id, json!({"groups": ["g1", "g2"]})).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = patch(&s, &publisher, &id, json!({"groups": ["g1"]})).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (403, Some("forbidden")), "{v}");
+    let (st, v) = patch(&s, &publisher, &id, json!({"name": "Porch"})).await;
+    assert_eq!(st, 403, "g2 is still in the list: {v}");
+    // Nothing of the refused requests was applied.
+    let v = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
+    assert_eq!(
+        (&v["groups"], &v["name"]),
+        (&json!(["g1", "g2"]), &json!("Gate")),
+        "{v}"
+    );
+
+    // `{}` changes nothing; the admin moves it to g1 + g3, the member (can_publish in both)
+    // renames it, and clears the name.
+    let (st, v) = patch(&s, &s.admin, &id, json!({})).await;
+    assert_eq!(
+        (st, &v["groups"], &v["name"]),
+        (200, &json!(["g1", "g2"]), &json!("Gate")),
+        "{v}"
+    );
+    let (st, v) = patch(&s, &s.admin, &id, json!({"groups": ["g3", "g1", "g3"]})).await;
+    assert_eq!((st, &v["groups"]), (200, &json!(["g3", "g1"])), "{v}");
+    let (st, v) = patch(&s, &publisher, &id, json!({"name": "Porch", "record": false})).await;
+    assert_eq!((st, &v["name"], &v["url"]), (200, &json!("Porch"), &json!(url)), "{v}");
+    let (st, v) = patch(&s, &publisher, &id, json!({"name": null})).await;
+    assert_eq!((st, &v["name"]), (200, &Value::Null), "{v}");
+    let (st, v) = patch(&s, &publisher, &id, json!({"name": "Porch"})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["status"], "retrying", "no camera yet: {v}");
+
+    // The camera comes: it goes live in the groups it has now, with its new name.
+    let camera = Camera::start(port, &[]);
+    wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    let participant = format!("ingest-{id}");
+    assert!(wait_in_call(&s, "g3", &participant, true, Duration::from_secs(5)).await);
+    assert!(in_call(&s, "g1", &participant).await);
+    assert!(!in_call(&s, "g2", &participant).await);
+    let named = call_participants(&s, "g3").await;
+    assert!(
+        named
+            .iter()
+            .any(|p| p["user"] == participant.as_str() && p["name"] == "Porch"),
+        "{named:?}"
+    );
+    // Renaming a live camera renames it in the calls too.
+    let (st, _) = patch(&s, &s.admin, &id, json!({"name": "Yard"})).await;
+    assert_eq!(st, 200);
+    let named = call_participants(&s, "g1").await;
+    assert!(
+        named
+            .iter()
+            .any(|p| p["user"] == participant.as_str() && p["name"] == "Yard"),
+        "{named:?}"
+    );
+
+    // Its groups deleted, the ingest stops; given groups again, it starts again (the deleted
+    // groups need no permission to leave).
+    for g in ["g1", "g3"] {
+        let (st, v) = s
+            .call(Method::DELETE, &format!("/v1/groups/{g}"), Some(&s.admin), None)
+            .await;
+        assert_eq!(st, 204, "{v}");
+    }
+    wait_status(&s, &id, "stopped", Duration::from_secs(5)).await;
+    let (st, v) = patch(&s, &s.admin, &id, json!({"groups": ["g2"]})).await;
+    assert_eq!((st, &v["groups"]), (200, &json!(["g2"])), "{v}");
+    wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    assert!(wait_in_call(&s, "g2", &participant, true, Duration::from_secs(5)).await);
+
+    let (_, doc) = s.call(Method::GET, "/v1/openapi.json", None, None).await;
+    assert!(
+        doc["paths"]["/v1/ingests/{id}"]["patch"].is_object(),
+        "openapi lists PATCH"
+    );
+    drop(camera);
+}

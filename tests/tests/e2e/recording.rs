@@ -102,7 +102,7 @@ async fn publish(s: &Server, groups: &str, token: &str) -> WhipPublisher {
 
 /// Checks a finished recording with ffprobe: duration near `want_s`, H.264 + AAC, every
 /// segment starting with a keyframe, EXTINF matching each segment's real duration.
-async fn check_recording(s: &Server, rid: &str, want_s: f64, tolerance: f64) {
+pub(crate) async fn check_recording(s: &Server, rid: &str, want_s: f64, tolerance: f64) {
     let path = format!("/v1/recordings/{rid}/index.m3u8");
     let (st, text) = get_text(s, &format!("{}{path}?token={}", s.base, s.admin)).await;
     assert_eq!(st, 200, "{text}");
