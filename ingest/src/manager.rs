@@ -58,6 +58,7 @@ pub struct IngestDeps {
     pub config: IngestConfig,
 }
 
+#[derive(Clone)]
 struct Running {
     record: IngestRecord,
     status: Arc<IngestStatus>,
@@ -223,7 +224,7 @@ impl IngestManager {
         }
         let groups = patch.groups.map(group_list).transpose()?;
         let _changing = self.inner.changing.lock().await;
-        let (mut record, addr) = self.running(who, id)?;
+        let Running { mut record, addr, .. } = self.running(who, id)?;
         let regrouped = groups.is_some();
         if let Some(groups) = groups {
             let mut touched = groups.clone();
@@ -255,18 +256,18 @@ impl IngestManager {
             .unwrap_or_else(|| IngestView::of(&record, IngestStatus::default().snapshot())))
     }
 
-    /// The stored record and session of an ingest `who` may see.
-    fn running(&self, who: &Principal, id: &str) -> Result<(IngestRecord, Addr<IngestSession>), IngestError> {
+    /// The stored record, status and session of an ingest `who` may see.
+    fn running(&self, who: &Principal, id: &str) -> Result<Running, IngestError> {
         let visible = self.get(who, id)?;
         let running = self
             .inner
             .running
             .lock()
             .map_err(|_| IngestError::NotFound(id.into()))?;
-        let r = running
+        running
             .get(&visible.id)
-            .ok_or_else(|| IngestError::NotFound(id.into()))?;
-        Ok((r.record.clone(), r.addr.clone()))
+            .cloned()
+            .ok_or_else(|| IngestError::NotFound(id.into()))
     }
 
     fn view_of(&self, id: &str) -> Option<IngestView> {
@@ -319,18 +320,7 @@ impl IngestManager {
     /// Deletes an ingest: removes its record, stops it; returns its final view (`stopped`).
     pub async fn delete(&self, who: &Principal, id: &str) -> Result<IngestView, IngestError> {
         let _changing = self.inner.changing.lock().await;
-        let record = self.get(who, id)?;
-        let (record, status, addr) = {
-            let running = self
-                .inner
-                .running
-                .lock()
-                .map_err(|_| IngestError::NotFound(id.into()))?;
-            let r = running
-                .get(&record.id)
-                .ok_or_else(|| IngestError::NotFound(id.into()))?;
-            (r.record.clone(), r.status.clone(), r.addr.clone())
-        };
+        let Running { record, status, addr } = self.running(who, id)?;
         if !self.holds_in_any(who, &record, Perm::Moderate) {
             return Err(engine::EngineError::Forbidden(
                 "deleting an ingest needs admin, its creator, or can_moderate in one of its groups".into(),

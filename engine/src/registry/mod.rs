@@ -73,6 +73,24 @@ impl Registry {
     }
 }
 
+/// Holds the rooms of `groups` on behalf of `holder` (a session id, see [`RoomFor`]); groups
+/// whose room could not be had (the registry is gone: shutting down) are left out.
+pub async fn hold_rooms(registry: Addr<Registry>, holder: u64, groups: Vec<GroupId>) -> Vec<(GroupId, Addr<Room>)> {
+    let mut rooms = Vec::new();
+    for group in groups {
+        if let Ok(room) = registry
+            .send(RoomFor {
+                group: group.clone(),
+                holder,
+            })
+            .await
+        {
+            rooms.push((group, room));
+        }
+    }
+    rooms
+}
+
 impl Actor for Registry {
     type Context = Context<Self>;
 }

@@ -21,7 +21,7 @@ use crate::ids::GroupId;
 use crate::media::{cap_video_bitrate, Media, Peer, PeerRole};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
-use crate::registry::{LeaveRoom, Registry, RoomFor};
+use crate::registry::{hold_rooms, LeaveRoom, Registry, RoomFor};
 use crate::room::messages::{AnnouncePublish, PublishTrack, Revoked, StopSession, UnpublishSession, UnpublishTracks};
 use crate::room::Room;
 use crate::track::{Fanout, MediaKind, Source, Track, TrackInfo, Upstream};
@@ -181,21 +181,7 @@ impl Actor for Publisher {
         // Hold each group's room before anything else is handled.
         let (registry, id) = (self.registry.clone(), self.id);
         let groups: Vec<GroupId> = self.rooms.keys().cloned().collect();
-        let fut = async move {
-            let mut rooms = Vec::new();
-            for group in groups {
-                if let Ok(room) = registry
-                    .send(RoomFor {
-                        group: group.clone(),
-                        holder: id,
-                    })
-                    .await
-                {
-                    rooms.push((group, room));
-                }
-            }
-            rooms
-        };
+        let fut = hold_rooms(registry, id, groups);
         ctx.wait(fut.into_actor(self).map(|rooms, act, _| {
             for (group, room) in rooms {
                 act.rooms.insert(group, Some(room));

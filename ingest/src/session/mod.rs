@@ -19,7 +19,7 @@ use engine::ids::{GroupId, UserId};
 use engine::media::Media;
 use engine::metrics::EngineMetrics;
 use engine::perms::Principal;
-use engine::registry::{LeaveRoom, Registry, RoomFor};
+use engine::registry::{hold_rooms, LeaveRoom, Registry};
 use engine::room::messages::{PublishTrack, RenamePublisher, Revoked, StopSession, UnpublishSession};
 use engine::room::Room;
 use engine::track::Fanout;
@@ -244,24 +244,6 @@ impl IngestSession {
             _ => {}
         }
     }
-}
-
-/// Holds the rooms of `groups` on behalf of session `conn`; groups whose room could not be had
-/// (the registry is gone: shutting down) are left out.
-async fn hold_rooms(registry: Addr<Registry>, conn: u64, groups: Vec<GroupId>) -> Vec<(GroupId, Addr<Room>)> {
-    let mut rooms = Vec::new();
-    for group in groups {
-        if let Ok(room) = registry
-            .send(RoomFor {
-                group: group.clone(),
-                holder: conn,
-            })
-            .await
-        {
-            rooms.push((group, room));
-        }
-    }
-    rooms
 }
 
 impl Actor for IngestSession {
