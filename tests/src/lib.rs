@@ -286,20 +286,33 @@ impl Server {
 
     /// Reads one Prometheus sample (first line starting with `name`) from `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
+        let text = self.metrics_text().await;
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} not found"))
+    }
+
+    /// The `/metrics` page.
+    async fn metrics_text(&self) -> String {
+        self.http
             .get(format!("{}/metrics", self.base))
             .send()
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("text");
+            .expect("text")
+    }
+
+    /// The sum of every series of `name` (all label sets) on `/metrics`; 0 when there is none.
+    pub async fn metric_total(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
         text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("metric {name} not found"))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// Polls `/metrics` until `name` reads `want` (or 5 s pass) and returns the last value.

@@ -1,5 +1,6 @@
 //! An interceptor that hands a connection's feedback up to the application, one stream at a
-//! time: keyframe requests (PLI, FIR), receiver reports (their loss drives a viewer's layer),
+//! time: keyframe requests (PLI, FIR), NACKs (counted per track; the NACK responder answers
+//! them), receiver reports (their loss drives a viewer's layer),
 //! the client's estimate (REMB) and, on a viewer's connection, the server's own send-side
 //! estimate ([`SendSideBwe`]: this interceptor also numbers the packets sent with
 //! transport-wide sequence numbers and reads the client's TWCC feedback), and counts NACKs.
@@ -125,6 +126,9 @@ impl RtcpForward {
             let a = p.as_any();
             if let Some(pli) = a.downcast_ref::<PictureLossIndication>() {
                 push(pli.media_ssrc, p.cloned());
+            } else if let Some(nack) = a.downcast_ref::<TransportLayerNack>() {
+                // For the track's count; the NACK responder answers the packet itself.
+                push(nack.media_ssrc, p.cloned());
             } else if let Some(fir) = a.downcast_ref::<FullIntraRequest>() {
                 for entry in &fir.fir {
                     push(
@@ -363,7 +367,7 @@ mod tests {
         let Packet::Rtcp(pkts) = &copy.message.packet else {
             panic!("rtcp")
         };
-        assert_eq!(pkts.len(), 1, "the PLI only");
+        assert_eq!(pkts.len(), 2, "the NACK (to be counted) and the PLI");
         assert!(f.poll_read().is_none());
     }
 

@@ -57,6 +57,10 @@ impl TrackDirectory {
                 "fanfare_track_keyframe_requests",
                 "Keyframe requests sent for this track",
             )?,
+            nacked: gauge(
+                "fanfare_track_nacked_packets",
+                "Packets this track's subscribers asked to have resent (NACK)",
+            )?,
             subscribers: gauge("fanfare_track_subscribers", "Subscriber legs of this track")?,
         })
     }
@@ -71,11 +75,12 @@ pub struct TrackCollector {
     bytes_out: IntGaugeVec,
     dropped: IntGaugeVec,
     plis: IntGaugeVec,
+    nacked: IntGaugeVec,
     subscribers: IntGaugeVec,
 }
 
 impl TrackCollector {
-    fn all(&self) -> [&IntGaugeVec; 7] {
+    fn all(&self) -> [&IntGaugeVec; 8] {
         [
             &self.packets_in,
             &self.bytes_in,
@@ -83,6 +88,7 @@ impl TrackCollector {
             &self.bytes_out,
             &self.dropped,
             &self.plis,
+            &self.nacked,
             &self.subscribers,
         ]
     }
@@ -111,6 +117,7 @@ impl Collector for TrackCollector {
             self.bytes_out.with_label_values(&labels).set(get(&c.bytes_out));
             self.dropped.with_label_values(&labels).set(get(&c.dropped));
             self.plis.with_label_values(&labels).set(get(&c.plis));
+            self.nacked.with_label_values(&labels).set(get(&c.nacked));
             self.subscribers.with_label_values(&labels).set(t.subscribers() as i64);
         }
         self.all().into_iter().flat_map(|g| g.collect()).collect()

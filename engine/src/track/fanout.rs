@@ -14,6 +14,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -58,6 +59,8 @@ pub struct TrackCounters {
     pub dropped: AtomicU64,
     /// Keyframe requests sent to the publisher.
     pub plis: AtomicU64,
+    /// Packets subscribers asked to have resent (NACK), answered from each leg's history.
+    pub nacked: AtomicU64,
     /// Layer switches made by subscriber legs.
     pub layer_switches: AtomicU64,
 }
@@ -776,6 +779,14 @@ impl Fanout {
                         fraction_lost,
                     });
                 }
+                let nacked: u64 = pkts
+                    .iter()
+                    .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
+                    .filter(|n| n.media_ssrc == leg_ssrc)
+                    .flat_map(|n| n.nacks.iter())
+                    .map(|pair| 1 + u64::from(pair.lost_packets.count_ones()))
+                    .sum();
+                fanout.counters.nacked.fetch_add(nacked, Ordering::Relaxed);
                 let keyframe_request = pkts.iter().any(|p| {
                     let a = p.as_any();
                     a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>()

@@ -50,6 +50,11 @@ async fn a_viewer_that_loses_packets_gets_them_again_each_with_a_new_transport_w
         "every resent packet has a transport-wide number of its own"
     );
     assert!(s.metric("fanfare_nacks_received_total").await >= 1.0);
+    let nacked = s.metric_total("fanfare_track_nacked_packets").await;
+    assert!(
+        nacked >= repaired as f64,
+        "the track counts what was asked again: {nacked}"
+    );
     let before = viewer.counts().frames;
     assert!(
         viewer.wait_frames(before + 30, WAIT).await,
