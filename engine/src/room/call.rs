@@ -150,6 +150,7 @@ impl Room {
             }
         }
         for p in &gone {
+            p.track.leave_room(&self.group);
             let ev = ServerMessage::TrackUnpublished {
                 group: self.group.clone(),
                 participant: p.principal.user.clone(),
@@ -298,6 +299,7 @@ impl Handler<PublishTrack> for Room {
                 room.call_activity(true);
             }
             let user = msg.principal.user.clone();
+            msg.track.enter_room(&room.group);
             room.call.publications.push(Publication {
                 session: msg.session,
                 principal: msg.principal,

@@ -228,6 +228,9 @@ impl Actor for Room {
         for gauge in [&m.room_connections, &m.room_tracks, &m.room_viewers] {
             let _ = gauge.remove_label_values(&g);
         }
+        for p in &self.call.publications {
+            p.track.leave_room(&self.group);
+        }
     }
 }
 

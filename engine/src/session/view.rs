@@ -33,7 +33,7 @@ use crate::media::{Media, Peer, PeerRole, PeerState};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
-use crate::room::messages::{CapsChanged, StopSession, Subscribe, TracksChanged, Unsubscribe};
+use crate::room::messages::{CapsChanged, StopSession, Subscribe, TracksChanged, Unsubscribe, Watched};
 use crate::room::Room;
 use crate::track::{Fanout, LegCaps, MediaKind};
 
@@ -180,16 +180,21 @@ struct Built {
 }
 
 /// Builds the subscriber side: a peer with one local track per published track, the answer,
-/// and a leg attached to each fan-out whose codec the client accepted.
+/// and a leg (for a viewer in `group`) attached to each fan-out whose codec the client accepted.
 async fn build(
     media: Media,
     metrics: EngineMetrics,
     offer: String,
-    watched: UserId,
-    tracks: Vec<Arc<Fanout>>,
-    caps: LegCaps,
+    group: GroupId,
+    watched: Watched,
     viewer: Addr<Viewer>,
 ) -> Result<Built, EngineError> {
+    let Watched {
+        user: watched,
+        tracks,
+        caps,
+        ..
+    } = watched;
     let peer = Peer::new(&media, &metrics, PeerRole::Viewer).await?;
     let mut locals = Vec::new();
     for track in &tracks {
@@ -217,7 +222,7 @@ async fn build(
     let mut legs = Vec::new();
     for (track, local, ssrc) in locals {
         if let Some(pt) = negotiated_pt(&peer.pc, &track).await {
-            let leg = track.attach_capped(local, pt, ssrc, peer.state.clone(), caps.clone());
+            let leg = track.attach_capped(group.clone(), local, pt, ssrc, peer.state.clone(), caps.clone());
             legs.push((track, leg.id));
         }
     }
@@ -353,6 +358,7 @@ impl Handler<Negotiate> for Viewer {
             follow: self.offers.is_some().then(|| ctx.address().recipient()),
         };
         let (media, addr, metrics) = (self.media.clone(), ctx.address(), self.metrics.clone());
+        let group = self.group.clone();
         let fut = async move {
             // Tracks of one publish arrive one by one: ask again until all have (up to 3 s).
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
@@ -372,20 +378,12 @@ impl Handler<Negotiate> for Viewer {
                     watched.user
                 )));
             }
-            let (watched, tracks, caps) = (watched.user, watched.tracks, watched.caps);
+            let (user, caps) = (watched.user.clone(), watched.caps.clone());
             let built = media
                 .clone()
-                .run(build(
-                    media,
-                    metrics,
-                    msg.offer,
-                    watched.clone(),
-                    tracks,
-                    caps.clone(),
-                    addr,
-                ))
+                .run(build(media, metrics, msg.offer, group, watched, addr))
                 .await??;
-            Ok::<_, EngineError>((built, watched, caps))
+            Ok::<_, EngineError>((built, user, caps))
         };
         Box::pin(fut.into_actor(self).map(|res, act, ctx| match res {
             Ok((built, watched, caps)) => {
@@ -577,6 +575,7 @@ impl Handler<AcceptAnswer> for Viewer {
         };
         let media = self.media.clone();
         let caps: Vec<LegCaps> = locals.iter().map(|(t, _, _)| self.caps_for(t)).collect();
+        let group = self.group.clone();
         let fut = async move {
             media
                 .run(async move {
@@ -586,7 +585,7 @@ impl Handler<AcceptAnswer> for Viewer {
                     let mut legs = Vec::new();
                     for ((track, local, ssrc), caps) in locals.into_iter().zip(caps) {
                         if let Some(pt) = negotiated_pt(&pc, &track).await {
-                            let leg = track.attach_capped(local, pt, ssrc, state.clone(), caps);
+                            let leg = track.attach_capped(group.clone(), local, pt, ssrc, state.clone(), caps);
                             legs.push((track, leg.id));
                         }
                     }

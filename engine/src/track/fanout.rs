@@ -23,8 +23,10 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::actor::{LayersChanged, LossReport, SetEstimate, SetLegCaps, Subscribed, Track, TrackEnded, Unsubscribed};
 use super::congestion::EstimateSource;
+use super::directory::RoomTraffic;
 use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS};
 use super::{MediaKind, TrackInfo};
+use crate::ids::GroupId;
 use crate::media::{PeerState, SendSideEstimate};
 use crate::metrics::EngineMetrics;
 
@@ -48,7 +50,8 @@ pub enum Upstream {
     Local,
 }
 
-/// Counters of one track, read by `/metrics` and the call view.
+/// Counters of one track, read by `/metrics`. What went out (and was asked again) is counted
+/// per leg ([`LegCounters`]) and lands here when the leg goes: [`Fanout::sent`] adds both.
 #[derive(Debug, Default)]
 pub struct TrackCounters {
     pub packets_in: AtomicU64,
@@ -81,9 +84,33 @@ pub struct Downtrack {
     current: AtomicU8,
     /// The layer to move to at its next keyframe (set by the [`Track`] actor).
     target: AtomicU8,
+    /// The group whose viewer this leg serves (per-room traffic in `/metrics`).
+    pub room: GroupId,
+    /// What this leg sent and was asked to resend; added to the track's counters when it goes.
+    pub counters: LegCounters,
+}
+
+/// Counters of one subscriber leg.
+#[derive(Debug, Default)]
+pub struct LegCounters {
+    pub packets_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Packets the subscriber asked to have resent (NACK).
+    pub nacked: AtomicU64,
 }
 
 impl Downtrack {
+    /// What this leg sent and was asked to resend so far.
+    pub fn traffic(&self) -> RoomTraffic {
+        let c = &self.counters;
+        RoomTraffic {
+            packets_out: c.packets_out.load(Ordering::Relaxed),
+            bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            nacked: c.nacked.load(Ordering::Relaxed),
+            ..RoomTraffic::default()
+        }
+    }
+
     /// The layer this leg forwards now.
     pub fn current(&self) -> u8 {
         self.current.load(Ordering::Relaxed)
@@ -238,6 +265,9 @@ pub struct Fanout {
     pub info: TrackInfo,
     pub counters: TrackCounters,
     legs: RwLock<Vec<Arc<Downtrack>>>,
+    /// The groups whose calls list this track (kept by their rooms), each with the track's
+    /// counts when it entered: the room is credited with what came in since.
+    rooms: Mutex<Vec<(GroupId, RoomTraffic)>>,
     /// Each tap and the layer it follows.
     taps: Mutex<Vec<(u8, mpsc::Sender<rtp::Packet>)>>,
     layers: [Layer; MAX_LAYERS],
@@ -264,6 +294,7 @@ impl Fanout {
             info,
             counters: TrackCounters::default(),
             legs: RwLock::new(Vec::new()),
+            rooms: Mutex::new(Vec::new()),
             taps: Mutex::new(Vec::new()),
             layers,
             keyframe_aware: aware,
@@ -439,12 +470,12 @@ impl Fanout {
                 if leg.write(&pkt, offset, idx) {
                     leg.current.store(idx, Ordering::Relaxed);
                     c.layer_switches.fetch_add(1, Ordering::Relaxed);
-                    self.count_out(len);
+                    self.count_out(leg, len);
                 }
                 continue;
             }
             if leg.write(&pkt, offset, idx) {
-                self.count_out(len);
+                self.count_out(leg, len);
             } else {
                 leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
                 c.dropped.fetch_add(1, Ordering::Relaxed);
@@ -453,10 +484,10 @@ impl Fanout {
         }
     }
 
-    /// Counts one packet of `len` payload bytes written to a leg.
-    fn count_out(&self, len: u64) {
-        self.counters.packets_out.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes_out.fetch_add(len, Ordering::Relaxed);
+    /// Counts one packet of `len` payload bytes written to `leg`.
+    fn count_out(&self, leg: &Downtrack, len: u64) {
+        leg.counters.packets_out.fetch_add(1, Ordering::Relaxed);
+        leg.counters.bytes_out.fetch_add(len, Ordering::Relaxed);
         self.metrics.rtp_packets_out.inc();
         self.metrics.rtp_bytes_out.inc_by(len);
     }
@@ -572,7 +603,7 @@ impl Fanout {
         }
         for pkt in &cached {
             if leg.write_waiting(pkt, FROM_CACHE).await {
-                self.count_out(pkt.payload.len() as u64);
+                self.count_out(leg, pkt.payload.len() as u64);
             }
         }
         leg.live.store(true, Ordering::Relaxed);
@@ -678,23 +709,12 @@ impl Fanout {
         self.close();
     }
 
-    /// Attaches a subscriber leg writing to `local` with the leg's payload type `pt` and SSRC
-    /// `ssrc`, without caps. See [`Self::attach_capped`].
-    pub fn attach(
-        self: &Arc<Self>,
-        local: Arc<TrackLocalStaticRTP>,
-        pt: u8,
-        ssrc: u32,
-        state: tokio::sync::watch::Receiver<PeerState>,
-    ) -> Arc<Downtrack> {
-        self.attach_capped(local, pt, ssrc, state, LegCaps::default())
-    }
-
-    /// Attaches a subscriber leg writing to `local` with the leg's payload type `pt` and SSRC
-    /// `ssrc`, on the layer `caps` allow. Forwarding starts when `state` reaches `Connected`,
-    /// with a keyframe request. Must be called on the media runtime.
+    /// Attaches a subscriber leg for a viewer in `room`, writing to `local` with the leg's
+    /// payload type `pt` and SSRC `ssrc`, on the layer `caps` allow. Forwarding starts when
+    /// `state` reaches `Connected`, with a keyframe request. Must be called on the media runtime.
     pub fn attach_capped(
         self: &Arc<Self>,
+        room: GroupId,
         local: Arc<TrackLocalStaticRTP>,
         pt: u8,
         ssrc: u32,
@@ -722,6 +742,8 @@ impl Fanout {
             live: AtomicBool::new(false),
             current: AtomicU8::new(if multi { NO_LAYER } else { target }),
             target: AtomicU8::new(target),
+            room,
+            counters: LegCounters::default(),
         });
         let fanout = self.clone();
         let starting = leg.clone();
@@ -786,7 +808,7 @@ impl Fanout {
                     .flat_map(|n| n.nacks.iter())
                     .map(|pair| 1 + u64::from(pair.lost_packets.count_ones()))
                     .sum();
-                fanout.counters.nacked.fetch_add(nacked, Ordering::Relaxed);
+                feedback.counters.nacked.fetch_add(nacked, Ordering::Relaxed);
                 let keyframe_request = pkts.iter().any(|p| {
                     let a = p.as_any();
                     a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>()
@@ -815,14 +837,85 @@ impl Fanout {
         self.tell(SetLegCaps { leg: leg_id, caps });
     }
 
-    /// Detaches a subscriber leg.
+    /// Detaches a subscriber leg; what it sent stays in the track's counters.
     pub fn detach(&self, leg_id: u64) {
         if let Ok(mut legs) = self.legs.write() {
             let before = legs.len();
+            let c = &self.counters;
+            for gone in legs.iter().filter(|l| l.id == leg_id) {
+                let t = gone.traffic();
+                c.packets_out.fetch_add(t.packets_out, Ordering::Relaxed);
+                c.bytes_out.fetch_add(t.bytes_out, Ordering::Relaxed);
+                c.nacked.fetch_add(t.nacked, Ordering::Relaxed);
+                self.metrics.tracks_live.add_gone(gone.room.as_str(), t);
+            }
             legs.retain(|l| l.id != leg_id);
             self.metrics.legs.sub((before - legs.len()) as i64);
         }
         self.tell(Unsubscribed { leg: leg_id });
+    }
+
+    /// What the track sent and was asked to resend so far, `(packets, bytes, nacked)`: its
+    /// departed legs' counts plus the live legs'. Each live leg is also handed to `per_leg`.
+    pub fn sent(&self, mut per_leg: impl FnMut(&Downtrack)) -> (u64, u64, u64) {
+        let Ok(legs) = self.legs.read() else {
+            return (0, 0, 0);
+        };
+        let c = &self.counters;
+        let mut total = (
+            c.packets_out.load(Ordering::Relaxed),
+            c.bytes_out.load(Ordering::Relaxed),
+            c.nacked.load(Ordering::Relaxed),
+        );
+        for leg in legs.iter() {
+            let t = leg.traffic();
+            total.0 += t.packets_out;
+            total.1 += t.bytes_out;
+            total.2 += t.nacked;
+            per_leg(leg);
+        }
+        total
+    }
+
+    /// The call of `group` lists this track now.
+    pub fn enter_room(&self, group: &GroupId) {
+        let now = self.received();
+        if let Ok(mut rooms) = self.rooms.lock() {
+            if !rooms.iter().any(|(g, _)| g == group) {
+                rooms.push((group.clone(), now));
+            }
+        }
+    }
+
+    /// The call of `group` no longer lists this track: what came in meanwhile stays the room's.
+    pub fn leave_room(&self, group: &GroupId) {
+        let now = self.received();
+        if let Ok(mut rooms) = self.rooms.lock() {
+            for (g, since) in rooms.iter().filter(|(g, _)| g == group) {
+                self.metrics.tracks_live.add_gone(g.as_str(), now.since(since));
+            }
+            rooms.retain(|(g, _)| g != group);
+        }
+    }
+
+    /// Each group whose call lists this track, with what came in since it did.
+    pub fn room_traffic(&self) -> Vec<(GroupId, RoomTraffic)> {
+        let now = self.received();
+        self.rooms
+            .lock()
+            .map(|r| r.iter().map(|(g, since)| (g.clone(), now.since(since))).collect())
+            .unwrap_or_default()
+    }
+
+    /// What came in on this track (and the keyframe requests sent for it) so far.
+    fn received(&self) -> RoomTraffic {
+        let c = &self.counters;
+        RoomTraffic {
+            packets_in: c.packets_in.load(Ordering::Relaxed),
+            bytes_in: c.bytes_in.load(Ordering::Relaxed),
+            plis: c.plis.load(Ordering::Relaxed),
+            ..RoomTraffic::default()
+        }
     }
 }
 
@@ -920,6 +1013,19 @@ fn vp8_starts_keyframe(payload: &[u8]) -> bool {
 impl Drop for Fanout {
     fn drop(&mut self) {
         self.metrics.tracks.dec();
+        // Rooms and legs still listed (a room that stopped without unpublishing): their
+        // traffic stays their rooms'.
+        let now = self.received();
+        if let Ok(rooms) = self.rooms.lock() {
+            for (g, since) in rooms.iter() {
+                self.metrics.tracks_live.add_gone(g.as_str(), now.since(since));
+            }
+        }
+        if let Ok(legs) = self.legs.read() {
+            for leg in legs.iter() {
+                self.metrics.tracks_live.add_gone(leg.room.as_str(), leg.traffic());
+            }
+        }
     }
 }
 

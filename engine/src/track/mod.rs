@@ -11,8 +11,8 @@ mod fanout;
 pub mod layers;
 
 pub use actor::Track;
-pub use directory::{TrackCollector, TrackDirectory};
-pub use fanout::{starts_keyframe, Downtrack, Fanout, TrackCounters, Upstream, NO_LAYER};
+pub use directory::{RoomTraffic, TrackCollector, TrackDirectory};
+pub use fanout::{starts_keyframe, Downtrack, Fanout, LegCounters, TrackCounters, Upstream, NO_LAYER};
 pub use layers::{LayerView, LegCaps};
 
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;

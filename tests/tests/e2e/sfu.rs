@@ -51,6 +51,8 @@ async fn a_viewer_that_loses_packets_gets_them_again_each_with_a_new_transport_w
     );
     assert!(s.metric("fanfare_nacks_received_total").await >= 1.0);
     let nacked = s.metric_total("fanfare_track_nacked_packets").await;
+    let in_room = s.metric("fanfare_room_nacked_packets{group=\"g\"}").await;
+    assert_eq!(in_room, nacked, "the viewer's room counts the same NACKs");
     assert!(
         nacked >= repaired as f64,
         "the track counts what was asked again: {nacked}"
@@ -125,6 +127,18 @@ async fn one_publish_fans_out_to_several_groups_each_with_its_own_permissions() 
     assert!(s.metric("fanfare_track_packets_out").await > 0.0);
     assert_eq!(s.metric_settles("fanfare_room_viewers{group=\"ga\"}", 1.0).await, 1.0);
     assert!(s.metric("fanfare_room_tracks{group=\"gb\"}").await >= 1.0);
+    // Per-room traffic: both groups list the publish; each has its own viewer's leg.
+    for g in ["ga", "gb"] {
+        assert!(
+            s.metric(&format!("fanfare_room_packets_in{{group=\"{g}\"}}")).await > 0.0,
+            "{g} in"
+        );
+        assert!(
+            s.metric(&format!("fanfare_room_bytes_out{{group=\"{g}\"}}")).await > 0.0,
+            "{g} out"
+        );
+    }
+    assert!(s.metric_total("fanfare_room_subscriber_legs").await >= 2.0);
     assert!(s.metric("fanfare_nacks_received_total").await >= 0.0);
     // Sends are batched: a frame's packets to one viewer leave in one GSO call, and none is lost.
     let calls = s.metric("fanfare_rtc_send_calls_total").await;
