@@ -228,6 +228,7 @@ impl Actor for Room {
         for gauge in [&m.room_connections, &m.room_tracks, &m.room_viewers] {
             let _ = gauge.remove_label_values(&g);
         }
+        // What its tracks brought stays this room's (a restart enters them again).
         for p in &self.call.publications {
             p.track.leave_room(&self.group);
         }
@@ -238,6 +239,10 @@ impl Supervised for Room {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         info!(group = %self.group, connections = self.state.conns.len(), "room restarted");
         // `stopped` ran for the failed instance and `started` will run again: keep the gauge true.
+        // The call survived: its tracks count for this room again.
+        for p in &self.call.publications {
+            p.track.enter_room(&self.group);
+        }
         self.refresh();
         let msg = ServerMessage::RoomRestarted {
             group: self.group.clone(),

@@ -764,3 +764,34 @@ async fn group_media_settings_cap_bitrate_and_keep_kinds_out() {
     assert_eq!(kinds("radio").await, ["audio"]);
     publisher.stop().await.ok();
 }
+
+/// A room that restarts after a fault keeps its call, and its traffic figures keep counting
+/// what the call's tracks receive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_room_goes_on_counting_its_tracks_traffic() {
+    let s = Server::start().await;
+    s.group("g", &[("pub", json!({}))]).await;
+    let publisher_t = s.token("pub").await;
+    let publisher = WhipPublisher::connect(&s.base, "/v1/whip?groups=g", &publisher_t)
+        .await
+        .expect("publish");
+    assert!(publisher.wait_connected(WAIT).await, "publisher connects");
+    let room_in = "fanfare_room_packets_in{group=\"g\"}";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while s.metric_total(room_in).await == 0.0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (st, _) = s
+        .call(Method::POST, "/v1/debug/groups/g/room/crash", Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 202);
+    assert_eq!(s.metric_settles("fanfare_room_restarts_total", 1.0).await, 1.0);
+    let before = s.metric(room_in).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = s.metric(room_in).await;
+    assert!(
+        after > before + 50.0,
+        "the room counts its track after the restart: {before} -> {after}"
+    );
+    publisher.close().await;
+}
