@@ -93,7 +93,9 @@ pub struct Downtrack {
 /// Counters of one subscriber leg.
 #[derive(Debug, Default)]
 pub struct LegCounters {
+    /// RTP packets written to the leg's connection.
     pub packets_out: AtomicU64,
+    /// Their payload bytes.
     pub bytes_out: AtomicU64,
     /// Packets the subscriber asked to have resent (NACK).
     pub nacked: AtomicU64,
