@@ -37,6 +37,8 @@ pub struct EngineMetrics {
     pub nacks: IntCounter,
     /// TWCC feedback packets received from viewers' clients.
     pub twcc_feedback: IntCounter,
+    /// Packets resent to subscribers on their NACKs.
+    pub retransmissions: IntCounter,
     /// Changes of a subscriber leg's congestion cap, by `direction`: `down` (loss, a falling
     /// REMB or a cut of the send-side estimate lowered it), `up` (a clean period raised or
     /// lifted it).
@@ -98,6 +100,10 @@ impl EngineMetrics {
             twcc_feedback: IntCounter::new(
                 "fanfare_twcc_feedback_received_total",
                 "TWCC feedback packets received from subscribers",
+            )?,
+            retransmissions: IntCounter::new(
+                "fanfare_retransmissions_sent_total",
+                "Packets resent to subscribers on their NACKs (RTX or not)",
             )?,
             congestion_caps: IntCounterVec::new(
                 Opts::new(
@@ -164,6 +170,7 @@ impl EngineMetrics {
         registry.register(Box::new(m.keyframe_requests.clone()))?;
         registry.register(Box::new(m.nacks.clone()))?;
         registry.register(Box::new(m.twcc_feedback.clone()))?;
+        registry.register(Box::new(m.retransmissions.clone()))?;
         registry.register(Box::new(m.congestion_caps.clone()))?;
         m.congestion_caps.with_label_values(&["down"]);
         m.congestion_caps.with_label_values(&["up"]);

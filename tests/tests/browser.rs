@@ -359,5 +359,12 @@ async fn a_browser_on_a_congested_link_gets_a_lower_layer_and_the_top_one_back()
     // drops without queueing, so it is the loss in receiver reports that moves the viewer.)
     let feedback = s.metric("fanfare_twcc_feedback_received_total").await;
     assert!(feedback >= 10.0, "{feedback}");
+    // The policer's losses: Chromium asks for them again, and the server resends them.
+    let nacked = s.metric_total("fanfare_track_nacked_packets").await;
+    let resent = s.metric("fanfare_retransmissions_sent_total").await;
+    assert!(
+        nacked >= 1.0 && resent >= 1.0,
+        "{nacked} packets NACKed, {resent} resent"
+    );
     publisher.stop().await.expect("stop publish");
 }

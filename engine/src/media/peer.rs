@@ -18,7 +18,7 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
-use super::rtcp_forward::RtcpForward;
+use super::rtcp_forward::{FeedbackCounters, RtcpForward};
 use super::Media;
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
@@ -137,8 +137,11 @@ impl Peer {
             let registry = interceptors(&mut engine, role)?.with(
                 Slot::from(1_500),
                 RtcpForward::new(
-                    metrics.nacks.clone(),
-                    metrics.twcc_feedback.clone(),
+                    FeedbackCounters {
+                        nacks: metrics.nacks.clone(),
+                        twcc_feedback: metrics.twcc_feedback.clone(),
+                        retransmissions: metrics.retransmissions.clone(),
+                    },
                     role == PeerRole::Viewer && media.bandwidth_estimation(),
                 ),
             );

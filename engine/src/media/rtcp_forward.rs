@@ -58,12 +58,22 @@ struct LocalStream {
     twcc_ext: Option<u8>,
 }
 
+/// What an [`RtcpForward`] counts, connection-wide metrics shared by every connection.
+#[derive(Clone)]
+pub struct FeedbackCounters {
+    /// NACK packets received.
+    pub nacks: prometheus::IntCounter,
+    /// TWCC feedback packets received.
+    pub twcc_feedback: prometheus::IntCounter,
+    /// Packets resent on a NACK (RTX or not), as they leave.
+    pub retransmissions: prometheus::IntCounter,
+}
+
 /// Splits inbound feedback per stream for delivery to the application and counts NACKs.
 pub struct RtcpForward {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
-    nacks: prometheus::IntCounter,
-    twcc_feedback: prometheus::IntCounter,
+    counters: FeedbackCounters,
     local: HashMap<u32, LocalStream>,
     /// The stream of each RTX SSRC (RFC 4588 retransmissions, numbered like any packet).
     rtx: HashMap<u32, u32>,
@@ -75,15 +85,14 @@ pub struct RtcpForward {
 }
 
 impl RtcpForward {
-    /// A forwarder counting NACKs and TWCC feedback packets; with `estimate`, it also numbers
-    /// the packets of streams that negotiated transport-wide congestion control and estimates
-    /// the connection's bandwidth from the client's feedback.
-    pub fn new(nacks: prometheus::IntCounter, twcc_feedback: prometheus::IntCounter, estimate: bool) -> Self {
+    /// A forwarder counting NACKs, TWCC feedback packets and retransmissions; with `estimate`,
+    /// it also numbers the packets of streams that negotiated transport-wide congestion control
+    /// and estimates the connection's bandwidth from the client's feedback.
+    pub fn new(counters: FeedbackCounters, estimate: bool) -> Self {
         RtcpForward {
             read: VecDeque::new(),
             write: VecDeque::new(),
-            nacks,
-            twcc_feedback,
+            counters,
             local: HashMap::new(),
             rtx: HashMap::new(),
             window_start: None,
@@ -201,13 +210,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
             return Ok(());
         };
         let nacks = pkts.iter().filter(|p| p.as_any().is::<TransportLayerNack>()).count();
-        self.nacks.inc_by(nacks as u64);
+        self.counters.nacks.inc_by(nacks as u64);
         let mut target = None;
         for fb in pkts
             .iter()
             .filter_map(|p| p.as_any().downcast_ref::<TransportLayerCc>())
         {
-            self.twcc_feedback.inc();
+            self.counters.twcc_feedback.inc();
             if let Some(bwe) = self.bwe.as_mut() {
                 target = bwe.on_feedback(fb, msg.now).or(target);
             }
@@ -232,6 +241,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
     }
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if msg.message.has(&Attribute::Retransmission) {
+            self.counters.retransmissions.inc();
+        }
         if let Packet::Rtp(p) = &mut msg.message.packet {
             let ssrc = self.rtx.get(&p.header.ssrc).copied().unwrap_or(p.header.ssrc);
             if let Some(s) = self.local.get_mut(&ssrc) {
@@ -298,13 +310,18 @@ mod tests {
         }
     }
 
-    fn counter() -> prometheus::IntCounter {
-        prometheus::IntCounter::new("t", "t").expect("counter")
+    fn counters() -> FeedbackCounters {
+        let counter = || prometheus::IntCounter::new("t", "t").expect("counter");
+        FeedbackCounters {
+            nacks: counter(),
+            twcc_feedback: counter(),
+            retransmissions: counter(),
+        }
     }
 
     #[test]
     fn a_compound_report_reaches_each_stream_with_its_own_block() {
-        let mut f = RtcpForward::new(counter(), counter(), true);
+        let mut f = RtcpForward::new(counters(), true);
         f.bind_local_stream(&stream(1, "audio/opus"));
         f.bind_local_stream(&stream(2, "video/H264"));
         let rr = ReceiverReport {
@@ -339,7 +356,7 @@ mod tests {
 
     #[test]
     fn inbound_feedback_passes_on_for_the_responder_with_marked_copies_for_the_application() {
-        let mut f = RtcpForward::new(counter(), counter(), true);
+        let mut f = RtcpForward::new(counters(), true);
         f.bind_local_stream(&stream(2, "video/H264"));
         let nack = TransportLayerNack {
             sender_ssrc: 9,
@@ -379,7 +396,7 @@ mod tests {
             id: 3,
         }];
         for (estimate, want) in [(true, vec![Some(1u16), Some(2)]), (false, vec![None, None])] {
-            let mut f = RtcpForward::new(counter(), counter(), estimate);
+            let mut f = RtcpForward::new(counters(), estimate);
             f.bind_local_stream(&info);
             let mut got = Vec::new();
             for _ in 0..2 {
@@ -404,7 +421,7 @@ mod tests {
 
     #[test]
     fn an_estimate_is_split_between_video_streams_by_bytes_sent() {
-        let mut f = RtcpForward::new(counter(), counter(), true);
+        let mut f = RtcpForward::new(counters(), true);
         f.bind_local_stream(&stream(1, "audio/opus"));
         f.bind_local_stream(&stream(2, "video/VP8"));
         f.bind_local_stream(&stream(3, "video/VP8"));
@@ -424,7 +441,7 @@ mod tests {
             .collect();
         assert_eq!(got, vec![(2, 600_000), (3, 300_000)], "audio gets none");
         // Nothing sent yet: no share, nothing delivered.
-        let mut g = RtcpForward::new(counter(), counter(), true);
+        let mut g = RtcpForward::new(counters(), true);
         g.bind_local_stream(&stream(2, "video/VP8"));
         assert!(g.per_stream(&[], Some(1e6), Instant::now()).is_empty());
     }

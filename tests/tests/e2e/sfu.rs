@@ -51,6 +51,8 @@ async fn a_viewer_that_loses_packets_gets_them_again_each_with_a_new_transport_w
     );
     assert!(s.metric("fanfare_nacks_received_total").await >= 1.0);
     let nacked = s.metric_total("fanfare_track_nacked_packets").await;
+    let resent = s.metric("fanfare_retransmissions_sent_total").await;
+    assert!(resent >= repaired as f64, "{resent} resent, {repaired} came back");
     let in_room = s.metric("fanfare_room_nacked_packets{group=\"g\"}").await;
     assert_eq!(in_room, nacked, "the viewer's room counts the same NACKs");
     assert!(
