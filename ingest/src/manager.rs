@@ -181,9 +181,7 @@ impl IngestManager {
         self.save(&record)?;
         tracing::info!(ingest = %record.id, url = %source.redacted, by = %who.user, "ingest created");
         self.launch(record.clone(), source, pin);
-        Ok(self
-            .view_of(&record.id)
-            .unwrap_or_else(|| IngestView::of(&record, IngestStatus::default().snapshot())))
+        Ok(self.current_view(&record))
     }
 
     /// Fails unless `who` holds `can_publish` in each of `groups` (a server admin holds it in
@@ -251,9 +249,7 @@ impl IngestManager {
             self.start(record.clone())?;
         }
         tracing::info!(ingest = %record.id, by = %who.user, "ingest changed");
-        Ok(self
-            .view_of(&record.id)
-            .unwrap_or_else(|| IngestView::of(&record, IngestStatus::default().snapshot())))
+        Ok(self.current_view(&record))
     }
 
     /// The stored record, status and session of an ingest `who` may see.
@@ -268,6 +264,12 @@ impl IngestManager {
             .get(&visible.id)
             .cloned()
             .ok_or_else(|| IngestError::NotFound(id.into()))
+    }
+
+    /// The running ingest's view of `record` (as a new, idle ingest if it is not running).
+    fn current_view(&self, record: &IngestRecord) -> IngestView {
+        self.view_of(&record.id)
+            .unwrap_or_else(|| IngestView::of(record, IngestStatus::default().snapshot()))
     }
 
     fn view_of(&self, id: &str) -> Option<IngestView> {

@@ -202,9 +202,9 @@ impl Collector for TrackCollector {
             };
             let labels = [t.info.id.as_str(), t.info.publisher.as_str(), kind];
             let c = &t.counters;
-            let (packets_out, bytes_out, nacked) = t.sent(|leg| {
+            let sent = t.sent(|leg, traffic| {
                 let r = rooms.entry(leg.room.as_str().to_owned()).or_default();
-                r.0 += leg.traffic();
+                r.0 += traffic;
                 r.1 += 1;
             });
             for (group, traffic) in t.room_traffic() {
@@ -213,11 +213,11 @@ impl Collector for TrackCollector {
             let set = |g: &IntGaugeVec, v: u64| g.with_label_values(&labels).set(v as i64);
             set(&self.packets_in, get(&c.packets_in));
             set(&self.bytes_in, get(&c.bytes_in));
-            set(&self.packets_out, packets_out);
-            set(&self.bytes_out, bytes_out);
+            set(&self.packets_out, sent.packets_out);
+            set(&self.bytes_out, sent.bytes_out);
             set(&self.dropped, get(&c.dropped));
             set(&self.plis, get(&c.plis));
-            set(&self.nacked, nacked);
+            set(&self.nacked, sent.nacked);
             set(&self.subscribers, t.subscribers() as u64);
         }
         for (group, (r, legs)) in &rooms {

@@ -857,24 +857,22 @@ impl Fanout {
         self.tell(Unsubscribed { leg: leg_id });
     }
 
-    /// What the track sent and was asked to resend so far, `(packets, bytes, nacked)`: its
-    /// departed legs' counts plus the live legs'. Each live leg is also handed to `per_leg`.
-    pub fn sent(&self, mut per_leg: impl FnMut(&Downtrack)) -> (u64, u64, u64) {
-        let Ok(legs) = self.legs.read() else {
-            return (0, 0, 0);
-        };
+    /// What the track sent and was asked to resend so far: its departed legs' counts plus the
+    /// live legs'. Each live leg is also handed to `per_leg` with its own counts.
+    pub fn sent(&self, mut per_leg: impl FnMut(&Downtrack, RoomTraffic)) -> RoomTraffic {
         let c = &self.counters;
-        let mut total = (
-            c.packets_out.load(Ordering::Relaxed),
-            c.bytes_out.load(Ordering::Relaxed),
-            c.nacked.load(Ordering::Relaxed),
-        );
-        for leg in legs.iter() {
-            let t = leg.traffic();
-            total.0 += t.packets_out;
-            total.1 += t.bytes_out;
-            total.2 += t.nacked;
-            per_leg(leg);
+        let mut total = RoomTraffic {
+            packets_out: c.packets_out.load(Ordering::Relaxed),
+            bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            nacked: c.nacked.load(Ordering::Relaxed),
+            ..RoomTraffic::default()
+        };
+        if let Ok(legs) = self.legs.read() {
+            for leg in legs.iter() {
+                let t = leg.traffic();
+                total += t;
+                per_leg(leg, t);
+            }
         }
         total
     }

@@ -171,6 +171,11 @@ impl IngestSession {
 
     fn drop_group(&mut self, group: &GroupId, ctx: &mut Context<Self>) {
         self.leave_group(group);
+        self.stop_if_roomless(ctx);
+    }
+
+    /// Ends the session once no group is left to publish into.
+    fn stop_if_roomless(&mut self, ctx: &mut Context<Self>) {
         if self.rooms.is_empty() {
             self.status
                 .set_error("every group of the ingest is gone (deleted or unreachable)".into());
@@ -364,11 +369,7 @@ impl Handler<Revoked> for IngestSession {
                 conn: self.conn,
             });
         }
-        if self.rooms.is_empty() {
-            self.status
-                .set_error("every group of the ingest is gone (deleted or unreachable)".into());
-            ctx.stop();
-        }
+        self.stop_if_roomless(ctx);
     }
 }
 
