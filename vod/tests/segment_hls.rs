@@ -144,6 +144,38 @@ fn rtp_h264_and_opus_become_playable_segments() {
     ]);
     let dur: f64 = dur.trim().parse().unwrap();
     assert!((dur - 4.0).abs() < 0.2, "ffprobe duration {dur}");
+
+    // Every frame decodes, and FFmpeg finds nothing wrong in the stream on the way.
+    let frames = common::ffprobe(&[
+        "-select_streams",
+        "v",
+        "-count_frames",
+        "-show_entries",
+        "stream=nb_read_frames",
+        "-of",
+        "csv=p=0",
+        playlist.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        frames.lines().next().map(str::trim),
+        Some("120"),
+        "decoded video frames"
+    );
+    let out = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-v",
+            "error",
+            "-i",
+            playlist.to_str().unwrap(),
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "ffmpeg's complaints");
 }
 
 #[test]
