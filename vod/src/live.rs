@@ -332,7 +332,7 @@ impl LiveBuffer {
         let Some(open) = open else {
             return (Vec::new(), self.store_whole(seg.seq, &seg.data()));
         };
-        let len = seg.len();
+        let len = seg.len;
         let parts_len: usize = open.parts.iter().map(|p| p.body.len()).sum();
         if parts_len == len {
             if let Some(file) = &open.file {
@@ -345,21 +345,44 @@ impl LiveBuffer {
                     return (open.parts, body);
                 }
             }
-            if open.parts.iter().all(|p| matches!(p.body, Body::Memory(_))) {
-                // Parts as slices of the segment: one copy of the bytes.
-                let data = seg.data();
-                let mut parts = open.parts;
-                let mut at = 0;
-                for p in &mut parts {
-                    let len = p.body.len();
-                    p.body = Body::Memory(data.slice(at..at + len));
-                    at += len;
-                }
-                return (parts, Body::Memory(data));
-            }
         }
-        let body = self.store_whole(seg.seq, &seg.data());
+        // The parts are in memory, or the file stopped taking them part way: the segment is
+        // its parts joined (read back from the file where they are there), and the parts
+        // become slices of it.
+        let data = if seg.has_bytes() {
+            seg.data()
+        } else {
+            let mut data = bytes::BytesMut::with_capacity(parts_len);
+            for p in &open.parts {
+                match p.body.read() {
+                    Ok(b) => data.extend_from_slice(&b),
+                    Err(_) => return (open.parts, Body::Memory(Bytes::new())),
+                }
+            }
+            data.freeze()
+        };
+        if parts_len == data.len() && open.parts.iter().all(|p| matches!(p.body, Body::Memory(_))) {
+            let mut parts = open.parts;
+            let mut at = 0;
+            for p in &mut parts {
+                let len = p.body.len();
+                p.body = Body::Memory(data.slice(at..at + len));
+                at += len;
+            }
+            return (parts, Body::Memory(data));
+        }
+        let body = self.store_whole(seg.seq, &data);
         (open.parts, body)
+    }
+
+    /// A segment of the window, whole (a positioned read when it is in a file): what a
+    /// recording stores when the segmenter did not keep the bytes.
+    pub fn segment_bytes(&self, seq: u64) -> Option<Bytes> {
+        let body = {
+            let s = self.state.lock().ok()?;
+            s.segments.iter().find(|g| g.seq == seq)?.body.clone()
+        };
+        body.read().ok()
     }
 
     /// A finished segment stored on its own, in a new file (or memory).
@@ -687,6 +710,34 @@ mod tests {
         let first = push_segment(&live, 0);
         assert_eq!(live.chunk(Chunk::Segment(0)).await.unwrap(), first);
         assert_eq!(live.chunk(Chunk::Part(0, 0)).await.unwrap(), first[..188]);
+    }
+
+    #[tokio::test]
+    async fn a_segment_without_its_bytes_is_its_parts_in_a_file_or_in_memory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blocker = tmp.path().join("a-file");
+        std::fs::write(&blocker, b"x").unwrap();
+        for dir in [Some(tmp.path().join("p3")), Some(blocker.join("sub"))] {
+            let live = LiveBuffer::new(Duration::from_secs(2), Duration::from_millis(200), dir);
+            let (a, b) = (vec![5u8; 188], vec![6u8; 376]);
+            live.push(&part(0, 0, &a));
+            live.push(&part(0, 1, &b));
+            let seg = Segment {
+                seq: 0,
+                start_pts: 0,
+                duration: 2.0,
+                discontinuity: false,
+                parts: Vec::new(),
+                len: 564,
+            };
+            assert!(!seg.has_bytes());
+            live.push(&SegmentEvent::Segment(seg));
+            let whole = [a, b].concat();
+            assert_eq!(live.chunk(Chunk::Segment(0)).await.unwrap(), whole);
+            assert_eq!(live.chunk(Chunk::Part(0, 1)).await.unwrap(), whole[188..]);
+            assert_eq!(live.segment_bytes(0).unwrap(), whole, "what a recording stores");
+            assert!(live.segment_bytes(1).is_none());
+        }
     }
 
     #[tokio::test]

@@ -82,6 +82,9 @@ struct Cutter {
     posters_wanted: Arc<AtomicUsize>,
     live: Arc<LiveBuffer>,
     recorder: Sender<ToRecorder>,
+    /// Whether a recording is on: finished segments then go to the recorder with their bytes
+    /// (read back from the live window; the segmenter does not keep them).
+    recording: bool,
     deps: ProgramDeps,
     group: GroupId,
 }
@@ -123,7 +126,7 @@ impl Cutter {
         }
         self.seq_base += self.produced;
         self.produced = 0;
-        self.segmenter = Segmenter::new(self.deps.segmenting);
+        self.segmenter = live_segmenter(&self.deps);
     }
 
     /// Numbers the segmenter's output on the program's sequence and hands it on.
@@ -148,6 +151,11 @@ impl Cutter {
                     seg.seq += self.seq_base;
                     self.produced = seg.seq + 1 - self.seq_base;
                     self.live.push(&SegmentEvent::Segment(seg.clone()));
+                    if self.recording && !seg.has_bytes() {
+                        if let Some(data) = self.live.segment_bytes(seg.seq) {
+                            seg.parts = vec![data];
+                        }
+                    }
                     let _ = self.recorder.send(ToRecorder::Segment(seg, self.last_keyframe.clone()));
                     continue;
                 }
@@ -155,6 +163,11 @@ impl Cutter {
             self.live.push(&ev);
         }
     }
+}
+
+/// A live program's segmenter: the live window holds the bytes, so segments do not.
+fn live_segmenter(deps: &ProgramDeps) -> Segmenter {
+    Segmenter::new(deps.segmenting).keep_bytes(false)
 }
 
 /// Locks the cutter (a panic elsewhere left it usable).
@@ -222,7 +235,7 @@ impl Program {
         let (tx, rx) = channel();
         let posters_wanted = Arc::new(AtomicUsize::new(0));
         let cutter = Cutter {
-            segmenter: Segmenter::new(deps.segmenting),
+            segmenter: live_segmenter(&deps),
             seq_base: 0,
             produced: 0,
             errors: 0,
@@ -231,6 +244,7 @@ impl Program {
             posters_wanted: posters_wanted.clone(),
             live: live.clone(),
             recorder: tx.clone(),
+            recording: false,
             deps: deps.clone(),
             group: key.group.clone(),
         };
@@ -465,8 +479,20 @@ fn record(rx: Receiver<ToRecorder>, deps: ProgramDeps, posters_wanted: Arc<Atomi
     while let Ok(msg) = rx.recv() {
         match msg {
             ToRecorder::Segment(seg, keyframe) => {
-                // Joined here, off the media path, and only while something is recorded.
-                let data = if sinks.is_empty() { Bytes::new() } else { seg.data() };
+                if sinks.is_empty() {
+                    continue;
+                }
+                if !seg.has_bytes() {
+                    // Not expected: the cutter reads them while a recording is on. A gap, not
+                    // an empty segment.
+                    tracing::error!(%group, seq = seg.seq, "segment bytes unavailable for recording");
+                    for sink in sinks.values_mut() {
+                        sink.discontinuity = true;
+                    }
+                    continue;
+                }
+                // Joined here, off the media path.
+                let data = seg.data();
                 for (rid, sink) in sinks.iter_mut() {
                     let had_poster = sink.poster_done;
                     store_segment(&deps, rid, sink, &seg, &data, &keyframe);
@@ -633,8 +659,10 @@ impl Handler<Record> for Program {
         if !self.recordings.contains(&msg.0) {
             self.recordings.push(msg.0.clone());
         }
-        // Keyframes are kept for its poster from now on.
+        // Keyframes are kept for its poster from now on, and segments go with their bytes. Set
+        // before the recorder hears of it: every segment after the message has them.
         self.posters_wanted.fetch_add(1, Ordering::Relaxed);
+        lock(&self.cutter).recording = true;
         let _ = self.recorder.send(ToRecorder::Record(msg.0));
     }
 }
@@ -647,7 +675,11 @@ impl Handler<StopRecording> for Program {
         self.last_touch = Instant::now();
         // Close the open segment so the recording ends where it was stopped; the next segment
         // (live, other recordings) starts at the next keyframe.
-        lock(&self.cutter).close();
+        {
+            let mut cutter = lock(&self.cutter);
+            cutter.close();
+            cutter.recording = !self.recordings.is_empty();
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = self.recorder.send(ToRecorder::StopRecording(msg.0, tx));
         Box::pin(async move {

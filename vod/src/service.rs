@@ -509,7 +509,7 @@ impl Vod {
                     seq,
                     duration: seg.duration,
                     discontinuity: seq > 0 && seg.discontinuity,
-                    bytes: seg.len() as u64,
+                    bytes: seg.len as u64,
                 };
                 store.put(
                     &recordings::segment_key(rid, seq),

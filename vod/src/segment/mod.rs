@@ -74,9 +74,12 @@ pub struct Segment {
     /// player must reset (`#EXT-X-DISCONTINUITY`).
     pub discontinuity: bool,
     /// The segment's bytes as its parts (in order): a complete MPEG-TS segment once joined.
-    /// Joined only by a consumer that needs one buffer ([`Segment::data`]); the live window
-    /// already holds the parts.
+    /// Joined only by a consumer that needs one buffer ([`Segment::data`]). Empty when the
+    /// segmenter was told not to keep them ([`Segmenter::keep_bytes`]): a live program's
+    /// window already holds the parts.
     pub parts: Vec<Bytes>,
+    /// Its length in bytes, kept or not.
+    pub len: usize,
 }
 
 impl Segment {
@@ -87,27 +90,24 @@ impl Segment {
             start_pts,
             duration,
             discontinuity,
+            len: data.len(),
             parts: vec![data],
         }
     }
 
-    /// Its length in bytes.
-    pub fn len(&self) -> usize {
-        self.parts.iter().map(Bytes::len).sum()
+    /// Whether its bytes came with it (see [`Segment::parts`]).
+    pub fn has_bytes(&self) -> bool {
+        self.parts.iter().map(Bytes::len).sum::<usize>() == self.len
     }
 
-    /// Whether it has no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.parts.iter().all(Bytes::is_empty)
-    }
-
-    /// The whole segment in one buffer (a copy unless it has a single part).
+    /// The whole segment in one buffer (a copy unless it has a single part; empty when the
+    /// bytes were not kept).
     pub fn data(&self) -> Bytes {
         match self.parts.as_slice() {
             [] => Bytes::new(),
             [one] => one.clone(),
             parts => {
-                let mut data = BytesMut::with_capacity(self.len());
+                let mut data = BytesMut::with_capacity(self.len);
                 for p in parts {
                     data.extend_from_slice(p);
                 }
@@ -137,6 +137,8 @@ pub struct Segmenter {
     part: i64,
     next_seq: u64,
     open: Option<Open>,
+    /// Whether a finished segment carries its parts' bytes.
+    keep_bytes: bool,
     /// The video codec seen (none yet: audio-only so far).
     video_codec: Option<VideoCodec>,
     audio: Option<AudioTrack>,
@@ -162,7 +164,11 @@ struct Open {
     mux: TsMuxer,
     audio: Option<AudioTrack>,
     discontinuity: bool,
+    /// The parts so far (only while the segmenter keeps bytes).
     parts: Vec<Bytes>,
+    /// How many parts, and their bytes, so far.
+    part_count: u32,
+    len: usize,
     part_start: i64,
     part_independent: bool,
     part_frames: u32,
@@ -179,6 +185,7 @@ impl Segmenter {
             part: to90(cfg.part),
             next_seq: 0,
             open: None,
+            keep_bytes: true,
             video_codec: None,
             audio: None,
             video_tc: None,
@@ -193,6 +200,14 @@ impl Segmenter {
             frame_dur: [CLOCK_HZ / 30, 1920],
             last_video_pts: None,
         }
+    }
+
+    /// Whether finished segments carry their bytes (the default). A live program says no: its
+    /// window holds the parts, and a segment's parts would otherwise stay in memory until the
+    /// segment ends (up to a GOP of a camera's bitrate) for nothing while nothing records.
+    pub fn keep_bytes(mut self, keep: bool) -> Segmenter {
+        self.keep_bytes = keep;
+        self
     }
 
     /// The configuration this segmenter was made with.
@@ -490,6 +505,8 @@ impl Segmenter {
             audio: self.audio.clone(),
             discontinuity: std::mem::take(&mut self.discontinuity) && self.next_seq > 0,
             parts: Vec::new(),
+            part_count: 0,
+            len: 0,
             part_start: pts,
             part_independent: false,
             part_frames: 0,
@@ -509,12 +526,16 @@ impl Segmenter {
             Ok(data) => {
                 ev.push(SegmentEvent::Part {
                     segment: o.seq,
-                    index: o.parts.len() as u32,
+                    index: o.part_count,
                     duration: (pts - o.part_start).max(0) as f64 / CLOCK_HZ as f64,
                     independent: o.part_independent,
                     data: data.clone(),
                 });
-                o.parts.push(data);
+                o.part_count += 1;
+                o.len += data.len();
+                if self.keep_bytes {
+                    o.parts.push(data);
+                }
                 o.part_start = pts;
                 o.part_frames = 0;
                 o.part_independent = independent && !o.mux.has_video();
@@ -569,23 +590,25 @@ impl Segmenter {
     fn close(&mut self, end: Option<i64>, ev: &mut Vec<SegmentEvent>) -> Result<(), VodError> {
         let Some(mut o) = self.open.take() else { return Ok(()) };
         let end = end.unwrap_or(o.end_pts).max(o.part_start);
-        let mut last = BytesMut::from(&o.mux.take()?[..]);
-        last.extend_from_slice(&o.mux.finish()?);
-        let last = last.freeze();
+        let last = o.mux.finish()?;
         ev.push(SegmentEvent::Part {
             segment: o.seq,
-            index: o.parts.len() as u32,
+            index: o.part_count,
             duration: (end - o.part_start) as f64 / CLOCK_HZ as f64,
             independent: o.part_independent,
             data: last.clone(),
         });
-        o.parts.push(last);
+        o.len += last.len();
+        if self.keep_bytes {
+            o.parts.push(last);
+        }
         ev.push(SegmentEvent::Segment(Segment {
             seq: o.seq,
             start_pts: o.start_pts,
             duration: (end - o.start_pts).max(0) as f64 / CLOCK_HZ as f64,
             discontinuity: o.discontinuity,
             parts: o.parts,
+            len: o.len,
         }));
         Ok(())
     }
@@ -626,7 +649,7 @@ mod tests {
         assert!((total - 200.0 * 1920.0 / 90000.0).abs() < 0.05, "{total}");
         for s in &segs {
             assert_eq!(s.data()[0], 0x47);
-            assert_eq!(s.len() % 188, 0);
+            assert_eq!(s.len % 188, 0);
         }
         // A jump forward makes a discontinuity.
         let mut ev = Vec::new();
