@@ -620,7 +620,7 @@ impl AacState {
         let headers_bytes = headers_bits.div_ceil(8);
         let Some(hdr) = p.get(2..2 + headers_bytes) else { return };
         let mut data_off = 2 + headers_bytes;
-        let mut bits = BitReader { data: hdr, pos: 0 };
+        let mut bits = BitReader::new(hdr);
         let mut sizes = Vec::new();
         let mut first = true;
         while bits.pos + self.size_length as usize <= headers_bits {
@@ -682,10 +682,12 @@ impl AacState {
 }
 
 /// Sample rate from an AudioSpecificConfig (48 kHz when unreadable).
+/// The sampling rates of MPEG-4 audio's samplingFrequencyIndex.
+pub(crate) const AAC_RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
+
 pub(crate) fn aac_rate(config: &[u8]) -> u32 {
-    const RATES: [u32; 13] = [
-        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-    ];
     if config.len() < 2 {
         return 48000;
     }
@@ -696,7 +698,7 @@ pub(crate) fn aac_rate(config: &[u8]) -> u32 {
             | ((config[3] as u32) << 1)
             | ((config[4] >> 7) as u32);
     }
-    RATES.get(idx).copied().unwrap_or(48000)
+    AAC_RATES.get(idx).copied().unwrap_or(48000)
 }
 
 /// Channel count from an AudioSpecificConfig (2 when unreadable).
@@ -727,13 +729,20 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-struct BitReader<'a> {
+/// Reads big-endian bit fields.
+pub(crate) struct BitReader<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
-impl BitReader<'_> {
-    fn read(&mut self, n: u32) -> Option<u32> {
+impl<'a> BitReader<'a> {
+    /// A reader at the first bit of `data`.
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        BitReader { data, pos: 0 }
+    }
+
+    /// The next `n` (at most 32) bits, or `None` past the end.
+    pub(crate) fn read(&mut self, n: u32) -> Option<u32> {
         let mut v = 0u32;
         for _ in 0..n {
             let byte = *self.data.get(self.pos / 8)?;

@@ -16,6 +16,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::depack::{BitReader, AAC_RATES};
 use crate::VodError;
 
 /// The video codec of a muxer (Annex-B frames either way).
@@ -392,17 +393,14 @@ fn crc32_mpeg(data: &[u8]) -> u32 {
 /// The ADTS header of `track`'s frames without their length: MPEG-4, no CRC, the profile,
 /// sampling index and channel configuration of its AudioSpecificConfig.
 fn adts_template(track: &AudioTrack) -> Result<[u8; 7], VodError> {
-    const RATES: [u32; 13] = [
-        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
-    ];
     let c = &track.config;
-    let mut bits = BitReader { data: c, pos: 0 };
+    let mut bits = BitReader::new(c);
     let bad = || VodError::Unsupported(format!("AAC config {c:02x?} in ADTS"));
     let mut object = bits.read(5).ok_or_else(bad)?;
     let mut index = bits.read(4).ok_or_else(bad)?;
     if index == 15 {
         let rate = bits.read(24).ok_or_else(bad)?;
-        index = RATES.iter().position(|r| *r == rate).ok_or_else(bad)? as u32;
+        index = AAC_RATES.iter().position(|r| *r == rate).ok_or_else(bad)? as u32;
     }
     let mut channels = bits.read(4).ok_or_else(bad)?;
     if object == 5 || object == 29 {
@@ -428,25 +426,6 @@ fn adts_template(track: &AudioTrack) -> Result<[u8; 7], VodError> {
         0x1f,
         0xfc,
     ])
-}
-
-/// Reads big-endian bit fields.
-struct BitReader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl BitReader<'_> {
-    /// The next `n` (at most 32) bits, or `None` past the end.
-    fn read(&mut self, n: usize) -> Option<u32> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            let byte = *self.data.get(self.pos / 8)?;
-            v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
-            self.pos += 1;
-        }
-        Some(v)
-    }
 }
 
 #[cfg(test)]
