@@ -138,7 +138,7 @@ pub fn document() -> Value {
                 "Layer": {"type": "object", "required": ["rid"], "properties": {"rid": {"type": ["string", "null"]}, "track": {"type": "string"}}},
                 "SendMessage": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
                 "NewIngest": {"type": "object", "required": ["url", "groups"], "properties": {"url": {"type": "string", "pattern": "^rtsps?://"}, "name": {"type": "string"},
-                              "groups": {"type": "array", "items": {"type": "string"}}, "record": {"type": "boolean"}, "transport": {"enum": ["tcp", "udp"]},
+                              "groups": {"type": "array", "items": {"type": "string"}}, "record": {"type": "boolean"}, "transport": {"enum": ["tcp", "udp", "http"]},
                               "tls_fingerprint": {"type": "string", "pattern": "^[0-9A-Fa-f:]+$", "description": "rtsps only: SHA-256 of the camera's certificate (DER), 64 hex digits, colons allowed; pins it instead of checking CAs"}}},
                 "IngestUpdate": {"type": "object", "additionalProperties": false, "properties": {"name": {"type": ["string", "null"]},
                               "groups": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string"}}, "record": {"type": "boolean"}}},

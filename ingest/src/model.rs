@@ -24,6 +24,9 @@ pub enum RtspTransport {
     Tcp,
     /// Separate UDP ports (LAN only: no reordering, no receiver reports).
     Udp,
+    /// Interleaved, as `Tcp`, but carried through an RTSP-over-HTTP tunnel (QuickTime's GET/POST
+    /// pair, [`crate::http_tunnel`]) to the URL's host and port; `rtsp://` only.
+    Http,
 }
 
 /// `POST /v1/ingests`.
@@ -232,6 +235,22 @@ mod tests {
         ] {
             assert!(patch(bad).is_err(), "{bad} should not parse");
         }
+    }
+
+    #[test]
+    fn the_http_transport_parses_is_stored_and_shown_as_http() {
+        let req: NewIngest =
+            serde_json::from_str(r#"{"url": "rtsp://127.0.0.1/cam", "groups": ["g"], "transport": "http"}"#).unwrap();
+        assert_eq!(req.transport, RtspTransport::Http);
+        assert!(serde_json::from_str::<NewIngest>(r#"{"url": "x", "groups": [], "transport": "HTTP"}"#).is_err());
+        let stored = r#"{"id":"abcdefghijkl","url":"rtsp://127.0.0.1/cam","name":null,"groups":["g"],
+            "record":false,"transport":"http","created_by":"admin","created_at":"2025-01-02T03:04:05Z"}"#;
+        let r: IngestRecord = serde_json::from_str(stored).unwrap();
+        assert_eq!(r.transport, RtspTransport::Http);
+        let back: IngestRecord = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(back.transport, RtspTransport::Http);
+        let view = IngestView::of(&back, crate::status::IngestStatus::default().snapshot());
+        assert_eq!(serde_json::to_value(&view).unwrap()["transport"], "http");
     }
 
     #[test]

@@ -92,8 +92,8 @@ impl std::fmt::Debug for Fingerprint {
 }
 
 /// Checks the TLS side of an ingest request: `rtsps` only with the TCP transport (RTSP over
-/// TLS carries RTP interleaved in the TLS connection), a fingerprint only with `rtsps` and well
-/// formed. Returns the parsed pin.
+/// TLS carries RTP interleaved in the TLS connection; the HTTP tunnel is not offered over TLS),
+/// a fingerprint only with `rtsps` and well formed. Returns the parsed pin.
 pub fn check_request(
     source: &SourceUrl,
     transport: RtspTransport,
@@ -102,6 +102,12 @@ pub fn check_request(
     if source.is_tls() && transport == RtspTransport::Udp {
         return Err(IngestError::Invalid(
             "transport \"udp\" is not possible with rtsps:// (RTSP over TLS carries RTP inside the TLS connection); use \"tcp\""
+                .into(),
+        ));
+    }
+    if source.is_tls() && transport == RtspTransport::Http {
+        return Err(IngestError::Invalid(
+            "transport \"http\" (the RTSP-over-HTTP tunnel) is not supported with rtsps://; use \"tcp\" for RTSP over TLS, or an rtsp:// URL for the tunnel"
                 .into(),
         ));
     }
@@ -302,21 +308,22 @@ impl TlsDialer {
             .await
             .map_err(TlsError::Listen)?;
         let local = listener.local_addr().map_err(TlsError::Listen)?;
-        let url = bridge_url(camera_url, local)?;
+        let url = bridge_url(camera_url, local)
+            .ok_or_else(|| TlsError::Listen(std::io::Error::other("cannot form the bridge URL")))?;
         let (release, released) = oneshot::channel();
         tokio::spawn(run_bridge(listener, tls, released));
         Ok(TlsBridge { url, _release: release })
     }
 }
 
-/// The camera URL with scheme `rtsp` and the bridge's address.
-fn bridge_url(camera_url: &Url, local: SocketAddr) -> Result<Url, TlsError> {
+/// The camera URL with scheme `rtsp` and a loopback bridge's address (also used by the HTTP
+/// tunnel, [`crate::http_tunnel`]).
+pub(crate) fn bridge_url(camera_url: &Url, local: SocketAddr) -> Option<Url> {
     let mut url = camera_url.clone();
-    let failed = || TlsError::Listen(std::io::Error::other("cannot form the bridge URL"));
-    url.set_scheme("rtsp").map_err(|_| failed())?;
-    url.set_host(Some(&local.ip().to_string())).map_err(|_| failed())?;
-    url.set_port(Some(local.port())).map_err(|_| failed())?;
-    Ok(url)
+    url.set_scheme("rtsp").ok()?;
+    url.set_host(Some(&local.ip().to_string())).ok()?;
+    url.set_port(Some(local.port())).ok()?;
+    Some(url)
 }
 
 /// The readable cause of a failed handshake.
@@ -349,7 +356,7 @@ impl TlsBridge {
 /// Accepts one loopback connection and copies between it and the camera.
 async fn run_bridge(listener: TcpListener, mut camera: TlsStream<TcpStream>, mut released: oneshot::Receiver<()>) {
     let accepted = tokio::select! {
-        accepted = accept_loopback(&listener) => accepted,
+        accepted = accept_loopback(&listener, "TLS bridge") => accepted,
         _ = &mut released => return,
     };
     drop(listener);
@@ -367,17 +374,18 @@ async fn run_bridge(listener: TcpListener, mut camera: TlsStream<TcpStream>, mut
     }
 }
 
-/// The first connection from a loopback address (anything else is closed and ignored).
-async fn accept_loopback(listener: &TcpListener) -> Option<TcpStream> {
+/// The first connection from a loopback address (anything else is closed and ignored);
+/// `bridge` names the bridge in logs. Also used by the HTTP tunnel.
+pub(crate) async fn accept_loopback(listener: &TcpListener, bridge: &str) -> Option<TcpStream> {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) if peer.ip().is_loopback() => {
                 let _ = stream.set_nodelay(true);
                 return Some(stream);
             }
-            Ok((_, peer)) => tracing::warn!(%peer, "TLS bridge: refused a non-loopback connection"),
+            Ok((_, peer)) => tracing::warn!(%peer, "{bridge}: refused a non-loopback connection"),
             Err(e) => {
-                tracing::warn!("TLS bridge: accept failed: {e}");
+                tracing::warn!("{bridge}: accept failed: {e}");
                 return None;
             }
         }
@@ -462,8 +470,11 @@ mod tests {
         assert!(check_request(&tls, RtspTransport::Tcp, Some(&pin)).unwrap().is_some());
         assert!(check_request(&tls, RtspTransport::Tcp, None).unwrap().is_none());
         assert!(check_request(&plain, RtspTransport::Udp, None).unwrap().is_none());
+        assert!(check_request(&plain, RtspTransport::Http, None).unwrap().is_none());
         for (s, t, f) in [
             (&tls, RtspTransport::Udp, None),
+            (&tls, RtspTransport::Http, None),
+            (&plain, RtspTransport::Http, Some(pin.as_str())),
             (&plain, RtspTransport::Tcp, Some(pin.as_str())),
             (&tls, RtspTransport::Tcp, Some("12:34")),
         ] {

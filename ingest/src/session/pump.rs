@@ -3,9 +3,11 @@
 //! every frame into the tracks' fan-outs, and on any failure or silence longer than the read
 //! timeout, count it, wait (exponential backoff, jittered) and reconnect. The tracks and their
 //! RTP timelines outlive connections, so subscribers see one continuous stream with a gap.
-//! An `rtsps` camera is dialed through a TLS bridge ([`crate::tls`]) first, on every attempt:
-//! retina is then given the bridge's loopback URL, and the bridge lives as long as the
-//! connection.
+//! An `rtsps` camera is dialed through a TLS bridge ([`crate::tls`]) first, on every attempt,
+//! and a camera with `"transport": "http"` through an RTSP-over-HTTP tunnel
+//! ([`crate::http_tunnel`]: the GET/POST handshake is part of the attempt): retina is then
+//! given the bridge's loopback URL (and speaks TCP-interleaved RTSP to it), and the bridge
+//! lives as long as the connection.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,11 +29,19 @@ use super::IngestSession;
 use super::TracksReady;
 use crate::backoff::Backoff;
 use crate::config::IngestConfig;
+use crate::http_tunnel::TunnelDialer;
 use crate::model::{IngestState, RtspTransport, TrackSummary};
 use crate::packetize::RtpTimeline;
 use crate::source::{redact_text, SourceUrl};
 use crate::status::IngestStatus;
 use crate::tls::{Fingerprint, TlsBridge, TlsDialer};
+
+/// What the pump tells cameras it is (RTSP and the HTTP tunnel's requests).
+const USER_AGENT: &str = concat!("fanfare/", env!("CARGO_PKG_VERSION"));
+
+/// The loopback bridge under one retina session (TLS or HTTP tunnel), if any: only held, as
+/// dropping it ends the bridge.
+type Bridge = Box<dyn Send>;
 
 /// Everything the pump needs.
 pub struct Pump {
@@ -106,7 +116,8 @@ impl Pump {
         redact_text(text, &secrets)
     }
 
-    /// One connection, from DESCRIBE (for `rtsps`, from the TLS handshake) until it fails.
+    /// One connection, from DESCRIBE (for `rtsps`, from the TLS handshake; for the HTTP
+    /// tunnel, from its GET) until it fails.
     async fn connection(&mut self, tracks: &mut Option<Vec<LiveTrack>>, dialer: &mut Option<TlsDialer>) -> Ended {
         let connect_timeout = Duration::from_secs(self.config.connect_timeout_s);
         if let Err(e) = self
@@ -121,7 +132,8 @@ impl Pump {
             Ok::<_, String>((self.connect(url, tracks).await?, bridge))
         };
         let connected = tokio::time::timeout(connect_timeout, attempt).await;
-        // `_bridge` (rtsps) carries the retina session's bytes: it lives as long as the session.
+        // `_bridge` (rtsps, HTTP tunnel) carries the retina session's bytes: it lives as long
+        // as the session.
         let ((mut session, mut demux, by_stream), _bridge) = match connected {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Ended::Failed(e),
@@ -223,11 +235,19 @@ impl Pump {
         }
     }
 
-    /// Where retina connects for one attempt: the camera URL itself, or for `rtsps` a TLS
-    /// bridge to the camera (TCP and TLS handshake done here, so a certificate problem is
-    /// reported as such), which must outlive the retina session. The dialer (TLS settings) is
+    /// Where retina connects for one attempt: the camera URL itself, or a bridge to the camera
+    /// that must outlive the retina session: for `rtsps` a TLS bridge (TCP and TLS handshake
+    /// done here, so a certificate problem is reported as such), for the `http` transport an
+    /// HTTP tunnel (both HTTP requests done and the answer checked here). The TLS dialer is
     /// built on the first attempt and kept.
-    async fn dial(&self, dialer: &mut Option<TlsDialer>) -> Result<(Url, Option<TlsBridge>), String> {
+    async fn dial(&self, dialer: &mut Option<TlsDialer>) -> Result<(Url, Option<Bridge>), String> {
+        if self.transport == RtspTransport::Http {
+            let tunnel = TunnelDialer::new(&self.source, USER_AGENT)
+                .open(&self.source.url)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok((tunnel.url().clone(), Some(Box::new(tunnel))));
+        }
         if !self.source.is_tls() {
             return Ok((self.source.url.clone(), None));
         }
@@ -239,8 +259,8 @@ impl Pump {
                     .map_err(|e| e.to_string())?,
             ),
         };
-        let bridge = dialer.open(&self.source.url).await.map_err(|e| e.to_string())?;
-        Ok((bridge.url().clone(), Some(bridge)))
+        let bridge: TlsBridge = dialer.open(&self.source.url).await.map_err(|e| e.to_string())?;
+        Ok((bridge.url().clone(), Some(Box::new(bridge))))
     }
 
     /// DESCRIBE `url`, SETUP of the chosen streams, PLAY. On the first success the tracks are
@@ -257,7 +277,7 @@ impl Pump {
         });
         let options = SessionOptions::default()
             .creds(creds)
-            .user_agent(format!("fanfare/{}", env!("CARGO_PKG_VERSION")));
+            .user_agent(USER_AGENT.to_string());
         let mut session = retina::client::Session::describe(url, options)
             .await
             .map_err(|e| e.to_string())?;
@@ -292,7 +312,8 @@ impl Pump {
             ));
         }
         let transport: Transport = match self.transport {
-            RtspTransport::Tcp => Transport::default(),
+            // The tunnel carries TCP-interleaved RTSP.
+            RtspTransport::Tcp | RtspTransport::Http => Transport::default(),
             RtspTransport::Udp => "udp".parse().map_err(|e: retina::Error| e.to_string())?,
         };
         for (p, _) in &chosen {

@@ -3,7 +3,8 @@
 //! the subscriber rejoining; bad sources give a clear status; permissions; restart of stored
 //! ingests with the server; Opus reaches WebRTC viewers as is and live HLS as AAC; H.265 goes
 //! to live HLS and recordings only; `rtsps://` cameras (GStreamer's server with a self-signed
-//! certificate) through the TLS bridge, pinned or refused.
+//! certificate) through the TLS bridge, pinned or refused; cameras through the RTSP-over-HTTP
+//! tunnel (`"transport": "http"`), and tunnels to what is not one.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -1133,6 +1134,261 @@ async fn rtsps_ingest_bodies_are_validated() {
     assert_eq!(list["ingests"].as_array().map(Vec::len), Some(1), "{list}");
     let (st, v) = create(&s, &s.admin, json!({"url": "rtsp://127.0.0.1/cam", "groups": ["g"]})).await;
     assert_eq!((st, &v["tls_fingerprint"]), (201, &Value::Null), "{v}");
+}
+
+/// The HTTP tunnel (`"transport": "http"`) to GStreamer's server, which serves RTSP over HTTP
+/// on its RTSP port: live for a WHEP subscriber (Digest credentials inside the tunnel, never
+/// shown or logged), two connections to the camera (GET and POST), a camera restart survived,
+/// the ingest restarted with the server (`transport` stored), and no connection left after
+/// `DELETE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_tunnelled_camera_goes_live_for_whep_survives_restarts_and_leaves_no_connection() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("cams", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let port = free_port();
+    let auth = ["--user", "u", "--password", "sesame"];
+    let camera = Camera::start(port, &auth);
+    let url = format!("rtsp://u:sesame@127.0.0.1:{port}/cam");
+
+    let (st, created) = create(
+        &s,
+        &s.admin,
+        json!({"url": url, "name": "Tunnel", "groups": ["cams"], "transport": "http"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    assert_eq!(created["transport"], "http", "{created}");
+    assert_eq!(created["url"], format!("rtsp://***@127.0.0.1:{port}/cam"), "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let v = wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+    assert_eq!(
+        (&v["last_error"], &v["transport"]),
+        (&Value::Null, &json!("http")),
+        "{v}"
+    );
+
+    let participant = format!("ingest-{id}");
+    let sub = WhepSubscriber::connect(
+        &s.base,
+        &format!("/v1/groups/cams/whep?participant={participant}"),
+        &viewer,
+    )
+    .await
+    .expect("WHEP playback of the tunnelled camera");
+    assert!(sub.wait_connected(Duration::from_secs(10)).await, "subscriber connects");
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |c| c.keyframes >= 1 && c.frames >= 30)
+            .await,
+        "frames flow through the HTTP tunnel: {:?}",
+        sub.counts()
+    );
+    assert_eq!(sub.counts().video_mime.as_deref(), Some("video/H264"));
+    // The tunnel's two HTTP connections (GET down, POST up), nothing else.
+    assert_eq!(
+        clients_of(port),
+        2,
+        "{}",
+        std::fs::read_to_string("/proc/net/tcp").unwrap_or_default()
+    );
+
+    // The camera dies and comes back: retrying, then live again for the same subscriber.
+    drop(camera);
+    let v = wait_status(&s, &id, "retrying", Duration::from_secs(10)).await;
+    assert!(v["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    let before = sub.counts();
+    let camera = Camera::start(port, &auth);
+    wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    assert!(
+        sub.wait_until(Duration::from_secs(15), |c| c.frames >= before.frames + 30
+            && c.keyframes > before.keyframes)
+            .await,
+        "frames resume after the camera restart: before {before:?}, now {:?}",
+        sub.counts()
+    );
+    let v = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
+    assert!(v["reconnects"].as_u64().unwrap_or(0) >= 1, "{v}");
+    sub.close().await;
+    assert!(!s.log().contains("sesame"), "the password reached the log");
+
+    // Stored with its transport: the ingest comes back with the server, through the tunnel.
+    let s = s.restart_after_kill().await;
+    let v = wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    assert_eq!(v["transport"], "http", "{v}");
+    assert!(!v.to_string().contains("sesame"), "{v}");
+    let frames = v["frames"].as_u64().unwrap_or(0);
+    let v = wait_for(&s, &id, Duration::from_secs(10), |v| {
+        v["frames"].as_u64().unwrap_or(0) >= frames + 30
+    })
+    .await;
+    assert!(
+        v["frames"].as_u64().unwrap_or(0) >= frames + 30,
+        "frames after the restart: {v}"
+    );
+
+    // Deleting ends the tunnel: no connection to the camera is left.
+    let (st, v) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("stopped")), "{v}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while clients_of(port) > 0 {
+        assert!(Instant::now() < deadline, "a tunnel connection outlived the ingest");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!s.log().contains("sesame"), "the password reached the log");
+    drop(camera);
+}
+
+/// A TCP server on loopback answering every request with `answer` and closing; its port.
+async fn http_responder(answer: &'static str) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let task = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = sock.read(&mut buf).await;
+            let _ = sock.write_all(answer.as_bytes()).await;
+        }
+    });
+    (port, task)
+}
+
+/// `"transport": "http"` against what is not an RTSP tunnel: each is a camera failure with a
+/// clear `last_error`, retried with backoff, and the server stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_tunnels_to_non_tunnels_are_reported_and_retried() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("g", &[]).await;
+    let (not_found, a) = http_responder("HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
+    let (web_page, b) = http_responder("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html></html>").await;
+    let (rtsp_only, c) = http_responder("RTSP/1.0 400 Bad Request\r\nCSeq: 0\r\n\r\n").await;
+    let cases = [
+        (
+            "404",
+            not_found,
+            "HTTP tunnel: the camera answered the GET with \"HTTP/1.0 404 Not Found\", not 200",
+        ),
+        (
+            "a web page",
+            web_page,
+            "HTTP tunnel: the camera answered the GET with Content-Type \"text/html\", not application/x-rtsp-tunnelled",
+        ),
+        (
+            "RTSP without the tunnel",
+            rtsp_only,
+            "HTTP tunnel: the camera did not answer the GET with HTTP (it sent \"RTSP/1.0 400 Bad Request\")",
+        ),
+        (
+            "closed port",
+            free_port(),
+            "HTTP tunnel: unable to connect to the camera: ",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (what, port, _) in &cases {
+        let url = format!("rtsp://u:hunter22@127.0.0.1:{port}/cam");
+        let (st, v) = create(&s, &s.admin, json!({"url": url, "groups": ["g"], "transport": "http"})).await;
+        assert_eq!(st, 201, "{what}: {v}");
+        ids.push(v["id"].as_str().expect("id").to_string());
+    }
+    for ((what, _, needle), id) in cases.iter().zip(&ids) {
+        let v = wait_for(&s, id, Duration::from_secs(15), |v| {
+            v["status"] == "retrying" && v["reconnects"].as_u64().unwrap_or(0) >= 1
+        })
+        .await;
+        assert_eq!(v["status"], "retrying", "{what}: {v}");
+        assert!(v["reconnects"].as_u64().unwrap_or(0) >= 1, "{what}: {v}");
+        assert_eq!(
+            (v["frames"].as_u64(), v["tracks"].as_array().map(Vec::len)),
+            (Some(0), Some(0)),
+            "{what}: {v}"
+        );
+        let err = v["last_error"].as_str().unwrap_or("");
+        assert!(err.starts_with(needle), "{what}: {needle:?} does not start {err:?}");
+        assert!(!v.to_string().contains("hunter22"), "{what}: credentials leaked: {v}");
+        eprintln!("{what}: {err}");
+    }
+    assert!(!s.log().contains("hunter22"), "the password reached the log");
+    let (st, _) = s.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(st, 200, "the server is still up");
+    for id in &ids {
+        let (st, _) = s
+            .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+            .await;
+        assert_eq!(st, 200);
+    }
+    for task in [a, b, c] {
+        task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_tunnel_ingest_bodies_are_validated() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("g", &[]).await;
+    for (what, body, code) in [
+        (
+            "rtsps through the tunnel",
+            json!({"url": "rtsps://127.0.0.1/cam", "groups": ["g"], "transport": "http"}),
+            "invalid_argument",
+        ),
+        (
+            "a fingerprint on rtsp through the tunnel",
+            json!({"url": "rtsp://127.0.0.1/cam", "groups": ["g"], "transport": "http", "tls_fingerprint": "ab".repeat(32)}),
+            "invalid_argument",
+        ),
+        (
+            "transport in capitals",
+            json!({"url": "rtsp://127.0.0.1/cam", "groups": ["g"], "transport": "HTTP"}),
+            "invalid_body",
+        ),
+        (
+            "an http:// URL",
+            json!({"url": "http://127.0.0.1/cam", "groups": ["g"], "transport": "http"}),
+            "ingest_invalid_url",
+        ),
+    ] {
+        let (st, v) = create(&s, &s.admin, body).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (400, Some(code)), "{what}: {v}");
+        assert!(
+            v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {v}"
+        );
+    }
+    let (_, v) = create(
+        &s,
+        &s.admin,
+        json!({"url": "rtsps://127.0.0.1/cam", "groups": ["g"], "transport": "http"}),
+    )
+    .await;
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("\"http\"") && message.contains("rtsps://"), "{v}");
+    let (_, list) = s.call(Method::GET, "/v1/ingests", Some(&s.admin), None).await;
+    assert_eq!(list["ingests"].as_array().map(Vec::len), Some(0), "{list}");
+
+    // Valid (nothing listens: it retries), shown with its transport, which cannot be patched.
+    let (st, v) = create(
+        &s,
+        &s.admin,
+        json!({"url": format!("rtsp://127.0.0.1:{}/cam", free_port()), "groups": ["g"], "transport": "http"}),
+    )
+    .await;
+    assert_eq!((st, &v["transport"]), (201, &json!("http")), "{v}");
+    let id = v["id"].as_str().expect("id");
+    let (st, v) = s
+        .call(Method::GET, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!((st, &v["transport"]), (200, &json!("http")), "{v}");
+    for body in [json!({"transport": "tcp"}), json!({"transport": "http"})] {
+        let (st, v) = patch(&s, &s.admin, id, body).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (400, Some("ingest_field_immutable")),
+            "{v}"
+        );
+    }
 }
 
 /// `PATCH /v1/ingests/{id}` with `body` as `token`.
