@@ -920,6 +920,35 @@ fn clients_of(port: u16) -> usize {
         .count()
 }
 
+/// Waits for ingest `id` to count 30 frames more than `v` (its view) shows.
+async fn frames_advance(s: &Server, id: &str, v: &Value) {
+    let frames = v["frames"].as_u64().unwrap_or(0);
+    let v = wait_for(s, id, Duration::from_secs(10), |v| {
+        v["frames"].as_u64().unwrap_or(0) >= frames + 30
+    })
+    .await;
+    assert!(
+        v["frames"].as_u64().unwrap_or(0) >= frames + 30,
+        "frames after the restart: {v}"
+    );
+}
+
+/// Deletes ingest `id` and waits (up to 5 s) until nothing is connected to the camera's `port`.
+async fn delete_leaves_no_connection(s: &Server, id: &str, port: u16) {
+    let (st, v) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("stopped")), "{v}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while clients_of(port) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a connection to the camera outlived the ingest"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The happy path of `rtsps://`: the camera announces its own `rtsps` URL as Content-Base (as
 /// real cameras do), so retina's SETUP and PLAY name the camera, not the bridge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -987,29 +1016,10 @@ async fn an_rtsps_camera_with_its_pinned_certificate_goes_live_for_whep_and_rest
     let s = s.restart_after_kill().await;
     let v = wait_status(&s, &id, "live", Duration::from_secs(20)).await;
     assert_eq!(v["tls_fingerprint"], cert.fingerprint.as_str(), "{v}");
-    let frames = v["frames"].as_u64().unwrap_or(0);
-    let v = wait_for(&s, &id, Duration::from_secs(10), |v| {
-        v["frames"].as_u64().unwrap_or(0) >= frames + 30
-    })
-    .await;
-    assert!(
-        v["frames"].as_u64().unwrap_or(0) >= frames + 30,
-        "frames after the restart: {v}"
-    );
+    frames_advance(&s, &id, &v).await;
 
     // Deleting ends the bridge: no connection to the camera is left.
-    let (st, v) = s
-        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
-        .await;
-    assert_eq!((st, v["status"].as_str()), (200, Some("stopped")), "{v}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while clients_of(port) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "a connection to the camera outlived the ingest"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    delete_leaves_no_connection(&s, &id, port).await;
     drop(camera);
 }
 
@@ -1216,26 +1226,10 @@ async fn an_http_tunnelled_camera_goes_live_for_whep_survives_restarts_and_leave
     let v = wait_status(&s, &id, "live", Duration::from_secs(20)).await;
     assert_eq!(v["transport"], "http", "{v}");
     assert!(!v.to_string().contains("sesame"), "{v}");
-    let frames = v["frames"].as_u64().unwrap_or(0);
-    let v = wait_for(&s, &id, Duration::from_secs(10), |v| {
-        v["frames"].as_u64().unwrap_or(0) >= frames + 30
-    })
-    .await;
-    assert!(
-        v["frames"].as_u64().unwrap_or(0) >= frames + 30,
-        "frames after the restart: {v}"
-    );
+    frames_advance(&s, &id, &v).await;
 
     // Deleting ends the tunnel: no connection to the camera is left.
-    let (st, v) = s
-        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
-        .await;
-    assert_eq!((st, v["status"].as_str()), (200, Some("stopped")), "{v}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while clients_of(port) > 0 {
-        assert!(Instant::now() < deadline, "a tunnel connection outlived the ingest");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    delete_leaves_no_connection(&s, &id, port).await;
     assert!(!s.log().contains("sesame"), "the password reached the log");
     drop(camera);
 }
