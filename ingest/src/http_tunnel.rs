@@ -37,7 +37,7 @@ use tokio::sync::oneshot;
 use url::{Position, Url};
 
 use crate::source::SourceUrl;
-use crate::tls::{accept_loopback, bridge_url};
+use crate::tls::{accept_loopback, loopback_listener};
 
 /// How long a bridge may go on copying after its handle is dropped (as the TLS bridge's).
 pub const LINGER: std::time::Duration = crate::tls::LINGER;
@@ -114,12 +114,7 @@ impl TunnelDialer {
         let mut post = self.connect().await?;
         let head = post_request(&target, &self.host_header, &cookie, &self.user_agent);
         send(&mut post, &head, "sending the POST").await?;
-        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-            .await
-            .map_err(TunnelError::Listen)?;
-        let local = listener.local_addr().map_err(TunnelError::Listen)?;
-        let url = bridge_url(camera_url, local)
-            .ok_or_else(|| TunnelError::Listen(std::io::Error::other("cannot form the bridge URL")))?;
+        let (listener, url) = loopback_listener(camera_url).await.map_err(TunnelError::Listen)?;
         let (release, released) = oneshot::channel();
         let tunnel = Tunnel { get, early, post };
         tokio::spawn(run_bridge(listener, tunnel, released));

@@ -304,20 +304,24 @@ impl TlsDialer {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| TlsError::Handshake(describe_handshake_error(&e)))?;
-        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-            .await
-            .map_err(TlsError::Listen)?;
-        let local = listener.local_addr().map_err(TlsError::Listen)?;
-        let url = bridge_url(camera_url, local)
-            .ok_or_else(|| TlsError::Listen(std::io::Error::other("cannot form the bridge URL")))?;
+        let (listener, url) = loopback_listener(camera_url).await.map_err(TlsError::Listen)?;
         let (release, released) = oneshot::channel();
         tokio::spawn(run_bridge(listener, tls, released));
         Ok(TlsBridge { url, _release: release })
     }
 }
 
-/// The camera URL with scheme `rtsp` and a loopback bridge's address (also used by the HTTP
-/// tunnel, [`crate::http_tunnel`]).
+/// A listener on `127.0.0.1:0` for a bridge's one loopback connection, and the URL retina is
+/// given for it ([`bridge_url`]).
+pub(crate) async fn loopback_listener(camera_url: &Url) -> std::io::Result<(TcpListener, Url)> {
+    let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let local = listener.local_addr()?;
+    let url = bridge_url(camera_url, local).ok_or_else(|| std::io::Error::other("cannot form the bridge URL"))?;
+    Ok((listener, url))
+}
+
+/// The camera URL with scheme `rtsp` and a loopback bridge's address (for both bridges, through
+/// [`loopback_listener`]).
 pub(crate) fn bridge_url(camera_url: &Url, local: SocketAddr) -> Option<Url> {
     let mut url = camera_url.clone();
     url.set_scheme("rtsp").ok()?;
