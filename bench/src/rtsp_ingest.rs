@@ -56,6 +56,9 @@ struct Args {
     /// Skip the fanfare runs.
     #[arg(long)]
     no_fanfare: bool,
+    /// The server's media threads (`rtc.threads`; default: the server's default).
+    #[arg(long)]
+    rtc_threads: Option<usize>,
 }
 
 fn workspace() -> PathBuf {
@@ -323,7 +326,11 @@ async fn run_fanfare(args: &Args, k: usize, url: &str, camera: u32) -> Result<Ro
         .unwrap_or_else(|| workspace().join("target/release/fanfare"));
     let dir = std::env::temp_dir().join(format!("fanfare-bench-ingest-{}-{k}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("fanfare.toml"), "[log]\nlevel = \"warn\"\n")?;
+    let mut config = String::from("[log]\nlevel = \"warn\"\n");
+    if let Some(n) = args.rtc_threads {
+        config.push_str(&format!("[rtc]\nthreads = {n}\n"));
+    }
+    std::fs::write(dir.join("fanfare.toml"), config)?;
     let log = dir.join("server.log");
     let mut server = Command::new(&bin)
         .arg("--config")
