@@ -75,6 +75,8 @@ pub(crate) struct TsMuxer {
     tables: Tables,
     /// Whether the next frame is preceded by PAT/PMT (the first of a segment or of a part).
     tables_due: bool,
+    /// The last PCR written (90 kHz), if any.
+    last_pcr: Option<i64>,
 }
 
 /// The PAT and PMT sections and their continuity counters.
@@ -110,6 +112,9 @@ const STREAM_TYPE_AAC: u8 = 0x0f;
 const TS_MASK: u64 = (1 << 33) - 1;
 /// The PES header fields after PES_packet_length with a PTS and a DTS.
 const PES_OPT_MAX: usize = 3 + 10;
+/// The longest the PCR goes without a new value (ISO/IEC 13818-1 asks for at most 100 ms):
+/// while video stalls and audio goes on, PCR-only packets on the video PID keep it.
+const PCR_MAX_GAP: i64 = 90_000 / 10;
 
 impl TsMuxer {
     /// A muxer with an H.264 or H.265 track (if `video`) and an AAC track (if `audio`).
@@ -154,6 +159,7 @@ impl TsMuxer {
                 pmt_cc: 0,
             },
             tables_due: true,
+            last_pcr: None,
         })
     }
 
@@ -171,6 +177,8 @@ impl TsMuxer {
             return Err(VodError::BadMedia(format!("pts {pts} before dts {dts}")));
         }
         let pcr_on_video = self.video.is_some();
+        // Where a PCR-only packet would go: the video PID, with its last continuity counter.
+        let video_pid = self.video.as_ref().map(|v| (v.pid, v.cc.wrapping_sub(1) & 0x0f));
         let stream = if video {
             self.video.as_mut()
         } else {
@@ -235,7 +243,22 @@ impl TsMuxer {
             self.tables.write(&mut self.out);
             self.tables_due = false;
         }
-        let pcr = (video == pcr_on_video).then_some(dts);
+        // The PCR never goes back: a PCR-only packet may have carried an audio DTS a little
+        // ahead of the video's.
+        let pcr = if video == pcr_on_video {
+            Some(self.last_pcr.map_or(dts, |last| last.max(dts)))
+        } else {
+            if let (Some(last), Some((pid, cc))) = (self.last_pcr, video_pid) {
+                if dts - last > PCR_MAX_GAP {
+                    write_pcr_only(&mut self.out, pid, cc, dts);
+                    self.last_pcr = Some(dts);
+                }
+            }
+            None
+        };
+        if pcr.is_some() {
+            self.last_pcr = pcr;
+        }
         stream.last_dts = Some(dts);
         write_pes(&mut self.out, stream, &head[..n], data, pcr, key);
         Ok(())
@@ -307,16 +330,7 @@ fn write_pes(out: &mut BytesMut, stream: &mut Stream, head: &[u8], body: &[u8], 
             if af_len > 1 {
                 out.put_u8(flags);
                 if let Some(p) = pcr_here {
-                    let base = (p as u64) & TS_MASK;
-                    // 33-bit base, 6 reserved bits, 9-bit extension (0).
-                    out.put_slice(&[
-                        (base >> 25) as u8,
-                        (base >> 17) as u8,
-                        (base >> 9) as u8,
-                        (base >> 1) as u8,
-                        (((base & 1) as u8) << 7) | 0x7e,
-                        0,
-                    ]);
+                    out.put_slice(&pcr_field(p));
                 }
                 let written = if pcr_here.is_some() { 8 } else { 2 };
                 out.put_bytes(0xff, af_len - written);
@@ -336,6 +350,28 @@ fn write_pes(out: &mut BytesMut, stream: &mut Stream, head: &[u8], body: &[u8], 
         pos = end;
         first = false;
     }
+}
+
+/// The six bytes of a PCR field: 33-bit base (`pcr`, 90 kHz), 6 reserved bits, 9-bit
+/// extension (0).
+fn pcr_field(pcr: i64) -> [u8; 6] {
+    let base = (pcr as u64) & TS_MASK;
+    [
+        (base >> 25) as u8,
+        (base >> 17) as u8,
+        (base >> 9) as u8,
+        (base >> 1) as u8,
+        (((base & 1) as u8) << 7) | 0x7e,
+        0,
+    ]
+}
+
+/// Writes a packet of `pid` with only an adaptation field carrying `pcr`. It has no payload,
+/// so its continuity counter `cc` repeats the PID's previous one.
+fn write_pcr_only(out: &mut BytesMut, pid: u16, cc: u8, pcr: i64) {
+    out.put_slice(&[0x47, (pid >> 8) as u8, pid as u8, 0x20 | cc, 183, 0x10]);
+    out.put_slice(&pcr_field(pcr));
+    out.put_bytes(0xff, PACKET - 12);
 }
 
 /// Writes a PSI section in one TS packet (pointer field 0, padded with 0xff).
@@ -454,12 +490,15 @@ mod tests {
             let pusi = p[1] & 0x40 != 0;
             let pid = (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
             let control = p[3] >> 4;
-            assert!(control == 1 || control == 3, "adaptation_field_control {control}");
-            if let Some(prev) = cc.insert(pid, p[3] & 0x0f) {
+            assert!((1..=3).contains(&control), "adaptation_field_control {control}");
+            // Packets without payload do not advance the counter (they repeat the last one).
+            if control == 2 {
+                assert_eq!(cc.get(&pid), Some(&(p[3] & 0x0f)), "continuity of a PCR-only packet");
+            } else if let Some(prev) = cc.insert(pid, p[3] & 0x0f) {
                 assert_eq!(p[3] & 0x0f, (prev + 1) & 0x0f, "continuity on PID {pid:#x}");
             }
             let mut i = 4;
-            if control == 3 {
+            if control & 2 != 0 {
                 let len = p[4] as usize;
                 assert!(5 + len <= PACKET);
                 if len > 0 {
@@ -480,6 +519,10 @@ mod tests {
                     assert!(p[stuffing_from..5 + len].iter().all(|b| *b == 0xff), "stuffing");
                 }
                 i = 5 + len;
+            }
+            if control == 2 {
+                assert_eq!(i, PACKET, "a packet without payload is all adaptation field");
+                continue;
             }
             let payload = &p[i..];
             if pid == PAT_PID || pid == PMT_PID {
@@ -642,6 +685,34 @@ mod tests {
             assert_eq!(pts, i as u64 * 1920);
             assert_eq!(payload.len(), 7 + 160 + i);
         }
+    }
+
+    #[test]
+    fn pcr_keeps_going_while_video_stalls() {
+        let mut m = TsMuxer::new(Some(VideoCodec::H264), Some(&aac_lc_48k_stereo())).expect("muxer");
+        let mut audio = (0..).map(|i| i * 1920);
+        let mut write_audio_until = |m: &mut TsMuxer, t: i64| {
+            for a in audio.by_ref() {
+                m.write(false, a, a, true, &[5u8; 100]).expect("audio");
+                if a >= t {
+                    break;
+                }
+            }
+        };
+        // Half a second of video, a one-second stall with audio only, then video again.
+        let video_times = (0..15).map(|i| i * 3000).chain((0..15).map(|i| 135_000 + i * 3000));
+        for (i, t) in video_times.enumerate() {
+            write_audio_until(&mut m, t);
+            m.write(true, t + 1000, t, i == 0, &frame(300, i as u8)).expect("video");
+        }
+        let d = demux(&m.finish().expect("finish"));
+        assert_eq!(d.pes[&0x100].len(), 30, "every video frame");
+        assert!(d.pcrs.iter().all(|(pid, _)| *pid == 0x100), "PCR on the video PID only");
+        assert!(d.pcrs.windows(2).all(|w| w[0].1 <= w[1].1), "the PCR never goes back");
+        let largest_gap = d.pcrs.windows(2).map(|w| w[1].1 - w[0].1).max().unwrap_or(0);
+        assert!(largest_gap <= 9000 + 1920, "PCR gap of {largest_gap} ticks");
+        // The stall was bridged by PCR-only packets: more PCRs than video frames.
+        assert!(d.pcrs.len() >= 30 + 8, "{} PCRs", d.pcrs.len());
     }
 
     #[test]
