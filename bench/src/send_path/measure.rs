@@ -75,7 +75,13 @@ fn frame_packets(f: u64) -> usize {
 
 /// Sends `seconds` of the stream from packet `*seq` on, with the simulated clock advancing from
 /// `*now` at the stream's pace.
-fn send_stream(stack: &mut dyn Stack, seconds: u64, seq: &mut u16, now: &mut Instant, payload: &[u8]) -> Result<(u64, Sent)> {
+fn send_stream(
+    stack: &mut dyn Stack,
+    seconds: u64,
+    seq: &mut u16,
+    now: &mut Instant,
+    payload: &[u8],
+) -> Result<(u64, Sent)> {
     let mut packets = 0;
     let mut sent = Sent::default();
     let frame_time = Duration::from_secs(1) / FPS;
@@ -110,7 +116,11 @@ fn thread_cpu() -> Duration {
 /// Resident set of this process, in bytes.
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
