@@ -22,6 +22,10 @@ struct Args {
     /// Seconds of media measured.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Also send every datagram the server peers produce through the kernel (see [`wire`]), so
+    /// the figure is the stack plus its UDP sends.
+    #[arg(long)]
+    udp: bool,
 }
 
 /// Frames per second of the stream.
@@ -106,6 +110,109 @@ fn send_stream(
     Ok((packets, sent))
 }
 
+/// Datagrams sent per `sendmmsg` with `--udp` (the engine's outbox flushes at 64 too).
+const WIRE_BATCH: usize = 64;
+
+/// The kernel side of `--udp`: datagrams are copied into a queue (as the engine's outbox
+/// copies them) and sent `WIRE_BATCH` at a time with `sendmmsg` from one non-blocking socket
+/// to a loopback socket that nobody reads (once its buffer is full the kernel drops there,
+/// after the whole send path has run).
+struct Wire {
+    socket: std::net::UdpSocket,
+    _sink: std::net::UdpSocket,
+    dest: libc::sockaddr_in,
+    queue: Vec<Vec<u8>>,
+    sent: u64,
+    failed: u64,
+}
+
+impl Wire {
+    fn new() -> Result<Wire> {
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        socket.set_nonblocking(true)?;
+        let port = sink.local_addr()?.port();
+        // SAFETY: an all-zero sockaddr_in is valid; the fields are set below.
+        let mut dest: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        dest.sin_family = libc::AF_INET as libc::sa_family_t;
+        dest.sin_port = port.to_be();
+        dest.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        Ok(Wire {
+            socket,
+            _sink: sink,
+            dest,
+            queue: Vec::with_capacity(WIRE_BATCH),
+            sent: 0,
+            failed: 0,
+        })
+    }
+
+    fn push(&mut self, datagram: &[u8]) {
+        self.queue.push(datagram.to_vec());
+        if self.queue.len() == WIRE_BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        use std::os::fd::AsRawFd;
+        let mut iovs: Vec<libc::iovec> = self
+            .queue
+            .iter()
+            .map(|d| libc::iovec {
+                iov_base: d.as_ptr() as *mut libc::c_void,
+                iov_len: d.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: an all-zero mmsghdr is valid; name and iov are set below.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = &mut self.dest as *mut libc::sockaddr_in as *mut libc::c_void;
+                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                m.msg_hdr.msg_iov = iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let mut done = 0;
+        while done < msgs.len() {
+            // SAFETY: `msgs[done..]` point at live iovecs and buffers and at `self.dest`.
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.socket.as_raw_fd(),
+                    msgs[done..].as_mut_ptr(),
+                    (msgs.len() - done) as libc::c_uint,
+                    0,
+                )
+            };
+            if n <= 0 {
+                // A full socket buffer: what is left is dropped, as the engine's outbox does.
+                self.failed += (msgs.len() - done) as u64;
+                break;
+            }
+            done += n as usize;
+            self.sent += n as u64;
+        }
+        self.queue.clear();
+    }
+}
+
+thread_local! {
+    static WIRE: std::cell::RefCell<Option<Wire>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A stack hands every datagram its server peers produce here: with `--udp` it goes through
+/// the kernel ([`Wire`]), otherwise nowhere.
+pub fn wire(datagram: &[u8]) {
+    WIRE.with(|w| {
+        if let Some(w) = w.borrow_mut().as_mut() {
+            w.push(datagram);
+        }
+    });
+}
+
 /// CPU time of the calling thread.
 fn thread_cpu() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -138,10 +245,17 @@ fn run(name: &str, peers: usize, args: &Args) -> Result<()> {
     let mut seq = 1000u16;
     send_stream(stack.as_mut(), args.warmup_s, &mut seq, &mut now, &payload)?;
     let rss = rss_bytes().saturating_sub(rss0);
+    if args.udp {
+        let w = Wire::new()?;
+        WIRE.with(|slot| *slot.borrow_mut() = Some(w));
+    }
     let cpu0 = thread_cpu();
     let wall0 = Instant::now();
     let (packets, sent) = send_stream(stack.as_mut(), args.seconds, &mut seq, &mut now, &payload)?;
     let cpu = thread_cpu() - cpu0;
+    if let Some(w) = WIRE.with(|slot| slot.borrow_mut().take()) {
+        eprintln!("{name}, {peers} peers: {} datagrams through the kernel, {} dropped at a full socket buffer", w.sent, w.failed);
+    }
     let wall = wall0.elapsed();
     let verify = Packet {
         seq,
@@ -156,7 +270,8 @@ fn run(name: &str, peers: usize, args: &Args) -> Result<()> {
     // One core's worth of packets at this cost, against the stream's real rate.
     let pps = packets as f64 / args.seconds as f64;
     println!(
-        "| {name} | {peers} | {:.2} | {:.3} | {:.2} | {:.0} | {:.1} | {verified}/{peers} |",
+        "| {name}{} | {peers} | {:.2} | {:.3} | {:.2} | {:.0} | {:.1} | {verified}/{peers} |",
+        if args.udp { " + UDP" } else { "" },
         us_per_send,
         us_per_send * pps * peers as f64 / 1e6,
         sent.datagrams as f64 / sends,

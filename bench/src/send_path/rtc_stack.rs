@@ -379,6 +379,7 @@ impl Stack for RtcStack {
             while let Some(d) = pair.server.poll_write() {
                 sent.datagrams += 1;
                 sent.bytes += d.message.len() as u64;
+                crate::measure::wire(&d.message);
             }
             while pair.server.poll_event().is_some() {}
             while pair.server.poll_read().is_some() {}
