@@ -74,7 +74,11 @@ pub trait Stack {
 /// The stream, shaped like `sfu-fanout`'s fixture: frame `f` is a keyframe every 2 s (28 kB),
 /// otherwise 8 kB (about 2 Mbit/s, 218 packets a second).
 fn frame_packets(f: u64) -> usize {
-    let bytes: usize = if f.is_multiple_of(2 * u64::from(FPS)) { 28_000 } else { 8_000 };
+    let bytes: usize = if f.is_multiple_of(2 * u64::from(FPS)) {
+        28_000
+    } else {
+        8_000
+    };
     bytes.div_ceil(PAYLOAD)
 }
 
@@ -254,7 +258,10 @@ fn run(name: &str, peers: usize, args: &Args) -> Result<()> {
     let (packets, sent) = send_stream(stack.as_mut(), args.seconds, &mut seq, &mut now, &payload)?;
     let cpu = thread_cpu() - cpu0;
     if let Some(w) = WIRE.with(|slot| slot.borrow_mut().take()) {
-        eprintln!("{name}, {peers} peers: {} datagrams through the kernel, {} dropped at a full socket buffer", w.sent, w.failed);
+        eprintln!(
+            "{name}, {peers} peers: {} datagrams through the kernel, {} dropped at a full socket buffer",
+            w.sent, w.failed
+        );
     }
     let wall = wall0.elapsed();
     let verify = Packet {
