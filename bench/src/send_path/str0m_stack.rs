@@ -307,6 +307,7 @@ impl Stack for Str0mStack {
                     Output::Transmit(t) => {
                         sent.datagrams += 1;
                         sent.bytes += t.contents.len() as u64;
+                        crate::measure::wire(&t.contents);
                     }
                     Output::Event(_) => {}
                 }
