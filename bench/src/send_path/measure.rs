@@ -19,7 +19,9 @@ struct Args {
     /// Seconds of media sent before measuring (fills the retransmission histories).
     #[arg(long, default_value_t = 3)]
     warmup_s: u64,
-    /// Seconds of media measured.
+    /// Seconds of media measured. The str0m servers are ICE-lite and, as no client answers
+    /// while the stream is sent, drop their connection 15 s after setup: keep warm-up plus
+    /// seconds under 15.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Also send every datagram the server peers produce through the kernel (see [`wire`]), so

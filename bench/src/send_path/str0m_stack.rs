@@ -15,7 +15,8 @@
 //!   127.0.0.1:20000+i, same codec;
 //! - everything else is str0m's default: the standard header extensions (transport-wide
 //!   sequence number for TWCC, abs-send-time, mid, ...), a sender report every second, stats off,
-//!   BWE off (so no pacer holds packets back), DTLS 1.2 with the rust-crypto provider, and a
+//!   BWE off (so no pacer holds packets back), DTLS 1.2 with the aws-lc-rs crypto provider
+//!   (str0m's default: AES-GCM in hardware, as `ring` is for rtc), and a
 //!   video send buffer of 1000 packets kept for up to 3 s (capped at 15 % retransmitted bytes)
 //!   to answer NACKs from. Packets are written `nackable` so that they go into that buffer.
 //!
