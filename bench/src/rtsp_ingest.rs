@@ -59,6 +59,10 @@ struct Args {
     /// The server's media threads (`rtc.threads`; default: the server's default).
     #[arg(long)]
     rtc_threads: Option<usize>,
+    /// Runs per camera count, fanfare and ffmpeg alternating; with more than one, a summary
+    /// table of medians follows (single runs at K = 1 move by ±20 %).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 fn workspace() -> PathBuf {
@@ -673,26 +677,79 @@ async fn main() -> Result<()> {
     println!("| cameras | reader | CPU total | CPU per camera | RSS peak MB | RSS per camera MB | anon RSS per camera MB | RSS idle MB | fps per camera | kbit/s per camera |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut result = Ok(());
+    let mut rows = Vec::new();
     for &k in &args.cameras {
-        if !args.no_fanfare {
-            match run_fanfare(&args, k, &url, cam_pid).await {
-                Ok(r) => print(&r),
-                Err(e) => {
-                    eprintln!("fanfare, {k} cameras: {e:#}");
-                    result = Err(e);
+        for _ in 0..args.repeat.max(1) {
+            if !args.no_fanfare {
+                match run_fanfare(&args, k, &url, cam_pid).await {
+                    Ok(r) => {
+                        print(&r);
+                        rows.push(r);
+                    }
+                    Err(e) => {
+                        eprintln!("fanfare, {k} cameras: {e:#}");
+                        result = Err(e);
+                    }
                 }
             }
-        }
-        if !args.no_ffmpeg {
-            match run_ffmpeg(&args, k, &url, cam_pid).await {
-                Ok(r) => print(&r),
-                Err(e) => {
-                    eprintln!("ffmpeg, {k} cameras: {e:#}");
-                    result = Err(e);
+            if !args.no_ffmpeg {
+                match run_ffmpeg(&args, k, &url, cam_pid).await {
+                    Ok(r) => {
+                        print(&r);
+                        rows.push(r);
+                    }
+                    Err(e) => {
+                        eprintln!("ffmpeg, {k} cameras: {e:#}");
+                        result = Err(e);
+                    }
                 }
             }
         }
     }
+    if args.repeat > 1 {
+        print_medians(&args.cameras, &rows);
+    }
     stop(&mut camera).await;
     result
+}
+
+/// The median of `v` (NaN when empty) and its range.
+fn median_range(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    match (v.first(), v.last()) {
+        (Some(lo), Some(hi)) => {
+            let mid = v.len() / 2;
+            let median = if v.len() % 2 == 1 {
+                v[mid]
+            } else {
+                (v[mid - 1] + v[mid]) / 2.0
+            };
+            (median, *lo, *hi)
+        }
+        _ => (f64::NAN, f64::NAN, f64::NAN),
+    }
+}
+
+/// Per camera count: medians (and ranges) over the repeated runs, and fanfare's CPU per
+/// camera as a fraction of ffmpeg's (the ratio of the medians).
+fn print_medians(cameras: &[usize], rows: &[Row]) {
+    println!();
+    println!("| cameras | runs | fanfare CPU per camera, median (range) | ffmpeg CPU per camera, median (range) | ratio of medians | fanfare RSS per camera MB, median (range) |");
+    println!("|---|---|---|---|---|---|");
+    for &k in cameras {
+        let of = |ffmpeg: bool| {
+            rows.iter()
+                .filter(move |r| r.k == k && r.reader.starts_with("ffmpeg") == ffmpeg)
+        };
+        let cpu = |ffmpeg: bool| median_range(of(ffmpeg).map(|r| r.usage.cpu * 100.0 / k as f64).collect());
+        let (fc, fc_lo, fc_hi) = cpu(false);
+        let (mc, mc_lo, mc_hi) = cpu(true);
+        let (rss, rss_lo, rss_hi) =
+            median_range(of(false).map(|r| (r.usage.rss_mean - r.base_rss) / k as f64).collect());
+        println!(
+            "| {k} | {} | {fc:.2}% ({fc_lo:.2}–{fc_hi:.2}) | {mc:.2}% ({mc_lo:.2}–{mc_hi:.2}) | {:.2}× | {rss:.1} ({rss_lo:.1}–{rss_hi:.1}) |",
+            of(false).count(),
+            fc / mc,
+        );
+    }
 }
