@@ -82,8 +82,25 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// utime + stime of `pid`, in seconds.
+/// CPU time of `pid`, in seconds: the sum of its threads' run times from
+/// `/proc/<pid>/task/*/schedstat` (nanoseconds; threads that ended are not counted, and every
+/// process measured here keeps its threads), else utime + stime (10 ms ticks: ±1 tick is
+/// ±0.05 % over 20 s, about a tenth of one camera's cost).
 fn cpu_s(pid: u32) -> f64 {
+    schedstat_s(pid).unwrap_or_else(|| stat_s(pid))
+}
+
+fn schedstat_s(pid: u32) -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e9)
+}
+
+/// utime + stime of `pid`, in seconds.
+fn stat_s(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
