@@ -12,7 +12,8 @@
 //! What it writes, as libavformat did for our streams: PAT (program 1), PMT on PID 0x1000 with
 //! the PCR on the video PID (the audio PID without video), video on PID 0x100 (H.264 stream type
 //! 0x1B, H.265 0x24) with an access unit delimiter added when the frame has none, audio on the
-//! next PID as AAC in ADTS (stream type 0x0F); one PES per frame, PCR = DTS.
+//! next PID as AAC in ADTS (stream type 0x0F); one PES per frame, PCR = DTS. When video stalls
+//! and audio goes on, a PCR-only packet on the video PID keeps PCRs at most 100 ms apart.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
