@@ -105,13 +105,7 @@ fn server_pc(now: Instant) -> Result<RTCPeerConnection> {
             NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
         )
         .with(Slot::SenderReport, SenderReportBuilder::new().build());
-    RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_media_engine(engine)
-        .with_setting_engine(settings())
-        .with_interceptor_registry(registry)
-        .build(now)
-        .context("building a server peer connection")
+    build_pc(engine, registry, now, "server")
 }
 
 /// A client peer connection: a browser-like receiver with the crate's default interceptors.
@@ -122,13 +116,19 @@ fn client_pc(now: Instant) -> Result<RTCPeerConnection> {
         .context("registering the default codecs")?;
     let registry =
         register_default_interceptors(Registry::new(), &mut engine).context("registering the default interceptors")?;
+    build_pc(engine, registry, now, "client")
+}
+
+/// A peer connection (the `side` named in errors) with `engine` and `registry`, the common
+/// settings and the default configuration.
+fn build_pc(engine: MediaEngine, registry: Registry, now: Instant, side: &str) -> Result<RTCPeerConnection> {
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_setting_engine(settings())
         .with_interceptor_registry(registry)
         .build(now)
-        .context("building a client peer connection")
+        .with_context(|| format!("building a {side} peer connection"))
 }
 
 /// Hands `pc` its one host candidate, at `addr`, and ends gathering.
