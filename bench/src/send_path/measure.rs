@@ -24,6 +24,10 @@ struct Args {
     /// seconds under 15.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Packets str0m keeps per video stream to answer NACKs from (default: str0m's own, 1000;
+    /// the engine's `rtc` history, as in the rtc stack, is 256).
+    #[arg(long)]
+    str0m_send_buffer: Option<usize>,
     /// Also send every datagram the server peers produce through the kernel (see [`wire`]), so
     /// the figure is the stack plus its UDP sends.
     #[arg(long)]
@@ -243,7 +247,7 @@ fn run(name: &str, peers: usize, args: &Args) -> Result<()> {
     let t_setup = Instant::now();
     let (mut stack, mut now): (Box<dyn Stack>, Instant) = match name {
         "rtc" => crate::rtc_stack::setup(peers)?,
-        "str0m" => crate::str0m_stack::setup(peers)?,
+        "str0m" => crate::str0m_stack::setup(peers, args.str0m_send_buffer)?,
         other => bail!("unknown stack {other} (rtc, str0m)"),
     };
     let setup_s = t_setup.elapsed().as_secs_f64();

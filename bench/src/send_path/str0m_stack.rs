@@ -75,11 +75,13 @@ pub struct Str0mStack {
 }
 
 /// N established server peers of this stack, and the simulated clock after setup.
-pub fn setup(peers: usize) -> Result<(Box<dyn Stack>, Instant)> {
+/// `send_buffer` sets the server's video send buffer (packets kept for NACKs) instead of
+/// str0m's default.
+pub fn setup(peers: usize, send_buffer: Option<usize>) -> Result<(Box<dyn Stack>, Instant)> {
     let start = Instant::now();
     let mut pairs = Vec::with_capacity(peers);
     for i in 0..peers {
-        pairs.push(Pair::negotiate(i, start).with_context(|| format!("pair {i}: offer/answer"))?);
+        pairs.push(Pair::negotiate(i, start, send_buffer).with_context(|| format!("pair {i}: offer/answer"))?);
     }
     let now = handshake(&mut pairs, start)?;
     let stack = Str0mStack {
@@ -126,9 +128,14 @@ fn replace_ssrc(sdp: &str, from: u32, to: u32) -> String {
 }
 
 impl Pair {
-    /// Builds pair `i` at `start` and runs the SDP offer (server) / answer (client).
-    fn negotiate(i: usize, start: Instant) -> Result<Pair> {
-        let mut server = config().set_ice_lite(true).build(start);
+    /// Builds pair `i` at `start` (the server's video send buffer `send_buffer` packets, when
+    /// set) and runs the SDP offer (server) / answer (client).
+    fn negotiate(i: usize, start: Instant, send_buffer: Option<usize>) -> Result<Pair> {
+        let mut server_config = config().set_ice_lite(true);
+        if let Some(n) = send_buffer {
+            server_config = server_config.set_send_buffer_video(n);
+        }
+        let mut server = server_config.build(start);
         let mut client = config().build(start);
         server
             .add_local_candidate(host(10_000, i)?)
