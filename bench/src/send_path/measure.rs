@@ -1,6 +1,8 @@
 //! The harness: the stream sent (720p30 H.264 at about 2 Mbps, as `sfu-fanout`'s publisher),
 //! the simulated clock it is sent on, and the figures: thread CPU time per packet per peer, and
-//! resident memory per peer once the retransmission histories are full.
+//! resident memory per pair (a server peer and its client) once the retransmission histories
+//! are full. Memory freed by one run is reused by the next in the same process, so memory
+//! figures want one stack and one peer count per run.
 
 use std::time::{Duration, Instant};
 
@@ -280,7 +282,7 @@ fn run(name: &str, peers: usize, args: &Args) -> Result<()> {
     let verified = stack.verify(&verify)?;
     let sends = packets as f64 * peers as f64;
     let us_per_send = cpu.as_secs_f64() * 1e6 / sends;
-    // One core's worth of packets at this cost, against the stream's real rate.
+    // The share of a core this cost takes at the stream's real rate.
     let pps = packets as f64 / args.seconds as f64;
     println!(
         "| {name}{} | {peers} | {:.2} | {:.3} | {:.2} | {:.0} | {:.1} | {verified}/{peers} |",
@@ -307,7 +309,7 @@ fn run(name: &str, peers: usize, args: &Args) -> Result<()> {
 /// Runs every stack at every peer count, printing one markdown table row each.
 pub fn main() -> Result<()> {
     let args = Args::parse();
-    println!("| stack | peers | CPU µs per packet per peer | core at 2 Mbps 720p30 | datagrams per send | RSS KB per peer | setup s | clients decrypting |");
+    println!("| stack | peers | CPU µs per packet per peer | core at 2 Mbps 720p30 | datagrams per send | RSS KB per pair | setup s | clients decrypting |");
     println!("|---|---|---|---|---|---|---|---|");
     for peers in &args.peers {
         for stack in &args.stacks {
