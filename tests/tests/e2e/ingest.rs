@@ -920,6 +920,28 @@ fn clients_of(port: u16) -> usize {
         .count()
 }
 
+/// A WHEP subscriber (token `viewer`) to `participant` in group `cams`, once it has H.264
+/// frames: connected, a keyframe and 30 frames within 10 s each; `how` says where they come
+/// from in the failure messages.
+async fn watch_h264(s: &Server, viewer: &str, participant: &str, how: &str) -> WhepSubscriber {
+    let sub = WhepSubscriber::connect(
+        &s.base,
+        &format!("/v1/groups/cams/whep?participant={participant}"),
+        viewer,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("WHEP playback of the camera {how}: {e}"));
+    assert!(sub.wait_connected(Duration::from_secs(10)).await, "subscriber connects");
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |c| c.keyframes >= 1 && c.frames >= 30)
+            .await,
+        "frames flow {how}: {:?}",
+        sub.counts()
+    );
+    assert_eq!(sub.counts().video_mime.as_deref(), Some("video/H264"));
+    sub
+}
+
 /// Waits for ingest `id` to count 30 frames more than `v` (its view) shows.
 async fn frames_advance(s: &Server, id: &str, v: &Value) {
     let frames = v["frames"].as_u64().unwrap_or(0);
@@ -977,21 +999,7 @@ async fn an_rtsps_camera_with_its_pinned_certificate_goes_live_for_whep_and_rest
     assert_eq!(v["last_error"], Value::Null, "{v}");
 
     let participant = format!("ingest-{id}");
-    let sub = WhepSubscriber::connect(
-        &s.base,
-        &format!("/v1/groups/cams/whep?participant={participant}"),
-        &viewer,
-    )
-    .await
-    .expect("WHEP playback of the rtsps camera");
-    assert!(sub.wait_connected(Duration::from_secs(10)).await, "subscriber connects");
-    assert!(
-        sub.wait_until(Duration::from_secs(10), |c| c.keyframes >= 1 && c.frames >= 30)
-            .await,
-        "frames flow from the rtsps camera: {:?}",
-        sub.counts()
-    );
-    assert_eq!(sub.counts().video_mime.as_deref(), Some("video/H264"));
+    let sub = watch_h264(&s, &viewer, &participant, "from the rtsps camera").await;
     let first = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
     let v = wait_for(&s, &id, Duration::from_secs(5), |v| {
         v["frames"].as_u64().unwrap_or(0) >= first["frames"].as_u64().unwrap_or(0) + 30
@@ -1179,21 +1187,7 @@ async fn an_http_tunnelled_camera_goes_live_for_whep_survives_restarts_and_leave
     );
 
     let participant = format!("ingest-{id}");
-    let sub = WhepSubscriber::connect(
-        &s.base,
-        &format!("/v1/groups/cams/whep?participant={participant}"),
-        &viewer,
-    )
-    .await
-    .expect("WHEP playback of the tunnelled camera");
-    assert!(sub.wait_connected(Duration::from_secs(10)).await, "subscriber connects");
-    assert!(
-        sub.wait_until(Duration::from_secs(10), |c| c.keyframes >= 1 && c.frames >= 30)
-            .await,
-        "frames flow through the HTTP tunnel: {:?}",
-        sub.counts()
-    );
-    assert_eq!(sub.counts().video_mime.as_deref(), Some("video/H264"));
+    let sub = watch_h264(&s, &viewer, &participant, "through the HTTP tunnel").await;
     // The tunnel's two HTTP connections (GET down, POST up), nothing else.
     assert_eq!(
         clients_of(port),
