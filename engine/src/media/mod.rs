@@ -12,6 +12,7 @@ mod sdp;
 mod send_batch;
 mod tcp_mux;
 mod udp_mux;
+mod viewer_peer;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ pub use peer::{
     MAX_SDP_BYTES,
 };
 pub use sdp::{advertise_public_ip, cap_video_bitrate, rewrite_candidates};
+pub use viewer_peer::{Feedback, ViewerPeer, ViewerTrack, Written};
 
 use webrtc::runtime::Runtime;
 

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngine, SettingEngineBuilder,
 };
 
 use super::rtcp_forward::{FeedbackCounters, RtcpForward};
@@ -118,41 +118,58 @@ fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, En
     }
 }
 
+/// The media engine and interceptors of a new connection in `role`: the default codecs, the
+/// simulcast header extensions, [`interceptors`], and the [`RtcpForward`] wire-most.
+pub(super) fn media_stack(
+    media: &Media,
+    metrics: &EngineMetrics,
+    role: PeerRole,
+) -> Result<(MediaEngine, Registry), EngineError> {
+    let mut engine = MediaEngine::default();
+    engine
+        .register_default_codecs()
+        .map_err(|e| EngineError::Media(e.to_string()))?;
+    // mid / rtp-stream-id / repaired-rtp-stream-id: without them a publisher's RID
+    // layers (simulcast without a=ssrc lines) cannot be told apart.
+    configure_simulcast_extension_headers(&mut engine).map_err(|e| EngineError::Media(e.to_string()))?;
+    // Wire-most (below the NACK responder at 4_000): what leaves is numbered after the
+    // responder kept its copy, so retransmissions get numbers of their own and the
+    // history holds packets without the extension. Inbound RTCP reaches it first; it
+    // passes each packet on to the responder and delivers split copies upward.
+    let registry = interceptors(&mut engine, role)?.with(
+        Slot::from(1_500),
+        RtcpForward::new(
+            FeedbackCounters {
+                nacks: metrics.nacks.clone(),
+                twcc_feedback: metrics.twcc_feedback.clone(),
+                retransmissions: metrics.retransmissions.clone(),
+            },
+            role == PeerRole::Viewer && media.bandwidth_estimation(),
+        ),
+    );
+    Ok((engine, registry))
+}
+
+/// The setting engine of a new connection: mDNS off, ICE-lite as configured, and the local
+/// ICE `credentials` a shared port routes by.
+pub(super) fn setting_engine(media: &Media, credentials: Option<(String, String)>) -> SettingEngine {
+    let mut settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_lite(media.ice_lite());
+    if let Some((ufrag, pwd)) = credentials {
+        settings = settings.with_ice_credentials(ufrag, pwd);
+    }
+    settings.build()
+}
+
 impl Peer {
     /// Builds a peer connection. Must run on the media runtime (see [`Media::run`]).
     pub async fn new(media: &Media, metrics: &EngineMetrics, role: PeerRole) -> Result<Peer, EngineError> {
         let mut last_error = String::new();
         for _ in 0..media.bind_attempts() {
-            let mut engine = MediaEngine::default();
-            engine
-                .register_default_codecs()
-                .map_err(|e| EngineError::Media(e.to_string()))?;
-            // mid / rtp-stream-id / repaired-rtp-stream-id: without them a publisher's RID
-            // layers (simulcast without a=ssrc lines) cannot be told apart.
-            configure_simulcast_extension_headers(&mut engine).map_err(|e| EngineError::Media(e.to_string()))?;
-            // Wire-most (below the NACK responder at 4_000): what leaves is numbered after the
-            // responder kept its copy, so retransmissions get numbers of their own and the
-            // history holds packets without the extension. Inbound RTCP reaches it first; it
-            // passes each packet on to the responder and delivers split copies upward.
-            let registry = interceptors(&mut engine, role)?.with(
-                Slot::from(1_500),
-                RtcpForward::new(
-                    FeedbackCounters {
-                        nacks: metrics.nacks.clone(),
-                        twcc_feedback: metrics.twcc_feedback.clone(),
-                        retransmissions: metrics.retransmissions.clone(),
-                    },
-                    role == PeerRole::Viewer && media.bandwidth_estimation(),
-                ),
-            );
+            let (engine, registry) = media_stack(media, metrics, role)?;
             let transport = media.transport();
-            let mut settings = SettingEngineBuilder::new()
-                .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-                .with_lite(media.ice_lite());
-            if let Some((ufrag, pwd)) = transport.credentials {
-                settings = settings.with_ice_credentials(ufrag, pwd);
-            }
-            let settings = settings.build();
+            let settings = setting_engine(media, transport.credentials);
             let (state_tx, state) = watch::channel(PeerState::New);
             let (gathered_tx, gathered) = watch::channel(false);
             let (tracks_tx, tracks) = mpsc::unbounded_channel();

@@ -19,9 +19,6 @@ use actix::{
 };
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::peer_connection::PeerConnection;
 
 use super::{
     valid_rid, AcceptAnswer, AddCandidates, Negotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind,
@@ -29,7 +26,7 @@ use super::{
 };
 use crate::error::EngineError;
 use crate::ids::{GroupId, UserId};
-use crate::media::{Media, Peer, PeerRole, PeerState};
+use crate::media::{Media, PeerState, ViewerPeer, ViewerTrack};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
@@ -49,7 +46,7 @@ pub struct Viewer {
     participant: Option<UserId>,
     room: Option<Addr<Room>>,
     legs: Vec<(Arc<Fanout>, u64)>,
-    pc: Option<Arc<dyn PeerConnection>>,
+    pc: Option<ViewerPeer>,
     media: Media,
     registry: Addr<Registry>,
     sessions: Sessions,
@@ -82,7 +79,7 @@ pub struct Viewer {
 }
 
 /// A local track added for a fan-out, with its SSRC; gets a leg once negotiated.
-type Local = (Arc<Fanout>, Arc<TrackLocalStaticRTP>, u32);
+type Local = (Arc<Fanout>, Arc<ViewerTrack>, u32);
 
 impl Viewer {
     /// Starts a playback session of `participant` (or the group's first publisher) in `group`
@@ -144,13 +141,13 @@ impl Viewer {
 }
 
 /// A local track for `track` on `pc` (stream id: the watched user), with a fresh SSRC.
-async fn add_local(pc: &Arc<dyn PeerConnection>, watched: &UserId, track: &Arc<Fanout>) -> Result<Local, EngineError> {
+fn add_local(pc: &ViewerPeer, watched: &UserId, track: &Arc<Fanout>) -> Result<Local, EngineError> {
     let ssrc: u32 = rand::random();
     let kind = match track.info.kind {
         MediaKind::Audio => RtpCodecKind::Audio,
         MediaKind::Video => RtpCodecKind::Video,
     };
-    let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+    let local = pc.add_track(MediaStreamTrack::new(
         watched.to_string(),
         track.info.id.clone(),
         track.info.id.clone(),
@@ -163,24 +160,22 @@ async fn add_local(pc: &Arc<dyn PeerConnection>, watched: &UserId, track: &Arc<F
             codec: track.info.codec.clone(),
             ..Default::default()
         }],
-    )));
-    pc.add_track(local.clone() as Arc<dyn TrackLocal>)
-        .await
-        .map_err(|e| EngineError::Media(format!("cannot add a track: {e}")))?;
+    ))?;
     Ok((track.clone(), local, ssrc))
 }
 
 /// What [`build`] set up.
 struct Built {
-    pc: Arc<dyn PeerConnection>,
+    pc: ViewerPeer,
     answer: String,
     legs: Vec<(Arc<Fanout>, u64)>,
     offered: Vec<String>,
     state: tokio::sync::watch::Receiver<PeerState>,
 }
 
-/// Builds the subscriber side: a peer with one local track per published track, the answer,
-/// and a leg (for a viewer in `group`) attached to each fan-out whose codec the client accepted.
+/// Builds the subscriber side: a connection with one local track per published track, the
+/// answer, and a leg (for a viewer in `group`) attached to each fan-out whose codec the client
+/// accepted. Runs on the media runtime.
 async fn build(
     media: Media,
     metrics: EngineMetrics,
@@ -195,69 +190,71 @@ async fn build(
         caps,
         ..
     } = watched;
-    let peer = Peer::new(&media, &metrics, PeerRole::Viewer).await?;
-    let mut locals = Vec::new();
-    for track in &tracks {
-        if !webrtc_carries(&track.info.codec.mime_type) {
+    let pc = ViewerPeer::new(&media, &metrics)?;
+    let negotiated = (|| {
+        let mut locals = Vec::new();
+        for track in &tracks {
             // E.g. an RTSP camera's AAC track: for HLS and recordings only.
-            continue;
-        }
-        match add_local(&peer.pc, &watched, track).await {
-            Ok(local) => locals.push(local),
-            Err(e) => {
-                let _ = peer.pc.close().await;
-                return Err(e);
+            if webrtc_carries(&track.info.codec.mime_type) {
+                locals.push(add_local(&pc, &watched, track)?);
             }
         }
-    }
-    let offered = locals.iter().map(|(t, _, _)| t.info.id.clone()).collect();
-    let mut peer = peer;
-    let answer = match peer.answer(offer).await {
-        Ok(a) => a,
+        let answer = pc.answer(offer)?;
+        Ok::<_, EngineError>((locals, answer))
+    })();
+    let (locals, answer) = match negotiated {
+        Ok(done) => done,
         Err(e) => {
-            let _ = peer.pc.close().await;
+            pc.close();
             return Err(e);
         }
     };
-    let mut legs = Vec::new();
-    for (track, local, ssrc) in locals {
-        if let Some(pt) = negotiated_pt(&peer.pc, &track).await {
-            let leg = track.attach_capped(group.clone(), local, pt, ssrc, peer.state.clone(), caps.clone());
-            legs.push((track, leg.id));
-        }
-    }
-    tokio::spawn(super::stop_when_dropped(peer.state.clone(), viewer.recipient()));
+    let offered = locals.iter().map(|(t, _, _)| t.info.id.clone()).collect();
+    let state = pc.state();
+    let legs = attach_legs(&pc, &group, locals, vec![caps; tracks.len()], &state);
+    tokio::spawn(super::stop_when_dropped(state.clone(), viewer.recipient()));
     Ok(Built {
-        pc: peer.pc.clone(),
+        pc,
         answer,
         legs,
         offered,
-        state: peer.state.clone(),
+        state,
     })
+}
+
+/// Attaches a leg (with its caps from `caps`, in order) to the fan-out of each of `locals`
+/// whose codec the client accepted. Runs on the media runtime.
+fn attach_legs(
+    pc: &ViewerPeer,
+    group: &GroupId,
+    locals: Vec<Local>,
+    caps: Vec<LegCaps>,
+    state: &tokio::sync::watch::Receiver<PeerState>,
+) -> Vec<(Arc<Fanout>, u64)> {
+    let mut legs = Vec::new();
+    for ((track, local, ssrc), caps) in locals.into_iter().zip(caps) {
+        if let Some(pt) = pc.payload_type(&local, &track.info.codec) {
+            let leg = track.attach_capped(group.clone(), local, pt, ssrc, state.clone(), caps);
+            legs.push((track, leg.id));
+        }
+    }
+    legs
 }
 
 /// A renegotiation's media side: removes the local tracks of `removed` (server track ids), adds
 /// one for each of `added`, and makes the offer.
-async fn reoffer(
-    pc: Arc<dyn PeerConnection>,
-    media: Media,
-    watched: UserId,
-    removed: Vec<String>,
-    added: Vec<Arc<Fanout>>,
+fn reoffer(
+    pc: &ViewerPeer,
+    watched: &UserId,
+    removed: &[String],
+    added: &[Arc<Fanout>],
 ) -> Result<(String, Vec<Local>), EngineError> {
-    for sender in pc.get_senders().await {
-        if removed.contains(&sender.track().track_id().await) {
-            pc.remove_track(&sender)
-                .await
-                .map_err(|e| EngineError::Media(format!("cannot remove a track: {e}")))?;
-        }
-    }
-    let mut locals = Vec::new();
-    for track in &added {
-        locals.push(add_local(&pc, &watched, track).await?);
-    }
-    let offer = crate::media::reoffer(&pc, &media).await?;
-    Ok((offer, locals))
+    pc.remove_tracks(removed)?;
+    let locals = added
+        .iter()
+        .map(|track| add_local(pc, watched, track))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((pc.offer()?, locals))
 }
 
 /// Whether a WebRTC viewer can be offered this codec.
@@ -274,28 +271,6 @@ fn webrtc_carries(mime: &str) -> bool {
     ]
     .iter()
     .any(|m| m.eq_ignore_ascii_case(mime))
-}
-
-/// The payload type this leg negotiated for `track`'s codec, if the client accepted it.
-async fn negotiated_pt(pc: &Arc<dyn PeerConnection>, track: &Fanout) -> Option<u8> {
-    let want = &track.info.codec;
-    for sender in pc.get_senders().await {
-        if sender.track().track_id().await != track.info.id {
-            continue;
-        }
-        let params = sender.get_parameters().await.ok()?;
-        let codecs = params.rtp_parameters.codecs;
-        let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
-            c.rtp_codec.mime_type.eq_ignore_ascii_case(&want.mime_type)
-        };
-        let pick = codecs
-            .iter()
-            .filter(same_mime)
-            .find(|c| c.rtp_codec.sdp_fmtp_line == want.sdp_fmtp_line)
-            .or_else(|| codecs.iter().find(same_mime))?;
-        return Some(pick.payload_type);
-    }
-    None
 }
 
 impl Actor for Viewer {
@@ -333,9 +308,7 @@ impl Actor for Viewer {
             conn: self.id,
         });
         if let Some(pc) = self.pc.take() {
-            self.media.spawn(async move {
-                let _ = pc.close().await;
-            });
+            pc.close();
         }
         tracing::info!(session = %self.sid, user = %self.principal.user, "playback session ended");
     }
@@ -465,9 +438,11 @@ impl Handler<AddCandidates> for Viewer {
     type Result = ResponseActFuture<Self, Result<usize, EngineError>>;
 
     fn handle(&mut self, msg: AddCandidates, _ctx: &mut Context<Self>) -> Self::Result {
-        let (pc, media) = (self.pc.clone(), self.media.clone());
-        let fut = async move { media.run(super::publish::add_candidates(pc, msg.candidates)).await };
-        Box::pin(fut.into_actor(self).map(|res, _, _| res.and_then(|r| r)))
+        let added = match &self.pc {
+            Some(pc) => pc.add_remote_candidates(msg.candidates),
+            None => Err(EngineError::Invalid("the session has not been negotiated".into())),
+        };
+        Box::pin(actix::fut::ready(added))
     }
 }
 
@@ -525,9 +500,8 @@ impl Viewer {
         });
         self.offered.retain(|id| !removed.contains(id));
         self.offered.extend(added.iter().map(|t| t.info.id.clone()));
-        let media = self.media.clone();
-        let fut = async move { media.clone().run(reoffer(pc, media, watched, removed, added)).await };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res.and_then(|r| r) {
+        let made = reoffer(&pc, &watched, &removed, &added);
+        ctx.spawn(actix::fut::ready(made).map(|res, act: &mut Viewer, ctx| match res {
             Ok((sdp, locals)) => {
                 act.pending = Some(locals);
                 act.offers_made += 1;
@@ -579,17 +553,10 @@ impl Handler<AcceptAnswer> for Viewer {
         let fut = async move {
             media
                 .run(async move {
-                    if let Err(e) = crate::media::accept_answer(&pc, msg.answer).await {
+                    if let Err(e) = pc.accept_answer(msg.answer) {
                         return Err((e, locals));
                     }
-                    let mut legs = Vec::new();
-                    for ((track, local, ssrc), caps) in locals.into_iter().zip(caps) {
-                        if let Some(pt) = negotiated_pt(&pc, &track).await {
-                            let leg = track.attach_capped(group.clone(), local, pt, ssrc, state.clone(), caps);
-                            legs.push((track, leg.id));
-                        }
-                    }
-                    Ok(legs)
+                    Ok(attach_legs(&pc, &group, locals, caps, &state))
                 })
                 .await
         };

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
-use futures_util::FutureExt;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -17,8 +16,6 @@ use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use tokio::sync::mpsc;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::actor::{LayersChanged, LossReport, SetEstimate, SetLegCaps, Subscribed, Track, TrackEnded, Unsubscribed};
@@ -27,7 +24,7 @@ use super::directory::RoomTraffic;
 use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS};
 use super::{MediaKind, TrackInfo};
 use crate::ids::GroupId;
-use crate::media::{PeerState, SendSideEstimate};
+use crate::media::{PeerState, SendSideEstimate, ViewerTrack, Written};
 use crate::metrics::EngineMetrics;
 
 /// Keyframe requests to the publisher are at most this frequent (per layer).
@@ -135,26 +132,13 @@ impl Downtrack {
             Err(_) => false,
         }
     }
-
-    /// Writes one packet, waiting for room in the connection's queue if it has to (for the
-    /// cached keyframe a new leg starts with, which must not be lost to a momentary full queue).
-    async fn write_waiting(&self, pkt: &rtp::Packet, from: u8) -> bool {
-        let (local, pkt) = match self.writer.lock() {
-            Ok(mut w) if !w.closed => {
-                let pkt = w.rewrite(pkt.clone(), 0, from);
-                (w.local.clone(), pkt)
-            }
-            _ => return false,
-        };
-        local.write_rtp(pkt).await.is_ok()
-    }
 }
 
 /// Puts a leg's packets onto one continuous stream (its payload type and SSRC; sequence
-/// numbers and timestamps carried across layer switches, each layer having its own) and hands
-/// them to the subscriber's connection without waiting.
+/// numbers and timestamps carried across layer switches, each layer having its own) and writes
+/// them into the subscriber's connection, in the caller's task.
 struct LegWriter {
-    local: Arc<TrackLocalStaticRTP>,
+    local: Arc<ViewerTrack>,
     pt: u8,
     ssrc: u32,
     clock: u64,
@@ -169,22 +153,19 @@ struct LegWriter {
 
 impl LegWriter {
     /// Rewrites `pkt` (of layer `from`, sequence numbers shifted down by `offset`) and writes
-    /// it; `false` when the connection could not take it now (its queue to the connection's
-    /// driver is full) or is gone.
+    /// it; `false` when the connection did not take it or is gone.
     fn write(&mut self, pkt: rtp::Packet, offset: u16, from: u8) -> bool {
         if self.closed {
             return false;
         }
         let pkt = self.rewrite(pkt, offset, from);
-        // `write_rtp` only waits when the connection driver's event queue is full: then the
-        // packet is dropped (the leg cannot keep up).
-        match self.local.write_rtp(pkt).now_or_never() {
-            Some(Ok(())) => true,
-            Some(Err(_)) => {
+        match self.local.write(pkt) {
+            Written::Sent => true,
+            Written::Lost => false,
+            Written::Closed => {
                 self.closed = true;
                 false
             }
-            None => false,
         }
     }
 
@@ -604,7 +585,7 @@ impl Fanout {
             leg.current.store(NO_LAYER, Ordering::Relaxed);
         }
         for pkt in &cached {
-            if leg.write_waiting(pkt, FROM_CACHE).await {
+            if leg.write(pkt, 0, FROM_CACHE) {
                 self.count_out(leg, pkt.payload.len() as u64);
             }
         }
@@ -717,7 +698,7 @@ impl Fanout {
     pub fn attach_capped(
         self: &Arc<Self>,
         room: GroupId,
-        local: Arc<TrackLocalStaticRTP>,
+        local: Arc<ViewerTrack>,
         pt: u8,
         ssrc: u32,
         mut state: tokio::sync::watch::Receiver<PeerState>,
@@ -769,10 +750,10 @@ impl Fanout {
         tokio::spawn(async move {
             // The subscriber's keyframe requests, bandwidth estimates and loss reports on this
             // leg (surfaced by the RTCP interceptor).
-            while let Some(event) = local.poll().await {
-                let TrackLocalEvent::OnRtcpPacket(pkts) = event else {
-                    continue;
-                };
+            let Some(mut reports) = local.take_feedback() else {
+                return;
+            };
+            while let Some(pkts) = reports.recv().await {
                 let remb = pkts
                     .iter()
                     .rev()
