@@ -1,6 +1,8 @@
-//! One server-side peer connection: built with Fanfare's settings (bound to the configured
-//! addresses or on the shared UDP port, mDNS off, no ICE servers, keyframe requests surfaced),
-//! answering a client's offer without trickle (the answer carries all candidates).
+//! A publisher's peer connection, driven by the `webrtc` crate: built with Fanfare's settings
+//! (bound to the configured addresses or on the shared UDP port, mDNS off, no ICE servers,
+//! keyframe requests surfaced), answering a client's offer without trickle (the answer carries
+//! all candidates). Also the media engine, interceptors and settings every connection of ours is
+//! built with, a viewer's too ([`super::viewer_peer`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,7 +76,7 @@ const NACK_HISTORY: u16 = 256;
 /// Which way media flows on a connection: every connection of ours only receives (a
 /// publisher's) or only sends (a viewer's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PeerRole {
+pub(super) enum PeerRole {
     /// Receives the client's media.
     Publisher,
     /// Sends media to the client.
@@ -163,11 +165,11 @@ pub(super) fn setting_engine(media: &Media, credentials: Option<(String, String)
 }
 
 impl Peer {
-    /// Builds a peer connection. Must run on the media runtime (see [`Media::run`]).
-    pub async fn new(media: &Media, metrics: &EngineMetrics, role: PeerRole) -> Result<Peer, EngineError> {
+    /// Builds a publisher's peer connection. Must run on the media runtime (see [`Media::run`]).
+    pub async fn new(media: &Media, metrics: &EngineMetrics) -> Result<Peer, EngineError> {
         let mut last_error = String::new();
         for _ in 0..media.bind_attempts() {
-            let (engine, registry) = media_stack(media, metrics, role)?;
+            let (engine, registry) = media_stack(media, metrics, PeerRole::Publisher)?;
             let transport = media.transport();
             let settings = setting_engine(media, transport.credentials);
             let (state_tx, state) = watch::channel(PeerState::New);
@@ -267,29 +269,6 @@ async fn apply_local(
         .await
         .ok_or_else(|| EngineError::Media("no local description".into()))?;
     Ok(media.advertise(local.sdp))
-}
-
-/// Makes a server offer on a connection that is already up (its tracks changed). Returns the
-/// offer SDP; apply the client's answer with [`accept_answer`].
-pub async fn reoffer(pc: &Arc<dyn PeerConnection>, media: &Media) -> Result<String, EngineError> {
-    let offer = pc
-        .create_offer(None)
-        .await
-        .map_err(|e| EngineError::Media(format!("cannot make an offer: {e}")))?;
-    apply_local(pc, media, offer).await
-}
-
-/// Applies the client's answer to a server offer.
-pub async fn accept_answer(pc: &Arc<dyn PeerConnection>, answer: String) -> Result<(), EngineError> {
-    if answer.len() > MAX_SDP_BYTES {
-        return Err(EngineError::InvalidSdp(format!(
-            "the answer is larger than {MAX_SDP_BYTES} bytes"
-        )));
-    }
-    let answer = RTCSessionDescription::answer(answer).map_err(|e| EngineError::InvalidSdp(e.to_string()))?;
-    pc.set_remote_description(answer)
-        .await
-        .map_err(|e| EngineError::InvalidSdp(e.to_string()))
 }
 
 /// The client track ids (`a=msid:<stream> <track>`) of the audio and video sections an offer

@@ -59,6 +59,8 @@ const DATAGRAM: usize = 2048;
 const MAX_GRO: usize = 8;
 /// How long the loop sleeps when the connection names no timer.
 const IDLE: Duration = Duration::from_secs(1);
+/// How soon a timer that is still due after it ran may run again (so it cannot spin).
+const TIMER_RETRY: Duration = Duration::from_millis(1);
 
 /// What became of a packet handed to [`ViewerTrack::write`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -456,6 +458,8 @@ impl ViewerPeer {
                 let _ = core.pc.close();
                 core.flush();
                 core.closed = true;
+                // Off the shared ports now, not when the last leg lets go.
+                core.udp.clear();
                 core.tcp.clear();
                 core.feedback.clear();
             }
@@ -531,6 +535,8 @@ async fn io_loop(
         .iter()
         .map(|(_, s)| vec![0u8; DATAGRAM * s.max_gro_segments().clamp(1, MAX_GRO)])
         .collect();
+    // When the timers last ran.
+    let mut fired: Option<Instant> = None;
     loop {
         let deadline = {
             let mut core = lock(&shared.core);
@@ -540,12 +546,19 @@ async fn io_loop(
             core.drain(&shared.state);
             core.pc.poll_timeout()
         };
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + IDLE);
+        let now = Instant::now();
+        let deadline = match (deadline, fired) {
+            (Some(due), Some(last)) if due <= now && now < last + TIMER_RETRY => last + TIMER_RETRY,
+            (Some(due), _) => due,
+            (None, _) => now + IDLE,
+        };
         tokio::select! {
             _ = shared.wake.notified() => {}
             _ = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                fired = Some(now);
                 let mut core = lock(&shared.core);
-                if let Err(e) = core.pc.handle_timeout(Instant::now()) {
+                if let Err(e) = core.pc.handle_timeout(now) {
                     tracing::debug!(error = %e, "viewer connection timer failed");
                 }
             }

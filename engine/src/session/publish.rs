@@ -18,7 +18,7 @@ use super::{
 };
 use crate::error::EngineError;
 use crate::ids::GroupId;
-use crate::media::{cap_video_bitrate, Media, Peer, PeerRole};
+use crate::media::{cap_video_bitrate, Media, Peer};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{hold_rooms, LeaveRoom, Registry, RoomFor};
@@ -225,7 +225,7 @@ impl Handler<Negotiate> for Publisher {
         let fut = async move {
             runner
                 .run(async move {
-                    let mut peer = Peer::new(&media, &metrics, PeerRole::Publisher).await?;
+                    let mut peer = Peer::new(&media, &metrics).await?;
                     let answer = match peer.answer(msg.offer).await {
                         Ok(a) => a,
                         Err(e) => {
