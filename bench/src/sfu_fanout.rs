@@ -115,6 +115,9 @@ struct Args {
     /// port, the ICE UDP mux) instead of a socket per connection.
     #[arg(long)]
     udp_port: Option<u16>,
+    /// A Fanfare configuration file to start it with (`--config`), e.g. `[rtc] threads = 1`.
+    #[arg(long)]
+    fanfare_config: Option<PathBuf>,
 }
 
 // ───────────────────────────── clock, send log, statistics ─────────────────────────────
@@ -362,9 +365,13 @@ async fn start_fanfare(
     core: usize,
     rtc_ip: IpAddr,
     udp_port: Option<u16>,
+    config: Option<&Path>,
 ) -> Result<(ServerProc, String, String)> {
     let dir = temp_dir("fanfare")?;
     let mut cmd = pinned(core, bin);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("FANFARE_")) {
         cmd.env_remove(k);
     }
@@ -1221,7 +1228,14 @@ async fn run_fanfare(args: &Args, aus: Arc<Vec<AccessUnit>>, baseline: Option<(f
         .fanfare_bin
         .clone()
         .unwrap_or_else(|| workspace().join("target/release/fanfare"));
-    let (server, base_url, admin) = start_fanfare(&bin, args.server_core, args.rtc_ip, args.udp_port).await?;
+    let (server, base_url, admin) = start_fanfare(
+        &bin,
+        args.server_core,
+        args.rtc_ip,
+        args.udp_port,
+        args.fanfare_config.as_deref(),
+    )
+    .await?;
     eprintln!(
         "fanfare: pid {} at {base_url}, log {}",
         server.pid,

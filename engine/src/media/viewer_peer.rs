@@ -181,21 +181,33 @@ pub struct ViewerTrack {
 }
 
 impl ViewerTrack {
-    /// Encrypts `pkt` and queues its datagram for sending, in the caller's task.
+    /// Encrypts `pkt` and queues its datagram for sending, in the caller's task. A panic in
+    /// the stack closes this connection only, not the fan-out that called.
     pub fn write(&self, pkt: rtp::Packet) -> Written {
         let mut core = lock(&self.shared.core);
         if core.closed {
             return Written::Closed;
         }
-        let written = match core.pc.rtp_sender(self.sender) {
-            None => Written::Closed,
-            Some(mut sender) => match sender.write_rtp(Instant::now(), pkt) {
-                Ok(()) => Written::Sent,
-                Err(_) => Written::Lost,
-            },
-        };
-        core.flush();
-        written
+        let sender = self.sender;
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let written = match core.pc.rtp_sender(sender) {
+                None => Written::Closed,
+                Some(mut sender) => match sender.write_rtp(Instant::now(), pkt) {
+                    Ok(()) => Written::Sent,
+                    Err(_) => Written::Lost,
+                },
+            };
+            core.flush();
+            written
+        }));
+        written.unwrap_or_else(|_| {
+            tracing::error!("a viewer connection panicked while sending; closing it");
+            core.closed = true;
+            drop(core);
+            self.shared.state.send_replace(PeerState::Failed);
+            self.shared.wake.notify_one();
+            Written::Closed
+        })
     }
 
     /// The client's feedback on this track (taken once).
@@ -515,6 +527,21 @@ fn transient(e: &io::Error) -> bool {
     )
 }
 
+/// Marks the connection failed (and closed) when the I/O loop ends without `close`, e.g. by
+/// a panic in the stack, so its session ends rather than waits.
+struct Ended(Arc<Shared>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let mut core = lock(&self.0.core);
+        if !core.closed {
+            core.closed = true;
+            drop(core);
+            self.0.state.send_replace(PeerState::Failed);
+        }
+    }
+}
+
 /// A frame read from an ICE-TCP connection: the listener's address, the client's, the frame.
 type Frame = (SocketAddr, SocketAddr, Vec<u8>);
 
@@ -531,6 +558,8 @@ async fn io_loop(
         tasks.spawn(accept_loop(shared.clone(), local, listener, frames_tx.clone()));
     }
     drop(frames_tx);
+    // Reports the connection failed if this loop ends any other way than by `close`.
+    let _ended = Ended(shared.clone());
     let mut bufs: Vec<Vec<u8>> = udp
         .iter()
         .map(|(_, s)| vec![0u8; DATAGRAM * s.max_gro_segments().clamp(1, MAX_GRO)])

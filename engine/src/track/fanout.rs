@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::Addr;
+use futures_util::FutureExt;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -29,6 +30,8 @@ use crate::metrics::EngineMetrics;
 
 /// Keyframe requests to the publisher are at most this frequent (per layer).
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
+/// Packets already waiting that the reader forwards with the one it woke for, at most.
+const MAX_BURST: usize = 64;
 /// A keyframe bigger than this is not cached (new legs wait for the next one).
 const KEYFRAME_CACHE_BYTES: usize = 2 << 20;
 /// A leg's layer before it has one.
@@ -670,26 +673,41 @@ impl Fanout {
         if let Some(rid) = remote.rid(*ssrc).await {
             self.open_layer(*ssrc, Some(rid.as_str()));
         }
-        while let Some(event) = remote.poll().await {
-            match event {
-                TrackRemoteEvent::OnRtpPacket(mut pkt) => {
-                    // Streams that are not a layer (repair streams, extra RIDs) are not mixed in.
-                    let Some(idx) = self.layer_of(pkt.header.ssrc) else {
-                        continue;
-                    };
-                    // Extension ids are per leg; none are forwarded.
-                    pkt.header.extension = false;
-                    pkt.header.extension_profile = 0;
-                    pkt.header.extensions.clear();
-                    pkt.header.extensions_padding = 0;
-                    self.forward_layer(idx, pkt);
+        'read: while let Some(event) = remote.poll().await {
+            // This packet and those already waiting behind it (the rest of a frame) go out
+            // together: each viewer's share as one send.
+            let _burst = crate::media::cork();
+            self.on_remote_event(event);
+            for _ in 0..MAX_BURST {
+                match remote.poll().now_or_never() {
+                    Some(Some(event)) => self.on_remote_event(event),
+                    Some(None) => break 'read,
+                    None => break,
                 }
-                TrackRemoteEvent::OnOpen(init) => self.open_layer(init.ssrc, init.rid.as_deref()),
-                _ => {}
             }
         }
         // Closing every queue ends every leg's writer.
         self.close();
+    }
+
+    /// Handles one event of the publisher's remote track.
+    fn on_remote_event(&self, event: TrackRemoteEvent) {
+        match event {
+            TrackRemoteEvent::OnRtpPacket(mut pkt) => {
+                // Streams that are not a layer (repair streams, extra RIDs) are not mixed in.
+                let Some(idx) = self.layer_of(pkt.header.ssrc) else {
+                    return;
+                };
+                // Extension ids are per leg; none are forwarded.
+                pkt.header.extension = false;
+                pkt.header.extension_profile = 0;
+                pkt.header.extensions.clear();
+                pkt.header.extensions_padding = 0;
+                self.forward_layer(idx, pkt);
+            }
+            TrackRemoteEvent::OnOpen(init) => self.open_layer(init.ssrc, init.rid.as_deref()),
+            _ => {}
+        }
     }
 
     /// Attaches a subscriber leg for a viewer in `room`, writing to `local` with the leg's
