@@ -55,8 +55,9 @@ const TCP_WRITE_QUEUE: usize = 512;
 const TCP_READ_QUEUE: usize = 256;
 /// Bytes per received datagram (viewers receive only STUN, DTLS and RTCP).
 const DATAGRAM: usize = 2048;
-/// Datagrams one receive may coalesce (GRO) that the buffer holds whole.
-const MAX_GRO: usize = 8;
+/// Datagrams one receive may coalesce (GRO) that the buffer holds whole. A viewer's client
+/// sends a few small packets a second, rarely back to back; a larger batch loses its tail.
+const MAX_GRO: usize = 2;
 /// How long the loop sleeps when the connection names no timer.
 const IDLE: Duration = Duration::from_secs(1);
 /// How soon a timer that is still due after it ran may run again (so it cannot spin).
