@@ -1,28 +1,21 @@
 //! Outgoing datagrams of every peer connection, sent in batches.
 //!
-//! A `webrtc` connection driver hands its socket one datagram per loop pass, i.e. one per RTP
-//! packet a subscriber leg writes, so a room with N viewers costs a `sendmsg` per packet per
-//! viewer. Here the sockets the media plane gives the drivers ([`OwnSocket`], and the shared
-//! port's virtual sockets) only queue a copy in the process-wide [`Outbox`] and return. The
-//! queue is sent when it holds [`FLUSH_AT`] datagrams (by the driver that filled it, so a burst
-//! leaves in steps and not all at its end) and otherwise by a task woken when the first one
-//! is queued. A send groups the datagrams by socket and destination (order kept within each)
+//! A connection hands its socket one datagram per RTP packet a subscriber leg writes, so a
+//! room with N viewers would cost a `sendmsg` per packet per viewer. Here the sockets of every
+//! connection ([`OwnSocket`], and the shared port's virtual sockets; under a publisher's
+//! `webrtc` driver or a viewer's connection, `viewer_peer.rs`) only queue a copy in the
+//! process-wide [`Outbox`] and return. The queue is sent when it holds [`FLUSH_AT`] datagrams
+//! (by the producer that filled it, so a burst leaves in steps and not all at its end) and
+//! otherwise by a task woken when the first one is queued. The fan-out writes a burst leg by
+//! leg, so each viewer's share of it is queued back to back. A send groups the datagrams by socket and destination (order kept within each)
 //! and sends a group's run of equal-sized datagrams (a frame's packets to one viewer) as one
 //! UDP GSO `sendmsg`, the rest one by one. Only one send runs at a time, so datagrams to one
 //! destination leave in the order they were queued. Sends never wait: UDP may drop, so a full
 //! queue or socket buffer drops and counts (`fanfare_rtc_send_dropped_total`).
-//!
-//! A viewer's connection (`viewer_peer.rs`) encrypts in the fan-out's own task, packet by
-//! packet and viewer by viewer, so a burst would queue one packet to every viewer, then the
-//! next: no run to any one destination within [`FLUSH_AT`]. The fan-out therefore holds a
-//! [`Cork`] over each burst it forwards: while a thread holds one, what it queues stays queued
-//! (up to [`CORKED_FLUSH_BYTES`]) and goes out in one send when the thread's last cork is
-//! dropped, each viewer's share of the burst as one GSO run.
 
-use std::cell::RefCell;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -40,9 +33,6 @@ const MAX_QUEUED_BYTES: usize = 16 << 20;
 const FLUSH_AT: usize = 64;
 /// ... or this many bytes.
 const FLUSH_AT_BYTES: usize = 64 * 1024;
-/// Bytes a corked queue holds before it is sent anyway: about 16 packets to each of 200
-/// viewers (a 1 MB cap, runs of 4, cost 10–15 % more CPU per packet in `sfu-fanout`).
-const CORKED_FLUSH_BYTES: usize = 4 << 20;
 /// The kernel's limit on one GSO send (one UDP datagram's worth of payload).
 const MAX_GSO_BYTES: usize = 65_535;
 /// Queue capacity kept after a send (bytes); a larger one left by a burst is released.
@@ -149,9 +139,6 @@ pub(crate) struct Outbox {
     sender: Mutex<Sender>,
     /// The flush task has been woken and has not yet looked at the queue.
     armed: AtomicBool,
-    /// Threads holding a [`Cork`] that have queued here: nothing is sent meanwhile (unless
-    /// the queue grows past [`CORKED_FLUSH_BYTES`]).
-    corks: AtomicUsize,
     wake: Notify,
     metrics: OutboxMetrics,
 }
@@ -163,7 +150,6 @@ impl Outbox {
             queue: Mutex::new(Queue::default()),
             sender: Mutex::new(Sender::default()),
             armed: AtomicBool::new(false),
-            corks: AtomicUsize::new(0),
             wake: Notify::new(),
             metrics: OutboxMetrics {
                 sends: metrics.rtc_send_calls.clone(),
@@ -177,7 +163,7 @@ impl Outbox {
 
     /// Queues `t` (split into its segments if it has a segment size) to go out on `out`;
     /// returns the bytes taken, as a socket would.
-    pub(crate) fn queue(self: &Arc<Self>, out: &Arc<UdpOut>, t: &Transmit<'_>) -> usize {
+    pub(crate) fn queue(&self, out: &Arc<UdpOut>, t: &Transmit<'_>) -> usize {
         let len = t.contents.len();
         let seg = t.segment_size.unwrap_or(len).max(1);
         let full = {
@@ -199,17 +185,8 @@ impl Outbox {
                     len: datagram.len(),
                 });
             }
-            CORKED.with(|c| c.borrow_mut().hold(self));
-            if self.corks.load(Ordering::Acquire) > 0 {
-                q.bytes.len() >= CORKED_FLUSH_BYTES
-            } else {
-                q.items.len() >= FLUSH_AT || q.bytes.len() >= FLUSH_AT_BYTES
-            }
+            q.items.len() >= FLUSH_AT || q.bytes.len() >= FLUSH_AT_BYTES
         };
-        if !full && self.corks.load(Ordering::Acquire) > 0 {
-            // Sent when the last cork comes off.
-            return len;
-        }
         if !self.armed.swap(true, Ordering::AcqRel) {
             self.wake.notify_one();
         }
@@ -242,79 +219,12 @@ impl Outbox {
     }
 }
 
-/// This thread's corks: how many are held, and the outboxes queued into meanwhile.
-#[derive(Default)]
-struct Corked {
-    depth: u32,
-    held: Vec<Arc<Outbox>>,
-}
-
-impl Corked {
-    /// Corks `outbox` on this thread's behalf, if the thread holds a cork and has not yet.
-    fn hold(&mut self, outbox: &Arc<Outbox>) {
-        if self.depth > 0 && !self.held.iter().any(|o| Arc::ptr_eq(o, outbox)) {
-            outbox.corks.fetch_add(1, Ordering::AcqRel);
-            self.held.push(outbox.clone());
-        }
-    }
-}
-
-thread_local! {
-    static CORKED: RefCell<Corked> = RefCell::default();
-}
-
-/// Holds this thread's sends back until it is dropped (see the module doc). Take one with
-/// [`cork`] over synchronous work: it cannot be held across an `.await` in a spawned task (it
-/// is not `Send`), where the task could move to another thread.
-pub struct Cork(std::marker::PhantomData<*const ()>);
-
-/// Corks this thread's sends.
-pub fn cork() -> Cork {
-    CORKED.with(|c| c.borrow_mut().depth += 1);
-    Cork(std::marker::PhantomData)
-}
-
-impl Drop for Cork {
-    fn drop(&mut self) {
-        let released = CORKED.with(|c| {
-            let mut c = c.borrow_mut();
-            c.depth = c.depth.saturating_sub(1);
-            if c.depth == 0 {
-                std::mem::take(&mut c.held)
-            } else {
-                Vec::new()
-            }
-        });
-        for outbox in released {
-            if outbox.corks.fetch_sub(1, Ordering::AcqRel) > 1 {
-                // Another thread's cork: it sends when it comes off.
-                continue;
-            }
-            // Sent here unless a send is running (it comes back for these), or by the task.
-            match outbox.sender.try_lock() {
-                Ok(mut sender) => {
-                    outbox.send_queued(&mut sender);
-                }
-                Err(_) => {
-                    if !outbox.armed.swap(true, Ordering::AcqRel) {
-                        outbox.wake.notify_one();
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Sends what the producers left queued, each time one queues into an empty outbox; runs as
 /// long as the process.
 async fn flush_loop(outbox: Arc<Outbox>) {
     loop {
         outbox.wake.notified().await;
         outbox.armed.store(false, Ordering::Release);
-        if outbox.corks.load(Ordering::Acquire) > 0 {
-            // The last cork to come off sends.
-            continue;
-        }
         let mut rounds = 0;
         while outbox.send_queued(&mut lock(&outbox.sender)) {
             rounds += 1;
@@ -470,46 +380,6 @@ mod tests {
         let mut d = vec![stream; len];
         d[..2].copy_from_slice(&i.to_be_bytes());
         d
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_corked_burst_leaves_when_uncorked_one_run_per_viewer() {
-        let metrics = EngineMetrics::unregistered();
-        let outbox = Outbox::start(&tokio::runtime::Handle::current(), &metrics);
-        let out = Arc::new(UdpOut::new(bind()).unwrap());
-        let viewers: Vec<tokio::net::UdpSocket> = (0..40)
-            .map(|_| {
-                let s = bind();
-                s.set_nonblocking(true).unwrap();
-                tokio::net::UdpSocket::from_std(s).unwrap()
-            })
-            .collect();
-        // A six-packet burst fanned out packet by packet: 240 datagrams, far past `FLUSH_AT`.
-        {
-            let _cork = cork();
-            for i in 0..6u16 {
-                for (v, rx) in viewers.iter().enumerate() {
-                    let p = datagram(v as u8, i, 1200);
-                    let t = Transmit {
-                        destination: rx.local_addr().unwrap(),
-                        ecn: None,
-                        contents: &p,
-                        segment_size: None,
-                        src_ip: None,
-                    };
-                    outbox.queue(&out, &t);
-                }
-            }
-            assert_eq!(metrics.rtc_sent_datagrams.get(), 0, "nothing leaves while corked");
-        }
-        for (v, rx) in viewers.iter().enumerate() {
-            let want: Vec<Vec<u8>> = (0..6).map(|i| datagram(v as u8, i, 1200)).collect();
-            assert_eq!(recv_all(rx, 6).await, want);
-        }
-        assert_eq!(metrics.rtc_sent_datagrams.get(), 240);
-        if out.max_segments() > 1 {
-            assert_eq!(metrics.rtc_send_calls.get(), 40, "one GSO send per viewer");
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -195,6 +195,13 @@ impl LegWriter {
     }
 }
 
+/// A packet admitted to a burst: its layer and whether it starts a keyframe.
+struct Outgoing {
+    idx: u8,
+    pkt: rtp::Packet,
+    keyframe: bool,
+}
+
 /// How often a new leg looks again at a keyframe cache being filled...
 const CACHE_FILL_POLL: Duration = Duration::from_millis(5);
 /// ... and how many times (200 ms in all).
@@ -374,35 +381,82 @@ impl Fanout {
 
     /// Hands one packet of the first (or only) layer to every live leg and tap without waiting.
     pub fn forward(&self, pkt: rtp::Packet) {
-        self.fan_out(0, pkt, true)
+        self.fan_out(vec![(0, pkt)], true)
     }
 
-    /// Hands one packet of the first (or only) layer to the taps only (live HLS, recordings);
-    /// subscriber legs skip it without a gap in their sequence numbers. For frames WebRTC
-    /// players cannot take, such as a camera's B-frames.
-    pub fn forward_to_taps(&self, pkt: rtp::Packet) {
-        self.fan_out(0, pkt, false)
+    /// Hands one frame's packets of the first (or only) layer to every live leg and tap, each
+    /// leg's share in one go (so its datagrams leave as one run); with `to_legs` false to the
+    /// taps only (live HLS, recordings), the legs skipping them without a gap in their sequence
+    /// numbers: for frames WebRTC players cannot take, such as a camera's B-frames.
+    pub fn forward_frame(&self, pkts: Vec<rtp::Packet>, to_legs: bool) {
+        self.fan_out(pkts.into_iter().map(|p| (0, p)).collect(), to_legs)
     }
 
-    /// Hands one packet of layer `idx` to every live leg on that layer (or switching to it at
-    /// this keyframe) and to the taps following it, without waiting.
-    pub fn forward_layer(&self, idx: u8, pkt: rtp::Packet) {
-        self.fan_out(idx, pkt, true)
+    /// Hands a burst of packets (each with its layer) to the taps, then to the legs leg by leg:
+    /// each live leg gets every packet of the burst on its layer (or switching to it at a
+    /// keyframe) before the next leg gets any, so a leg's datagrams are queued back to back and
+    /// leave as one GSO run (`media/send_batch.rs`), and the first legs' leave before the last
+    /// legs' are encrypted. A leg sees its packets in the burst's order, as it would one by one.
+    fn fan_out(&self, burst: Vec<(u8, rtp::Packet)>, to_legs: bool) {
+        let Ok(legs) = self.legs.read() else { return };
+        let burst: Vec<Outgoing> = burst
+            .into_iter()
+            .filter_map(|(idx, pkt)| self.admit(idx, pkt))
+            .collect();
+        if burst.is_empty() {
+            return;
+        }
+        let c = &self.counters;
+        for leg in legs.iter() {
+            if !leg.live.load(Ordering::Relaxed) {
+                continue;
+            }
+            for Outgoing { idx, pkt, keyframe } in &burst {
+                let (idx, len) = (*idx, pkt.payload.len() as u64);
+                let offset = leg.skipped.load(Ordering::Relaxed);
+                if !to_legs {
+                    if leg.current.load(Ordering::Relaxed) == idx {
+                        leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                if leg.current.load(Ordering::Relaxed) != idx {
+                    // Another layer: join this one only at its keyframe, if it is the target.
+                    if leg.target.load(Ordering::Relaxed) != idx || (!keyframe && self.keyframe_aware) {
+                        continue;
+                    }
+                    if leg.write(pkt, offset, idx) {
+                        leg.current.store(idx, Ordering::Relaxed);
+                        c.layer_switches.fetch_add(1, Ordering::Relaxed);
+                        self.count_out(leg, len);
+                    }
+                    continue;
+                }
+                if leg.write(pkt, offset, idx) {
+                    self.count_out(leg, len);
+                } else {
+                    leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.rtp_dropped.inc();
+                }
+            }
+        }
     }
 
-    fn fan_out(&self, idx: u8, pkt: rtp::Packet, to_legs: bool) {
+    /// Counts one packet of layer `idx` in, notes its picture size, caches it (keyframes) and
+    /// hands it to the taps; the packet to send the legs, unless the layer is unknown or the
+    /// track muted.
+    fn admit(&self, idx: u8, pkt: rtp::Packet) -> Option<Outgoing> {
         let c = &self.counters;
         let len = pkt.payload.len() as u64;
         c.packets_in.fetch_add(1, Ordering::Relaxed);
         c.bytes_in.fetch_add(len, Ordering::Relaxed);
         self.metrics.rtp_packets_in.inc();
         self.metrics.rtp_bytes_in.inc_by(len);
-        let Some(layer) = self.layers.get(usize::from(idx)) else {
-            return;
-        };
+        let layer = self.layers.get(usize::from(idx))?;
         layer.bytes.fetch_add(len, Ordering::Relaxed);
         if self.muted() {
-            return;
+            return None;
         }
         let keyframe = self.keyframe_aware && starts_keyframe(&self.info.codec.mime_type, &pkt.payload);
         if keyframe {
@@ -416,7 +470,6 @@ impl Fanout {
                 }
             }
         }
-        let Ok(legs) = self.legs.read() else { return };
         if let Some(cache) = &layer.keyframe {
             if let Ok(mut cache) = cache.lock() {
                 cache.push(keyframe, &pkt);
@@ -437,37 +490,7 @@ impl Fanout {
                 }
             });
         }
-        for leg in legs.iter() {
-            if !leg.live.load(Ordering::Relaxed) {
-                continue;
-            }
-            let offset = leg.skipped.load(Ordering::Relaxed);
-            if !to_legs {
-                if leg.current.load(Ordering::Relaxed) == idx {
-                    leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
-                }
-                continue;
-            }
-            if leg.current.load(Ordering::Relaxed) != idx {
-                // Another layer: join this one only at its keyframe, if it is the target.
-                if leg.target.load(Ordering::Relaxed) != idx || (!keyframe && self.keyframe_aware) {
-                    continue;
-                }
-                if leg.write(&pkt, offset, idx) {
-                    leg.current.store(idx, Ordering::Relaxed);
-                    c.layer_switches.fetch_add(1, Ordering::Relaxed);
-                    self.count_out(leg, len);
-                }
-                continue;
-            }
-            if leg.write(&pkt, offset, idx) {
-                self.count_out(leg, len);
-            } else {
-                leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
-                c.dropped.fetch_add(1, Ordering::Relaxed);
-                self.metrics.rtp_dropped.inc();
-            }
-        }
+        Some(Outgoing { idx, pkt, keyframe })
     }
 
     /// Counts one packet of `len` payload bytes written to `leg`.
@@ -673,25 +696,29 @@ impl Fanout {
         if let Some(rid) = remote.rid(*ssrc).await {
             self.open_layer(*ssrc, Some(rid.as_str()));
         }
+        let mut burst = Vec::new();
         'read: while let Some(event) = remote.poll().await {
             // This packet and those already waiting behind it (the rest of a frame) go out
-            // together: each viewer's share as one send.
-            let _burst = crate::media::cork();
-            self.on_remote_event(event);
+            // together: each leg's share as one run.
+            self.on_remote_event(event, &mut burst);
             for _ in 0..MAX_BURST {
                 match remote.poll().now_or_never() {
-                    Some(Some(event)) => self.on_remote_event(event),
+                    Some(Some(event)) => self.on_remote_event(event, &mut burst),
                     Some(None) => break 'read,
                     None => break,
                 }
             }
+            self.fan_out(std::mem::take(&mut burst), true);
         }
+        self.fan_out(burst, true);
         // Closing every queue ends every leg's writer.
         self.close();
     }
 
-    /// Handles one event of the publisher's remote track.
-    fn on_remote_event(&self, event: TrackRemoteEvent) {
+    /// Adds a packet of the publisher's remote track to `burst` (header extensions stripped),
+    /// or opens the layer an event announces (after sending what `burst` holds, so the layer
+    /// exists for what follows).
+    fn on_remote_event(&self, event: TrackRemoteEvent, burst: &mut Vec<(u8, rtp::Packet)>) {
         match event {
             TrackRemoteEvent::OnRtpPacket(mut pkt) => {
                 // Streams that are not a layer (repair streams, extra RIDs) are not mixed in.
@@ -703,9 +730,12 @@ impl Fanout {
                 pkt.header.extension_profile = 0;
                 pkt.header.extensions.clear();
                 pkt.header.extensions_padding = 0;
-                self.forward_layer(idx, pkt);
+                burst.push((idx, pkt));
             }
-            TrackRemoteEvent::OnOpen(init) => self.open_layer(init.ssrc, init.rid.as_deref()),
+            TrackRemoteEvent::OnOpen(init) => {
+                self.fan_out(std::mem::take(burst), true);
+                self.open_layer(init.ssrc, init.rid.as_deref());
+            }
             _ => {}
         }
     }

@@ -262,14 +262,12 @@ impl LiveTrack {
         };
         let ts = self.timeline.timestamp(frame.timestamp().elapsed(), now);
         let n = payloads.len();
-        for (i, p) in payloads.into_iter().enumerate() {
-            let pkt = self.timeline.packet(p, i + 1 == n, ts);
-            if taps_only {
-                self.fanout.forward_to_taps(pkt);
-            } else {
-                self.fanout.forward(pkt);
-            }
-        }
+        let pkts = payloads
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| self.timeline.packet(p, i + 1 == n, ts))
+            .collect();
+        self.fanout.forward_frame(pkts, !taps_only);
         n
     }
 
