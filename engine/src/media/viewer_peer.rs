@@ -567,6 +567,10 @@ async fn io_loop(
         .collect();
     // When the timers last ran.
     let mut fired: Option<Instant> = None;
+    // One timer, moved only when the connection's next deadline moves (most passes are for a
+    // received packet, which leaves it where it was).
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
     loop {
         let deadline = {
             let mut core = lock(&shared.core);
@@ -582,9 +586,13 @@ async fn io_loop(
             (Some(due), _) => due,
             (None, _) => now + IDLE,
         };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if timer.is_elapsed() || timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep_until(deadline.into()) => {
+            _ = &mut timer => {
                 let now = Instant::now();
                 fired = Some(now);
                 let mut core = lock(&shared.core);
