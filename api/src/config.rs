@@ -107,7 +107,8 @@ pub struct RtcConfig {
     /// demultiplexed by ICE ufrag): the fallback for clients whose network blocks UDP. Unset:
     /// no TCP candidates.
     pub tcp_port: Option<u16>,
-    /// Threads of the media runtime.
+    /// Threads of the media runtime; by default one per CPU the process may run on (its
+    /// affinity mask and CPU quota, as `taskset` or a container limit set them), at most 64.
     pub threads: usize,
     /// Behind a 1:1 NAT: the public address advertised in place of `ips` in ICE candidates.
     pub public_ip: Option<IpAddr>,
@@ -140,7 +141,7 @@ impl Default for RtcConfig {
             port_max: None,
             udp_port: None,
             tcp_port: None,
-            threads: 2,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().min(64)),
             public_ip: None,
             ice_lite: false,
             bandwidth_estimation: true,
