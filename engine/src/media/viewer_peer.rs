@@ -166,9 +166,8 @@ struct Shared {
     state: watch::Sender<PeerState>,
 }
 
-/// A viewer's connection (cheap to clone). Its methods lock the connection briefly and never
-/// wait; build it and call them on the media runtime.
-#[derive(Clone)]
+/// A viewer's connection, closed when dropped. Build it on the media runtime; its methods lock
+/// the connection briefly and never wait.
 pub struct ViewerPeer {
     shared: Arc<Shared>,
     media: Media,
@@ -479,6 +478,12 @@ impl ViewerPeer {
         }
         self.shared.state.send_replace(PeerState::Closed);
         self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for ViewerPeer {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

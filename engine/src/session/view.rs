@@ -46,7 +46,7 @@ pub struct Viewer {
     participant: Option<UserId>,
     room: Option<Addr<Room>>,
     legs: Vec<(Arc<Fanout>, u64)>,
-    pc: Option<ViewerPeer>,
+    pc: Option<Arc<ViewerPeer>>,
     media: Media,
     registry: Addr<Registry>,
     sessions: Sessions,
@@ -166,7 +166,7 @@ fn add_local(pc: &ViewerPeer, watched: &UserId, track: &Arc<Fanout>) -> Result<L
 
 /// What [`build`] set up.
 struct Built {
-    pc: ViewerPeer,
+    pc: Arc<ViewerPeer>,
     answer: String,
     legs: Vec<(Arc<Fanout>, u64)>,
     offered: Vec<String>,
@@ -190,7 +190,8 @@ async fn build(
         caps,
         ..
     } = watched;
-    let pc = ViewerPeer::new(&media, &metrics)?;
+    // Closed when the last handle goes, e.g. if the viewer stops before this returns.
+    let pc = Arc::new(ViewerPeer::new(&media, &metrics)?);
     let negotiated = (|| {
         let mut locals = Vec::new();
         for track in &tracks {
