@@ -7,11 +7,12 @@
 //! process-wide [`Outbox`] and return. The queue is sent when it holds [`FLUSH_AT`] datagrams
 //! (by the producer that filled it, so a burst leaves in steps and not all at its end) and
 //! otherwise by a task woken when the first one is queued. The fan-out writes a burst leg by
-//! leg, so each viewer's share of it is queued back to back. A send groups the datagrams by socket and destination (order kept within each)
-//! and sends a group's run of equal-sized datagrams (a frame's packets to one viewer) as one
-//! UDP GSO `sendmsg`, the rest one by one. Only one send runs at a time, so datagrams to one
-//! destination leave in the order they were queued. Sends never wait: UDP may drop, so a full
-//! queue or socket buffer drops and counts (`fanfare_rtc_send_dropped_total`).
+//! leg, so each viewer's share of it is queued back to back. A send groups the datagrams by
+//! socket and destination (order kept within each) and sends a group's run of equal-sized
+//! datagrams (a frame's packets to one viewer) as one UDP GSO `sendmsg`, the rest one by one.
+//! Only one send runs at a time, so datagrams to one destination leave in the order they were
+//! queued. Sends never wait: UDP may drop, so a full queue or socket buffer drops and counts
+//! (`fanfare_rtc_send_dropped_total`).
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
