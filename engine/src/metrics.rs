@@ -51,6 +51,8 @@ pub struct EngineMetrics {
     pub rtc_mux_dropped: IntCounterVec,
     /// Peer connections registered on the shared UDP port (once per rtc address).
     pub rtc_mux_peers: IntGauge,
+    /// Viewers' connections whose I/O task is running.
+    pub rtc_viewer_connections: IntGauge,
     /// UDP send calls of the media plane (one GSO call carries several datagrams).
     pub rtc_send_calls: IntCounter,
     /// Datagrams the media plane sent.
@@ -127,6 +129,10 @@ impl EngineMetrics {
                 "fanfare_rtc_mux_peers",
                 "Peer connections registered on the shared UDP port",
             )?,
+            rtc_viewer_connections: IntGauge::new(
+                "fanfare_rtc_viewer_connections",
+                "Viewers' connections whose I/O task is running",
+            )?,
             rtc_send_calls: IntCounter::new(
                 "fanfare_rtc_send_calls_total",
                 "UDP send calls of the media plane (a GSO call carries several datagrams)",
@@ -182,6 +188,7 @@ impl EngineMetrics {
         m.rtc_mux_dropped.with_label_values(&["tcp_unknown"]);
         registry.register(Box::new(m.rtc_mux_dropped.clone()))?;
         registry.register(Box::new(m.rtc_mux_peers.clone()))?;
+        registry.register(Box::new(m.rtc_viewer_connections.clone()))?;
         registry.register(Box::new(m.rtc_send_calls.clone()))?;
         registry.register(Box::new(m.rtc_sent_datagrams.clone()))?;
         registry.register(Box::new(m.rtc_send_dropped.clone()))?;

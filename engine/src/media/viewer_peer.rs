@@ -317,7 +317,9 @@ impl ViewerPeer {
             wake: Notify::new(),
             state,
         });
-        media.spawn(io_loop(shared.clone(), udp, tcp));
+        let live = metrics.rtc_viewer_connections.clone();
+        live.inc();
+        media.spawn(io_loop(shared.clone(), udp, tcp, live));
         Ok(ViewerPeer {
             shared,
             media: media.clone(),
@@ -534,11 +536,12 @@ fn transient(e: &io::Error) -> bool {
 }
 
 /// Marks the connection failed (and closed) when the I/O loop ends without `close`, e.g. by
-/// a panic in the stack, so its session ends rather than waits.
-struct Ended(Arc<Shared>);
+/// a panic in the stack, so its session ends rather than waits; and counts the loop gone.
+struct Ended(Arc<Shared>, prometheus::IntGauge);
 
 impl Drop for Ended {
     fn drop(&mut self) {
+        self.1.dec();
         let mut core = lock(&self.0.core);
         if !core.closed {
             core.closed = true;
@@ -557,6 +560,7 @@ async fn io_loop(
     shared: Arc<Shared>,
     mut udp: Vec<(SocketAddr, Arc<dyn AsyncUdpSocket>)>,
     listeners: Vec<(SocketAddr, Arc<dyn AsyncTcpListener>)>,
+    live: prometheus::IntGauge,
 ) {
     let (frames_tx, mut frames) = mpsc::channel::<Frame>(TCP_READ_QUEUE);
     let mut tasks = JoinSet::new();
@@ -565,7 +569,7 @@ async fn io_loop(
     }
     drop(frames_tx);
     // Reports the connection failed if this loop ends any other way than by `close`.
-    let _ended = Ended(shared.clone());
+    let _ended = Ended(shared.clone(), live);
     let mut bufs: Vec<Vec<u8>> = udp
         .iter()
         .map(|(_, s)| vec![0u8; DATAGRAM * s.max_gro_segments().clamp(1, MAX_GRO)])

@@ -661,6 +661,11 @@ async fn viewers_joining_and_leaving_leave_nothing_behind() {
     }
     assert_eq!(s.metric_settles("fanfare_rtc_sessions{kind=\"view\"}", 0.0).await, 0.0);
     assert_eq!(s.metric_settles("fanfare_subscriber_legs", 0.0).await, 0.0);
+    assert_eq!(
+        s.metric_settles("fanfare_rtc_viewer_connections", 0.0).await,
+        0.0,
+        "every viewer connection's I/O task ends"
+    );
     let after = rss_kb(s.pid());
     assert!(
         after < before + 4096,
