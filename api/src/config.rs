@@ -141,7 +141,7 @@ impl Default for RtcConfig {
             port_max: None,
             udp_port: None,
             tcp_port: None,
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get().min(64)),
+            threads: engine::media::MediaConfig::default().threads,
             public_ip: None,
             ice_lite: false,
             bandwidth_estimation: true,

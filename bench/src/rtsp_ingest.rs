@@ -697,26 +697,22 @@ async fn main() -> Result<()> {
     let mut rows = Vec::new();
     for &k in &args.cameras {
         for _ in 0..args.repeat.max(1) {
-            if !args.no_fanfare {
-                match run_fanfare(&args, k, &url, cam_pid).await {
-                    Ok(r) => {
-                        print(&r);
-                        rows.push(r);
-                    }
-                    Err(e) => {
-                        eprintln!("fanfare, {k} cameras: {e:#}");
-                        result = Err(e);
-                    }
+            for (reader, skip) in [("fanfare", args.no_fanfare), ("ffmpeg", args.no_ffmpeg)] {
+                if skip {
+                    continue;
                 }
-            }
-            if !args.no_ffmpeg {
-                match run_ffmpeg(&args, k, &url, cam_pid).await {
+                let run = if reader == "fanfare" {
+                    run_fanfare(&args, k, &url, cam_pid).await
+                } else {
+                    run_ffmpeg(&args, k, &url, cam_pid).await
+                };
+                match run {
                     Ok(r) => {
                         print(&r);
                         rows.push(r);
                     }
                     Err(e) => {
-                        eprintln!("ffmpeg, {k} cameras: {e:#}");
+                        eprintln!("{reader}, {k} cameras: {e:#}");
                         result = Err(e);
                     }
                 }

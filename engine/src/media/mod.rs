@@ -51,7 +51,8 @@ pub struct MediaConfig {
     /// One TCP port where every peer connection accepts ICE-TCP (passive candidates), for
     /// clients whose network blocks UDP.
     pub tcp_port: Option<u16>,
-    /// Worker threads of the media runtime.
+    /// Worker threads of the media runtime; by default one per CPU the process may run on (its
+    /// affinity mask and CPU quota), at most 64.
     pub threads: usize,
     /// The address clients reach the server at when it sits behind a 1:1 NAT; replaces the
     /// bound addresses in the candidates the server advertises.
@@ -71,7 +72,7 @@ impl Default for MediaConfig {
             ports: None,
             udp_port: None,
             tcp_port: None,
-            threads: 2,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().min(64)),
             public_ip: None,
             ice_lite: false,
             bandwidth_estimation: true,

@@ -141,7 +141,7 @@ impl Core {
     }
 
     /// Hands the connection one received datagram or ICE-TCP frame.
-    fn receive(&mut self, local: SocketAddr, peer: SocketAddr, protocol: TransportProtocol, data: &[u8]) {
+    fn receive(&mut self, local: SocketAddr, peer: SocketAddr, protocol: TransportProtocol, data: BytesMut) {
         let read = self.pc.handle_read(TaggedBytesMut {
             now: Instant::now(),
             transport: TransportContext {
@@ -150,7 +150,7 @@ impl Core {
                 ecn: None,
                 transport_protocol: protocol,
             },
-            message: BytesMut::from(data),
+            message: data,
         });
         if let Err(e) = read {
             tracing::trace!(%peer, error = %e, "viewer connection refused a packet");
@@ -498,7 +498,7 @@ fn local_sdp(core: &mut Core) -> Result<String, EngineError> {
 }
 
 /// What one UDP receive gave: the socket's index and the datagrams (GRO batches split).
-type Received = (usize, SocketAddr, Vec<Vec<u8>>);
+type Received = (usize, SocketAddr, Vec<BytesMut>);
 
 /// Receives from whichever of `udp` has something; `Err` with the socket's index when one
 /// failed.
@@ -514,7 +514,7 @@ fn recv_any<'a>(
                 Poll::Ready(Ok(n)) if n > 0 => {
                     let m = meta[0];
                     let data = buf.get(..m.len).unwrap_or_default();
-                    let datagrams = data.chunks(m.stride.max(1)).map(<[u8]>::to_vec).collect();
+                    let datagrams = data.chunks(m.stride.max(1)).map(BytesMut::from).collect();
                     return Poll::Ready(Ok((i, m.addr, datagrams)));
                 }
                 Poll::Ready(Ok(_)) => {}
@@ -552,7 +552,7 @@ impl Drop for Ended {
 }
 
 /// A frame read from an ICE-TCP connection: the listener's address, the client's, the frame.
-type Frame = (SocketAddr, SocketAddr, Vec<u8>);
+type Frame = (SocketAddr, SocketAddr, BytesMut);
 
 /// The connection's I/O: received datagrams and ICE-TCP frames, timers, and what they produce;
 /// ends when the connection is closed, dropping its sockets.
@@ -614,7 +614,7 @@ async fn io_loop(
                     let local = udp[i].0;
                     let mut core = lock(&shared.core);
                     for d in datagrams {
-                        core.receive(local, peer, TransportProtocol::UDP, &d);
+                        core.receive(local, peer, TransportProtocol::UDP, d);
                     }
                 }
                 Err((i, e)) if !transient(&e) => {
@@ -627,9 +627,9 @@ async fn io_loop(
             },
             Some((local, peer, frame)) = frames.recv() => {
                 let mut core = lock(&shared.core);
-                core.receive(local, peer, TransportProtocol::TCP, &frame);
+                core.receive(local, peer, TransportProtocol::TCP, frame);
                 while let Ok((local, peer, frame)) = frames.try_recv() {
-                    core.receive(local, peer, TransportProtocol::TCP, &frame);
+                    core.receive(local, peer, TransportProtocol::TCP, frame);
                 }
             }
         }
@@ -678,7 +678,11 @@ async fn read_frames(
         };
         decoder.extend_from_slice(buf.get(..n).unwrap_or_default());
         while let Some(frame) = decoder.next_packet() {
-            if frames.send((local, peer, frame)).await.is_err() {
+            if frames
+                .send((local, peer, BytesMut::from(frame.as_slice())))
+                .await
+                .is_err()
+            {
                 break 'read;
             }
         }
