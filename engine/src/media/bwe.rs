@@ -4,8 +4,8 @@
 //! detector after libwebrtc's: packets are grouped into bursts, each burst's added delay is
 //! accumulated and smoothed, and the slope of that over the last [`WINDOW`] bursts, scaled,
 //! is compared with an adaptive threshold. While it shows the queue growing, the estimate is
-//! cut to 85 % of what the client acknowledged receiving; while not, it climbs 8 % a second
-//! back towards its ceiling. Loss is left to receiver reports (`track::congestion`).
+//! cut to 85 % of what the client acknowledged receiving (counted in [`RATE_BINS`] bins of the
+//! last half second); while not, it climbs 8 % a second back towards its ceiling. Loss is left to receiver reports (`track::congestion`).
 //!
 //! The `rtc` crate's `Gcc` (with its `TwccSender` and `CongestionControl` interceptors) was
 //! tried first: its Kalman filter took about 10 s to notice a link at a third of the rate in
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rtc::interceptor::convert_twcc;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 
-/// Packets remembered for matching feedback (8 KB): about 1 s of a 2 Mbit/s 720p stream with
+/// Packets remembered for matching feedback (4 KB): about 1 s of a 2 Mbit/s 720p stream with
 /// audio, where clients send feedback every 50–100 ms.
 const HISTORY: usize = 256;
 
@@ -48,15 +48,19 @@ const OVERUSE_FOR: f64 = 10.0;
 const CUT: f64 = 0.85;
 /// Growth per second while the path is clear.
 const CLIMB: f64 = 1.08;
-/// The window over which the acknowledged rate is measured.
-const RATE_WINDOW: Duration = Duration::from_millis(500);
+/// The window over which the acknowledged rate is measured, in bins of [`RATE_BIN`]: a fixed
+/// few bytes per connection, where a list of the acknowledged packets grew to kilobytes.
+const RATE_BINS: usize = 10;
+const RATE_BIN: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Copy)]
 struct Sent {
-    /// Unwrapped transport-wide sequence number; 0: empty (numbering starts at 1).
-    id: u64,
-    at: Instant,
+    /// The low 32 bits of the unwrapped transport-wide sequence number; 0: empty (numbering
+    /// starts at 1).
+    id: u32,
     size: u16,
+    /// When it left, in µs since the estimator's `epoch`.
+    at_us: u64,
 }
 
 /// A burst of packets that left together.
@@ -87,22 +91,26 @@ pub struct SendSideBwe {
     over_count: u32,
     previous_trend: f64,
     overusing: bool,
-    /// (when acknowledged, bytes) for the acknowledged rate.
-    acked: VecDeque<(Instant, usize)>,
+    /// Bytes acknowledged per [`RATE_BIN`] since `epoch`: `acked[bin % RATE_BINS]` for the
+    /// last [`RATE_BINS`] bins up to `acked_bin`.
+    acked: [usize; RATE_BINS],
+    acked_bin: u64,
+    /// What send and bin times count from.
+    epoch: Instant,
     target: f64,
     last_update: Option<Instant>,
 }
 
 impl SendSideBwe {
-    /// A fresh estimator; `now` fills the empty history.
+    /// A fresh estimator; times count from `now`.
     pub fn new(now: Instant) -> Self {
         SendSideBwe {
             last_id: 0,
             sent: vec![
                 Sent {
                     id: 0,
-                    at: now,
                     size: 0,
+                    at_us: 0,
                 };
                 HISTORY
             ],
@@ -119,7 +127,9 @@ impl SendSideBwe {
             over_count: 0,
             previous_trend: 0.0,
             overusing: false,
-            acked: VecDeque::new(),
+            acked: [0; RATE_BINS],
+            acked_bin: 0,
+            epoch: now,
             target: MAX_BPS,
             last_update: None,
         }
@@ -131,9 +141,9 @@ impl SendSideBwe {
         self.last_id += 1;
         let id = self.last_id;
         self.sent[(id % HISTORY as u64) as usize] = Sent {
-            id,
-            at: now,
+            id: id as u32,
             size: u16::try_from(size).unwrap_or(u16::MAX),
+            at_us: self.since_epoch(now).as_micros() as u64,
         };
         id as u16
     }
@@ -151,26 +161,20 @@ impl SendSideBwe {
                 continue;
             };
             let slot = &mut self.sent[(id % HISTORY as u64) as usize];
-            if slot.id != id {
+            if slot.id != id as u32 {
                 continue;
             }
             slot.id = 0;
-            let (departure, size) = (slot.at, usize::from(slot.size));
+            let departure = self.epoch + Duration::from_micros(slot.at_us);
+            let size = usize::from(slot.size);
             if let (true, Some(arrival)) = (ack.arrived, ack.arrival) {
                 any = true;
-                self.acked.push_back((now, size));
+                self.count_acked(size, now);
                 self.on_arrival(departure, arrival);
             }
         }
         if !any {
             return None;
-        }
-        while self
-            .acked
-            .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > RATE_WINDOW)
-        {
-            self.acked.pop_front();
         }
         let before = self.target;
         let elapsed = self
@@ -178,13 +182,46 @@ impl SendSideBwe {
             .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64().min(1.0));
         self.last_update = Some(now);
         if self.overusing {
-            let bytes: usize = self.acked.iter().map(|(_, b)| b).sum();
-            let acked_bps = bytes as f64 * 8.0 / RATE_WINDOW.as_secs_f64();
+            let acked_bps = self.acked_bps(now);
             self.target = self.target.min(acked_bps * CUT).max(MIN_BPS);
         } else {
             self.target = (self.target * CLIMB.powf(elapsed)).min(MAX_BPS);
         }
         (self.target != before).then_some(self.target)
+    }
+
+    fn since_epoch(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.epoch)
+    }
+
+    /// The bin `now` falls in.
+    fn bin(&self, now: Instant) -> u64 {
+        (self.since_epoch(now).as_micros() / RATE_BIN.as_micros()) as u64
+    }
+
+    /// Moves the bins on to `now`'s (emptying those it passes) and adds `bytes` to it.
+    fn count_acked(&mut self, bytes: usize, now: Instant) {
+        let bin = self.bin(now);
+        if bin > self.acked_bin {
+            for passed in (self.acked_bin + 1..=bin).take(RATE_BINS) {
+                self.acked[(passed % RATE_BINS as u64) as usize] = 0;
+            }
+            self.acked_bin = bin;
+        }
+        if bin == self.acked_bin {
+            self.acked[(bin % RATE_BINS as u64) as usize] += bytes;
+        }
+    }
+
+    /// The rate acknowledged over the bins' span up to `now` (the last [`RATE_BINS`] − 1 whole
+    /// bins and the current one so far), in bit/s.
+    fn acked_bps(&self, now: Instant) -> f64 {
+        let bytes: usize = self.acked.iter().sum();
+        let bin_us = RATE_BIN.as_micros() as u64;
+        let now_us = self.since_epoch(now).as_micros() as u64;
+        let into_bin_us = now_us.saturating_sub(self.acked_bin * bin_us).min(bin_us);
+        let span_us = bin_us * (RATE_BINS as u64 - 1) + into_bin_us;
+        bytes as f64 * 8.0 / (span_us.max(1_000) as f64 / 1e6)
     }
 
     /// One packet that arrived: grows the current burst or closes it.

@@ -5,6 +5,7 @@
 
 mod bwe;
 mod estimate;
+mod nack_history;
 mod peer;
 mod rtcp_forward;
 mod runtime;

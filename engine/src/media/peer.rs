@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, SenderReportBuilder, Slot};
+use rtc::interceptor::{NackGeneratorBuilder, SenderReportBuilder, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
@@ -20,6 +20,7 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngine, SettingEngineBuilder,
 };
 
+use super::nack_history::NackHistory;
 use super::rtcp_forward::{FeedbackCounters, RtcpForward};
 use super::Media;
 use crate::error::EngineError;
@@ -69,8 +70,8 @@ pub struct Peer {
 }
 
 /// Packets each outgoing stream keeps for retransmission on NACK: about 1.4 s of 720p at
-/// 2 Mbit/s (180 packets/s), far beyond a NACK's round trip. The crate's default, 1,024, costs
-/// a subscriber leg several hundred kilobytes.
+/// 2 Mbit/s (180 packets/s), far beyond a NACK's round trip: 12 KB per stream in
+/// [`NackHistory`].
 const NACK_HISTORY: u16 = 256;
 
 /// Which way media flows on a connection: every connection of ours only receives (a
@@ -84,7 +85,7 @@ pub(super) enum PeerRole {
 }
 
 /// The crate's default interceptors (NACK, RTCP reports, TWCC feedback for what we receive),
-/// with a shorter retransmission history. A viewer's connection receives no RTP, so it leaves
+/// with our own NACK responder ([`NackHistory`], a compact retransmission history). A viewer's connection receives no RTP, so it leaves
 /// out the interceptors that only act on received RTP (NACK generator, TWCC feedback, receiver
 /// reports): every packet sent walks through each interceptor in the chain, and at N = 200
 /// viewers those walks were the largest single cost (`bench/README.md`). Its [`RtcpForward`]
@@ -102,10 +103,7 @@ fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, En
             RtpCodecKind::Video,
         );
     }
-    let registry = Registry::new().with(
-        Slot::NackResponder,
-        NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
-    );
+    let registry = Registry::new().with(Slot::NackResponder, NackHistory::new(NACK_HISTORY));
     match role {
         PeerRole::Publisher => {
             let registry = registry.with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
@@ -120,20 +118,22 @@ fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, En
     }
 }
 
-/// The media engine and interceptors of a new connection in `role`: the default codecs, the
-/// simulcast header extensions, [`interceptors`], and the [`RtcpForward`] wire-most.
+/// The media engine and interceptors of a new connection in `role`: its codecs (the crate's
+/// defaults for a publisher, [`register_viewer_codecs`] for a viewer), the simulcast header
+/// extensions, [`interceptors`], and the [`RtcpForward`] wire-most.
 pub(super) fn media_stack(
     media: &Media,
     metrics: &EngineMetrics,
     role: PeerRole,
 ) -> Result<(MediaEngine, Registry), EngineError> {
+    let media_error = |e: rtc::shared::error::Error| EngineError::Media(e.to_string());
     let mut engine = MediaEngine::default();
-    engine
-        .register_default_codecs()
-        .map_err(|e| EngineError::Media(e.to_string()))?;
+    if role == PeerRole::Publisher {
+        engine.register_default_codecs().map_err(media_error)?;
+    }
     // mid / rtp-stream-id / repaired-rtp-stream-id: without them a publisher's RID
     // layers (simulcast without a=ssrc lines) cannot be told apart.
-    configure_simulcast_extension_headers(&mut engine).map_err(|e| EngineError::Media(e.to_string()))?;
+    configure_simulcast_extension_headers(&mut engine).map_err(media_error)?;
     // Wire-most (below the NACK responder at 4_000): what leaves is numbered after the
     // responder kept its copy, so retransmissions get numbers of their own and the
     // history holds packets without the extension. Inbound RTCP reaches it first; it
@@ -149,7 +149,92 @@ pub(super) fn media_stack(
             role == PeerRole::Viewer && media.bandwidth_estimation(),
         ),
     );
+    if role == PeerRole::Viewer {
+        register_viewer_codecs(&mut engine).map_err(media_error)?;
+    }
     Ok((engine, registry))
+}
+
+/// A viewer's codecs: each codec a publisher's connection accepts (the crate's defaults) once,
+/// with the default payload types, each video codec with its RTX (RFC 4588) payload type; not
+/// H.264's packetization-mode 0 twins of the mode 1 entries. A viewer is sent the payload type
+/// whose name (and, where one matches, format line) is the publisher's; mode 1 carries what
+/// mode 0 does. The video codecs carry their feedback types themselves and the RTX entries none
+/// (as browsers offer them), so this runs after [`interceptors`], whose feedback registrations
+/// apply to the codecs already there. Each codec entry is held by the connection several times
+/// over (engine, transceivers, both descriptions): 16 video entries without feedback on RTX,
+/// instead of 19 with, keep a viewer's connection about 30 KB smaller (`bench/README.md`).
+fn register_viewer_codecs(engine: &mut MediaEngine) -> rtc::shared::error::Result<()> {
+    use rtc::peer_connection::configuration::media_engine::{
+        MIME_TYPE_AV1, MIME_TYPE_G722, MIME_TYPE_H264, MIME_TYPE_HEVC, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU,
+        MIME_TYPE_RTX, MIME_TYPE_VP8, MIME_TYPE_VP9,
+    };
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters};
+    let codec = |mime: &str, clock_rate: u32, channels: u16, fmtp: String, rtcp_feedback: Vec<RTCPFeedback>, pt: u8| {
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: fmtp,
+                rtcp_feedback,
+            },
+            payload_type: pt,
+        }
+    };
+    for (mime, clock_rate, channels, fmtp, pt) in [
+        (MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
+        (MIME_TYPE_G722, 8_000, 0, "", 9),
+        (MIME_TYPE_PCMU, 8_000, 0, "", 0),
+        (MIME_TYPE_PCMA, 8_000, 0, "", 8),
+    ] {
+        let audio = codec(mime, clock_rate, channels, fmtp.to_owned(), Vec::new(), pt);
+        engine.register_codec(audio, RtpCodecKind::Audio)?;
+    }
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    for (mime, fmtp, pt, rtx) in [
+        (MIME_TYPE_VP8, "", 96, 97),
+        (MIME_TYPE_VP9, "profile-id=0", 98, 99),
+        (MIME_TYPE_VP9, "profile-id=1", 100, 101),
+        (
+            MIME_TYPE_H264,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+            102,
+            103,
+        ),
+        (
+            MIME_TYPE_H264,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            125,
+            105,
+        ),
+        (
+            MIME_TYPE_H264,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640032",
+            123,
+            124,
+        ),
+        (MIME_TYPE_AV1, "profile-id=0", 41, 106),
+        (MIME_TYPE_HEVC, "", 126, 107),
+    ] {
+        let rtcp_feedback = vec![
+            feedback("goog-remb", ""),
+            feedback("ccm", "fir"),
+            feedback("nack", ""),
+            feedback("nack", "pli"),
+            feedback("transport-cc", ""),
+        ];
+        engine.register_codec(
+            codec(mime, 90_000, 0, fmtp.to_owned(), rtcp_feedback, pt),
+            RtpCodecKind::Video,
+        )?;
+        let repair = codec(MIME_TYPE_RTX, 90_000, 0, format!("apt={pt}"), Vec::new(), rtx);
+        engine.register_codec(repair, RtpCodecKind::Video)?;
+    }
+    Ok(())
 }
 
 /// The setting engine of a new connection: mDNS off, ICE-lite as configured, and the local

@@ -500,30 +500,43 @@ fn local_sdp(core: &mut Core) -> Result<String, EngineError> {
 /// What one UDP receive gave: the socket's index and the datagrams (GRO batches split).
 type Received = (usize, SocketAddr, Vec<BytesMut>);
 
+thread_local! {
+    /// The receive buffer of every connection whose I/O runs on this thread: a receive copies
+    /// what it got out before it returns, so one buffer serves them all.
+    static RECEIVE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; DATAGRAM * MAX_GRO]);
+}
+
 /// Receives from whichever of `udp` has something; `Err` with the socket's index when one
 /// failed.
-fn recv_any<'a>(
-    udp: &'a [(SocketAddr, Arc<dyn AsyncUdpSocket>)],
-    bufs: &'a mut [Vec<u8>],
-) -> impl std::future::Future<Output = Result<Received, (usize, io::Error)>> + 'a {
-    std::future::poll_fn(move |cx| {
-        for (i, ((_, socket), buf)) in udp.iter().zip(bufs.iter_mut()).enumerate() {
-            let mut meta = [RecvMeta::default()];
-            let mut iov = [IoSliceMut::new(buf)];
-            match socket.poll_recv(cx, &mut iov, &mut meta) {
-                Poll::Ready(Ok(n)) if n > 0 => {
-                    let m = meta[0];
-                    let data = buf.get(..m.len).unwrap_or_default();
-                    let datagrams = data.chunks(m.stride.max(1)).map(BytesMut::from).collect();
-                    return Poll::Ready(Ok((i, m.addr, datagrams)));
-                }
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err((i, e))),
-                Poll::Pending => {}
+fn recv_any(
+    udp: &[(SocketAddr, Arc<dyn AsyncUdpSocket>)],
+) -> impl std::future::Future<Output = Result<Received, (usize, io::Error)>> + '_ {
+    std::future::poll_fn(move |cx| RECEIVE.with_borrow_mut(|buf| poll_recv_any(cx, udp, buf)))
+}
+
+/// One pass of [`recv_any`] over the sockets, receiving into `buf`.
+fn poll_recv_any(
+    cx: &mut std::task::Context<'_>,
+    udp: &[(SocketAddr, Arc<dyn AsyncUdpSocket>)],
+    buf: &mut [u8],
+) -> Poll<Result<Received, (usize, io::Error)>> {
+    for (i, (_, socket)) in udp.iter().enumerate() {
+        let len = DATAGRAM * socket.max_gro_segments().clamp(1, MAX_GRO);
+        let mut meta = [RecvMeta::default()];
+        let mut iov = [IoSliceMut::new(&mut buf[..len])];
+        match socket.poll_recv(cx, &mut iov, &mut meta) {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                let m = meta[0];
+                let data = iov[0].get(..m.len).unwrap_or_default();
+                let datagrams = data.chunks(m.stride.max(1)).map(BytesMut::from).collect();
+                return Poll::Ready(Ok((i, m.addr, datagrams)));
             }
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err((i, e))),
+            Poll::Pending => {}
         }
-        Poll::Pending
-    })
+    }
+    Poll::Pending
 }
 
 /// Whether a UDP receive error leaves the socket usable (an ICMP error from a client that left).
@@ -570,10 +583,6 @@ async fn io_loop(
     drop(frames_tx);
     // Reports the connection failed if this loop ends any other way than by `close`.
     let _ended = Ended(shared.clone(), live);
-    let mut bufs: Vec<Vec<u8>> = udp
-        .iter()
-        .map(|(_, s)| vec![0u8; DATAGRAM * s.max_gro_segments().clamp(1, MAX_GRO)])
-        .collect();
     // When the timers last ran.
     let mut fired: Option<Instant> = None;
     // One timer, moved only when the connection's next deadline moves (most passes are for a
@@ -609,7 +618,7 @@ async fn io_loop(
                     tracing::debug!(error = %e, "viewer connection timer failed");
                 }
             }
-            got = recv_any(&udp, &mut bufs), if !udp.is_empty() => match got {
+            got = recv_any(&udp), if !udp.is_empty() => match got {
                 Ok((i, peer, datagrams)) => {
                     let local = udp[i].0;
                     let mut core = lock(&shared.core);
@@ -620,7 +629,6 @@ async fn io_loop(
                 Err((i, e)) if !transient(&e) => {
                     tracing::debug!(error = %e, "a viewer connection's UDP socket failed");
                     udp.remove(i);
-                    bufs.remove(i);
                     lock(&shared.core).udp.remove(i);
                 }
                 Err(_) => {}
