@@ -15,6 +15,9 @@
 //! from starting a subscribe to its first complete keyframe; RSS from `/proc/<pid>/status`,
 //! per subscriber against the RSS with the publisher and no subscriber.
 //!
+//! The publisher writes each frame's packets back to back, or with `--pacing-kbps` spaced as
+//! a pacer at that rate would send them (libwebrtc paces at 2.5 times its target bitrate).
+//!
 //! Janus never gathers ICE candidates on a loopback interface, so runs that include it need
 //! `--rtc-ip` set to a non-loopback local address, e.g. a veth pair inside `unshare --net`
 //! (bench/README.md). Exit status: 2 on a setup failure (server, publisher, fixture), 1 when a
@@ -118,6 +121,10 @@ struct Args {
     /// A Fanfare configuration file to start it with (`--config`), e.g. `[rtc] threads = 1`.
     #[arg(long)]
     fanfare_config: Option<PathBuf>,
+    /// Space the publisher's packets as a pacer at this rate would (0: each frame's packets
+    /// back to back). libwebrtc paces at 2.5 times its target: 5000 for this ~2 Mbit/s fixture.
+    #[arg(long, default_value_t = 0)]
+    pacing_kbps: u32,
 }
 
 // ───────────────────────────── clock, send log, statistics ─────────────────────────────
@@ -620,7 +627,13 @@ struct Publisher {
 impl Publisher {
     /// Builds a sendonly H.264 peer, lets `exchange` turn its offer into an answer, then loops
     /// `aus` at 30 fps once connected, logging every packet's send time.
-    async fn start<F, Fut>(ip: IpAddr, aus: Arc<Vec<AccessUnit>>, stats: Arc<Stats>, exchange: F) -> Result<Publisher>
+    async fn start<F, Fut>(
+        ip: IpAddr,
+        aus: Arc<Vec<AccessUnit>>,
+        pacing_kbps: u32,
+        stats: Arc<Stats>,
+        exchange: F,
+    ) -> Result<Publisher>
     where
         F: FnOnce(String) -> Fut,
         Fut: std::future::Future<Output = Result<String>>,
@@ -654,6 +667,7 @@ impl Publisher {
                 track,
                 Packetizer::new(pt, ssrc, random_u32() as u16),
                 aus,
+                pacing_kbps,
                 want_key,
                 stats,
                 peer.state_watch(),
@@ -687,11 +701,13 @@ async fn feedback(track: Arc<TrackLocalStaticRTP>, want_key: Arc<AtomicBool>, st
 }
 
 /// Loops the fixture at 30 fps with continuous timestamps; a keyframe request jumps to the
-/// next keyframe.
+/// next keyframe. With `pacing_kbps`, a packet leaves no sooner than the packets before it
+/// take at that rate (a frame larger than the rate allows runs into the next one's time).
 async fn send_video(
     track: Arc<TrackLocalStaticRTP>,
     mut packetizer: Packetizer,
     aus: Arc<Vec<AccessUnit>>,
+    pacing_kbps: u32,
     want_key: Arc<AtomicBool>,
     stats: Arc<Stats>,
     state: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
@@ -699,6 +715,7 @@ async fn send_video(
     let mut tick = tokio::time::interval(FRAME_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let (mut idx, mut ts) = (0, random_u32());
+    let mut next_send = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if matches!(
@@ -714,6 +731,12 @@ async fn send_video(
             return;
         };
         for p in pkts {
+            if pacing_kbps > 0 {
+                next_send = next_send.max(tokio::time::Instant::now());
+                tokio::time::sleep_until(next_send).await;
+                let bits = (p.payload.len() as u64 + 12) * 8;
+                next_send += Duration::from_micros(bits * 1000 / u64::from(pacing_kbps));
+            }
             let key = fingerprint(&p.payload);
             let t = now_ns();
             if let Ok(mut log) = stats.log.lock() {
@@ -1077,7 +1100,7 @@ async fn baseline(args: &Args, aus: Arc<Vec<AccessUnit>>) -> Result<(f64, f64)> 
     let stats = Arc::new(Stats::new());
     let sub = subscriber_peer(args.rtc_ip, &stats, Instant::now()).await?;
     let sub_ref = &sub;
-    let publisher = Publisher::start(args.rtc_ip, aus, stats.clone(), |offer| async move {
+    let publisher = Publisher::start(args.rtc_ip, aus, args.pacing_kbps, stats.clone(), |offer| async move {
         Ok(sub_ref.peer.answer(offer, STEP_TIMEOUT).await?)
     })
     .await?;
@@ -1259,7 +1282,7 @@ async fn run_fanfare(args: &Args, aus: Arc<Vec<AccessUnit>>, baseline: Option<(f
         }
         let whip = format!("{base_url}/v1/whip?groups=bench");
         let (h, a) = (http.clone(), admin.clone());
-        let publisher = Publisher::start(args.rtc_ip, aus, stats.clone(), |offer| async move {
+        let publisher = Publisher::start(args.rtc_ip, aus, args.pacing_kbps, stats.clone(), |offer| async move {
             post_sdp(&h, &whip, &a, offer).await
         })
         .await
@@ -1322,7 +1345,7 @@ async fn run_janus(args: &Args, aus: Arc<Vec<AccessUnit>>, baseline: Option<(f64
             .as_u64()
             .ok_or_else(|| anyhow!("janus join without an id: {joined}"))?;
         let j = janus.clone();
-        let publisher = Publisher::start(args.rtc_ip, aus, stats.clone(), |offer| async move {
+        let publisher = Publisher::start(args.rtc_ip, aus, args.pacing_kbps, stats.clone(), |offer| async move {
             let ev = j
                 .message(
                     handle,
