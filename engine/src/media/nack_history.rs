@@ -3,7 +3,8 @@
 //! by sending them again (as RFC 4588 retransmissions where RTX was negotiated), tagged
 //! [`Attribute::Retransmission`] so that the bandwidth estimate below counts them as new bytes.
 //!
-//! It does what the `rtc` crate's `NackResponderInterceptor` does, in less memory: that one keeps
+//! It does what the `rtc` crate's `NackResponderInterceptor` does, in less memory (and with a
+//! shorter ring for audio streams): that one keeps
 //! each packet whole (an `rtp::Packet` is 112 bytes before its payload, and a ring of 256 was
 //! about 29 KB of every viewer's connection). A packet as it leaves a viewer leg has a plain
 //! header (no CSRCs, no header extensions: the transport-wide number is added later, wire-most),
@@ -134,18 +135,22 @@ impl Stream {
 
 /// The NACK responder interceptor (see the module doc).
 pub struct NackHistory {
-    /// Packets kept per stream; a power of two.
-    size: usize,
+    /// Packets kept per video stream and per audio stream; powers of two.
+    video: usize,
+    audio: usize,
     streams: HashMap<u32, Stream>,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
 
 impl NackHistory {
-    /// Keeps the last `size` packets of each stream (rounded up to a power of two).
-    pub fn new(size: u16) -> Self {
+    /// Keeps the last `video` packets of each video stream and `audio` of each audio stream
+    /// (each rounded up to a power of two).
+    pub fn new(video: u16, audio: u16) -> Self {
+        let ring = |n: u16| usize::from(n.max(1)).next_power_of_two();
         NackHistory {
-            size: usize::from(size.max(1)).next_power_of_two(),
+            video: ring(video),
+            audio: ring(audio),
             streams: HashMap::new(),
             read: VecDeque::new(),
             write: VecDeque::new(),
@@ -227,8 +232,10 @@ impl Interceptor for NackHistory {
             .iter()
             .any(|fb| fb.typ == "nack" && fb.parameter.is_empty());
         if nack {
+            let audio = info.mime_type.to_ascii_lowercase().starts_with("audio/");
+            let size = if audio { self.audio } else { self.video };
             let stream = Stream {
-                kept: (0..self.size).map(|_| None).collect(),
+                kept: (0..size).map(|_| None).collect(),
                 rtx: info.ssrc_rtx.zip(info.payload_type_rtx),
                 rtx_sequence_number: 0,
             };
@@ -318,7 +325,7 @@ mod tests {
 
     #[test]
     fn a_nack_gets_the_kept_packets_back_as_sent_and_tagged() {
-        let mut h = NackHistory::new(16);
+        let mut h = NackHistory::new(16, 4);
         h.bind_local_stream(&stream(None));
         // Packet 10 and, by the bitmap, 11 and 13.
         let out = resent(&mut h, 20, nack(10, 0b101));
@@ -334,7 +341,7 @@ mod tests {
 
     #[test]
     fn packets_older_than_the_history_are_not_resent() {
-        let mut h = NackHistory::new(16);
+        let mut h = NackHistory::new(16, 4);
         h.bind_local_stream(&stream(None));
         // 0..40 sent: 24..40 kept; 3 (overwritten by 19, then 35) and 50 (never sent) are not.
         assert!(resent(&mut h, 40, nack(3, 0)).is_empty());
@@ -344,7 +351,7 @@ mod tests {
 
     #[test]
     fn with_rtx_a_retransmission_carries_the_original_number_on_the_rtx_stream() {
-        let mut h = NackHistory::new(16);
+        let mut h = NackHistory::new(16, 4);
         h.bind_local_stream(&stream(Some((8, 103))));
         let out = resent(&mut h, 5, nack(3, 0b1));
         assert_eq!(out.len(), 2);
@@ -359,13 +366,25 @@ mod tests {
     }
 
     #[test]
+    fn an_audio_stream_keeps_fewer_packets() {
+        let mut h = NackHistory::new(16, 4);
+        h.bind_local_stream(&StreamInfo {
+            mime_type: "audio/opus".to_owned(),
+            ..stream(None)
+        });
+        // 0..10 sent: 6..10 kept.
+        assert!(resent(&mut h, 10, nack(5, 0)).is_empty());
+        assert_eq!(resent(&mut h, 0, nack(6, 0b111)).len(), 4);
+    }
+
+    #[test]
     fn a_kept_packet_is_48_bytes() {
         assert!(std::mem::size_of::<Option<Kept>>() <= 48);
     }
 
     #[test]
     fn streams_without_nack_are_not_kept() {
-        let mut h = NackHistory::new(16);
+        let mut h = NackHistory::new(16, 4);
         h.bind_local_stream(&StreamInfo {
             ssrc: 7,
             ..Default::default()

@@ -69,10 +69,12 @@ pub struct Peer {
     media: Media,
 }
 
-/// Packets each outgoing stream keeps for retransmission on NACK: about 1.4 s of 720p at
+/// Packets each outgoing video stream keeps for retransmission on NACK: about 1.4 s of 720p at
 /// 2 Mbit/s (180 packets/s), far beyond a NACK's round trip: 12 KB per stream in
 /// [`NackHistory`].
 const NACK_HISTORY: u16 = 256;
+/// The same for an audio stream: 1.3 s of 20 ms packets, 3 KB.
+const AUDIO_NACK_HISTORY: u16 = 64;
 
 /// Which way media flows on a connection: every connection of ours only receives (a
 /// publisher's) or only sends (a viewer's).
@@ -103,7 +105,7 @@ fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, En
             RtpCodecKind::Video,
         );
     }
-    let registry = Registry::new().with(Slot::NackResponder, NackHistory::new(NACK_HISTORY));
+    let registry = Registry::new().with(Slot::NackResponder, NackHistory::new(NACK_HISTORY, AUDIO_NACK_HISTORY));
     match role {
         PeerRole::Publisher => {
             let registry = registry.with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
