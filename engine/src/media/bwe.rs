@@ -5,7 +5,8 @@
 //! accumulated and smoothed, and the slope of that over the last [`WINDOW`] bursts, scaled,
 //! is compared with an adaptive threshold. While it shows the queue growing, the estimate is
 //! cut to 85 % of what the client acknowledged receiving (counted in [`RATE_BINS`] bins of the
-//! last half second); while not, it climbs 8 % a second back towards its ceiling. Loss is left to receiver reports (`track::congestion`).
+//! last half second); while not, it climbs 8 % a second back towards its ceiling. Loss is left
+//! to receiver reports (`track::congestion`).
 //!
 //! The `rtc` crate's `Gcc` (with its `TwccSender` and `CongestionControl` interceptors) was
 //! tried first: its Kalman filter took about 10 s to notice a link at a third of the rate in
@@ -51,6 +52,7 @@ const CLIMB: f64 = 1.08;
 /// The window over which the acknowledged rate is measured, in bins of [`RATE_BIN`]: a fixed
 /// few bytes per connection, where a list of the acknowledged packets grew to kilobytes.
 const RATE_BINS: usize = 10;
+/// One bin's length.
 const RATE_BIN: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Copy)]

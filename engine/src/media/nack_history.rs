@@ -3,13 +3,13 @@
 //! by sending them again (as RFC 4588 retransmissions where RTX was negotiated), tagged
 //! [`Attribute::Retransmission`] so that the bandwidth estimate below counts them as new bytes.
 //!
-//! It does what the `rtc` crate's `NackResponderInterceptor` does, in less memory (and with a
-//! shorter ring for audio streams): that one keeps
-//! each packet whole (an `rtp::Packet` is 112 bytes before its payload, and a ring of 256 was
-//! about 29 KB of every viewer's connection). A packet as it leaves a viewer leg has a plain
-//! header (no CSRCs, no header extensions: the transport-wide number is added later, wire-most),
-//! so a kept packet is its sequence number, timestamp, payload type, marker and payload (shared
-//! with the publisher's packet): 48 bytes. Any other header is kept whole, boxed.
+//! It does what the `rtc` crate's `NackResponderInterceptor` does, in less memory, and with a
+//! shorter ring for audio streams. That one keeps each packet whole (an `rtp::Packet` is 112
+//! bytes before its payload, and a ring of 256 was about 29 KB of every viewer's connection). A
+//! packet as it leaves a viewer leg has a plain header (no CSRCs, no header extensions: the
+//! transport-wide number is added later, wire-most), so a kept packet is its sequence number,
+//! timestamp, payload type, marker and payload (shared with the publisher's packet): 48 bytes.
+//! Any other header is kept whole, boxed.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;

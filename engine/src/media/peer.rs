@@ -87,13 +87,13 @@ pub(super) enum PeerRole {
 }
 
 /// The crate's default interceptors (NACK, RTCP reports, TWCC feedback for what we receive),
-/// with our own NACK responder ([`NackHistory`], a compact retransmission history). A viewer's connection receives no RTP, so it leaves
-/// out the interceptors that only act on received RTP (NACK generator, TWCC feedback, receiver
-/// reports): every packet sent walks through each interceptor in the chain, and at N = 200
-/// viewers those walks were the largest single cost (`bench/README.md`). Its [`RtcpForward`]
-/// numbers what it sends with transport-wide sequence numbers and estimates its bandwidth from
-/// the client's TWCC feedback. The media engine is configured the same for both roles, so
-/// answers do not change.
+/// with our own NACK responder ([`NackHistory`], a compact retransmission history), and the
+/// feedback types and header extension they need registered with `engine`'s codecs. A viewer's
+/// connection receives no RTP, so it leaves out the interceptors that only act on received RTP
+/// (NACK generator, TWCC feedback, receiver reports): every packet sent walks through each
+/// interceptor in the chain, and at N = 200 viewers those walks were the largest single cost
+/// (`bench/README.md`). Its [`RtcpForward`] numbers what it sends with transport-wide sequence
+/// numbers and estimates its bandwidth from the client's TWCC feedback.
 fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, EngineError> {
     let media = |e: rtc::shared::error::Error| EngineError::Media(e.to_string());
     for parameter in ["", "pli"] {
