@@ -6,17 +6,21 @@
 //! DTLS, SRTP keys in place), and the per-packet send path measured by the harness: one
 //! `RTCRtpSender::write_rtp` per server peer, its timers, and draining its encrypted datagrams.
 //!
-//! Mirrors the engine's viewer connection (`engine/src/media/viewer_peer.rs`, built with
-//! `media/peer.rs`'s `media_stack` for `PeerRole::Viewer`, and `session/view.rs`): media engine with the default codecs and the
+//! Mirrors the engine's viewer connection as it was in the eleventh session
+//! (`engine/src/media/viewer_peer.rs`, built with `media/peer.rs`'s `media_stack` for
+//! `PeerRole::Viewer`, and `session/view.rs`): media engine with the default codecs and the
 //! simulcast header extensions, `nack` and `nack pli` feedback, TWCC registered on the media
 //! engine only (`configure_twcc_receiver_only` into a discarded registry), a `NackResponder`
 //! with a 256-packet history and a `SenderReport` interceptor; mDNS off; the client offers
 //! (as a browser does) and the server adds its one H.264 track before answering.
 //!
 //! Differs from the engine: no `RtcpForward` interceptor (so outgoing packets carry no
-//! transport-wide sequence numbers, and no feedback is counted or bandwidth estimated); no lock,
-//! I/O task or outbox around each connection (the engine, since the eleventh session, also
-//! writes into `rtc` directly, with no `webrtc` driver between); and ICE disconnected/failed timeouts of an hour on both sides, because the clients answer no
+//! transport-wide sequence numbers, and no feedback is counted or bandwidth estimated); the
+//! crate's codec list and NACK responder (the engine's viewers have a shorter codec list and
+//! their own compact NACK history since the twelfth session, which this harness does not
+//! measure); no lock, I/O task or outbox around each connection (the engine, since
+//! the eleventh session, also writes into `rtc` directly, with no `webrtc` driver between); and
+//! ICE disconnected/failed timeouts of an hour on both sides, because the clients answer no
 //! keepalive while the stream is measured and the servers must stay connected (keepalives are
 //! still sent at the default interval, and counted).
 

@@ -166,6 +166,17 @@ struct Shared {
     state: watch::Sender<PeerState>,
 }
 
+impl Shared {
+    /// Marks the connection closed and failed (something in the stack went wrong, not `close`),
+    /// so its session ends rather than waits, and wakes the I/O loop to end.
+    fn fail(&self, mut core: std::sync::MutexGuard<'_, Core>) {
+        core.closed = true;
+        drop(core);
+        self.state.send_replace(PeerState::Failed);
+        self.wake.notify_one();
+    }
+}
+
 /// A viewer's connection, closed when dropped. Build it on the media runtime; its methods lock
 /// the connection briefly and never wait.
 pub struct ViewerPeer {
@@ -202,10 +213,7 @@ impl ViewerTrack {
         }));
         written.unwrap_or_else(|_| {
             tracing::error!("a viewer connection panicked while sending; closing it");
-            core.closed = true;
-            drop(core);
-            self.shared.state.send_replace(PeerState::Failed);
-            self.shared.wake.notify_one();
+            self.shared.fail(core);
             Written::Closed
         })
     }
@@ -555,11 +563,9 @@ struct Ended(Arc<Shared>, prometheus::IntGauge);
 impl Drop for Ended {
     fn drop(&mut self) {
         self.1.dec();
-        let mut core = lock(&self.0.core);
+        let core = lock(&self.0.core);
         if !core.closed {
-            core.closed = true;
-            drop(core);
-            self.0.state.send_replace(PeerState::Failed);
+            self.0.fail(core);
         }
     }
 }
