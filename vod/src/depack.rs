@@ -1,4 +1,5 @@
-//! RTP depacketization: the packets of one SSRC, in order, turned into [`Frame`]s.
+//! RTP depacketization: the packets of one SSRC, in order, turned into [`Frame`]s (or a local
+//! source's whole frames put on the same timeline).
 //!
 //! H.264 (RFC 6184: single NAL unit, STAP-A, FU-A), H.265 (RFC 7798: single NAL unit,
 //! aggregation packets, fragmentation units; no DONL), VP8 (RFC 7741), Opus, G.711 and AAC in
@@ -99,6 +100,34 @@ impl Depacketizer {
             Kind::Aac(st) => st.push(pkt, ts, self.clock_rate, gap, &mut out),
         }
         out
+    }
+
+    /// Takes one whole frame of a local source (a frame tap: nothing to reassemble) on the same
+    /// timeline as [`Self::push`]: its RTP timestamp unwrapped and rescaled to 90 kHz. None for
+    /// an empty frame.
+    pub fn push_frame(&mut self, frame: &engine::track::SourceFrame) -> Option<Frame> {
+        if frame.data.is_empty() {
+            return None;
+        }
+        let pts = rescale(self.ts.unwrap(frame.timestamp), self.clock_rate);
+        let (codec, keyframe) = match &self.kind {
+            Kind::H264(_) => (Codec::H264, frame.keyframe),
+            Kind::H265(_) => (Codec::H265, frame.keyframe),
+            Kind::Vp8(_) => (Codec::Vp8, frame.keyframe),
+            Kind::Simple(codec) => (codec.clone(), true),
+            Kind::Aac(st) => (
+                Codec::Aac {
+                    config: st.config.clone(),
+                },
+                true,
+            ),
+        };
+        Some(Frame {
+            codec,
+            pts,
+            keyframe,
+            data: frame.data.clone(),
+        })
     }
 }
 

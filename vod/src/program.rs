@@ -1,8 +1,9 @@
 //! A group's *program*: the one publisher whose camera (or screen) and microphone become the
 //! group's live HLS and call recordings. The [`Program`] actor watches the room's publications,
 //! picks the source (a moderator's choice, else the first publisher; or one fixed participant,
-//! for an ingest's own recording), and taps its tracks. Tap tasks turn RTP into frames and
-//! segment them in place (the [`Cutter`], shared by a program's tap tasks and its actor, so no
+//! for an ingest's own recording), and taps its tracks. Tap tasks turn RTP into frames (an
+//! ingest's tracks are tapped as frames, so there is nothing to depacketize) and segment them
+//! in place (the [`Cutter`], shared by a program's tap tasks and its actor, so no
 //! thread is woken per frame); parts and segments go to the live window, and finished segments
 //! to a per-program recorder thread that spools them (with posters) for each recording.
 
@@ -19,7 +20,7 @@ use engine::ids::{GroupId, UserId};
 use engine::registry::{LeaveRoom, Registry, RoomFor};
 use engine::room::messages::{CallChanged, UnwatchCall, WatchCall};
 use engine::room::Room;
-use engine::track::{Fanout, MediaKind, Source};
+use engine::track::{Fanout, MediaKind, Source, SourceFrame};
 use tokio::task::JoinHandle;
 
 use crate::decode_order::DecodeTimes;
@@ -34,6 +35,8 @@ use crate::storage::SegmentStore;
 const FIRST_SOURCE_SETTLE: Duration = Duration::from_millis(600);
 /// Packets a tap holds before the track drops them for it.
 const TAP_QUEUE: usize = 4096;
+/// Frames a frame tap holds before the track drops them for it (8 s of 30 fps video).
+const FRAME_TAP_QUEUE: usize = 256;
 
 /// Which program: a group's, or one participant's in a group.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -330,11 +333,14 @@ impl Program {
         };
         let video_started = Arc::new(AtomicBool::new(false));
         for track in video.into_iter().chain(audio) {
-            let rx = track.tap(TAP_QUEUE);
+            let input = match track.tap_frames(FRAME_TAP_QUEUE) {
+                Some(frames) => TapInput::Frames(frames),
+                None => TapInput::Packets(track.tap(TAP_QUEUE)),
+            };
             let started = video_started.clone();
             let task = feed(
                 track,
-                rx,
+                input,
                 self.cutter.clone(),
                 self.t0,
                 has_video,
@@ -346,11 +352,38 @@ impl Program {
     }
 }
 
-/// Reads one track's tap, turns packets into frames on the shared clock, and segments them. Video waits for a keyframe and asks for one when the group of pictures runs
+/// What a tap task reads: a track's packets (a WebRTC publisher's), or a local source's whole
+/// frames (an RTSP ingest's: nothing to depacketize).
+enum TapInput {
+    Packets(tokio::sync::mpsc::Receiver<rtc::rtp::Packet>),
+    Frames(tokio::sync::mpsc::Receiver<SourceFrame>),
+}
+
+impl TapInput {
+    /// Waits for the next packet or frame and returns the frames it completes; None once the
+    /// tap has ended.
+    async fn next(&mut self, depack: &mut Depacketizer) -> Option<Vec<Frame>> {
+        match self {
+            TapInput::Packets(rx) => rx.recv().await.map(|p| depack.push(&p)),
+            TapInput::Frames(rx) => rx.recv().await.map(|f| depack.push_frame(&f).into_iter().collect()),
+        }
+    }
+
+    /// [`Self::next`] without waiting: None when nothing is queued.
+    fn try_next(&mut self, depack: &mut Depacketizer) -> Option<Vec<Frame>> {
+        match self {
+            TapInput::Packets(rx) => rx.try_recv().ok().map(|p| depack.push(&p)),
+            TapInput::Frames(rx) => rx.try_recv().ok().map(|f| depack.push_frame(&f).into_iter().collect()),
+        }
+    }
+}
+
+/// Reads one track's tap, turns its packets (or frames) into frames on the shared clock, and
+/// segments them. Video waits for a keyframe and asks for one when the group of pictures runs
 /// longer than a segment; audio waits for the video (if any) to start.
 async fn feed(
     track: Arc<Fanout>,
-    mut rx: tokio::sync::mpsc::Receiver<rtc::rtp::Packet>,
+    mut input: TapInput,
     cutter: Arc<Mutex<Cutter>>,
     t0: Instant,
     has_video: bool,
@@ -382,10 +415,11 @@ async fn feed(
     };
     // The first packets may arrive as a burst (queued while this task started): place them so
     // the newest is "now", keeping audio and video in step.
-    let Some(first) = rx.recv().await else { return };
-    let mut burst = depack.push(&first);
-    while let Ok(pkt) = rx.try_recv() {
-        burst.extend(depack.push(&pkt));
+    let Some(mut burst) = input.next(&mut depack).await else {
+        return;
+    };
+    while let Some(frames) = input.try_next(&mut depack) {
+        burst.extend(frames);
     }
     if let (Some(f), Some(l)) = (burst.first(), burst.last()) {
         let now = (t0.elapsed().as_secs_f64() * CLOCK_HZ as f64) as i64;
@@ -394,8 +428,8 @@ async fn feed(
     for frame in burst {
         feed.emit(frame);
     }
-    while let Some(pkt) = rx.recv().await {
-        for frame in depack.push(&pkt) {
+    while let Some(frames) = input.next(&mut depack).await {
+        for frame in frames {
             feed.emit(frame);
         }
     }

@@ -1,5 +1,5 @@
 //! Per-track fan-out: the direct packet path from one publisher to many subscriber legs, plus
-//! taps (recorders, live HLS) and the cached keyframe a new subscriber starts from. A simulcast
+//! taps (recorders, live HLS: packets, or a local source's frames) and the cached keyframe a new subscriber starts from. A simulcast
 //! track carries up to [`MAX_LAYERS`] layers (RID streams); each leg forwards one of them and
 //! moves to its target layer at that layer's next keyframe. Which layer a leg targets is
 //! decided by the track's [`Track`] actor; this file only follows the choice per packet.
@@ -22,6 +22,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use super::actor::{LayersChanged, LossReport, SetEstimate, SetLegCaps, Subscribed, Track, TrackEnded, Unsubscribed};
 use super::congestion::EstimateSource;
 use super::directory::RoomTraffic;
+use super::frame_tap::{FrameTaps, SourceFrame};
 use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS};
 use super::{MediaKind, TrackInfo};
 use crate::ids::GroupId;
@@ -46,7 +47,8 @@ pub enum Upstream {
     /// first layer's).
     Rtc { remote: Arc<dyn TrackRemote>, ssrc: u32 },
     /// A server-side source (RTSP ingest, a file) that calls [`Fanout::forward`] itself and
-    /// cannot be asked for a keyframe: new subscribers start from the cached one.
+    /// cannot be asked for a keyframe: new subscribers start from the cached one. It also hands
+    /// its frames to frame taps ([`Fanout::forward_source_frame`]).
     Local,
 }
 
@@ -263,6 +265,7 @@ pub struct Fanout {
     rooms: Mutex<Vec<(GroupId, RoomTraffic)>>,
     /// Each tap and the layer it follows.
     taps: Mutex<Vec<(u8, mpsc::Sender<rtp::Packet>)>>,
+    frame_taps: FrameTaps,
     layers: [Layer; MAX_LAYERS],
     /// Video whose keyframes [`starts_keyframe`] recognises: layer switches wait for one.
     keyframe_aware: bool,
@@ -289,6 +292,7 @@ impl Fanout {
             legs: RwLock::new(Vec::new()),
             rooms: Mutex::new(Vec::new()),
             taps: Mutex::new(Vec::new()),
+            frame_taps: FrameTaps::default(),
             layers,
             keyframe_aware: aware,
             muted: AtomicBool::new(false),
@@ -637,6 +641,31 @@ impl Fanout {
         rx
     }
 
+    /// A frame tap, for a local source's track (None for a WebRTC publisher's: tap its packets):
+    /// every frame the source hands over from now on, starting wherever it is (the consumer
+    /// waits for a keyframe), up to `capacity` waiting. A frame the tap cannot take is counted
+    /// as dropped, and the video after it until the next keyframe with it.
+    pub fn tap_frames(&self, capacity: usize) -> Option<mpsc::Receiver<SourceFrame>> {
+        matches!(self.upstream, Upstream::Local).then(|| self.frame_taps.open(capacity))
+    }
+
+    /// Whether a frame tap is open: a local source builds its frames only then.
+    pub fn wants_frames(&self) -> bool {
+        self.frame_taps.any()
+    }
+
+    /// Hands one frame of a local source to the frame taps (its packets go separately, through
+    /// [`Self::forward`] or [`Self::forward_frame`]). Nothing while the track is muted.
+    pub fn forward_source_frame(&self, frame: &SourceFrame) {
+        if self.muted() {
+            return;
+        }
+        let dropped = self.frame_taps.send(frame);
+        if dropped > 0 {
+            self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+
     /// Ends the track: every leg's writer and every tap finishes once drained.
     pub fn close(&self) {
         if let Ok(mut legs) = self.legs.write() {
@@ -646,6 +675,7 @@ impl Fanout {
         if let Ok(mut taps) = self.taps.lock() {
             taps.clear();
         }
+        self.frame_taps.close();
         self.tell(TrackEnded);
     }
 

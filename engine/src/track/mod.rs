@@ -8,11 +8,13 @@ mod actor;
 mod congestion;
 mod directory;
 mod fanout;
+mod frame_tap;
 pub mod layers;
 
 pub use actor::Track;
 pub use directory::{RoomTraffic, TrackCollector, TrackDirectory};
 pub use fanout::{starts_keyframe, Downtrack, Fanout, LegCounters, TrackCounters, Upstream, NO_LAYER};
+pub use frame_tap::SourceFrame;
 pub use layers::{LayerView, LegCaps};
 
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;

@@ -56,9 +56,16 @@ pub fn packetize_au(
     params: Option<(&[u8], &[u8])>,
     max_payload: usize,
 ) -> Result<Vec<Bytes>, MalformedAu> {
+    Ok(payloads(&nal_units(data, params)?, max_payload))
+}
+
+/// The NAL units of one access unit as they are sent, in order: `params` (the stream's SPS and
+/// PPS) before an IDR's slices, in-band parameter sets (when `params` are known) and access
+/// unit delimiters left out.
+pub fn nal_units<'a>(data: &'a [u8], params: Option<(&'a [u8], &'a [u8])>) -> Result<Vec<&'a [u8]>, MalformedAu> {
     let nals = split_avcc(data)?;
-    let has_idr = nals.iter().any(|n| n.first().is_some_and(|h| h & 0x1f == NAL_IDR));
-    let mut out = Vec::new();
+    let has_idr = has_keyframe(&nals);
+    let mut out = Vec::with_capacity(nals.len() + 2);
     let mut inserted = false;
     for nal in nals {
         let Some(&header) = nal.first() else { continue };
@@ -70,17 +77,27 @@ pub fn packetize_au(
         }
         if has_idr && !inserted {
             if let Some((sps, pps)) = params {
-                for ps in [sps, pps] {
-                    if !ps.is_empty() {
-                        fragment(ps, max_payload, &mut out);
-                    }
-                }
+                out.extend([sps, pps].into_iter().filter(|ps| !ps.is_empty()));
             }
             inserted = true;
         }
-        fragment(nal, max_payload, &mut out);
+        out.push(nal);
     }
     Ok(out)
+}
+
+/// Whether these NAL units hold an IDR picture (a decoder can start there).
+pub fn has_keyframe(nals: &[&[u8]]) -> bool {
+    nals.iter().any(|n| n.first().is_some_and(|h| h & 0x1f == NAL_IDR))
+}
+
+/// The RTP payloads of [`nal_units`]' output.
+pub fn payloads(nals: &[&[u8]], max_payload: usize) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(nals.len());
+    for nal in nals {
+        fragment(nal, max_payload, &mut out);
+    }
+    out
 }
 
 /// One NAL unit as a single packet, or as FU-A fragments when larger than `max_payload`.

@@ -36,9 +36,16 @@ pub fn packetize_au(
     params: Option<ParameterSets<'_>>,
     max_payload: usize,
 ) -> Result<Vec<Bytes>, MalformedAu> {
+    Ok(payloads(&nal_units(data, params)?, max_payload))
+}
+
+/// The NAL units of one access unit as they are sent, in order: `params` (VPS, SPS, PPS)
+/// before an IRAP picture's, in-band parameter sets (when `params` are known), access unit
+/// delimiters and NAL units shorter than their 2-byte header left out.
+pub fn nal_units<'a>(data: &'a [u8], params: Option<ParameterSets<'a>>) -> Result<Vec<&'a [u8]>, MalformedAu> {
     let nals: Vec<&[u8]> = split_avcc(data)?.into_iter().filter(|n| n.len() >= 2).collect();
-    let has_irap = nals.iter().any(|n| nal_type(n).is_some_and(is_irap));
-    let mut out = Vec::new();
+    let has_irap = has_keyframe(&nals);
+    let mut out = Vec::with_capacity(nals.len() + 3);
     let mut inserted = false;
     for nal in nals {
         match nal_type(nal) {
@@ -47,14 +54,26 @@ pub fn packetize_au(
             _ => {}
         }
         if has_irap && !inserted {
-            for ps in params.iter().flatten().filter(|ps| ps.len() >= 2) {
-                fragment(ps, max_payload, &mut out);
-            }
+            out.extend(params.iter().flatten().filter(|ps| ps.len() >= 2));
             inserted = true;
         }
-        fragment(nal, max_payload, &mut out);
+        out.push(nal);
     }
     Ok(out)
+}
+
+/// Whether these NAL units hold an IRAP picture (a decoder can start there).
+pub fn has_keyframe(nals: &[&[u8]]) -> bool {
+    nals.iter().any(|n| nal_type(n).is_some_and(is_irap))
+}
+
+/// The RTP payloads of [`nal_units`]' output.
+pub fn payloads(nals: &[&[u8]], max_payload: usize) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(nals.len());
+    for nal in nals {
+        fragment(nal, max_payload, &mut out);
+    }
+    out
 }
 
 /// One NAL unit (at least its 2-byte header) as a single packet, or as fragmentation units

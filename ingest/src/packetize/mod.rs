@@ -1,4 +1,5 @@
-//! From camera frames to RTP: the H.264, H.265 and AAC payloaders, and [`RtpTimeline`], which keeps a
+//! From camera frames to RTP: the H.264, H.265 and AAC payloaders (and [`annex_b`], the same
+//! video NAL units as a byte stream for frame taps), and [`RtpTimeline`], which keeps a
 //! published track's sequence numbers and timestamps continuous across reconnects (a new RTSP
 //! session restarts the camera's clock; the subscriber only sees a gap).
 
@@ -94,6 +95,17 @@ impl RtpTimeline {
     }
 }
 
+/// An access unit's NAL units (from `h264::nal_units` or `h265::nal_units`) as an Annex B
+/// byte stream: a 4-byte start code before each.
+pub fn annex_b(nals: &[&[u8]]) -> Bytes {
+    let mut out = Vec::with_capacity(nals.iter().map(|n| n.len() + 4).sum());
+    for nal in nals {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal);
+    }
+    Bytes::from(out)
+}
+
 /// Splits a NAL unit's `body` (its header removed) into fragmentation units, H.264 FU-A or
 /// H.265 FU: each payload is `header` (the FU indicator or payload header), an FU header
 /// (start and end bits over `nal_type`), then a slice of the body, `max_payload` bytes in all.
@@ -121,6 +133,17 @@ fn fragment_units(header: &[u8], nal_type: u8, body: &[u8], max_payload: usize, 
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn annex_b_puts_a_start_code_before_each_nal_unit() {
+        let sps: &[u8] = &[0x67, 0x42];
+        let idr: &[u8] = &[0x65, 1, 2];
+        assert_eq!(
+            annex_b(&[sps, idr]).as_ref(),
+            &[0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65, 1, 2]
+        );
+        assert!(annex_b(&[]).is_empty());
+    }
 
     #[test]
     fn continuous_across_reconnects() {

@@ -1,6 +1,7 @@
 //! Which camera streams become published tracks, and how each frame becomes RTP packets on
 //! its track: H.264 and H.265 video (repacketized), AAC (RFC 3640), Opus (payloads as received)
-//! and G.711 audio. The first video and the first audio stream are taken; others (and codecs
+//! and G.711 audio; while a frame tap is open (live HLS, recordings), each frame is also handed
+//! over whole. The first video and the first audio stream are taken; others (and codecs
 //! we cannot carry, such as MJPEG) are left out. H.265 and AAC tracks are for live HLS and
 //! recordings: WebRTC viewers skip them, and they skip H.264 B-frames no frame refers to.
 
@@ -8,13 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use engine::track::{Fanout, MediaKind};
+use engine::track::{Fanout, MediaKind, SourceFrame};
 use retina::client::Stream;
 use retina::codec::{AudioFrame, ParametersRef, VideoFrame, VideoParametersCodec};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
 use super::demux::ReadAs;
-use crate::packetize::{aac, h264, h265, RtpTimeline};
+use crate::packetize::{aac, annex_b, h264, h265, RtpTimeline};
 
 /// Opus's RTP clock (RFC 7587: always 48 kHz, whatever the encoder's sampling rate).
 const OPUS_CLOCK: u32 = 48_000;
@@ -236,31 +237,48 @@ impl LiveTrack {
     /// malformed).
     pub fn video(&mut self, frame: &VideoFrame, params: Option<&[Bytes]>, now: Instant) -> usize {
         let taps_only = self.plan.codec == IngestCodec::H264 && self.webrtc_skips(frame);
-        let payloads = match self.plan.codec {
+        let nals = match self.plan.codec {
             IngestCodec::H264 => {
                 let ps = match params {
                     Some([sps, pps]) => Some((sps.as_ref(), pps.as_ref())),
                     _ => None,
                 };
-                h264::packetize_au(frame.data(), ps, h264::MAX_PAYLOAD)
+                h264::nal_units(frame.data(), ps)
             }
             IngestCodec::H265 => {
                 let ps = match params {
                     Some([vps, sps, pps]) => Some([vps.as_ref(), sps.as_ref(), pps.as_ref()]),
                     _ => None,
                 };
-                h265::packetize_au(frame.data(), ps, h264::MAX_PAYLOAD)
+                h265::nal_units(frame.data(), ps)
             }
             _ => return 0,
         };
-        let payloads = match payloads {
-            Ok(p) => p,
+        let nals = match nals {
+            Ok(n) => n,
             Err(e) => {
                 tracing::debug!(track = %self.fanout.info.id, "dropping a malformed access unit: {}", e.0);
                 return 0;
             }
         };
         let ts = self.timeline.timestamp(frame.timestamp().elapsed(), now);
+        let h265 = self.plan.codec == IngestCodec::H265;
+        if self.fanout.wants_frames() && !nals.is_empty() {
+            self.fanout.forward_source_frame(&SourceFrame {
+                timestamp: ts,
+                keyframe: if h265 {
+                    h265::has_keyframe(&nals)
+                } else {
+                    h264::has_keyframe(&nals)
+                },
+                data: annex_b(&nals),
+            });
+        }
+        let payloads = if h265 {
+            h265::payloads(&nals, h264::MAX_PAYLOAD)
+        } else {
+            h264::payloads(&nals, h264::MAX_PAYLOAD)
+        };
         let n = payloads.len();
         let pkts = payloads
             .into_iter()
@@ -273,13 +291,13 @@ impl LiveTrack {
 
     /// Forwards one audio frame from retina's depacketizer.
     pub fn audio(&mut self, frame: &AudioFrame, now: Instant) -> usize {
-        let payload = match &self.plan.codec {
-            IngestCodec::Aac(_) => aac::payload(frame.data()),
-            IngestCodec::Pcmu | IngestCodec::Pcma => Some(Bytes::copy_from_slice(frame.data())),
-            IngestCodec::H264 | IngestCodec::H265 | IngestCodec::Opus => None,
+        let (payload, raw) = match &self.plan.codec {
+            IngestCodec::Aac(_) => (aac::payload(frame.data()), Some(frame.data())),
+            IngestCodec::Pcmu | IngestCodec::Pcma => (Some(Bytes::copy_from_slice(frame.data())), None),
+            IngestCodec::H264 | IngestCodec::H265 | IngestCodec::Opus => (None, None),
         };
         let Some(payload) = payload else { return 0 };
-        self.forward_one(payload, true, frame.timestamp().elapsed(), now)
+        self.forward_one(payload, raw, true, frame.timestamp().elapsed(), now)
     }
 
     /// Forwards one payload taken as received (an Opus packet; marker clear, as for continuous
@@ -288,11 +306,20 @@ impl LiveTrack {
         if self.plan.codec != IngestCodec::Opus {
             return 0;
         }
-        self.forward_one(payload, false, elapsed, now)
+        self.forward_one(payload, None, false, elapsed, now)
     }
 
-    fn forward_one(&mut self, payload: Bytes, marker: bool, elapsed: i64, now: Instant) -> usize {
+    /// Forwards one audio frame's packet, and the frame to the frame taps: `raw` when the
+    /// payload is more than the frame (AAC's AU header), else the payload.
+    fn forward_one(&mut self, payload: Bytes, raw: Option<&[u8]>, marker: bool, elapsed: i64, now: Instant) -> usize {
         let ts = self.timeline.timestamp(elapsed, now);
+        if self.fanout.wants_frames() {
+            self.fanout.forward_source_frame(&SourceFrame {
+                timestamp: ts,
+                keyframe: true,
+                data: raw.map_or_else(|| payload.clone(), Bytes::copy_from_slice),
+            });
+        }
         self.fanout.forward(self.timeline.packet(payload, marker, ts));
         1
     }
