@@ -59,6 +59,13 @@ struct Args {
     /// The server's media threads (`rtc.threads`; default: the server's default).
     #[arg(long)]
     rtc_threads: Option<usize>,
+    /// Also measure K `retina-read` processes: retina alone reading each camera (the floor
+    /// under any ingest built on it).
+    #[arg(long)]
+    retina_floor: bool,
+    /// The retina-read binary (default: target/release/retina-read).
+    #[arg(long)]
+    retina_bin: Option<PathBuf>,
     /// Runs per camera count, fanfare and ffmpeg alternating; with more than one, a summary
     /// table of medians follows (single runs at K = 1 move by ±20 %).
     #[arg(long, default_value_t = 1)]
@@ -583,36 +590,69 @@ fn progress_frames(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-async fn run_ffmpeg(args: &Args, k: usize, url: &str, camera: u32) -> Result<Row> {
+/// A reader measured beside fanfare, K processes of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Baseline {
+    /// `ffmpeg -c copy -f hls`: the issue's yardstick.
+    Ffmpeg,
+    /// `retina-read`: retina alone, reading and depacketizing (the floor under the ingest).
+    RetinaRead,
+}
+
+impl Baseline {
+    fn name(self) -> &'static str {
+        match self {
+            Baseline::Ffmpeg => "ffmpeg -c copy -f hls",
+            Baseline::RetinaRead => "retina-read (retina alone)",
+        }
+    }
+}
+
+async fn run_baseline(args: &Args, k: usize, url: &str, camera: u32, kind: Baseline) -> Result<Row> {
     let dir = std::env::temp_dir().join(format!("fanfare-bench-ffmpeg-{}-{k}", std::process::id()));
     let mut children = Vec::new();
     let mut progress = Vec::new();
+    let retina_bin = args
+        .retina_bin
+        .clone()
+        .unwrap_or_else(|| workspace().join("target/release/retina-read"));
     for i in 0..k {
         let out = dir.join(format!("cam{i}"));
         std::fs::create_dir_all(&out)?;
-        progress.push(out.join("progress.txt"));
-        let child = Command::new("ffmpeg")
-            .args([
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-rtsp_transport",
-                "tcp",
-                "-i",
-                url,
-                "-c",
-                "copy",
-                "-f",
-                "hls",
-            ])
-            .args(["-hls_time", "2", "-hls_list_size", "5", "-hls_flags", "delete_segments"])
-            .arg("-progress")
-            .arg(out.join("progress.txt"))
-            .arg(out.join("index.m3u8"))
+        let mut cmd = match kind {
+            Baseline::Ffmpeg => {
+                progress.push(out.join("progress.txt"));
+                let mut cmd = Command::new("ffmpeg");
+                cmd.args([
+                    "-nostdin",
+                    "-loglevel",
+                    "error",
+                    "-rtsp_transport",
+                    "tcp",
+                    "-i",
+                    url,
+                    "-c",
+                    "copy",
+                    "-f",
+                    "hls",
+                ])
+                .args(["-hls_time", "2", "-hls_list_size", "5", "-hls_flags", "delete_segments"])
+                .arg("-progress")
+                .arg(out.join("progress.txt"))
+                .arg(out.join("index.m3u8"));
+                cmd
+            }
+            Baseline::RetinaRead => {
+                let mut cmd = Command::new(&retina_bin);
+                cmd.arg(url).stdout(Stdio::null());
+                cmd
+            }
+        };
+        let child = cmd
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .context("start ffmpeg")?;
+            .with_context(|| format!("start {}", kind.name()))?;
         children.push(child);
     }
     let pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
@@ -631,20 +671,25 @@ async fn run_ffmpeg(args: &Args, k: usize, url: &str, camera: u32) -> Result<Row
         stop(c).await;
     }
     eprintln!(
-        "{k} cameras, ffmpeg: load average {load0} -> {}; camera server CPU {:.1}%; {exited} of {k} \
+        "{k} cameras, {}: load average {load0} -> {}; camera server CPU {:.1}%; {exited} of {k} \
          processes had exited early",
+        kind.name(),
         loadavg(),
         usage.cam_cpu * 100.0
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Row {
         k,
-        reader: "ffmpeg -c copy -f hls",
+        reader: kind.name(),
         usage,
         base_rss: 0.0,
         base_anon: 0.0,
-        // ffmpeg's `-progress` counts frames in steps of its 0.5 s reports.
-        fps: (f1 - f0) as f64 / secs / k as f64,
+        // ffmpeg's `-progress` counts frames in steps of its 0.5 s reports; retina-read
+        // reports none while running.
+        fps: match kind {
+            Baseline::Ffmpeg => (f1 - f0) as f64 / secs / k as f64,
+            Baseline::RetinaRead => f64::NAN,
+        },
         kbps: f64::NAN,
     })
 }
@@ -697,14 +742,18 @@ async fn main() -> Result<()> {
     let mut rows = Vec::new();
     for &k in &args.cameras {
         for _ in 0..args.repeat.max(1) {
-            for (reader, skip) in [("fanfare", args.no_fanfare), ("ffmpeg", args.no_ffmpeg)] {
+            let readers = [
+                ("fanfare", args.no_fanfare, None),
+                ("ffmpeg", args.no_ffmpeg, Some(Baseline::Ffmpeg)),
+                ("retina-read", !args.retina_floor, Some(Baseline::RetinaRead)),
+            ];
+            for (reader, skip, baseline) in readers {
                 if skip {
                     continue;
                 }
-                let run = if reader == "fanfare" {
-                    run_fanfare(&args, k, &url, cam_pid).await
-                } else {
-                    run_ffmpeg(&args, k, &url, cam_pid).await
+                let run = match baseline {
+                    None => run_fanfare(&args, k, &url, cam_pid).await,
+                    Some(kind) => run_baseline(&args, k, &url, cam_pid, kind).await,
                 };
                 match run {
                     Ok(r) => {
@@ -744,24 +793,31 @@ fn median_range(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 /// Per camera count: medians (and ranges) over the repeated runs, and fanfare's CPU per
-/// camera as a fraction of ffmpeg's (the ratio of the medians).
+/// camera as a fraction of ffmpeg's (the ratio of the medians); with `--retina-floor`, also
+/// retina-read's and its fraction of ffmpeg's.
 fn print_medians(cameras: &[usize], rows: &[Row]) {
     println!();
-    println!("| cameras | runs | fanfare CPU per camera, median (range) | ffmpeg CPU per camera, median (range) | ratio of medians | fanfare RSS per camera MB, median (range) |");
-    println!("|---|---|---|---|---|---|");
+    println!("| cameras | runs | fanfare CPU per camera, median (range) | ffmpeg CPU per camera, median (range) | ratio of medians | fanfare RSS per camera MB, median (range) | retina-read CPU per camera, median (range) | retina-read / ffmpeg |");
+    println!("|---|---|---|---|---|---|---|---|");
     for &k in cameras {
-        let of = |ffmpeg: bool| {
-            rows.iter()
-                .filter(move |r| r.k == k && r.reader.starts_with("ffmpeg") == ffmpeg)
+        let of = |reader: &'static str| rows.iter().filter(move |r| r.k == k && r.reader.starts_with(reader));
+        let cpu = |reader| median_range(of(reader).map(|r| r.usage.cpu * 100.0 / k as f64).collect());
+        let (fc, fc_lo, fc_hi) = cpu("fanfare");
+        let (mc, mc_lo, mc_hi) = cpu("ffmpeg");
+        let (rc, rc_lo, rc_hi) = cpu("retina-read");
+        let (rss, rss_lo, rss_hi) = median_range(
+            of("fanfare")
+                .map(|r| (r.usage.rss_mean - r.base_rss) / k as f64)
+                .collect(),
+        );
+        let floor = if rc.is_nan() {
+            "- | -".to_string()
+        } else {
+            format!("{rc:.2}% ({rc_lo:.2}–{rc_hi:.2}) | {:.2}×", rc / mc)
         };
-        let cpu = |ffmpeg: bool| median_range(of(ffmpeg).map(|r| r.usage.cpu * 100.0 / k as f64).collect());
-        let (fc, fc_lo, fc_hi) = cpu(false);
-        let (mc, mc_lo, mc_hi) = cpu(true);
-        let (rss, rss_lo, rss_hi) =
-            median_range(of(false).map(|r| (r.usage.rss_mean - r.base_rss) / k as f64).collect());
         println!(
-            "| {k} | {} | {fc:.2}% ({fc_lo:.2}–{fc_hi:.2}) | {mc:.2}% ({mc_lo:.2}–{mc_hi:.2}) | {:.2}× | {rss:.1} ({rss_lo:.1}–{rss_hi:.1}) |",
-            of(false).count(),
+            "| {k} | {} | {fc:.2}% ({fc_lo:.2}–{fc_hi:.2}) | {mc:.2}% ({mc_lo:.2}–{mc_hi:.2}) | {:.2}× | {rss:.1} ({rss_lo:.1}–{rss_hi:.1}) | {floor} |",
+            of("fanfare").count(),
             fc / mc,
         );
     }
