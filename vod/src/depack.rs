@@ -789,6 +789,36 @@ mod tests {
     use rtc::rtp::header::Header;
     use rtc::rtp::Packet;
 
+    #[test]
+    fn whole_frames_keep_their_codec_and_a_continuous_90khz_clock() {
+        use engine::track::SourceFrame;
+        let frame = |timestamp: u32, keyframe: bool, data: &'static [u8]| SourceFrame {
+            timestamp,
+            keyframe,
+            data: Bytes::from_static(data),
+        };
+        let mut aac = Depacketizer::new("audio/mpeg4-generic", 48000, 2, "config=1190;sizelength=13").unwrap();
+        let first = aac.push_frame(&frame(u32::MAX - 1023, false, &[1, 2])).unwrap();
+        // 1024 samples at 48 kHz later, across the 32-bit wrap: 1920 ticks of 90 kHz.
+        let next = aac.push_frame(&frame(0, false, &[3])).unwrap();
+        assert_eq!(next.pts - first.pts, 1920);
+        assert!(next.keyframe);
+        assert_eq!(
+            next.codec,
+            Codec::Aac {
+                config: Bytes::from_static(&[0x11, 0x90])
+            }
+        );
+        assert!(aac.push_frame(&frame(1024, false, &[])).is_none());
+
+        let mut h264 = Depacketizer::new("video/H264", 90000, 1, "").unwrap();
+        let idr = h264.push_frame(&frame(3000, true, &[0, 0, 0, 1, 0x65, 1])).unwrap();
+        let p = h264.push_frame(&frame(6000, false, &[0, 0, 0, 1, 0x41, 1])).unwrap();
+        assert_eq!((idr.codec, idr.keyframe, p.keyframe), (Codec::H264, true, false));
+        assert_eq!(p.pts - idr.pts, 3000);
+        assert_eq!(p.data.as_ref(), &[0, 0, 0, 1, 0x41, 1]);
+    }
+
     fn pkt(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Packet {
         Packet {
             header: Header {

@@ -1,8 +1,9 @@
 //! Per-track fan-out: the direct packet path from one publisher to many subscriber legs, plus
-//! taps (recorders, live HLS: packets, or a local source's frames) and the cached keyframe a new subscriber starts from. A simulcast
-//! track carries up to [`MAX_LAYERS`] layers (RID streams); each leg forwards one of them and
-//! moves to its target layer at that layer's next keyframe. Which layer a leg targets is
-//! decided by the track's [`Track`] actor; this file only follows the choice per packet.
+//! taps (recorders, live HLS: packets, or a local source's frames) and the cached keyframe a
+//! new subscriber starts from. A simulcast track carries up to [`MAX_LAYERS`] layers (RID
+//! streams); each leg forwards one of them and moves to its target layer at that layer's next
+//! keyframe. Which layer a leg targets is decided by the track's [`Track`] actor; this file
+//! only follows the choice per packet.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -60,7 +61,8 @@ pub struct TrackCounters {
     pub bytes_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub bytes_out: AtomicU64,
-    /// Packets a subscriber leg lost because its queue was full.
+    /// Packets a subscriber leg or a tap lost because its queue was full (a frame tap's lost
+    /// frames count one each).
     pub dropped: AtomicU64,
     /// Keyframe requests sent to the publisher.
     pub plis: AtomicU64,
