@@ -387,15 +387,13 @@ impl Fanout {
 
     /// Hands one packet of the first (or only) layer to every live leg and tap without waiting.
     pub fn forward(&self, pkt: rtp::Packet) {
-        self.fan_out(vec![(0, pkt)], true)
+        self.fan_out(vec![(0, pkt)])
     }
 
     /// Hands one frame's packets of the first (or only) layer to every live leg and tap, each
-    /// leg's share in one go (so its datagrams leave as one run); with `to_legs` false to the
-    /// taps only (live HLS, recordings), the legs skipping them without a gap in their sequence
-    /// numbers: for frames WebRTC players cannot take, such as a camera's B-frames.
-    pub fn forward_frame(&self, pkts: Vec<rtp::Packet>, to_legs: bool) {
-        self.fan_out(pkts.into_iter().map(|p| (0, p)).collect(), to_legs)
+    /// leg's share in one go (so its datagrams leave as one run).
+    pub fn forward_frame(&self, pkts: Vec<rtp::Packet>) {
+        self.fan_out(pkts.into_iter().map(|p| (0, p)).collect())
     }
 
     /// Hands a burst of packets (each with its layer) to the taps, then to the legs leg by leg:
@@ -403,7 +401,7 @@ impl Fanout {
     /// keyframe) before the next leg gets any, so a leg's datagrams are queued back to back and
     /// leave as one GSO run (`media/send_batch.rs`), and the first legs' leave before the last
     /// legs' are encrypted. A leg sees its packets in the burst's order, as it would one by one.
-    fn fan_out(&self, burst: Vec<(u8, rtp::Packet)>, to_legs: bool) {
+    fn fan_out(&self, burst: Vec<(u8, rtp::Packet)>) {
         let Ok(legs) = self.legs.read() else { return };
         let burst: Vec<Outgoing> = burst
             .into_iter()
@@ -420,12 +418,6 @@ impl Fanout {
             for Outgoing { idx, pkt, keyframe } in &burst {
                 let (idx, len) = (*idx, pkt.payload.len() as u64);
                 let offset = leg.skipped.load(Ordering::Relaxed);
-                if !to_legs {
-                    if leg.current.load(Ordering::Relaxed) == idx {
-                        leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
-                    }
-                    continue;
-                }
                 if leg.current.load(Ordering::Relaxed) != idx {
                     // Another layer: join this one only at its keyframe, if it is the target.
                     if leg.target.load(Ordering::Relaxed) != idx || (!keyframe && self.keyframe_aware) {
@@ -740,9 +732,9 @@ impl Fanout {
                     None => break,
                 }
             }
-            self.fan_out(std::mem::take(&mut burst), true);
+            self.fan_out(std::mem::take(&mut burst));
         }
-        self.fan_out(burst, true);
+        self.fan_out(burst);
         // Closing every queue ends every leg's writer.
         self.close();
     }
@@ -765,7 +757,7 @@ impl Fanout {
                 burst.push((idx, pkt));
             }
             TrackRemoteEvent::OnOpen(init) => {
-                self.fan_out(std::mem::take(burst), true);
+                self.fan_out(std::mem::take(burst));
                 self.open_layer(init.ssrc, init.rid.as_deref());
             }
             _ => {}

@@ -234,7 +234,7 @@ impl LiveTrack {
 
     /// Forwards one video frame; `params` are the stream's current parameter sets (SPS, PPS
     /// for H.264; VPS, SPS, PPS for H.265). Returns the packets written (0 when the frame was
-    /// malformed).
+    /// malformed, or is one WebRTC viewers skip: then only the frame taps get it).
     pub fn video(&mut self, frame: &VideoFrame, params: Option<&[Bytes]>, now: Instant) -> usize {
         let taps_only = self.plan.codec == IngestCodec::H264 && self.webrtc_skips(frame);
         let nals = match self.plan.codec {
@@ -274,6 +274,11 @@ impl LiveTrack {
                 data: annex_b(&nals),
             });
         }
+        if taps_only {
+            // No packets: nothing else takes them (live HLS and recordings have the frame), and
+            // the viewers' sequence numbers stay unbroken.
+            return 0;
+        }
         let payloads = if h265 {
             h265::payloads(&nals, h264::MAX_PAYLOAD)
         } else {
@@ -285,7 +290,7 @@ impl LiveTrack {
             .enumerate()
             .map(|(i, p)| self.timeline.packet(p, i + 1 == n, ts))
             .collect();
-        self.fanout.forward_frame(pkts, !taps_only);
+        self.fanout.forward_frame(pkts);
         n
     }
 
