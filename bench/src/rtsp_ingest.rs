@@ -617,10 +617,10 @@ async fn run_baseline(args: &Args, k: usize, url: &str, camera: u32, kind: Basel
         .clone()
         .unwrap_or_else(|| workspace().join("target/release/retina-read"));
     for i in 0..k {
-        let out = dir.join(format!("cam{i}"));
-        std::fs::create_dir_all(&out)?;
         let mut cmd = match kind {
             Baseline::Ffmpeg => {
+                let out = dir.join(format!("cam{i}"));
+                std::fs::create_dir_all(&out)?;
                 progress.push(out.join("progress.txt"));
                 let mut cmd = Command::new("ffmpeg");
                 cmd.args([

@@ -95,7 +95,6 @@ pub(super) enum PeerRole {
 /// (`bench/README.md`). Its [`RtcpForward`] numbers what it sends with transport-wide sequence
 /// numbers and estimates its bandwidth from the client's TWCC feedback.
 fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, EngineError> {
-    let media = |e: rtc::shared::error::Error| EngineError::Media(e.to_string());
     for parameter in ["", "pli"] {
         engine.register_feedback(
             RTCPFeedback {
@@ -109,12 +108,12 @@ fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, En
     match role {
         PeerRole::Publisher => {
             let registry = registry.with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
-            let registry = configure_twcc_receiver_only(registry, engine).map_err(media)?;
+            let registry = configure_twcc_receiver_only(registry, engine).map_err(media_error)?;
             Ok(configure_rtcp_reports(registry))
         }
         PeerRole::Viewer => {
             // The media engine side of TWCC (feedback type, header extension) only.
-            configure_twcc_receiver_only(Registry::new(), engine).map_err(media)?;
+            configure_twcc_receiver_only(Registry::new(), engine).map_err(media_error)?;
             Ok(registry.with(Slot::SenderReport, SenderReportBuilder::new().build()))
         }
     }
@@ -128,7 +127,6 @@ pub(super) fn media_stack(
     metrics: &EngineMetrics,
     role: PeerRole,
 ) -> Result<(MediaEngine, Registry), EngineError> {
-    let media_error = |e: rtc::shared::error::Error| EngineError::Media(e.to_string());
     let mut engine = MediaEngine::default();
     if role == PeerRole::Publisher {
         engine.register_default_codecs().map_err(media_error)?;
@@ -155,6 +153,11 @@ pub(super) fn media_stack(
         register_viewer_codecs(&mut engine).map_err(media_error)?;
     }
     Ok((engine, registry))
+}
+
+/// A configuration error of the media engine or interceptors.
+fn media_error(e: rtc::shared::error::Error) -> EngineError {
+    EngineError::Media(e.to_string())
 }
 
 /// A viewer's codecs: each codec a publisher's connection accepts (the crate's defaults) once,
