@@ -43,6 +43,13 @@ pub struct EngineMetrics {
     /// REMB or a cut of the send-side estimate lowered it), `up` (a clean period raised or
     /// lifted it).
     pub congestion_caps: IntCounterVec,
+    /// Padding probes before a subscriber leg climbs a layer, by `result`: `passed` (the
+    /// link carried the higher rate: the leg climbed), `failed` (the send-side estimate was
+    /// cut, or loss or a falling REMB came back, while probing: the leg stayed).
+    pub congestion_probes: IntCounterVec,
+    /// Packets sent to subscribers as probe padding (copies of packets they already have, on
+    /// the stream's RTX SSRC).
+    pub probe_packets: IntCounter,
     /// Bandwidth estimates applied to subscriber legs, by `source`: `remb` (the client's),
     /// `send_side` (the server's, from the client's TWCC feedback).
     pub bandwidth_estimates: IntCounterVec,
@@ -114,6 +121,17 @@ impl EngineMetrics {
                 ),
                 &["direction"],
             )?,
+            congestion_probes: IntCounterVec::new(
+                Opts::new(
+                    "fanfare_congestion_probes_total",
+                    "Padding probes before subscriber legs climbed a layer",
+                ),
+                &["result"],
+            )?,
+            probe_packets: IntCounter::new(
+                "fanfare_probe_packets_sent_total",
+                "Packets sent to subscribers as probe padding",
+            )?,
             bandwidth_estimates: IntCounterVec::new(
                 Opts::new(
                     "fanfare_bandwidth_estimates_total",
@@ -180,6 +198,10 @@ impl EngineMetrics {
         registry.register(Box::new(m.congestion_caps.clone()))?;
         m.congestion_caps.with_label_values(&["down"]);
         m.congestion_caps.with_label_values(&["up"]);
+        registry.register(Box::new(m.congestion_probes.clone()))?;
+        m.congestion_probes.with_label_values(&["passed"]);
+        m.congestion_probes.with_label_values(&["failed"]);
+        registry.register(Box::new(m.probe_packets.clone()))?;
         registry.register(Box::new(m.bandwidth_estimates.clone()))?;
         m.bandwidth_estimates.with_label_values(&["remb"]);
         m.bandwidth_estimates.with_label_values(&["send_side"]);

@@ -256,7 +256,8 @@ async fn page_until(path: &std::path::Path, limit: Duration, pred: impl Fn(&Valu
 /// Chromium sends us receiver reports, and REMB only once its estimate falls: with the
 /// server's outgoing bandwidth limited below the top simulcast layer, the loss and the falling
 /// estimate move the browser viewer to a lower layer; once the limit goes it climbs back to the
-/// top and stays there. The publisher is a Rust client sending three layers (180p, 360p, 720p).
+/// top (through a padding probe, which Chromium takes) and stays there. The publisher is a
+/// Rust client sending three layers (180p, 360p, 720p).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_on_a_congested_link_gets_a_lower_layer_and_the_top_one_back() {
     browser::require_tools();
@@ -386,5 +387,15 @@ async fn a_browser_on_a_congested_link_gets_a_lower_layer_and_the_top_one_back()
         dropped == 0 || (nacked >= 1.0 && resent >= 1.0),
         "the policer dropped {dropped} datagrams: {nacked} packets NACKed, {resent} resent"
     );
+    // The climb back was probed first: Chromium negotiated RTX, took the padding (copies of
+    // packets it had, on the RTX SSRC) without a hitch in decoding (above), and its TWCC
+    // feedback showed the link carried the higher rate.
+    let passed = s.metric("fanfare_congestion_probes_total{result=\"passed\"}").await;
+    let padding = s.metric("fanfare_probe_packets_sent_total").await;
+    println!(
+        "probes passed: {passed}, padding packets: {padding}\n{}",
+        s.log_lines("prob")
+    );
+    assert!(passed >= 1.0 && padding > 0.0, "{}", s.log_lines("prob"));
     publisher.stop().await.expect("stop publish");
 }

@@ -4,9 +4,11 @@
 //! detector after libwebrtc's: packets are grouped into bursts, each burst's added delay is
 //! accumulated and smoothed, and the slope of that over the last [`WINDOW`] bursts, scaled,
 //! is compared with an adaptive threshold. While it shows the queue growing, the estimate is
-//! cut to 85 % of what the client acknowledged receiving (counted in [`RATE_BINS`] bins of the
-//! last half second); while not, it climbs 8 % a second back towards its ceiling. Loss is left
-//! to receiver reports (`track::congestion`).
+//! cut to 85 % of what the client received (counted by the client's arrival times, in
+//! [`RATE_BINS`] bins of the last half second: the rate that came through the link, not the
+//! rate it was fed); while not, it climbs 8 % a second back towards its ceiling. It says when
+//! the queue starts growing even if the estimate is already lower ([`Estimate::overusing`]):
+//! a probe (`probe.rs`) fails on that. Loss is left to receiver reports (`track::congestion`).
 //!
 //! The `rtc` crate's `Gcc` (with its `TwccSender` and `CongestionControl` interceptors) was
 //! tried first: its Kalman filter took about 10 s to notice a link at a third of the rate in
@@ -74,6 +76,15 @@ struct Burst {
     arrival: Duration,
 }
 
+/// What [`SendSideBwe::on_feedback`] has to say.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Estimate {
+    /// The connection's estimate, bit/s.
+    pub target_bps: f64,
+    /// The queue started growing with this feedback.
+    pub overusing: bool,
+}
+
 /// Transport-wide numbering, send history and delay detector of one connection.
 pub struct SendSideBwe {
     last_id: u64,
@@ -93,11 +104,15 @@ pub struct SendSideBwe {
     over_count: u32,
     previous_trend: f64,
     overusing: bool,
-    /// Bytes acknowledged per [`RATE_BIN`] since `epoch`: `acked[bin % RATE_BINS]` for the
-    /// last [`RATE_BINS`] bins up to `acked_bin`.
+    /// Bytes that arrived per [`RATE_BIN`] of the client's clock: `acked[bin % RATE_BINS]`
+    /// for the last [`RATE_BINS`] bins up to `acked_bin`, the latest arrival's.
     acked: [usize; RATE_BINS],
     acked_bin: u64,
-    /// What send and bin times count from.
+    /// The latest arrival, on the client's clock.
+    latest_arrival: Duration,
+    /// The bin of the first arrival: the bins span no further back.
+    first_acked_bin: Option<u64>,
+    /// What send times count from.
     epoch: Instant,
     target: f64,
     last_update: Option<Instant>,
@@ -131,6 +146,8 @@ impl SendSideBwe {
             overusing: false,
             acked: [0; RATE_BINS],
             acked_bin: 0,
+            latest_arrival: Duration::ZERO,
+            first_acked_bin: None,
             epoch: now,
             target: MAX_BPS,
             last_update: None,
@@ -150,11 +167,12 @@ impl SendSideBwe {
         id as u16
     }
 
-    /// Applies one TWCC feedback packet received at `now`; returns the new target (bit/s)
-    /// when it changed. Packets it names that are no longer (or never were) in the history
-    /// are ignored, and each packet is counted once.
-    pub fn on_feedback(&mut self, feedback: &TransportLayerCc, now: Instant) -> Option<f64> {
+    /// Applies one TWCC feedback packet received at `now`; returns the estimate when its
+    /// target changed or the queue started growing. Packets it names that are no longer (or
+    /// never were) in the history are ignored, and each packet is counted once.
+    pub fn on_feedback(&mut self, feedback: &TransportLayerCc, now: Instant) -> Option<Estimate> {
         let last = self.last_id;
+        let was_overusing = self.overusing;
         let mut any = false;
         for ack in convert_twcc(feedback) {
             // The most recent id whose low 16 bits are this sequence number.
@@ -171,7 +189,7 @@ impl SendSideBwe {
             let size = usize::from(slot.size);
             if let (true, Some(arrival)) = (ack.arrived, ack.arrival) {
                 any = true;
-                self.count_acked(size, now);
+                self.count_acked(size, arrival);
                 self.on_arrival(departure, arrival);
             }
         }
@@ -184,45 +202,53 @@ impl SendSideBwe {
             .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64().min(1.0));
         self.last_update = Some(now);
         if self.overusing {
-            let acked_bps = self.acked_bps(now);
+            let acked_bps = self.acked_bps();
             self.target = self.target.min(acked_bps * CUT).max(MIN_BPS);
         } else {
             self.target = (self.target * CLIMB.powf(elapsed)).min(MAX_BPS);
         }
-        (self.target != before).then_some(self.target)
+        let began = self.overusing && !was_overusing;
+        (self.target != before || began).then_some(Estimate {
+            target_bps: self.target,
+            overusing: began,
+        })
     }
 
     fn since_epoch(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.epoch)
     }
 
-    /// The bin `now` falls in.
-    fn bin(&self, now: Instant) -> u64 {
-        (self.since_epoch(now).as_micros() / RATE_BIN.as_micros()) as u64
-    }
-
-    /// Moves the bins on to `now`'s (emptying those it passes) and adds `bytes` to it.
-    fn count_acked(&mut self, bytes: usize, now: Instant) {
-        let bin = self.bin(now);
+    /// Counts `bytes` that arrived at `arrival` (client clock) in its bin, moving the bins on
+    /// (emptying those passed) when it is the latest; an arrival older than the bins is left
+    /// out.
+    fn count_acked(&mut self, bytes: usize, arrival: Duration) {
+        let bin = (arrival.as_micros() / RATE_BIN.as_micros()) as u64;
+        let first = *self.first_acked_bin.get_or_insert(bin);
+        self.first_acked_bin = Some(first.min(bin));
         if bin > self.acked_bin {
             for passed in (self.acked_bin + 1..=bin).take(RATE_BINS) {
                 self.acked[(passed % RATE_BINS as u64) as usize] = 0;
             }
             self.acked_bin = bin;
         }
-        if bin == self.acked_bin {
+        self.latest_arrival = self.latest_arrival.max(arrival);
+        if bin + (RATE_BINS as u64) > self.acked_bin {
             self.acked[(bin % RATE_BINS as u64) as usize] += bytes;
         }
     }
 
-    /// The rate acknowledged over the bins' span up to `now` (the last [`RATE_BINS`] − 1 whole
-    /// bins and the current one so far), in bit/s.
-    fn acked_bps(&self, now: Instant) -> f64 {
+    /// The rate that arrived over the bins' span (the last [`RATE_BINS`] − 1 whole bins, or
+    /// those since the first arrival, and the latest one up to the latest arrival), in bit/s.
+    fn acked_bps(&self) -> f64 {
         let bytes: usize = self.acked.iter().sum();
         let bin_us = RATE_BIN.as_micros() as u64;
-        let now_us = self.since_epoch(now).as_micros() as u64;
+        let now_us = self.latest_arrival.as_micros() as u64;
         let into_bin_us = now_us.saturating_sub(self.acked_bin * bin_us).min(bin_us);
-        let span_us = bin_us * (RATE_BINS as u64 - 1) + into_bin_us;
+        let whole = self
+            .acked_bin
+            .saturating_sub(self.first_acked_bin.unwrap_or(0))
+            .min(RATE_BINS as u64 - 1);
+        let span_us = bin_us * whole + into_bin_us;
         bytes as f64 * 8.0 / (span_us.max(1_000) as f64 / 1e6)
     }
 
@@ -358,8 +384,9 @@ mod tests {
             );
             // Feedback leaves the client as the batch's last packet arrives.
             let now = t0 + Duration::from_millis(arrival_ms + 7 * spacing_ms + 5);
-            if let Some(t) = bwe.on_feedback(&fb, now) {
-                return (Some(t), now - t0);
+            if let Some(e) = bwe.on_feedback(&fb, now) {
+                assert!(e.overusing, "the first news is the queue growing");
+                return (Some(e.target_bps), now - t0);
             }
         }
         (None, Duration::ZERO)
@@ -371,11 +398,16 @@ mod tests {
         assert_eq!(run(8).0, None);
         // Arriving 12 ms apart (a link at two thirds of the rate), 16 ms (a half), 24 ms (a
         // third): the queue grows, and the target is cut below what is sent within a second
-        // or so (20 bursts of slope at 8 ms).
+        // or so (20 bursts of slope at 8 ms), to about 85 % of what came through the link (by the
+        // client's arrival times), not of what was sent into it.
         for spacing in [12, 16, 24] {
             let (cut, after) = run(spacing);
             let cut = cut.unwrap_or_else(|| panic!("a link at 8/{spacing} of the rate is noticed"));
-            assert!(cut < 1_200_000.0, "cut below what is sent: {cut}");
+            let link = 1_200_000.0 * 8.0 / spacing as f64;
+            assert!(
+                cut <= link * 0.9 && cut >= link * 0.75,
+                "{spacing}: cut to {cut}, link {link}"
+            );
             assert!(
                 after < Duration::from_millis(1500),
                 "{spacing}: noticed after {after:?}"

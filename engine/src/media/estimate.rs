@@ -13,6 +13,8 @@ use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
 
 /// The APP packet's name.
 const NAME: &[u8; 4] = b"FFSE";
+/// The APP packet's subtype bit saying the queue started growing.
+const SUBTYPE_OVERUSING: u8 = 1;
 /// Header, SSRC, name and a 64-bit bitrate.
 const SIZE: usize = 4 + 4 + 4 + 8;
 
@@ -24,11 +26,18 @@ pub struct SendSideEstimate {
     pub ssrc: u32,
     /// Bits per second.
     pub bitrate_bps: u64,
+    /// The connection's queue started growing (even if the estimate did not fall).
+    pub overusing: bool,
 }
 
 impl fmt::Display for SendSideEstimate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "send-side estimate for {}: {} bit/s", self.ssrc, self.bitrate_bps)
+        let overusing = if self.overusing { ", overusing" } else { "" };
+        write!(
+            f,
+            "send-side estimate for {}: {} bit/s{overusing}",
+            self.ssrc, self.bitrate_bps
+        )
     }
 }
 
@@ -71,6 +80,7 @@ impl Unmarshal for SendSideEstimate {
         Ok(SendSideEstimate {
             ssrc,
             bitrate_bps: buf.get_u64(),
+            overusing: header.count & SUBTYPE_OVERUSING != 0,
         })
     }
 }
@@ -79,7 +89,7 @@ impl rtc::rtcp::Packet for SendSideEstimate {
     fn header(&self) -> Header {
         Header {
             padding: false,
-            count: 0,
+            count: if self.overusing { SUBTYPE_OVERUSING } else { 0 },
             packet_type: PacketType::ApplicationDefined,
             length: (SIZE / 4 - 1) as u16,
         }
@@ -112,15 +122,25 @@ mod tests {
 
     #[test]
     fn round_trips_as_an_app_packet() {
-        let e = SendSideEstimate {
-            ssrc: 0x0102_0304,
-            bitrate_bps: 1_234_567,
-        };
-        let bytes = e.marshal().expect("marshal");
-        assert_eq!(bytes.len(), SIZE);
-        assert_eq!(bytes[1], 204);
-        let back = SendSideEstimate::unmarshal(&mut bytes.clone()).expect("unmarshal");
-        assert_eq!(back, e);
+        for overusing in [false, true] {
+            let e = SendSideEstimate {
+                ssrc: 0x0102_0304,
+                bitrate_bps: 1_234_567,
+                overusing,
+            };
+            let bytes = e.marshal().expect("marshal");
+            assert_eq!(bytes.len(), SIZE);
+            assert_eq!(bytes[1], 204);
+            let back = SendSideEstimate::unmarshal(&mut bytes.clone()).expect("unmarshal");
+            assert_eq!(back, e);
+        }
+        let bytes = SendSideEstimate {
+            ssrc: 1,
+            bitrate_bps: 1,
+            overusing: false,
+        }
+        .marshal()
+        .expect("marshal");
         let mut short = &bytes[..10];
         assert!(SendSideEstimate::unmarshal(&mut short).is_err());
     }

@@ -7,6 +7,7 @@ mod bwe;
 mod estimate;
 mod nack_history;
 mod peer;
+mod probe;
 mod rtcp_forward;
 mod runtime;
 mod sdp;

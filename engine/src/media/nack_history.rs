@@ -10,8 +10,13 @@
 //! transport-wide number is added later, wire-most), so a kept packet is its sequence number,
 //! timestamp, payload type, marker and payload (shared with the publisher's packet): 48 bytes.
 //! Any other header is kept whole, boxed.
+//!
+//! It also sends the padding of a running probe (`probe.rs`): after the last packet of each
+//! frame of a probed stream, copies of that stream's newest kept packets, as retransmissions
+//! on its RTX SSRC, to the amount the probe owes.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -20,6 +25,14 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp::header::Header;
 use rtc::sansio::Protocol;
 use rtc::shared::TransportContext;
+
+use super::probe::{ProbeSlot, Probes};
+
+/// Padding packets sent after one frame, at most.
+const MAX_PADDING_PACKETS: u16 = 32;
+/// What a packet costs on the wire beyond its payload, as the send-side estimate counts it
+/// (RTP header, transport-wide number, SRTP tag).
+const PACKET_OVERHEAD: usize = 12 + 8 + 16;
 
 /// One kept packet.
 struct Kept {
@@ -97,6 +110,8 @@ struct Stream {
     /// RTX SSRC and payload type, where negotiated.
     rtx: Option<(u32, u8)>,
     rtx_sequence_number: u16,
+    /// Its probe, where one can run (video with RTX, on a connection that probes).
+    probe: Option<Arc<ProbeSlot>>,
 }
 
 impl Stream {
@@ -131,6 +146,28 @@ impl Stream {
             payload: payload.freeze(),
         })
     }
+
+    /// The padding a running probe owes after the frame that ended with packet `last`:
+    /// retransmissions of the newest kept packets, back from `last`, until they cover it.
+    fn padding(&mut self, ssrc: u32, last: u16, now: Instant) -> Vec<rtc::rtp::Packet> {
+        let owed = self.probe.as_ref().map_or(0, |p| p.take_owed(now));
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let most = self.kept.len().min(usize::from(MAX_PADDING_PACKETS)) as u16;
+        for back in 0..most {
+            if bytes >= owed {
+                break;
+            }
+            if let Some(packet) = self.resend(ssrc, last.wrapping_sub(back)) {
+                bytes += packet.payload.len() + PACKET_OVERHEAD;
+                out.push(packet);
+            }
+        }
+        if let Some(probe) = self.probe.as_ref().filter(|_| !out.is_empty()) {
+            probe.sent(out.len(), bytes);
+        }
+        out
+    }
 }
 
 /// The NACK responder interceptor (see the module doc).
@@ -141,6 +178,8 @@ pub struct NackHistory {
     streams: HashMap<u32, Stream>,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+    /// The connection's probes, if it probes (a viewer's, estimating its bandwidth).
+    probes: Option<Arc<Probes>>,
 }
 
 impl NackHistory {
@@ -154,6 +193,15 @@ impl NackHistory {
             streams: HashMap::new(),
             read: VecDeque::new(),
             write: VecDeque::new(),
+            probes: None,
+        }
+    }
+
+    /// Also sends the padding of `probes`' probes.
+    pub fn with_probes(self, probes: Arc<Probes>) -> Self {
+        NackHistory {
+            probes: Some(probes),
+            ..self
         }
     }
 
@@ -203,12 +251,24 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackHistory {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let mut padding = Vec::new();
         if let Packet::Rtp(p) = &msg.message.packet {
             if let Some(stream) = self.streams.get_mut(&p.header.ssrc) {
                 *stream.slot(p.header.sequence_number) = Some(Kept::new(p));
+                if p.header.marker {
+                    padding = stream.padding(p.header.ssrc, p.header.sequence_number, msg.now);
+                }
             }
         }
+        let now = msg.now;
         self.write.push_back(msg);
+        for packet in padding {
+            self.write.push_back(TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtp(packet)),
+            });
+        }
         Ok(())
     }
 
@@ -234,17 +294,27 @@ impl Interceptor for NackHistory {
         if nack {
             let audio = info.mime_type.to_ascii_lowercase().starts_with("audio/");
             let size = if audio { self.audio } else { self.video };
+            let rtx = info.ssrc_rtx.zip(info.payload_type_rtx);
+            let probe = match &self.probes {
+                Some(probes) if !audio && rtx.is_some() => Some(probes.open(info.ssrc)),
+                _ => None,
+            };
             let stream = Stream {
                 kept: (0..size).map(|_| None).collect(),
-                rtx: info.ssrc_rtx.zip(info.payload_type_rtx),
+                rtx,
                 rtx_sequence_number: 0,
+                probe,
             };
             self.streams.insert(info.ssrc, stream);
         }
     }
 
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
-        self.streams.remove(&info.ssrc);
+        if self.streams.remove(&info.ssrc).is_some_and(|s| s.probe.is_some()) {
+            if let Some(probes) = &self.probes {
+                probes.close(info.ssrc);
+            }
+        }
     }
 
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
@@ -390,5 +460,41 @@ mod tests {
             ..Default::default()
         });
         assert!(resent(&mut h, 5, nack(3, 0)).is_empty());
+    }
+
+    #[test]
+    fn a_probed_stream_is_padded_after_each_frame_with_copies_on_its_rtx() {
+        let probes = Probes::new(prometheus::IntCounter::new("p", "p").expect("counter"));
+        let mut h = NackHistory::new(16, 4).with_probes(probes.clone());
+        h.bind_local_stream(&stream(Some((8, 103))));
+        // 800 kbps: 100 bytes a millisecond.
+        assert!(probes.set(7, 800, std::time::Duration::from_secs(60)));
+        let t = Instant::now();
+        let mut write = |seq: u16, ms: u64| {
+            let mut p = sent(seq);
+            p.now = t + std::time::Duration::from_millis(ms);
+            h.handle_write(p).expect("write");
+            std::iter::from_fn(|| h.poll_write()).collect::<Vec<_>>()
+        };
+        // The first frame's end starts the clock: nothing owed yet.
+        assert_eq!(write(0, 0).len(), 1);
+        assert_eq!(write(1, 5).len(), 1, "no padding inside a frame");
+        // 10 ms later 1,000 bytes are owed: more than the three packets kept, so all three
+        // follow the frame's last, newest first, on the RTX stream.
+        let out = write(2, 10);
+        let seqs: Vec<(u32, u16)> = out
+            .iter()
+            .map(|p| (rtp(p).header.ssrc, rtp(p).header.sequence_number))
+            .collect();
+        assert_eq!(seqs, [(7, 2), (8, 0), (8, 1), (8, 2)]);
+        let originals: Vec<&[u8]> = out[1..].iter().map(|p| &rtp(p).payload[..2]).collect();
+        assert_eq!(originals, [[0, 2], [0, 1], [0, 0]]);
+        assert_eq!(probes.packets.get(), 3);
+        // Stopped: no more.
+        assert!(probes.set(7, 0, std::time::Duration::ZERO));
+        assert_eq!(write(4, 40).len(), 1);
+        // Unbound: the stream can no longer be probed.
+        h.unbind_local_stream(&stream(Some((8, 103))));
+        assert!(!probes.set(7, 800, std::time::Duration::from_secs(1)));
     }
 }

@@ -21,6 +21,7 @@ use webrtc::peer_connection::{
 };
 
 use super::nack_history::NackHistory;
+use super::probe::Probes;
 use super::rtcp_forward::{FeedbackCounters, RtcpForward};
 use super::Media;
 use crate::error::EngineError;
@@ -94,7 +95,11 @@ pub(super) enum PeerRole {
 /// interceptor in the chain, and at N = 200 viewers those walks were the largest single cost
 /// (`bench/README.md`). Its [`RtcpForward`] numbers what it sends with transport-wide sequence
 /// numbers and estimates its bandwidth from the client's TWCC feedback.
-fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, EngineError> {
+fn interceptors(
+    engine: &mut MediaEngine,
+    role: PeerRole,
+    probes: Option<Arc<Probes>>,
+) -> Result<Registry, EngineError> {
     for parameter in ["", "pli"] {
         engine.register_feedback(
             RTCPFeedback {
@@ -104,7 +109,12 @@ fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, En
             RtpCodecKind::Video,
         );
     }
-    let registry = Registry::new().with(Slot::NackResponder, NackHistory::new(NACK_HISTORY, AUDIO_NACK_HISTORY));
+    let history = NackHistory::new(NACK_HISTORY, AUDIO_NACK_HISTORY);
+    let history = match probes {
+        Some(probes) => history.with_probes(probes),
+        None => history,
+    };
+    let registry = Registry::new().with(Slot::NackResponder, history);
     match role {
         PeerRole::Publisher => {
             let registry = registry.with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
@@ -121,12 +131,13 @@ fn interceptors(engine: &mut MediaEngine, role: PeerRole) -> Result<Registry, En
 
 /// The media engine and interceptors of a new connection in `role`: its codecs (the crate's
 /// defaults for a publisher, [`register_viewer_codecs`] for a viewer), the simulcast header
-/// extensions, [`interceptors`], and the [`RtcpForward`] wire-most.
+/// extensions, [`interceptors`], and the [`RtcpForward`] wire-most. A viewer's connection that
+/// estimates its bandwidth also gets its [`Probes`] (padding before a leg climbs a layer).
 pub(super) fn media_stack(
     media: &Media,
     metrics: &EngineMetrics,
     role: PeerRole,
-) -> Result<(MediaEngine, Registry), EngineError> {
+) -> Result<(MediaEngine, Registry, Option<Arc<Probes>>), EngineError> {
     let mut engine = MediaEngine::default();
     if role == PeerRole::Publisher {
         engine.register_default_codecs().map_err(media_error)?;
@@ -138,7 +149,9 @@ pub(super) fn media_stack(
     // responder kept its copy, so retransmissions get numbers of their own and the
     // history holds packets without the extension. Inbound RTCP reaches it first; it
     // passes each packet on to the responder and delivers split copies upward.
-    let registry = interceptors(&mut engine, role)?.with(
+    let estimate = role == PeerRole::Viewer && media.bandwidth_estimation();
+    let probes = estimate.then(|| Probes::new(metrics.probe_packets.clone()));
+    let registry = interceptors(&mut engine, role, probes.clone())?.with(
         Slot::from(1_500),
         RtcpForward::new(
             FeedbackCounters {
@@ -146,13 +159,13 @@ pub(super) fn media_stack(
                 twcc_feedback: metrics.twcc_feedback.clone(),
                 retransmissions: metrics.retransmissions.clone(),
             },
-            role == PeerRole::Viewer && media.bandwidth_estimation(),
+            estimate,
         ),
     );
     if role == PeerRole::Viewer {
         register_viewer_codecs(&mut engine).map_err(media_error)?;
     }
-    Ok((engine, registry))
+    Ok((engine, registry, probes))
 }
 
 /// A configuration error of the media engine or interceptors.
@@ -259,7 +272,7 @@ impl Peer {
     pub async fn new(media: &Media, metrics: &EngineMetrics) -> Result<Peer, EngineError> {
         let mut last_error = String::new();
         for _ in 0..media.bind_attempts() {
-            let (engine, registry) = media_stack(media, metrics, PeerRole::Publisher)?;
+            let (engine, registry, _) = media_stack(media, metrics, PeerRole::Publisher)?;
             let transport = media.transport();
             let settings = setting_engine(media, transport.credentials);
             let (state_tx, state) = watch::channel(PeerState::New);

@@ -27,7 +27,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
-use super::bwe::SendSideBwe;
+use super::bwe::{Estimate, SendSideBwe};
 use super::estimate::SendSideEstimate;
 
 /// How long the byte counts behind the streams' shares of an estimate run before the shares
@@ -118,12 +118,12 @@ impl RtcpForward {
         self.local.get(&ssrc).and_then(|s| s.share)
     }
 
-    /// The feedback in `pkts` (and the send-side estimate `target_bps`, if it changed), as one
+    /// The feedback in `pkts` (and the send-side estimate `target`, if it has news), as one
     /// list per stream, each led by a packet whose first destination is that stream.
     fn per_stream(
         &mut self,
         pkts: &[Box<dyn rtc::rtcp::Packet>],
-        target_bps: Option<f64>,
+        target: Option<Estimate>,
         now: Instant,
     ) -> Vec<(u32, Vec<Box<dyn rtc::rtcp::Packet>>)> {
         let mut out: Vec<(u32, Vec<Box<dyn rtc::rtcp::Packet>>)> = Vec::new();
@@ -174,7 +174,7 @@ impl RtcpForward {
                 }
             }
         }
-        if let Some(target) = target_bps {
+        if let Some(target) = target {
             let video: Vec<u32> = self
                 .local
                 .iter()
@@ -187,7 +187,8 @@ impl RtcpForward {
                         ssrc,
                         Box::new(SendSideEstimate {
                             ssrc,
-                            bitrate_bps: (target * share) as u64,
+                            bitrate_bps: (target.target_bps * share) as u64,
+                            overusing: target.overusing,
                         }),
                     );
                 }
@@ -218,7 +219,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpForward {
         {
             self.counters.twcc_feedback.inc();
             if let Some(bwe) = self.bwe.as_mut() {
-                target = bwe.on_feedback(fb, msg.now).or(target);
+                if let Some(e) = bwe.on_feedback(fb, msg.now) {
+                    let overusing = e.overusing || target.is_some_and(|t: Estimate| t.overusing);
+                    target = Some(Estimate { overusing, ..e });
+                }
             }
         }
         // The split copies, marked for the application, walk up past the NACK responder
@@ -430,19 +434,23 @@ mod tests {
                 s.bytes = bytes;
             }
         }
-        let mut out = f.per_stream(&[], Some(1_000_000.0), Instant::now());
+        let estimate = |target_bps| Estimate {
+            target_bps,
+            overusing: true,
+        };
+        let mut out = f.per_stream(&[], Some(estimate(1_000_000.0)), Instant::now());
         out.sort_by_key(|(s, _)| *s);
-        let got: Vec<(u32, u64)> = out
+        let got: Vec<(u32, u64, bool)> = out
             .iter()
             .map(|(s, p)| {
                 let e = p[0].as_any().downcast_ref::<SendSideEstimate>().expect("estimate");
-                (*s, e.bitrate_bps)
+                (*s, e.bitrate_bps, e.overusing)
             })
             .collect();
-        assert_eq!(got, vec![(2, 600_000), (3, 300_000)], "audio gets none");
+        assert_eq!(got, vec![(2, 600_000, true), (3, 300_000, true)], "audio gets none");
         // Nothing sent yet: no share, nothing delivered.
         let mut g = RtcpForward::new(counters(), true);
         g.bind_local_stream(&stream(2, "video/VP8"));
-        assert!(g.per_stream(&[], Some(1e6), Instant::now()).is_empty());
+        assert!(g.per_stream(&[], Some(estimate(1e6)), Instant::now()).is_empty());
     }
 }

@@ -39,6 +39,7 @@ use webrtc::peer_connection::RTCSessionDescription;
 use webrtc::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, RecvMeta, Transmit};
 
 use super::peer::{media_stack, setting_engine, PeerRole, MAX_SDP_BYTES};
+use super::probe::Probes;
 use super::{lock, Media, PeerState};
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
@@ -164,6 +165,8 @@ struct Shared {
     /// have moved.
     wake: Notify,
     state: watch::Sender<PeerState>,
+    /// Its probes, when it estimates its bandwidth.
+    probes: Option<Arc<Probes>>,
 }
 
 impl Shared {
@@ -216,6 +219,13 @@ impl ViewerTrack {
             self.shared.fail(core);
             Written::Closed
         })
+    }
+
+    /// Pads this track's stream `ssrc` at `kbps` for `duration` (0 kbps: stops; see
+    /// `probe.rs`). False when it cannot be padded: the connection does not estimate its
+    /// bandwidth, or the client negotiated no RTX for it.
+    pub fn probe(&self, ssrc: u32, kbps: u32, duration: Duration) -> bool {
+        self.shared.probes.as_ref().is_some_and(|p| p.set(ssrc, kbps, duration))
     }
 
     /// The client's feedback on this track (taken once).
@@ -297,7 +307,7 @@ impl ViewerPeer {
         (udp, tcp): Bound,
         credentials: Option<(String, String)>,
     ) -> Result<ViewerPeer, EngineError> {
-        let (engine, registry) = media_stack(media, metrics, PeerRole::Viewer)?;
+        let (engine, registry, probes) = media_stack(media, metrics, PeerRole::Viewer)?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_media_engine(engine)
@@ -324,6 +334,7 @@ impl ViewerPeer {
             }),
             wake: Notify::new(),
             state,
+            probes,
         });
         let live = metrics.rtc_viewer_connections.clone();
         live.inc();

@@ -1,6 +1,7 @@
 //! The `Track` actor: the control side of one published track. It owns the subscribers' caps,
 //! measures each simulcast layer's bitrate, chooses each leg's layer with
 //! [`super::layers::choose_layer`] and asks the publisher for the keyframe a switch waits for.
+//! It also runs each leg's congestion cap, and the padding probe before a climb.
 //! Packets never pass through it: the reader task hands them to the legs directly
 //! ([`super::Fanout`]), and legs follow the target layer this actor sets.
 
@@ -10,12 +11,15 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 
-use super::congestion::{CongestionCap, EstimateSource};
+use super::congestion::{CongestionCap, EstimateSource, PROBE_FOR};
 use super::fanout::{Downtrack, Fanout, NO_LAYER};
 use super::layers::{ranked, LegCaps, MAX_LAYERS};
 
 /// How often layer bitrates are measured and choices revisited.
 const TICK: Duration = Duration::from_millis(500);
+/// A leg's padding stops by itself this long after a probe should have ended, should the
+/// actor not stop it.
+const PROBE_SLACK: Duration = Duration::from_secs(1);
 
 /// A leg was attached (sent by [`Fanout::attach_capped`]).
 #[derive(Message)]
@@ -48,6 +52,8 @@ pub struct SetEstimate {
     pub leg: u64,
     pub kbps: u32,
     pub source: EstimateSource,
+    /// The send-side estimator saw the queue start growing.
+    pub overusing: bool,
 }
 
 /// A subscriber's receiver report on its leg: `fraction_lost` of 256 packets since its last.
@@ -74,6 +80,8 @@ struct LegControl {
     caps: LegCaps,
     /// The cap from its receiver reports, REMB and the send-side estimate.
     congestion: CongestionCap,
+    /// The padding rate the leg was last told to send (kbps; 0: none).
+    padding_kbps: u32,
 }
 
 impl LegControl {
@@ -81,7 +89,8 @@ impl LegControl {
         LegControl {
             leg,
             caps,
-            congestion: CongestionCap::default(),
+            congestion: CongestionCap::probing(),
+            padding_kbps: 0,
         }
     }
 }
@@ -163,6 +172,7 @@ impl Actor for Track {
         ctx.run_interval(TICK, |act, _| {
             act.measure();
             act.choose_all();
+            act.end_probes();
         });
     }
 }
@@ -183,7 +193,11 @@ impl Handler<Unsubscribed> for Track {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribed, _ctx: &mut Context<Self>) {
-        self.legs.remove(&msg.leg);
+        if let Some(c) = self.legs.remove(&msg.leg) {
+            if c.padding_kbps > 0 {
+                c.leg.probe(0, Duration::ZERO);
+            }
+        }
     }
 }
 
@@ -208,14 +222,8 @@ impl Handler<SetLegCaps> for Track {
 
 impl Track {
     /// Applies one piece of a leg's feedback to its congestion cap (`apply` gets the cap, what
-    /// the leg is sent and the next larger layer's bitrate, in kbps) and re-chooses its layer if
-    /// the cap changed.
-    fn congestion(
-        &mut self,
-        leg: u64,
-        what: &str,
-        apply: impl FnOnce(&mut CongestionCap, u32, Option<u32>) -> Option<u32>,
-    ) {
+    /// the leg is sent and the next larger layer's bitrate, in kbps), then [`Self::settle`]s.
+    fn congestion(&mut self, leg: u64, what: &str, apply: impl FnOnce(&mut CongestionCap, u32, Option<u32>)) {
         let Some(c) = self.legs.get_mut(&leg) else {
             return;
         };
@@ -233,11 +241,56 @@ impl Track {
             .and_then(|p| order.get(p + 1))
             .map(|&i| layers[i].kbps);
         let before = c.congestion.kbps();
-        let after = apply(&mut c.congestion, sending, up);
+        apply(&mut c.congestion, sending, up);
+        self.settle(leg, what, before);
+    }
+
+    /// Ends the probes that have run their time (the legs climb).
+    fn end_probes(&mut self) {
+        let now = Instant::now();
+        let probing: Vec<u64> = self
+            .legs
+            .iter()
+            .filter(|(_, c)| c.congestion.probe_kbps() > 0)
+            .map(|(&id, _)| id)
+            .collect();
+        for leg in probing {
+            let Some(c) = self.legs.get_mut(&leg) else { continue };
+            let before = c.congestion.kbps();
+            c.congestion.tick(now);
+            self.settle(leg, "probe", before);
+        }
+    }
+
+    /// After `leg`'s congestion cap was given `what` (the cap was `before`): starts or stops
+    /// its padding as the cap's probe says, counts a probe that ended, and re-chooses its layer
+    /// if the cap changed.
+    fn settle(&mut self, leg: u64, what: &str, before: Option<u32>) {
+        let Some(c) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        let track = &self.fanout.info.id;
+        let want = c.congestion.probe_kbps();
+        if want != c.padding_kbps {
+            let padded = c.leg.probe(want, PROBE_FOR + PROBE_SLACK);
+            if want > 0 && !padded {
+                // No RTX or no estimate on this connection: climb without probing.
+                c.congestion.probe_refused(Instant::now());
+            } else if want > 0 {
+                tracing::info!(%track, leg, padding_kbps = want, "{what}: probing before a climb");
+            }
+            c.padding_kbps = if padded { want } else { 0 };
+        }
+        if let Some(passed) = c.congestion.take_probe_result() {
+            let result = if passed { "passed" } else { "failed" };
+            tracing::info!(%track, leg, "{what}: probe {result}");
+            self.fanout.metrics.congestion_probes.with_label_values(&[result]).inc();
+        }
+        let after = c.congestion.kbps();
         if before == after {
             return;
         }
-        tracing::info!(track = %self.fanout.info.id, leg, sending, ?up, ?after, "{what}: congestion cap changed");
+        tracing::info!(%track, leg, ?before, ?after, "{what}: congestion cap changed");
         let down = match (before, after) {
             (Some(b), Some(a)) => a < b,
             (None, Some(_)) => true,
@@ -272,7 +325,10 @@ impl Handler<SetEstimate> for Track {
             .with_label_values(&[label])
             .inc();
         self.congestion(msg.leg, what, |cap, sending, up| {
-            cap.estimate(msg.source, msg.kbps, sending, up, now)
+            if msg.overusing {
+                cap.overuse(now);
+            }
+            cap.estimate(msg.source, msg.kbps, sending, up, now);
         });
     }
 }
@@ -283,7 +339,7 @@ impl Handler<LossReport> for Track {
     fn handle(&mut self, msg: LossReport, _ctx: &mut Context<Self>) {
         let now = Instant::now();
         self.congestion(msg.leg, "receiver report", |cap, sending, up| {
-            cap.report(msg.fraction_lost, sending, up, now)
+            cap.report(msg.fraction_lost, sending, up, now);
         });
     }
 }

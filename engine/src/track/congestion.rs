@@ -12,10 +12,17 @@
 //! [`ESTIMATE_SETTLE`] after the cap changes, a falling estimate is not trusted (the switch itself
 //! moves it: the new layer's first keyframe looks like queueing). Under 2 % loss (or an
 //! estimate that does not fall) the cap is lifted one layer at a time, once the leg has been
-//! clean for [`CLEAN_FOR`] since the last change, and removed above the top layer. The SFU
-//! cannot probe a rate between its layers, so it steps to the next layer's bitrate and falls
-//! back at once if that brings loss or a queue; each climb that fails so doubles the wait for
-//! the next (up to 24 s), so a viewer on a link between two layers mostly stays on the lower.
+//! clean for [`CLEAN_FOR`] since the last change, and removed above the top layer.
+//!
+//! Before a climb that raises the leg's bitrate, a leg that can be probed (its connection
+//! estimates its bandwidth and the client negotiated RTX) is first sent the difference as
+//! padding for [`PROBE_FOR`] (`media/probe.rs`), its picture unchanged. The send-side
+//! estimator seeing the queue grow (or its estimate cut), a falling REMB or loss while probing
+//! fails the probe: the leg stays and
+//! the padding stops. A probe that runs its time clean climbs. Without probing (and if a
+//! climb fails anyway) the leg steps to the next layer's bitrate and falls back at once if that
+//! brings loss or a queue. Each climb or probe that fails doubles the wait for the next (up to
+//! 24 s), so a viewer on a link between two layers mostly stays on the lower.
 //!
 //! Chromium 156 sends receiver reports always and TWCC feedback once our packets carry
 //! transport-wide sequence numbers (viewer connections number them); REMB only when it has no
@@ -45,6 +52,10 @@ pub const CLIMB_TRIAL: Duration = Duration::from_secs(10);
 /// layer switch (the new layer's first keyframe looks like queueing).
 pub const ESTIMATE_SETTLE: Duration = Duration::from_secs(5);
 
+/// How long a probe pads before its leg climbs: long enough for a queue it builds to show in
+/// the send-side estimate.
+pub const PROBE_FOR: Duration = Duration::from_secs(2);
+
 /// Where a bandwidth estimate came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EstimateSource {
@@ -65,9 +76,73 @@ pub struct CongestionCap {
     clean_for: Option<Duration>,
     /// When the cap last went up.
     climbed: Option<Instant>,
+    /// Whether a climb that raises the bitrate is probed first.
+    probes: bool,
+    /// The probe running, if any.
+    probe: Option<Probe>,
+    /// The outcome of the last probe that ended (`true`: passed), until taken.
+    probe_result: Option<bool>,
+}
+
+/// A probe before a climb.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    since: Instant,
+    /// The cap the leg climbs to if it passes.
+    cap: u32,
+    /// The padding's rate: the climb's cap less what the leg was sent.
+    padding_kbps: u32,
 }
 
 impl CongestionCap {
+    /// A cap whose climbs that raise the bitrate are probed first (see the module doc).
+    pub fn probing() -> Self {
+        CongestionCap {
+            probes: true,
+            ..Default::default()
+        }
+    }
+
+    /// The padding a running probe wants, in kbps (0: none runs).
+    pub fn probe_kbps(&self) -> u32 {
+        self.probe.map_or(0, |p| p.padding_kbps)
+    }
+
+    /// The leg cannot be probed: the probe running (if any) climbs at once, and later climbs
+    /// are not probed.
+    pub fn probe_refused(&mut self, now: Instant) {
+        self.probes = false;
+        if let Some(p) = self.probe.take() {
+            self.climb(Some(p.cap), now);
+        }
+    }
+
+    /// The outcome of the last probe that ended (`true`: passed), once.
+    pub fn take_probe_result(&mut self) -> Option<bool> {
+        self.probe_result.take()
+    }
+
+    /// The send-side estimator saw the connection's queue start growing: a probe running
+    /// fails (whether or not its estimate falls: it may already be below the probe's rate).
+    pub fn overuse(&mut self, now: Instant) {
+        if self.probe.is_some() {
+            self.probe_failed(now);
+        }
+    }
+
+    /// Ends a probe that has run [`PROBE_FOR`] clean: the leg climbs.
+    pub fn tick(&mut self, now: Instant) -> Option<u32> {
+        if let Some(p) = self
+            .probe
+            .filter(|p| now.saturating_duration_since(p.since) >= PROBE_FOR)
+        {
+            self.probe = None;
+            self.probe_result = Some(true);
+            self.climb(Some(p.cap), now);
+        }
+        self.cap_kbps
+    }
+
     /// The cap now, in kbps (`None`: no limit).
     pub fn kbps(&self) -> Option<u32> {
         self.cap_kbps
@@ -78,12 +153,14 @@ impl CongestionCap {
     /// above what it is sent (`None` at the top). Returns the new cap.
     pub fn report(&mut self, fraction_lost: u8, sending_kbps: u32, up_kbps: Option<u32>, now: Instant) -> Option<u32> {
         let loss = f64::from(fraction_lost) / 256.0;
-        if loss > HIGH_LOSS {
+        if self.probe.is_some() && loss >= LOW_LOSS {
+            self.probe_failed(now);
+        } else if loss > HIGH_LOSS {
             if sending_kbps > 0 {
                 self.lower((f64::from(sending_kbps) * (1.0 - loss / 2.0)) as u32, now);
             }
         } else if loss < LOW_LOSS {
-            self.clean(up_kbps, now);
+            self.clean(sending_kbps, up_kbps, now);
         }
         self.cap_kbps
     }
@@ -103,23 +180,26 @@ impl CongestionCap {
             EstimateSource::SendSide => &mut self.last_send_side,
         };
         let previous = last.replace(kbps);
-        let congested = |fell: bool| fell && kbps < sending_kbps;
-        let (congested, clean) = match (source, previous) {
-            // A REMB that does not fall (or stays above what is sent) is a clean signal.
-            (EstimateSource::Remb, p) => {
-                let c = congested(p.is_some_and(|p| f64::from(kbps) <= f64::from(p) * ESTIMATE_FALL));
-                (c, !c)
-            }
-            // It is only cut while the client's queue grows, and climbs slowly
-            // from there while the path is clear: any cut is congestion, any rise is clean, and
-            // a target held below what is sent is neither.
+        let fell = match (source, previous) {
+            (EstimateSource::Remb, p) => p.is_some_and(|p| f64::from(kbps) <= f64::from(p) * ESTIMATE_FALL),
             // It starts at its ceiling and is only delivered when it changes: the first value
             // is already a cut.
-            (EstimateSource::SendSide, None) => (kbps < sending_kbps, kbps >= sending_kbps),
-            (EstimateSource::SendSide, Some(p)) => {
-                let c = congested(f64::from(kbps) < f64::from(p) * SEND_SIDE_CUT);
-                (c, !c && (kbps > p || kbps >= sending_kbps))
-            }
+            (EstimateSource::SendSide, None) => true,
+            (EstimateSource::SendSide, Some(p)) => f64::from(kbps) < f64::from(p) * SEND_SIDE_CUT,
+        };
+        if self.probe.is_some() && fell {
+            self.probe_failed(now);
+            return self.cap_kbps;
+        }
+        let congested = fell && kbps < sending_kbps;
+        let clean = match (source, previous) {
+            // A REMB that does not fall (or stays above what is sent) is a clean signal.
+            (EstimateSource::Remb, _) => !congested,
+            // It is only cut while the client's queue grows, and climbs slowly from there
+            // while the path is clear: any rise is clean, and a target held below what is sent
+            // is neither.
+            (EstimateSource::SendSide, None) => kbps >= sending_kbps,
+            (EstimateSource::SendSide, Some(p)) => !congested && (kbps > p || kbps >= sending_kbps),
         };
         let settled = self
             .changed
@@ -129,7 +209,7 @@ impl CongestionCap {
                 self.lower(kbps, now);
             }
         } else if clean {
-            self.clean(up_kbps, now);
+            self.clean(sending_kbps, up_kbps, now);
         }
         self.cap_kbps
     }
@@ -151,23 +231,53 @@ impl CongestionCap {
         }
     }
 
+    /// A probe failed: the leg stays where it is, and waits twice as long (from now) before
+    /// it tries again. The estimate is left to settle, as after a change: the queue the
+    /// padding built drains after it.
+    fn probe_failed(&mut self, now: Instant) {
+        self.probe = None;
+        self.probe_result = Some(false);
+        self.changed = Some(now);
+        self.clean_for = Some((self.clean_for() * 2).min(CLEAN_FOR_MAX));
+    }
+
     /// A clean signal: after [`Self::clean_for`] without a change, up one layer (or no cap at
-    /// the top).
-    fn clean(&mut self, up_kbps: Option<u32>, now: Instant) {
+    /// the top), through a probe where the climb raises what the leg is sent (`sending_kbps`).
+    /// A probe that has run its time climbs.
+    fn clean(&mut self, sending_kbps: u32, up_kbps: Option<u32>, now: Instant) {
         if self
             .climbed
             .is_some_and(|t| now.saturating_duration_since(t) >= CLIMB_TRIAL)
         {
             self.clean_for = None;
         }
+        if self.probe.is_some() {
+            self.tick(now);
+            return;
+        }
         let Some(cap) = self.cap_kbps else { return };
         let wait = self.clean_for();
         if self.changed.is_none_or(|t| now.saturating_duration_since(t) >= wait) {
             // 5 % above the next layer, so its measured rate's wobble still fits.
-            self.cap_kbps = up_kbps.map(|up| cap.max(up + up / 20));
-            self.changed = Some(now);
-            self.climbed = Some(now);
+            let next = up_kbps.map(|up| cap.max(up + up / 20));
+            match next {
+                Some(next) if self.probes && next > sending_kbps => {
+                    self.probe = Some(Probe {
+                        since: now,
+                        cap: next,
+                        padding_kbps: next - sending_kbps,
+                    });
+                }
+                _ => self.climb(next, now),
+            }
         }
+    }
+
+    /// Raises the cap to `cap` (`None`: no cap).
+    fn climb(&mut self, cap: Option<u32>, now: Instant) {
+        self.cap_kbps = cap;
+        self.changed = Some(now);
+        self.climbed = Some(now);
     }
 }
 
@@ -323,5 +433,72 @@ mod tests {
         assert_eq!(c.estimate(EstimateSource::SendSide, 2200, 2500, None, t4), Some(2625));
         let t5 = t2 + ESTIMATE_SETTLE;
         assert_eq!(c.estimate(EstimateSource::SendSide, 2150, 2500, None, t5), Some(2150));
+    }
+
+    #[test]
+    fn a_probing_leg_pads_before_it_climbs_and_stays_when_the_probe_fails() {
+        let mut c = CongestionCap::probing();
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        // Loss on the 500 kbps layer: down to the 150 one.
+        assert_eq!(c.report(128, 500, Some(1500), t), Some(375));
+        // Clean for the period: a probe for the climb to 525 starts, padding the difference;
+        // the cap holds meanwhile.
+        let t1 = t + CLEAN_FOR;
+        assert_eq!(c.report(0, 150, Some(500), t1), Some(375));
+        assert_eq!(c.probe_kbps(), 375);
+        assert_eq!(c.report(0, 150, Some(500), t1 + s(1)), Some(375), "still probing");
+        // The send-side estimate is cut while it pads: failed, no climb, no lowering either
+        // (the padding built the queue), and twice the wait from now.
+        assert_eq!(
+            c.estimate(EstimateSource::SendSide, 140, 150, Some(500), t1 + s(1)),
+            Some(375)
+        );
+        assert_eq!(c.probe_kbps(), 0);
+        assert_eq!(c.take_probe_result(), Some(false));
+        assert_eq!(c.take_probe_result(), None, "taken once");
+        assert_eq!(c.clean_for(), CLEAN_FOR * 2);
+        let t2 = t1 + s(1) + CLEAN_FOR * 2;
+        assert_eq!(c.report(0, 150, Some(500), t2 - s(1)), Some(375), "not before");
+        assert_eq!(c.report(0, 150, Some(500), t2), Some(375));
+        assert_eq!(c.probe_kbps(), 375);
+        // Loss while probing fails it too.
+        assert_eq!(c.report(8, 150, Some(500), t2 + s(1)), Some(375));
+        assert_eq!(c.take_probe_result(), Some(false));
+        // So does the queue starting to grow, though the estimate does not fall.
+        let t25 = t2 + s(1) + c.clean_for();
+        assert_eq!(c.report(0, 150, Some(500), t25), Some(375));
+        assert!(c.probe_kbps() > 0);
+        c.overuse(t25 + s(1));
+        assert_eq!(c.take_probe_result(), Some(false));
+        assert_eq!(c.kbps(), Some(375));
+        c.overuse(t25 + s(1));
+        assert_eq!(c.take_probe_result(), None, "no probe, nothing to fail");
+        // A probe that runs its time clean climbs, at the tick.
+        let t3 = t25 + s(1) + c.clean_for();
+        assert_eq!(c.report(0, 150, Some(500), t3), Some(375));
+        assert_eq!(c.tick(t3 + PROBE_FOR - Duration::from_millis(1)), Some(375));
+        assert_eq!(c.tick(t3 + PROBE_FOR), Some(525));
+        assert_eq!(c.take_probe_result(), Some(true));
+        assert_eq!(c.probe_kbps(), 0);
+    }
+
+    #[test]
+    fn a_climb_that_sends_no_more_or_a_leg_that_cannot_pad_is_not_probed() {
+        let t = Instant::now();
+        // The next layer by size costs less than the one sent: nothing to probe.
+        let mut c = CongestionCap::probing();
+        assert_eq!(c.report(128, 500, Some(1500), t), Some(375));
+        assert_eq!(c.report(0, 400, Some(300), t + CLEAN_FOR), Some(375));
+        assert_eq!(c.probe_kbps(), 0);
+        // A leg whose connection cannot pad climbs at once, and is not probed again.
+        let mut d = CongestionCap::probing();
+        assert_eq!(d.report(128, 500, Some(1500), t), Some(375));
+        assert_eq!(d.report(0, 150, Some(500), t + CLEAN_FOR), Some(375));
+        assert!(d.probe_kbps() > 0);
+        d.probe_refused(t + CLEAN_FOR);
+        assert_eq!(d.kbps(), Some(525));
+        assert_eq!(d.report(0, 500, Some(1500), t + CLEAN_FOR * 2), Some(1575));
+        assert_eq!(d.take_probe_result(), None);
     }
 }

@@ -132,6 +132,15 @@ impl Downtrack {
         self.target.store(layer, Ordering::Relaxed);
     }
 
+    /// Pads the leg's stream at `kbps` for `duration` (0: stops), for a probe before a climb;
+    /// false when its connection cannot (see [`ViewerTrack::probe`]).
+    pub(super) fn probe(&self, kbps: u32, duration: Duration) -> bool {
+        match self.writer.lock() {
+            Ok(w) => w.local.probe(w.ssrc, kbps, duration),
+            Err(_) => false,
+        }
+    }
+
     /// Writes one packet (see [`LegWriter::write`]).
     fn write(&self, pkt: &rtp::Packet, offset: u16, from: u8) -> bool {
         match self.writer.lock() {
@@ -830,17 +839,18 @@ impl Fanout {
                     .iter()
                     .rev()
                     .find_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
-                    .map(|r| ((r.bitrate / 1000.0) as u32, EstimateSource::Remb));
+                    .map(|r| ((r.bitrate / 1000.0) as u32, EstimateSource::Remb, false));
                 let send_side = pkts
                     .iter()
                     .rev()
                     .find_map(|p| p.as_any().downcast_ref::<SendSideEstimate>())
-                    .map(|e| ((e.bitrate_bps / 1000) as u32, EstimateSource::SendSide));
-                for (kbps, source) in remb.into_iter().chain(send_side) {
+                    .map(|e| ((e.bitrate_bps / 1000) as u32, EstimateSource::SendSide, e.overusing));
+                for (kbps, source, overusing) in remb.into_iter().chain(send_side) {
                     fanout.tell(SetEstimate {
                         leg: feedback.id,
                         kbps,
                         source,
+                        overusing,
                     });
                 }
                 let lost = pkts

@@ -397,7 +397,9 @@ async fn a_viewer_reporting_loss_moves_down_a_layer_and_climbs_back_when_clean()
 
 /// A viewer whose downlink queues (a simulated 150 kbit/s bottleneck under the 720p layer's
 /// ~280 kbit/s, as the client's TWCC feedback reports it; no packet is lost) is moved down by
-/// the server's own delay-based estimate, and climbs back to the top once the bottleneck goes.
+/// the server's own delay-based estimate; while the link stays narrow, the probes before each
+/// climb fail and its picture does not grow; once the bottleneck goes, a probe passes and it
+/// climbs back to the top.
 /// Publisher and viewers also send and play audio, so each RTCP report covers two streams
 /// and the estimate is shared between them. The other viewer, whose feedback is clean, never
 /// moves.
@@ -454,6 +456,31 @@ async fn a_viewer_whose_link_queues_moves_down_by_the_delay_estimate_and_back_wh
             >= 1.0
     );
 
+    // While the link stays narrow, each climb is probed first with padding, and the probe
+    // fails: the picture never grows back (unprobed, it would step up and fall again).
+    let since = queued.counts().resolutions.len() - 1;
+    let failed = "fanfare_congestion_probes_total{result=\"failed\"}";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while s.metric(failed).await < 1.0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        s.metric(failed).await >= 1.0,
+        "a probe on the narrow link fails ({} padding packets)\n{}\n{}",
+        s.metric("fanfare_probe_packets_sent_total").await,
+        caps(),
+        s.log_lines("prob")
+    );
+    assert!(s.metric("fanfare_probe_packets_sent_total").await > 0.0);
+    let c = queued.counts();
+    let widths: Vec<u32> = c.resolutions[since..].iter().map(|r| r.0).collect();
+    assert!(
+        widths.windows(2).all(|w| w[1] < w[0]),
+        "no step up while the link is narrow: {:?}\n{}",
+        c.resolutions,
+        caps()
+    );
+
     link.set_kbps(0);
     assert!(
         queued
@@ -461,6 +488,11 @@ async fn a_viewer_whose_link_queues_moves_down_by_the_delay_estimate_and_back_wh
             .await,
         "a clear link climbs back: {:?}\n{}",
         queued.counts(),
+        caps()
+    );
+    assert!(
+        s.metric("fanfare_congestion_probes_total{result=\"passed\"}").await >= 1.0,
+        "{}",
         caps()
     );
     assert!(
@@ -472,6 +504,7 @@ async fn a_viewer_whose_link_queues_moves_down_by_the_delay_estimate_and_back_wh
     let c = queued.counts();
     assert!(c.max_frame_gap < Duration::from_secs(1), "frames keep coming: {c:?}");
     assert_eq!(fine.counts().resolutions, [(1280, 720)], "{}", caps());
+    println!("resolutions {:?}\n{}\n{}", c.resolutions, caps(), s.log_lines("prob"));
     for v in [&queued, &fine] {
         v.stop().await.expect("stop play");
     }
