@@ -142,7 +142,8 @@ export class Fanfare {
 
   /** Adds a listener; returns a function that removes it. Events: participant_joined,
    * participant_left, track_published, track_unpublished, track_muted, permissions_changed,
-   * media_changed, message, left, session_ended, publish_ended, stream, connection, room_restarted, error. */
+   * media_changed, layers_wanted, message, left, session_ended, publish_ended, stream, connection,
+   * room_restarted, error. */
   on(type, fn) {
     if (!this._handlers.has(type)) this._handlers.set(type, new Set());
     this._handlers.get(type).add(fn);
@@ -361,6 +362,12 @@ export class Fanfare {
         if (t) t.muted = true;
         break;
       }
+      case "layers_wanted": {
+        // Dynacast: send only the simulcast layers someone receives.
+        const pub = [...this._pubs.values()].find((p) => p.session === msg.session);
+        if (pub) this._sendLayers(pub, msg.track, msg.rids);
+        break;
+      }
       case "media_changed":
         if (!inGroup) return;
         this.media = msg.media;
@@ -559,6 +566,24 @@ export class Fanfare {
           await sender.setParameters(params).catch(() => {});
         }
       }
+    }
+  }
+
+  /** Pauses the simulcast layers of `trackId` not named in `rids` and resumes those named. */
+  async _sendLayers(pub, trackId, rids) {
+    for (const sender of pub.pc.getSenders()) {
+      if (!sender.track || sender.track.id !== trackId) continue;
+      const params = sender.getParameters();
+      if (!params.encodings || params.encodings.length < 2) continue;
+      let changed = false;
+      for (const e of params.encodings) {
+        const active = rids.includes(e.rid);
+        if (e.active !== active) {
+          e.active = active;
+          changed = true;
+        }
+      }
+      if (changed) await sender.setParameters(params).catch(() => {});
     }
   }
 

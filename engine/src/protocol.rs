@@ -189,6 +189,14 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
     },
+    /// Dynacast (extension): the simulcast layers (`rids`) of one of this connection's
+    /// published video tracks (`track`, the client's track id) that anyone receives now. The
+    /// client may stop sending the others until a later `layers_wanted` names them again.
+    LayersWanted {
+        session: String,
+        track: String,
+        rids: Vec<String>,
+    },
     /// Reply to `set_layer`.
     LayerSet {
         session: String,

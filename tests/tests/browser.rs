@@ -3,7 +3,9 @@
 //! `assets/tools/loopback.html`, each publishes its fake camera with WHIP and plays the other
 //! with WHEP. Passes when both pages decode video and the call view lists both publishers. A
 //! third test plays a Rust simulcast publish in one page while nftables limits the server's
-//! outgoing UDP: the page must drop to a lower layer and get the top one back.
+//! outgoing UDP: the page must drop to a lower layer and get the top one back. A fourth has a
+//! page publish with `fanfare.js` (`tests/browser/dynacast.mjs`) and checks that it pauses the
+//! simulcast layers nobody receives and resumes them for a viewer (dynacast).
 //!
 //! Needs `scripts/setup.sh test` (chromium, node, `npm ci` in tests/browser). Like every test it
 //! runs inside `scripts/test.sh`'s loopback-only network namespace, so no candidate leaves lo.
@@ -11,7 +13,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fanfare_tests::rtc_client::{ClientOptions, WhipPublisher};
+use fanfare_tests::rtc_client::{ClientOptions, WhepSubscriber, WhipPublisher};
 use fanfare_tests::{browser, Server, TEST_CONFIG};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -398,4 +400,118 @@ async fn a_browser_on_a_congested_link_gets_a_lower_layer_and_the_top_one_back()
     );
     assert!(passed >= 1.0 && padding > 0.0, "{}", s.log_lines("prob"));
     publisher.stop().await.expect("stop publish");
+}
+
+/// The simulcast layers a `dynacast.mjs` sample shows, smallest picture first: (RID, bytes
+/// sent so far, width).
+fn sent_layers(v: &Value) -> Vec<(String, u64, u64)> {
+    let mut layers: Vec<(String, u64, u64)> = v["layers"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(rid, l)| {
+            let n = |k: &str| l[k].as_u64().unwrap_or(0);
+            (rid.clone(), n("bytesSent"), n("width"))
+        })
+        .collect();
+    layers.sort_by_key(|l| l.2);
+    layers
+}
+
+/// Bytes layer `rid` sent so far, in a `dynacast.mjs` sample.
+fn layer_bytes(v: &Value, rid: &str) -> u64 {
+    v["layers"][rid]["bytesSent"].as_u64().unwrap_or(0)
+}
+
+/// The last `layers_wanted` a `dynacast.mjs` page heard.
+fn last_wanted(v: &Value) -> Vec<String> {
+    let last = v["wanted"].as_array().and_then(|w| w.last()).cloned();
+    last.and_then(|l| serde_json::from_value(l).ok()).unwrap_or_default()
+}
+
+/// Dynacast: a browser publishing its camera as simulcast with `fanfare.js` is told which layers
+/// anyone receives (`layers_wanted` on its socket) and stops sending the others. With nobody
+/// watching it sends only its lowest layer; a viewer who plays it gets the top layer back at
+/// once, and once the viewer leaves the top layer is paused again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_publisher_pauses_the_layers_nobody_receives_and_resumes_them_for_a_viewer() {
+    browser::require_tools();
+    let s = Server::start().await;
+    s.group("dyn", &[("pub", json!({})), ("viewer", json!({}))]).await;
+    let (pub_t, viewer_t) = (s.token("pub").await, s.token("viewer").await);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stats, stop) = (dir.path().join("stats.json"), dir.path().join("stop"));
+    let args = browser::args([
+        "--base".into(),
+        s.base.clone().into(),
+        "--group".into(),
+        "dyn".into(),
+        "--user".into(),
+        "pub".into(),
+        "--token".into(),
+        pub_t.clone().into(),
+        "--stats-file".into(),
+        stats.clone().into_os_string(),
+        "--stop-file".into(),
+        stop.clone().into_os_string(),
+    ]);
+    let node = tokio::spawn(browser::run("dynacast.mjs", args, Duration::from_secs(150)));
+    let logs = || s.log_lines("layers wanted");
+
+    // The page sends its camera as two layers or more.
+    let (first, ok) = page_until(&stats, Duration::from_secs(30), |v| {
+        let l = sent_layers(v);
+        l.len() >= 2 && l.iter().all(|(_, bytes, width)| *bytes > 0 && *width > 0)
+    })
+    .await;
+    assert!(ok, "the page publishes simulcast: {first}");
+    let layers = sent_layers(&first);
+    let (low, top) = (layers[0].0.clone(), layers[layers.len() - 1].0.clone());
+
+    // Nobody watches: only the lowest layer is wanted, and the page stops sending the top one.
+    let (v, ok) = page_until(&stats, Duration::from_secs(20), |v| last_wanted(v) == [low.clone()]).await;
+    assert!(ok, "only {low} is asked for: {v}\n{}", logs());
+    let growth = |rid: &str, a: &Value, b: &Value| layer_bytes(b, rid).saturating_sub(layer_bytes(a, rid));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let a = page_stats(&stats);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = page_stats(&stats);
+    assert!(growth(&top, &a, &b) < 2_000, "{top} paused: {a} -> {b}");
+    assert!(growth(&low, &a, &b) > 10_000, "{low} still sent: {a} -> {b}");
+
+    // A viewer plays: the top layer is asked for again, the page sends it, the viewer gets it.
+    let viewer = WhepSubscriber::connect_opts(
+        &s.base,
+        "/v1/groups/dyn/whep",
+        &viewer_t,
+        ClientOptions {
+            audio: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("play");
+    let (v, ok) = page_until(&stats, Duration::from_secs(10), |v| last_wanted(v).contains(&top)).await;
+    assert!(ok, "{top} is asked for again: {v}\n{}", logs());
+    let a = page_stats(&stats);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = page_stats(&stats);
+    assert!(growth(&top, &a, &b) > 10_000, "{top} resumed: {a} -> {b}");
+    assert!(
+        viewer
+            .wait_until(Duration::from_secs(15), |c| c.video_packets > 100)
+            .await,
+        "the viewer receives video: {:?}",
+        viewer.counts()
+    );
+
+    // The viewer leaves: the top layer is paused again.
+    viewer.stop().await.expect("stop play");
+    let (v, ok) = page_until(&stats, Duration::from_secs(20), |v| last_wanted(v) == [low.clone()]).await;
+    assert!(ok, "{top} is let go again: {v}\n{}", logs());
+
+    std::fs::write(&stop, b"").expect("write the stop file");
+    let run = node.await.expect("node task").expect("dynacast.mjs finishes");
+    println!("dynacast: {}\n{}", run.report, logs());
+    assert!(run.success, "{}\n{}", run.report, run.stderr);
 }

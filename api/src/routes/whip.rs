@@ -93,7 +93,7 @@ pub async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     let offer = sdp_body(&req, &body, "application/sdp")?;
     let groups = parse_groups(query.groups.split(','))?;
-    let (sid, answer) = start_publish(&state.rtc, who, groups, offer, None).await?;
+    let (sid, answer) = start_publish(&state.rtc, who, groups, offer, None, None).await?;
     Ok(created(&sid, answer))
 }
 

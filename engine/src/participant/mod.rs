@@ -20,8 +20,8 @@ use crate::protocol::{ClientMessage, LeaveReason, ServerMessage};
 use crate::registry::{JoinRoom, LeaveRoom};
 use crate::room::messages::{ConnId, ConnInfo, Removed};
 use crate::session::{
-    start_publish, start_view_following, AcceptAnswer, Renegotiate, SessionClosed, SessionDeps, SessionKind,
-    SessionOffer, SetLayer,
+    start_publish, start_view_following, AcceptAnswer, LayersWanted, Renegotiate, SessionClosed, SessionDeps,
+    SessionKind, SessionOffer, SetLayer,
 };
 pub use messages::{Disconnected, Inbound};
 use rate::TokenBucket;
@@ -133,9 +133,12 @@ impl Participant {
         let (deps, who) = (self.deps.clone(), (*self.principal).clone());
         let notify = ctx.address().recipient();
         let offers = ctx.address().recipient();
+        let layers = ctx.address().recipient();
         let fut = async move {
             match target {
-                Negotiation::Publish(groups) => start_publish(&deps, who, groups, sdp, Some(notify)).await,
+                Negotiation::Publish(groups) => {
+                    start_publish(&deps, who, groups, sdp, Some(notify), Some(layers)).await
+                }
                 Negotiation::Play(group, participant) => {
                     start_view_following(&deps, who, group, participant, sdp, Some(notify), Some(offers)).await
                 }
@@ -335,6 +338,20 @@ impl Handler<Disconnected> for Participant {
 
     fn handle(&mut self, _msg: Disconnected, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+impl Handler<LayersWanted> for Participant {
+    type Result = ();
+
+    fn handle(&mut self, msg: LayersWanted, _ctx: &mut Context<Self>) {
+        if self.sessions.contains(&msg.session) {
+            self.reply(&ServerMessage::LayersWanted {
+                session: msg.session,
+                track: msg.track,
+                rids: msg.rids,
+            });
+        }
     }
 }
 

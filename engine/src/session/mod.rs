@@ -129,6 +129,17 @@ pub struct SessionOffer {
     pub sdp: String,
 }
 
+/// Sent to the realtime connection that started a publish: the simulcast layers (RIDs) of its
+/// video track `track` (the client's track id) that anyone receives now. Its client may pause
+/// the others (dynacast) until they are asked for again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LayersWanted {
+    pub session: String,
+    pub track: String,
+    pub rids: Vec<String>,
+}
+
 /// Pin a playback's video to one simulcast layer (`rid`), or back to automatic (`None`): for
 /// `track` only, or for every video track of the session. A pin is a preference within the
 /// viewer's caps: a layer above its `max_resolution` / bitrate cap is not forwarded, and a
@@ -170,6 +181,7 @@ pub async fn start_publish(
     groups: Vec<GroupId>,
     offer: String,
     notify: Option<actix::Recipient<SessionClosed>>,
+    layers: Option<actix::Recipient<LayersWanted>>,
 ) -> Result<(String, String), EngineError> {
     check_offer(&offer)?;
     let mut max_video_kbps: Option<u32> = None;
@@ -185,7 +197,7 @@ pub async fn start_publish(
         }
     }
     let sid = new_session_id();
-    let publisher = Publisher::launch(sid.clone(), who, groups, deps.clone(), notify);
+    let publisher = Publisher::launch(sid.clone(), who, groups, deps.clone(), notify, layers);
     let answer = publisher
         .send(Negotiate { offer, max_video_kbps })
         .await

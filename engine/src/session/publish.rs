@@ -14,7 +14,8 @@ use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit};
 
 use super::{
-    AddCandidates, Negotiate, Renegotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind, Sessions, SetGroups,
+    AddCandidates, LayersWanted, Negotiate, Renegotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind,
+    Sessions, SetGroups,
 };
 use crate::error::EngineError;
 use crate::ids::GroupId;
@@ -24,7 +25,7 @@ use crate::perms::Principal;
 use crate::registry::{hold_rooms, LeaveRoom, Registry, RoomFor};
 use crate::room::messages::{AnnouncePublish, PublishTrack, Revoked, StopSession, UnpublishSession, UnpublishTracks};
 use crate::room::Room;
-use crate::track::{Fanout, MediaKind, Source, Track, TrackInfo, Upstream};
+use crate::track::{Fanout, LayersListener, MediaKind, Source, Track, TrackInfo, Upstream};
 
 /// A track of this session arrived and is being read (with the client's track id).
 #[derive(actix::Message)]
@@ -54,6 +55,8 @@ pub struct Publisher {
     metrics: EngineMetrics,
     /// Told when the session ends (the realtime connection that started it, if any).
     notify: Option<Recipient<SessionClosed>>,
+    /// Told which simulcast layers of each video track anyone receives (the same connection).
+    layers_to: Option<Recipient<LayersWanted>>,
     /// Why the session ended, for `notify`.
     end_reason: &'static str,
 }
@@ -67,6 +70,7 @@ impl Publisher {
         groups: Vec<GroupId>,
         deps: SessionDeps,
         notify: Option<Recipient<SessionClosed>>,
+        layers_to: Option<Recipient<LayersWanted>>,
     ) -> Addr<Publisher> {
         let SessionDeps {
             media,
@@ -92,6 +96,7 @@ impl Publisher {
             sessions: sessions.clone(),
             metrics,
             notify,
+            layers_to,
             end_reason: "the session ended",
         }
         .start();
@@ -270,9 +275,25 @@ impl Handler<TrackArrived> for Publisher {
 
     fn handle(&mut self, TrackArrived(track, client_id): TrackArrived, ctx: &mut Context<Self>) {
         tracing::info!(session = %self.sid, track = %track.info.id, codec = %track.info.codec.mime_type, "track published");
-        self.client_ids.insert(track.info.id.clone(), client_id);
+        self.client_ids.insert(track.info.id.clone(), client_id.clone());
         // The track's control (subscribers' layers, keyframe requests); it stops with the track.
-        Track::launch(track.clone());
+        // A socket publisher's client hears which of its video layers anyone receives.
+        let layers = self
+            .layers_to
+            .clone()
+            .filter(|_| track.info.kind == MediaKind::Video)
+            .map(|to| {
+                let session = self.sid.clone();
+                let tell: LayersListener = Box::new(move |rids| {
+                    to.do_send(LayersWanted {
+                        session: session.clone(),
+                        track: client_id.clone(),
+                        rids,
+                    })
+                });
+                tell
+            });
+        Track::launch(track.clone(), layers);
         self.tracks.push(track.clone());
         let rooms: Vec<(GroupId, Addr<Room>)> = self
             .rooms

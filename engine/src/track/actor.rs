@@ -1,7 +1,9 @@
 //! The `Track` actor: the control side of one published track. It owns the subscribers' caps,
 //! measures each simulcast layer's bitrate, chooses each leg's layer with
 //! [`super::layers::choose_layer`] and asks the publisher for the keyframe a switch waits for.
-//! It also runs each leg's congestion cap, and the padding probe before a climb.
+//! It also runs each leg's congestion cap, and the padding probe before a climb; and, for a
+//! publisher that can be told (a realtime-socket publish), which of its simulcast layers anyone
+//! receives, so its client may pause the others (dynacast).
 //! Packets never pass through it: the reader task hands them to the legs directly
 //! ([`super::Fanout`]), and legs follow the target layer this actor sets.
 
@@ -20,6 +22,21 @@ const TICK: Duration = Duration::from_millis(500);
 /// A leg's padding stops by itself this long after a probe should have ended, should the
 /// actor not stop it.
 const PROBE_SLACK: Duration = Duration::from_secs(1);
+/// How long a layer nobody receives is still asked for before the publisher is told it may
+/// pause it (a viewer moving between layers does not make it flap).
+const PAUSE_AFTER: Duration = Duration::from_secs(3);
+
+/// Told the RIDs of the simulcast layers anyone receives, each time that set changes.
+pub type LayersListener = Box<dyn Fn(Vec<String>) + Send>;
+
+/// The publisher's side of dynacast: what it was last told, and since when each layer has
+/// had no receiver.
+struct Dynacast {
+    tell: LayersListener,
+    /// The layers last reported wanted (`None`: nothing reported; every layer is sent).
+    told: Option<[bool; MAX_LAYERS]>,
+    unwanted_since: [Option<Instant>; MAX_LAYERS],
+}
 
 /// A leg was attached (sent by [`Fanout::attach_capped`]).
 #[derive(Message)]
@@ -104,17 +121,24 @@ pub struct Track {
     /// Per layer: smoothed kbps.
     kbps: [f64; MAX_LAYERS],
     last_tick: Instant,
+    dynacast: Option<Dynacast>,
 }
 
 impl Track {
-    /// Starts the actor for `fanout` and hands it the track's control.
-    pub fn launch(fanout: Arc<Fanout>) -> actix::Addr<Track> {
+    /// Starts the actor for `fanout` and hands it the track's control. With `layers`, a
+    /// simulcast track's publisher is told which layers anyone receives (dynacast).
+    pub fn launch(fanout: Arc<Fanout>, layers: Option<LayersListener>) -> actix::Addr<Track> {
         let addr = Track {
             fanout: fanout.clone(),
             legs: HashMap::new(),
             last_bytes: [0; MAX_LAYERS],
             kbps: [0.0; MAX_LAYERS],
             last_tick: Instant::now(),
+            dynacast: layers.map(|tell| Dynacast {
+                tell,
+                told: None,
+                unwanted_since: [None; MAX_LAYERS],
+            }),
         }
         .start();
         fanout.set_control(addr.clone());
@@ -125,10 +149,15 @@ impl Track {
     fn measure(&mut self) {
         let elapsed = self.last_tick.elapsed().as_secs_f64().max(0.001);
         self.last_tick = Instant::now();
+        let paused = self.dynacast.as_ref().and_then(|d| d.told);
         for (i, layer) in self.fanout.layer_slots().iter().enumerate() {
             let bytes = layer.bytes.load(std::sync::atomic::Ordering::Relaxed);
             let rate = (bytes - self.last_bytes[i]) as f64 * 8.0 / 1000.0 / elapsed;
             self.last_bytes[i] = bytes;
+            // A layer its publisher paused keeps the rate it had: it is what resuming costs.
+            if paused.is_some_and(|wanted| !wanted[i]) {
+                continue;
+            }
             // About a 3 s average: keyframes come and go without moving choices.
             self.kbps[i] = if self.kbps[i] == 0.0 {
                 rate
@@ -147,6 +176,56 @@ impl Track {
         for c in self.legs.values() {
             self.choose_for(c);
         }
+    }
+
+    /// Dynacast: tells the publisher which layers anyone receives (a leg's current or target
+    /// layer, a recorder's or live HLS's (the top one); the lowest when nobody does,
+    /// so the track stays alive), when that changes. A layer is reported unwanted only after
+    /// [`PAUSE_AFTER`] without a receiver; one a receiver needs, at once.
+    fn report_layers(&mut self) {
+        let Some(d) = self.dynacast.as_mut() else { return };
+        if self.fanout.layer_count() < 2 {
+            return;
+        }
+        let (stats, rids) = self.fanout.layer_stats();
+        let order = ranked(&stats);
+        let mut needed = [false; MAX_LAYERS];
+        let legs = self.legs.values().flat_map(|c| [c.leg.target(), c.leg.current()]);
+        for layer in legs.chain(self.fanout.tapped_layers()) {
+            if let Some(n) = needed.get_mut(usize::from(layer)) {
+                *n = true;
+            }
+        }
+        if !needed.iter().any(|&n| n) {
+            if let Some(&lowest) = order.first() {
+                needed[lowest] = true;
+            }
+        }
+        let now = Instant::now();
+        let mut wanted = [false; MAX_LAYERS];
+        for (i, w) in wanted.iter_mut().enumerate() {
+            if !stats[i].active {
+                continue;
+            }
+            if needed[i] {
+                d.unwanted_since[i] = None;
+                *w = true;
+            } else {
+                let since = *d.unwanted_since[i].get_or_insert(now);
+                *w = now.saturating_duration_since(since) < PAUSE_AFTER;
+            }
+        }
+        let before = d.told.unwrap_or_else(|| std::array::from_fn(|i| stats[i].active));
+        if wanted == before {
+            return;
+        }
+        d.told = Some(wanted);
+        let names: Vec<String> = (0..MAX_LAYERS)
+            .filter(|&i| wanted[i])
+            .filter_map(|i| rids[i].clone())
+            .collect();
+        tracing::info!(track = %self.fanout.info.id, rids = ?names, "layers wanted from the publisher");
+        (d.tell)(names);
     }
 
     fn choose_for(&self, c: &LegControl) {
@@ -173,6 +252,7 @@ impl Actor for Track {
             act.measure();
             act.choose_all();
             act.end_probes();
+            act.report_layers();
         });
     }
 }
@@ -186,6 +266,8 @@ impl Handler<Subscribed> for Track {
             self.choose_for(&c);
         }
         self.legs.insert(c.leg.id, c);
+        // A paused layer this viewer needs is asked for at once.
+        self.report_layers();
     }
 }
 

@@ -351,6 +351,14 @@ impl Fanout {
         &self.layers
     }
 
+    /// The layers open taps follow (recorders, live HLS).
+    pub(super) fn tapped_layers(&self) -> Vec<u8> {
+        match self.taps.lock() {
+            Ok(taps) => taps.iter().filter(|(_, tx)| !tx.is_closed()).map(|(l, _)| *l).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// How many layers have appeared.
     pub fn layer_count(&self) -> usize {
         self.layers.iter().filter(|l| l.active.load(Ordering::Relaxed)).count()

@@ -11,7 +11,7 @@ mod fanout;
 mod frame_tap;
 pub mod layers;
 
-pub use actor::Track;
+pub use actor::{LayersListener, Track};
 pub use directory::{RoomTraffic, TrackCollector, TrackDirectory};
 pub use fanout::{starts_keyframe, Downtrack, Fanout, LegCounters, TrackCounters, Upstream, NO_LAYER};
 pub use frame_tap::SourceFrame;
