@@ -16,6 +16,14 @@ export function parseFlags(argv) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Writes `value` as JSON to `file` whole (to a temporary file, then renamed): a reader never
+ *  sees half of it. */
+export function writeJsonWhole(file, value) {
+  const tmp = `${file}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(value));
+  fs.renameSync(tmp, file);
+}
 /** A timer that does not keep the process alive once everything else is done. */
 export const grace = (ms) => new Promise((r) => setTimeout(r, ms).unref());
 

@@ -14,7 +14,7 @@
 
 import fs from "node:fs";
 import { chromium } from "playwright-core";
-import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeBrowser, giveUpAfter, parseFlags, reporter, sleep } from "./common.mjs";
+import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeBrowser, giveUpAfter, parseFlags, reporter, sleep, writeJsonWhole } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 120_000;
 const SAMPLE_MS = 250;
@@ -79,10 +79,7 @@ async function main() {
       log(`layers wanted: ${JSON.stringify(s.wanted)}`);
     }
     result.wanted = s.wanted;
-    // Written whole, then renamed: the reader never sees half a line.
-    const tmp = `${args["stats-file"]}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(s));
-    fs.renameSync(tmp, args["stats-file"]);
+    writeJsonWhole(args["stats-file"], s);
     result.samples += 1;
     result.last = s;
     await sleep(SAMPLE_MS);

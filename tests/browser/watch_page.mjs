@@ -16,7 +16,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { WEBRTC_ARGS, closeLoopbackContext, giveUpAfter, parseFlags, reporter, sleep } from "./common.mjs";
+import { WEBRTC_ARGS, closeLoopbackContext, giveUpAfter, parseFlags, reporter, sleep, writeJsonWhole } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 150_000;
 const SAMPLE_MS = 250;
@@ -59,10 +59,7 @@ async function main() {
       result.widths.push(s.videoWidth);
       log(`picture ${s.videoWidth}x${s.videoHeight} after ${s.framesDecoded} frames`);
     }
-    // Written whole, then renamed: the reader never sees half a line.
-    const tmp = `${args["stats-file"]}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(s));
-    fs.renameSync(tmp, args["stats-file"]);
+    writeJsonWhole(args["stats-file"], s);
     result.samples += 1;
     result.last = s;
     await sleep(SAMPLE_MS);

@@ -231,7 +231,24 @@ impl Drop for UdpLimit {
     }
 }
 
-/// The last stats `watch_page.mjs` wrote (`Null` before the first).
+/// The flags of a page script that samples its stats into `stats` until `stop` exists
+/// (`watch_page.mjs`, `dynacast.mjs`), for `user` in `group`.
+fn sampled_page_args(
+    s: &Server,
+    group: &str,
+    user: &str,
+    token: &str,
+    stats: &std::path::Path,
+    stop: &std::path::Path,
+) -> Vec<std::ffi::OsString> {
+    let mut args = browser::args(["--base", &s.base, "--group", group, "--user", user, "--token", token]);
+    for (flag, path) in [("--stats-file", stats), ("--stop-file", stop)] {
+        args.extend([flag.into(), path.as_os_str().to_owned()]);
+    }
+    args
+}
+
+/// The last stats a sampling page script wrote (`Null` before the first).
 fn page_stats(path: &std::path::Path) -> Value {
     std::fs::read_to_string(path)
         .ok()
@@ -301,22 +318,8 @@ async fn a_browser_on_a_congested_link_gets_a_lower_layer_and_the_top_one_back()
 
     let dir = tempfile::tempdir().expect("temp dir");
     let (stats, stop) = (dir.path().join("stats.json"), dir.path().join("stop"));
-    let args = browser::args([
-        "--base".into(),
-        s.base.clone().into(),
-        "--group".into(),
-        "lossy".into(),
-        "--user".into(),
-        "viewer".into(),
-        "--token".into(),
-        viewer_t.clone().into(),
-        "--peer".into(),
-        "pub".into(),
-        "--stats-file".into(),
-        stats.clone().into_os_string(),
-        "--stop-file".into(),
-        stop.clone().into_os_string(),
-    ]);
+    let mut args = sampled_page_args(&s, "lossy", "viewer", &viewer_t, &stats, &stop);
+    args.extend(browser::args(["--peer", "pub"]));
     // Longer than the script's own 150 s limit; the steps below take about 100 s at most.
     let node = tokio::spawn(browser::run("watch_page.mjs", args, Duration::from_secs(180)));
     let width = |v: &Value| v["videoWidth"].as_u64().unwrap_or(0);
@@ -441,20 +444,7 @@ async fn a_browser_publisher_pauses_the_layers_nobody_receives_and_resumes_them_
     let (pub_t, viewer_t) = (s.token("pub").await, s.token("viewer").await);
     let dir = tempfile::tempdir().expect("temp dir");
     let (stats, stop) = (dir.path().join("stats.json"), dir.path().join("stop"));
-    let args = browser::args([
-        "--base".into(),
-        s.base.clone().into(),
-        "--group".into(),
-        "dyn".into(),
-        "--user".into(),
-        "pub".into(),
-        "--token".into(),
-        pub_t.clone().into(),
-        "--stats-file".into(),
-        stats.clone().into_os_string(),
-        "--stop-file".into(),
-        stop.clone().into_os_string(),
-    ]);
+    let args = sampled_page_args(&s, "dyn", "pub", &pub_t, &stats, &stop);
     let node = tokio::spawn(browser::run("dynacast.mjs", args, Duration::from_secs(150)));
     let logs = || s.log_lines("layers wanted");
 

@@ -50,9 +50,10 @@ impl Probes {
     }
 
     /// The slot of stream `ssrc`, made when the stream is bound.
-    pub(super) fn open(self: &Arc<Self>, ssrc: u32) -> Arc<ProbeSlot> {
+    pub(super) fn open(&self, ssrc: u32) -> Arc<ProbeSlot> {
         let slot = Arc::new(ProbeSlot {
-            probes: self.clone(),
+            epoch: self.epoch,
+            packets: self.packets.clone(),
             kbps: AtomicU32::new(0),
             until_ms: AtomicU64::new(0),
             owed: Mutex::new(Owed::default()),
@@ -67,11 +68,14 @@ impl Probes {
     }
 }
 
-/// One stream's probe: its rate until when, and what is owed.
+/// One stream's probe: its rate until when, and what is owed. (It holds no reference back to
+/// its [`Probes`], which holds it: no cycle outlives the connection.)
 pub(super) struct ProbeSlot {
-    probes: Arc<Probes>,
+    /// Its [`Probes`]' epoch.
+    epoch: Instant,
+    packets: prometheus::IntCounter,
     kbps: AtomicU32,
-    /// Milliseconds from [`Probes::epoch`].
+    /// Milliseconds from `epoch`.
     until_ms: AtomicU64,
     owed: Mutex<Owed>,
 }
@@ -92,7 +96,7 @@ impl ProbeSlot {
         if kbps == 0 {
             return 0;
         }
-        let until = self.probes.epoch + Duration::from_millis(self.until_ms.load(Ordering::Relaxed));
+        let until = self.epoch + Duration::from_millis(self.until_ms.load(Ordering::Relaxed));
         if now >= until {
             return 0;
         }
@@ -110,7 +114,7 @@ impl ProbeSlot {
     pub(super) fn sent(&self, packets: usize, bytes: usize) {
         let mut owed = lock(&self.owed);
         owed.bytes -= bytes as f64;
-        self.probes.packets.inc_by(packets as u64);
+        self.packets.inc_by(packets as u64);
     }
 }
 

@@ -17,12 +17,12 @@
 //! Before a climb that raises the leg's bitrate, a leg that can be probed (its connection
 //! estimates its bandwidth and the client negotiated RTX) is first sent the difference as
 //! padding for [`PROBE_FOR`] (`media/probe.rs`), its picture unchanged. The send-side
-//! estimator seeing the queue grow (or its estimate cut), a falling REMB or loss while probing
-//! fails the probe: the leg stays and
-//! the padding stops. A probe that runs its time clean climbs. Without probing (and if a
-//! climb fails anyway) the leg steps to the next layer's bitrate and falls back at once if that
-//! brings loss or a queue. Each climb or probe that fails doubles the wait for the next (up to
-//! 24 s), so a viewer on a link between two layers mostly stays on the lower.
+//! estimator seeing the queue grow (or its estimate cut), a falling REMB or 2 % loss while
+//! probing fails the probe: the leg stays and the padding stops. A probe that runs its time
+//! clean climbs. Without probing (and if a climb fails anyway) the leg steps to the next
+//! layer's bitrate and falls back at once if that brings loss or a queue. Each climb or probe
+//! that fails doubles the wait for the next (up to 24 s), so a viewer on a link between two
+//! layers stays on the lower.
 //!
 //! Chromium 156 sends receiver reports always and TWCC feedback once our packets carry
 //! transport-wide sequence numbers (viewer connections number them); REMB only when it has no
