@@ -2,7 +2,8 @@
 // Owns: the REST helper (`ff.api`), the realtime socket `/v1/rtc` with request/reply matching
 // and automatic reconnection, the joined group's live state (who is in the room, who publishes
 // which tracks), publishing camera / microphone / screen (one socket `publish` session each, so
-// each can stop on its own), and subscribing to participants (one socket `subscribe` session
+// each can stop on its own; simulcast layers nobody receives are paused as the server's
+// `layers_wanted` says), and subscribing to participants (one socket `subscribe` session
 // per participant, renegotiated when their tracks change).
 //
 //   import { Fanfare } from "/fanfare.js";

@@ -1,7 +1,9 @@
 //! The `Publisher` actor: one WHIP publish. It owns the peer connection, turns each incoming
 //! track into a [`Fanout`], and publishes every track into each group of its fan-out. Groups
 //! can change while live; a room that revokes `can_publish` takes its group away; the session
-//! ends when no group is left, when the client deletes it, or when the connection drops.
+//! ends when no group is left, when the client deletes it, or when the connection drops. A
+//! socket publish's connection also hears which simulcast layers of each video track anyone
+//! receives (dynacast, `LayersWanted`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -178,10 +178,10 @@ impl Track {
         }
     }
 
-    /// Dynacast: tells the publisher which layers anyone receives (a leg's current or target
-    /// layer, a recorder's or live HLS's (the top one); the lowest when nobody does,
-    /// so the track stays alive), when that changes. A layer is reported unwanted only after
-    /// [`PAUSE_AFTER`] without a receiver; one a receiver needs, at once.
+    /// Dynacast: tells the publisher, when it changes, which layers anyone receives: each leg's
+    /// current and target layer and the layer each tap (recorder, live HLS) follows; the lowest
+    /// when there is none of those, so the track stays alive. A layer is reported unwanted only
+    /// after [`PAUSE_AFTER`] without a receiver; one a receiver needs, at once.
     fn report_layers(&mut self) {
         let Some(d) = self.dynacast.as_mut() else { return };
         if self.fanout.layer_count() < 2 {
