@@ -6,12 +6,16 @@ when installed) or Opus audio (opusenc), Basic or Digest authentication, and RTS
 (`rtsps://`, with `--tls-cert`/`--tls-key`: PEM files; GIO's TLS backend is glib-networking).
 
 Run with Debian's /usr/bin/python3 (it has `gi`). Prints `READY <port> audio=<codec|none>
-video=<codec> tls=<on|off>` once listening; exits when stdin closes or on SIGTERM/SIGINT.
+video=<codec> tls=<on|off> videos=<1|2>` once listening; exits when stdin closes or on SIGTERM/SIGINT.
 
     /usr/bin/python3 tests/rtsp/server.py --port 8554 --path /cam [--user u --password p
         [--auth digest|basic]] [--audio [aac|opus|none]] [--video h264|h265]
         [--width 320 --height 240 --fps 30 --kbps 0] [--tls-cert cert.pem --tls-key key.pem]
-        [--own-content-base]
+        [--own-content-base] [--second-video]
+
+With --second-video the session also carries a second H.264 stream after the audio: 160x120
+noise at 600 kbit/s, several times the default ball pattern's rate, so the two streams are told
+apart by their bitrates.
 """
 
 import argparse
@@ -117,6 +121,7 @@ def main():
     p.add_argument("--pattern", default="ball", help="videotestsrc pattern (snow: incompressible)")
     p.add_argument("--tls-cert", help="PEM certificate: serve RTSP over TLS (rtsps://) only")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--second-video", action="store_true", help="add a second H.264 stream (160x120 noise, 600 kbit/s)")
     p.add_argument(
         "--own-content-base",
         action="store_true",
@@ -131,6 +136,14 @@ def main():
     audio, audio_codec = audio_pipeline(args.audio)
     if audio:
         launch += " " + audio
+    if args.second_video:
+        # Payloaders are found by consecutive names: pay1 without audio, else pay2.
+        pay = "pay2" if audio else "pay1"
+        launch += (
+            f" videotestsrc is-live=true pattern=snow ! video/x-raw,width=160,height=120,"
+            f"framerate={args.fps}/1 ! x264enc tune=zerolatency key-int-max=30 speed-preset=ultrafast "
+            f"bitrate=600 ! rtph264pay name={pay} pt=98 config-interval=-1"
+        )
 
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
@@ -168,7 +181,8 @@ def main():
         announce_own_url(server, f"{scheme}://127.0.0.1:{args.port}{args.path.rstrip('/')}/")
     server.get_mount_points().add_factory(args.path, factory)
     tls = "on" if args.tls_cert else "off"
-    serving.run(server, args.port, f" audio={audio_codec} video={args.video} tls={tls}")
+    videos = 2 if args.second_video else 1
+    serving.run(server, args.port, f" audio={audio_codec} video={args.video} tls={tls} videos={videos}")
 
 
 if __name__ == "__main__":

@@ -287,16 +287,19 @@ impl Pump {
         for note in &skipped {
             tracing::info!(ingest = %self.id, "{note}");
         }
-        // Map camera streams onto tracks: all new on the first connection, else by codec.
+        // Map camera streams onto tracks: all new on the first connection, else by codec, in
+        // order (a camera's second H.264 stream goes on to the second H.264 track).
         let mut chosen: Vec<(TrackPlan, usize)> = Vec::new();
         match tracks.as_ref() {
             None => chosen = plans.iter().cloned().enumerate().map(|(i, p)| (p, i)).collect(),
             Some(live) => {
                 for p in &plans {
-                    match live.iter().position(|t| t.plan.same_as(p)) {
+                    let free =
+                        |&(i, t): &(usize, &LiveTrack)| t.plan.same_as(p) && !chosen.iter().any(|(_, c)| *c == i);
+                    match live.iter().enumerate().find(free).map(|(i, _)| i) {
                         Some(i) => chosen.push((p.clone(), i)),
                         None => tracing::warn!(ingest = %self.id, stream = p.stream, codec = %p.rtp.mime_type,
-                            "the camera's stream changed codec since the first connection; left out"),
+                            "no track of this codec is left from the first connection; left out"),
                     }
                 }
             }

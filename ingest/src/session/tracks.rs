@@ -1,9 +1,11 @@
 //! Which camera streams become published tracks, and how each frame becomes RTP packets on
 //! its track: H.264 and H.265 video (repacketized), AAC (RFC 3640), Opus (payloads as received)
 //! and G.711 audio; while a frame tap is open (live HLS, recordings), each frame is also handed
-//! over whole. The first video and the first audio stream are taken; others (and codecs
-//! we cannot carry, such as MJPEG) are left out. H.265 and AAC tracks are for live HLS and
-//! recordings: WebRTC viewers skip them, and they skip H.264 B-frames no frame refers to.
+//! over whole. Every stream we can carry becomes a track, up to [`MAX_TRACKS_PER_KIND`] video
+//! and as many audio (a camera's main and sub stream in one session, say); codecs we cannot
+//! carry, such as MJPEG, are left out. Live HLS and recordings take the first video and the
+//! first audio track. H.265 and AAC tracks are for live HLS and recordings: WebRTC viewers skip
+//! them, and they skip H.264 B-frames no frame refers to.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +21,8 @@ use crate::packetize::{aac, annex_b, h264, h265, RtpTimeline};
 
 /// Opus's RTP clock (RFC 7587: always 48 kHz, whatever the encoder's sampling rate).
 const OPUS_CLOCK: u32 = 48_000;
+/// Tracks of one kind taken from a camera, at most.
+pub const MAX_TRACKS_PER_KIND: usize = 4;
 
 /// The codec of a planned track.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,8 +64,8 @@ impl TrackPlan {
     }
 }
 
-/// Picks the first supported video and audio stream. Returns the plans and a note on each
-/// stream left out.
+/// Picks the supported streams, in the camera's order, up to [`MAX_TRACKS_PER_KIND`] of each
+/// kind. Returns the plans and a note on each stream left out.
 pub fn plan(streams: &[Stream]) -> (Vec<TrackPlan>, Vec<String>) {
     let mut plans: Vec<TrackPlan> = Vec::new();
     let mut skipped = Vec::new();
@@ -77,9 +81,9 @@ pub fn plan(streams: &[Stream]) -> (Vec<TrackPlan>, Vec<String>) {
             _ => None,
         };
         match plan {
-            Some(p) if !plans.iter().any(|q| q.kind == p.kind) => plans.push(p),
+            Some(p) if plans.iter().filter(|q| q.kind == p.kind).count() < MAX_TRACKS_PER_KIND => plans.push(p),
             Some(_) => skipped.push(format!(
-                "stream {i} ({media}/{enc}): one {media} track is taken already"
+                "stream {i} ({media}/{enc}): {MAX_TRACKS_PER_KIND} {media} tracks are taken already"
             )),
             None => skipped.push(format!(
                 "stream {i} ({media}/{enc}/{}): codec not supported for ingest",

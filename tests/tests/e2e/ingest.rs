@@ -4,7 +4,8 @@
 //! ingests with the server; Opus reaches WebRTC viewers as is and live HLS as AAC; H.265 goes
 //! to live HLS and recordings only; `rtsps://` cameras (GStreamer's server with a self-signed
 //! certificate) through the TLS bridge, pinned or refused; cameras through the RTSP-over-HTTP
-//! tunnel (`"transport": "http"`), and tunnels to what is not one.
+//! tunnel (`"transport": "http"`), and tunnels to what is not one; a camera with a main and a
+//! sub stream publishes both.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -655,6 +656,124 @@ async fn an_opus_camera_reaches_webrtc_viewers_as_is_and_live_hls_as_aac() {
     assert_eq!(st, 200);
     sub.close().await;
     drop(camera);
+}
+
+/// `fanfare_track_{what}{track="id"}` from `/metrics` (0 while the track is not listed).
+async fn track_counter(s: &Server, what: &str, track: &str) -> f64 {
+    let text = s
+        .http()
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let (name, label) = (format!("fanfare_track_{what}{{"), format!("track=\"{track}\""));
+    text.lines()
+        .find(|l| l.starts_with(&name) && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Bytes each of `tracks` receives over `window`.
+async fn bytes_in_over(s: &Server, tracks: &[String], window: Duration) -> Vec<f64> {
+    let mut before = Vec::new();
+    for t in tracks {
+        before.push(track_counter(s, "bytes_in", t).await);
+    }
+    tokio::time::sleep(window).await;
+    let mut grew = Vec::new();
+    for (t, b) in tracks.iter().zip(before) {
+        grew.push(track_counter(s, "bytes_in", t).await - b);
+    }
+    grew
+}
+
+/// A camera whose session carries two H.264 streams (a main and a sub stream) and audio: each
+/// stream becomes a track of the camera's participant, in the camera's order. Both video
+/// tracks carry their stream; a WHEP viewer of the camera gets the main stream (the first);
+/// live HLS plays. After the camera restarts each stream goes back onto its own track.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_with_a_main_and_a_sub_stream_publishes_both_as_tracks() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("gate", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let port = free_port();
+    let camera = Camera::start(port, &["--audio", "--second-video"]);
+    let (st, created) = create(&s, &s.admin, json!({"url": camera.url(), "groups": ["gate"]})).await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let v = wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+    let participant = format!("ingest-{id}");
+    let parts = call_participants(&s, "gate").await;
+    let cam = parts
+        .iter()
+        .find(|p| p["user"] == participant.as_str())
+        .unwrap_or_else(|| panic!("{parts:?}"));
+    let tracks = cam["tracks"].as_array().expect("tracks");
+    let of_kind = |kind: &str| -> Vec<String> {
+        tracks
+            .iter()
+            .filter(|t| t["kind"] == kind)
+            .filter_map(|t| t["id"].as_str().map(String::from))
+            .collect()
+    };
+    let video = of_kind("video");
+    assert_eq!(video.len(), 2, "two video tracks: {cam} / {v}");
+    let audio = usize::from(camera.audio == "aac");
+    assert_eq!(of_kind("audio").len(), audio, "{cam}");
+    assert_eq!(v["tracks"].as_array().map(Vec::len), Some(2 + audio), "{v}");
+
+    // Both video tracks carry their stream: the main one (320x240, a ball, ~150 kbit/s) on the
+    // first, the sub stream (160x120 noise at 600 kbit/s) on the second.
+    let grew = bytes_in_over(&s, &video, Duration::from_secs(3)).await;
+    assert!(grew[0] > 1_000.0 && grew[1] > grew[0] * 2.0, "main, sub: {grew:?}");
+
+    // A viewer of the camera (one video section) gets the main stream.
+    let sub = WhepSubscriber::connect(
+        &s.base,
+        &format!("/v1/groups/gate/whep?participant={participant}"),
+        &viewer,
+    )
+    .await
+    .expect("WHEP playback of the camera");
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |c| c.frames >= 30).await,
+        "{:?}",
+        sub.counts()
+    );
+    assert_eq!(sub.counts().resolution, Some((320, 240)), "{:?}", sub.counts());
+    let (live, _) = live_playlist(&s, "gate", &viewer).await;
+    let (_, codecs) = tokio::task::spawn_blocking(move || probe(&live)).await.unwrap();
+    assert!(codecs.contains("h264"), "{codecs}");
+
+    // The camera restarts: each stream is back on its own track.
+    drop(camera);
+    wait_status(&s, &id, "retrying", Duration::from_secs(10)).await;
+    let _camera = Camera::start(port, &["--audio", "--second-video"]);
+    wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    let grew = bytes_in_over(&s, &video, Duration::from_secs(3)).await;
+    assert!(
+        grew[0] > 1_000.0 && grew[1] > grew[0] * 2.0,
+        "after the restart, main, sub: {grew:?}"
+    );
+    let parts = call_participants(&s, "gate").await;
+    let cam = parts
+        .iter()
+        .find(|p| p["user"] == participant.as_str())
+        .expect("still in the call");
+    assert_eq!(
+        cam["tracks"].as_array().map(Vec::len),
+        Some(2 + audio),
+        "the same tracks: {cam}"
+    );
+
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 200);
+    sub.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
