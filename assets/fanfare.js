@@ -815,6 +815,57 @@ export class Fanfare {
     return this.request(msg);
   }
 
+  /**
+   * Adaptive stream: keeps telling the server the size `video` shows `participant`'s video at
+   * (socket `set_view`, device pixels; 0 x 0 while the element or the page is hidden), so it
+   * sends the smallest simulcast layer that covers it, within your caps (a `setLayer` pin goes
+   * first). Follows the element's size and visibility, and a renewed subscription, until the
+   * returned function is called.
+   */
+  adaptTo(participant, video, { track } = {}) {
+    let told = null;
+    let visible = true;
+    let timer = null;
+    const tell = () => {
+      timer = null;
+      const sub = this._subs.get(participant);
+      if (!sub || !sub.session) return;
+      const dpr = window.devicePixelRatio || 1;
+      const shown = visible && !document.hidden;
+      const size = shown ? [Math.round(video.clientWidth * dpr), Math.round(video.clientHeight * dpr)] : [0, 0];
+      const key = `${sub.session} ${size[0]}x${size[1]}`;
+      if (key === told) return;
+      told = key;
+      const msg = { type: "set_view", session: sub.session, width: size[0], height: size[1] };
+      if (track) msg.track = track;
+      this.request(msg).catch(() => {
+        told = null;
+      });
+    };
+    const soon = () => {
+      if (!timer) timer = setTimeout(tell, 250);
+    };
+    const resized = new ResizeObserver(soon);
+    resized.observe(video);
+    const seen = new IntersectionObserver((entries) => {
+      visible = entries.some((e) => e.isIntersecting);
+      soon();
+    });
+    seen.observe(video);
+    document.addEventListener("visibilitychange", soon);
+    const offStream = this.on("stream", (e) => {
+      if (e.participant === participant) soon();
+    });
+    soon();
+    return () => {
+      resized.disconnect();
+      seen.disconnect();
+      document.removeEventListener("visibilitychange", soon);
+      offStream();
+      clearTimeout(timer);
+    };
+  }
+
   /** Stops playing a participant. */
   unsubscribe(participant) {
     this._endSubscription(participant, "unsubscribed");

@@ -79,6 +79,21 @@ pub enum ClientMessage {
         #[serde(default)]
         req: Option<String>,
     },
+    /// Adaptive stream (extension): the size in device pixels a playback session shows its
+    /// video at (`width` and `height`; both absent or `null`: no longer told; 0 x 0: hidden),
+    /// for `track` or every video track. Each then gets the smallest layer that covers it,
+    /// within the member's caps; a `set_layer` pin goes first. Answered with `view_set`.
+    SetView {
+        session: String,
+        #[serde(default)]
+        track: Option<String>,
+        #[serde(default)]
+        width: Option<u32>,
+        #[serde(default)]
+        height: Option<u32>,
+        #[serde(default)]
+        req: Option<String>,
+    },
     /// End a session this connection started; answered with `session_ended`.
     EndSession {
         session: String,
@@ -202,6 +217,15 @@ pub enum ServerMessage {
         session: String,
         track: Option<String>,
         rid: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: Option<String>,
+    },
+    /// Reply to `set_view`.
+    ViewSet {
+        session: String,
+        track: Option<String>,
+        width: Option<u32>,
+        height: Option<u32>,
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
     },

@@ -5,7 +5,9 @@
 //! third test plays a Rust simulcast publish in one page while nftables limits the server's
 //! outgoing UDP: the page must drop to a lower layer and get the top one back. A fourth has a
 //! page publish with `fanfare.js` (`tests/browser/dynacast.mjs`) and checks that it pauses the
-//! simulcast layers nobody receives and resumes them for a viewer (dynacast).
+//! simulcast layers nobody receives and resumes them for a viewer (dynacast); a fifth has a
+//! page play a simulcast publish with `fanfare.js`'s `adaptTo` (`tests/browser/adaptive.mjs`)
+//! and get the layer that covers the size it shows the video at (adaptive stream).
 //!
 //! Needs `scripts/setup.sh test` (chromium, node, `npm ci` in tests/browser). Like every test it
 //! runs inside `scripts/test.sh`'s loopback-only network namespace, so no candidate leaves lo.
@@ -504,4 +506,47 @@ async fn a_browser_publisher_pauses_the_layers_nobody_receives_and_resumes_them_
     let run = node.await.expect("node task").expect("dynacast.mjs finishes");
     println!("dynacast: {}\n{}", run.report, logs());
     assert!(run.success, "{}\n{}", run.report, run.stderr);
+}
+
+/// Adaptive stream: a browser playing a three-layer simulcast publish (180p, 360p, 720p) with
+/// `fanfare.js`'s `adaptTo` tells the server the size it shows the video at, and gets the
+/// smallest layer that covers it: 180p in a 320x180 box, 720p at 1280x720, 360p at 600x300,
+/// and the lowest again once the video is hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_gets_the_layer_that_covers_the_size_it_shows_the_video_at() {
+    browser::require_tools();
+    let s = Server::start().await;
+    s.group("adapt", &[("pub", json!({})), ("viewer", json!({}))]).await;
+    let (pub_t, viewer_t) = (s.token("pub").await, s.token("viewer").await);
+    let opts = ClientOptions {
+        audio: false,
+        simulcast: true,
+        ..Default::default()
+    };
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=adapt", &pub_t, opts)
+        .await
+        .expect("simulcast publish");
+    assert!(publisher.wait_connected(Duration::from_secs(15)).await);
+    let args = browser::args([
+        "--base",
+        &s.base,
+        "--group",
+        "adapt",
+        "--user",
+        "viewer",
+        "--token",
+        &viewer_t,
+        "--peer",
+        "pub",
+        "--sizes",
+        "320x180,1280x720,600x300,hidden",
+        "--widths",
+        "320,1280,640,320",
+    ]);
+    let run = browser::run("adaptive.mjs", args, Duration::from_secs(150))
+        .await
+        .expect("adaptive.mjs finishes");
+    println!("adaptive: {}", run.report);
+    assert!(run.success, "{}\n{}", run.report, run.stderr);
+    publisher.stop().await.expect("stop publish");
 }

@@ -21,7 +21,7 @@ use crate::registry::{JoinRoom, LeaveRoom};
 use crate::room::messages::{ConnId, ConnInfo, Removed};
 use crate::session::{
     start_publish, start_view_following, AcceptAnswer, LayersWanted, Renegotiate, SessionClosed, SessionDeps,
-    SessionKind, SessionOffer, SetLayer,
+    SessionKind, SessionOffer, SetLayer, SetView,
 };
 pub use messages::{Disconnected, Inbound};
 use rate::TokenBucket;
@@ -30,6 +30,8 @@ use rate::TokenBucket;
 const REQUESTS_PER_SECOND: f64 = 50.0;
 /// Requests a connection may make in a burst.
 const REQUEST_BURST: f64 = 200.0;
+/// The largest view size a client may tell (device pixels, each side).
+const MAX_VIEW: u32 = 16_384;
 
 /// One realtime connection.
 pub struct Participant {
@@ -247,6 +249,51 @@ impl Participant {
         }));
     }
 
+    /// Tells a playback session the size its video is shown at (adaptive stream).
+    fn set_view(
+        &mut self,
+        session: String,
+        track: Option<String>,
+        size: (Option<u32>, Option<u32>),
+        req: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let size = match size {
+            (None, None) => None,
+            (Some(w), Some(h)) if w <= MAX_VIEW && h <= MAX_VIEW => Some((w, h)),
+            _ => {
+                let e = EngineError::Invalid(format!(
+                    "width and height go together, each 0 to {MAX_VIEW} (or both null)"
+                ));
+                return self.error(&e, req);
+            }
+        };
+        let viewer = match self.own_session(&session) {
+            Ok(SessionKind::View(v)) => v,
+            Ok(SessionKind::Publish(_)) => {
+                let e = EngineError::Invalid(format!("session {session} is a publish; views are told by viewers"));
+                return self.error(&e, req);
+            }
+            Err(e) => return self.error(&e, req),
+        };
+        let fut = viewer.send(SetView {
+            track: track.clone(),
+            size,
+        });
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| {
+            match res.unwrap_or(Err(EngineError::ActorGone("viewer"))) {
+                Ok(()) => act.reply(&ServerMessage::ViewSet {
+                    session,
+                    track,
+                    width: size.map(|s| s.0),
+                    height: size.map(|s| s.1),
+                    req,
+                }),
+                Err(e) => act.error(&e, req),
+            }
+        }));
+    }
+
     fn end_session(&mut self, session: String, req: Option<String>) {
         if self.sessions.remove(&session) {
             self.deps.sessions.stop(&session, "ended by the client");
@@ -324,6 +371,13 @@ impl Handler<Inbound> for Participant {
                 rid,
                 req,
             }) => self.set_layer(session, track, rid, req, ctx),
+            Ok(ClientMessage::SetView {
+                session,
+                track,
+                width,
+                height,
+                req,
+            }) => self.set_view(session, track, (width, height), req, ctx),
             Err(e) => self.reply(&ServerMessage::Error {
                 code: "invalid_message".into(),
                 message: format!("could not read that message: {e}"),

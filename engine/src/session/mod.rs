@@ -151,6 +151,16 @@ pub struct SetLayer {
     pub rid: Option<String>,
 }
 
+/// Adaptive stream: the size (device pixels) a playback shows its video at, for `track` only or
+/// for every video track of the session (`size` `None`: no longer told; (0, 0): hidden). Each
+/// leg then gets the smallest layer that covers it, within the caps; a pin goes first.
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct SetView {
+    pub track: Option<String>,
+    pub size: Option<(u32, u32)>,
+}
+
 /// Whether `rid` is a valid RTP stream id (RFC 8851: alphanumeric, `-`, `_`; at most 16 here).
 pub fn valid_rid(rid: &str) -> bool {
     !rid.is_empty() && rid.len() <= 16 && rid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -22,7 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingPar
 
 use super::{
     valid_rid, AcceptAnswer, AddCandidates, Negotiate, SessionClosed, SessionDeps, SessionEntry, SessionKind,
-    SessionOffer, Sessions, SetLayer,
+    SessionOffer, Sessions, SetLayer, SetView,
 };
 use crate::error::EngineError;
 use crate::ids::{GroupId, UserId};
@@ -76,6 +76,9 @@ pub struct Viewer {
     /// Layer pins by server track id, and the pin for every other video track.
     pins: HashMap<String, String>,
     pin_all: Option<String>,
+    /// View sizes by server track id, and the size for every other video track.
+    views: HashMap<String, (u32, u32)>,
+    view_all: Option<(u32, u32)>,
 }
 
 /// A local track added for a fan-out, with its SSRC; gets a leg once negotiated.
@@ -127,6 +130,8 @@ impl Viewer {
             offers_made: 0,
             pins: HashMap::new(),
             pin_all: None,
+            views: HashMap::new(),
+            view_all: None,
         }
         .start();
         sessions.insert(
@@ -402,11 +407,7 @@ impl Handler<SetLayer> for Viewer {
         }
         match msg.track {
             Some(id) => {
-                if !self
-                    .legs
-                    .iter()
-                    .any(|(t, _)| t.info.id == id && t.info.kind == MediaKind::Video)
-                {
+                if !self.plays_video(&id) {
                     return Err(EngineError::NotFound(format!("this session plays no video track {id}")));
                 }
                 match msg.rid {
@@ -418,6 +419,31 @@ impl Handler<SetLayer> for Viewer {
             None => {
                 self.pins.clear();
                 self.pin_all = msg.rid;
+                self.apply_caps(None);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Handler<SetView> for Viewer {
+    type Result = Result<(), EngineError>;
+
+    fn handle(&mut self, msg: SetView, _ctx: &mut Context<Self>) -> Self::Result {
+        match msg.track {
+            Some(id) => {
+                if !self.plays_video(&id) {
+                    return Err(EngineError::NotFound(format!("this session plays no video track {id}")));
+                }
+                match msg.size {
+                    Some(size) => self.views.insert(id.clone(), size),
+                    None => self.views.remove(&id),
+                };
+                self.apply_caps(Some(&id));
+            }
+            None => {
+                self.views.clear();
+                self.view_all = msg.size;
                 self.apply_caps(None);
             }
         }
@@ -449,10 +475,18 @@ impl Handler<AddCandidates> for Viewer {
 
 impl Viewer {
     /// The caps of `track`'s leg: the viewer's, with its layer pin.
+    /// Whether this session plays video track `id`.
+    fn plays_video(&self, id: &str) -> bool {
+        self.legs
+            .iter()
+            .any(|(t, _)| t.info.id == id && t.info.kind == MediaKind::Video)
+    }
+
     fn caps_for(&self, track: &Fanout) -> LegCaps {
         let mut caps = self.caps.clone();
         if track.info.kind == MediaKind::Video {
             caps.pinned = self.pins.get(&track.info.id).cloned().or_else(|| self.pin_all.clone());
+            caps.view = self.views.get(&track.info.id).copied().or(self.view_all);
         }
         caps
     }

@@ -33,6 +33,10 @@ pub struct LegCaps {
     pub estimate_kbps: Option<u32>,
     /// A layer picked by hand (by RID); still subject to the caps.
     pub pinned: Option<String>,
+    /// The size (device pixels) the viewer shows the video at (adaptive stream): the smallest
+    /// layer that covers it is enough; (0, 0) (hidden): the lowest. Still subject to the caps;
+    /// a pin goes first.
+    pub view: Option<(u32, u32)>,
 }
 
 impl LegCaps {
@@ -47,6 +51,7 @@ impl LegCaps {
             ),
             estimate_kbps: None,
             pinned: None,
+            view: None,
         }
     }
 
@@ -87,7 +92,7 @@ pub fn ranked(layers: &[LayerStat]) -> Vec<usize> {
 
 /// The layer a leg should receive: the highest whose size fits `max_resolution` and whose
 /// bitrate fits the bitrate cap and the subscriber's estimate (a pinned layer instead, when it
-/// fits); when none fits, a layer whose size is not known yet (the lowest bitrate: it may well
+/// fits; with a view size, the smallest fitting layer that covers it); when none fits, a layer whose size is not known yet (the lowest bitrate: it may well
 /// fit, where a known one does not) or else the lowest; `None` while no layer is active.
 /// `rids[i]` names layer `i` (for pinning).
 pub fn choose_layer(layers: &[LayerStat], rids: &[Option<String>], caps: &LegCaps) -> Option<usize> {
@@ -111,6 +116,12 @@ pub fn choose_layer(layers: &[LayerStat], rids: &[Option<String>], caps: &LegCap
             if ok(i) {
                 return Some(i);
             }
+        }
+    }
+    if let Some((w, h)) = caps.view {
+        let covers = |i: usize| layers[i].width >= w && layers[i].height >= h;
+        if let Some(i) = known.iter().copied().find(|&i| ok(i) && covers(i)) {
+            return Some(i);
         }
     }
     let unknown = order
@@ -319,6 +330,36 @@ mod tests {
             max_kbps: kbps,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_view_size_takes_the_smallest_layer_that_covers_it_within_the_caps() {
+        let layers = [stat(1280, 720, 1500), stat(320, 180, 150), stat(640, 360, 500)];
+        let rids = [Some("f".to_owned()), Some("q".to_owned()), Some("h".to_owned())];
+        let view = |size, kbps| LegCaps {
+            view: Some(size),
+            ..caps(None, kbps)
+        };
+        assert_eq!(choose_layer(&layers, &rids, &view((320, 180), None)), Some(1));
+        assert_eq!(choose_layer(&layers, &rids, &view((400, 200), None)), Some(2));
+        assert_eq!(
+            choose_layer(&layers, &rids, &view((1920, 1080), None)),
+            Some(0),
+            "none covers: the top"
+        );
+        assert_eq!(
+            choose_layer(&layers, &rids, &view((0, 0), None)),
+            Some(1),
+            "hidden: the lowest"
+        );
+        // Within the caps: a 720p view on a 600 kbit/s cap gets 360p.
+        assert_eq!(choose_layer(&layers, &rids, &view((1280, 720), Some(600))), Some(2));
+        // A pin goes first.
+        let pinned = LegCaps {
+            pinned: Some("f".to_owned()),
+            ..view((320, 180), None)
+        };
+        assert_eq!(choose_layer(&layers, &rids, &pinned), Some(0));
     }
 
     #[test]

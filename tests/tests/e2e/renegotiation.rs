@@ -325,6 +325,7 @@ async fn socket_playback_follows_tracks_added_and_removed_by_renegotiation() {
 
     // Layer pins over the socket: a single-layer camera accepts a pin (it stays automatic
     // for lack of layers); a bad rid, an unknown track and a publish session are refused.
+    // (`set_view` after it: the single layer stays, whatever the size.)
     bob.send(json!({"type": "set_layer", "session": view_sid, "rid": "q", "req": "l1"}))
         .await;
     let set = bob.reply("l1", WAIT).await;
@@ -345,6 +346,38 @@ async fn socket_playback_follows_tracks_added_and_removed_by_renegotiation() {
         (
             "l4",
             json!({"type": "set_layer", "session": pub_sid, "rid": "q", "req": "l4"}),
+        ),
+    ] {
+        bob.send(msg).await;
+        let err = bob.reply(req, WAIT).await;
+        assert_eq!(err["type"], "error", "{req}: {err}");
+    }
+    // View sizes (adaptive stream) likewise: one is taken and echoed; a width without a
+    // height, an oversize one, an unknown track and a publish session are refused.
+    bob.send(json!({"type": "set_view", "session": view_sid, "width": 320, "height": 180, "req": "v1"}))
+        .await;
+    let set = bob.reply("v1", WAIT).await;
+    assert_eq!(
+        (set["type"].as_str(), set["width"].as_u64(), set["height"].as_u64()),
+        (Some("view_set"), Some(320), Some(180)),
+        "{set}"
+    );
+    for (req, msg) in [
+        (
+            "v2",
+            json!({"type": "set_view", "session": view_sid, "width": 320, "req": "v2"}),
+        ),
+        (
+            "v3",
+            json!({"type": "set_view", "session": view_sid, "width": 100_000, "height": 10, "req": "v3"}),
+        ),
+        (
+            "v4",
+            json!({"type": "set_view", "session": view_sid, "track": "nope", "width": 1, "height": 1, "req": "v4"}),
+        ),
+        (
+            "v5",
+            json!({"type": "set_view", "session": pub_sid, "width": 1, "height": 1, "req": "v5"}),
         ),
     ] {
         bob.send(msg).await;

@@ -1,0 +1,120 @@
+// Adaptive stream in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core):
+// one page joins --group as --user with fanfare.js, plays --peer (a simulcast publisher) in a
+// <video> and calls `ff.adaptTo(peer, video)`. It then shows the video at each size of
+// --sizes in turn (`WxH` CSS pixels, device pixel ratio 1; `hidden`: display none) and, for
+// each, waits until the decoded picture's width (inbound-rtp `frameWidth`) is settled at the
+// one the test expects (--widths, in the same order), up to 20 s a step.
+//
+// Usage:
+//   node adaptive.mjs --base http://127.0.0.1:PORT --group G --user U --token T --peer P \
+//        --sizes 320x180,1280x720,hidden --widths 320,1280,320
+//
+// Prints one JSON line on stdout ({"ok":..., "steps":[{"size","want","got","afterMs"}...]}); the
+// browser's console goes to stderr. Exits 0 when every step reached its width.
+
+import { chromium } from "playwright-core";
+import { WEBRTC_ARGS, closeBrowser, giveUpAfter, parseFlags, reporter, sleep } from "./common.mjs";
+
+const HARD_TIMEOUT_MS = 120_000;
+const STEP_MS = 20_000;
+
+const args = parseFlags(process.argv.slice(2));
+const result = { ok: false, steps: [], error: null };
+const { log, finish } = reporter("adaptive", result);
+let browser = null;
+let page = null;
+
+async function cleanup() {
+  const b = browser;
+  browser = null;
+  if (b) await closeBrowser(b, page ? [page] : []);
+}
+
+const hardTimer = giveUpAfter(HARD_TIMEOUT_MS, result, finish, cleanup);
+
+async function main() {
+  for (const k of ["base", "group", "user", "token", "peer", "sizes", "widths"]) {
+    if (!args[k]) throw new Error(`need --${k} (see the top of adaptive.mjs)`);
+  }
+  const sizes = args.sizes.split(",");
+  const widths = args.widths.split(",").map(Number);
+  if (sizes.length !== widths.length) throw new Error("--sizes and --widths differ in length");
+  browser = await chromium.launch({
+    executablePath: args.chromium || "/usr/bin/chromium",
+    headless: true,
+    args: WEBRTC_ARGS,
+  });
+  page = await browser.newPage({ viewport: { width: 1600, height: 1000 }, deviceScaleFactor: 1 });
+  page.on("console", (m) => log(`console.${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => log(`page error: ${e.message}`));
+  await page.goto(`${args.base.replace(/\/+$/, "")}/healthz`);
+  await page.evaluate(
+    async ({ token, group, peer }) => {
+      document.body.innerHTML = "";
+      const video = document.createElement("video");
+      video.id = "v";
+      video.muted = true;
+      video.autoplay = true;
+      video.playsInline = true;
+      video.style.objectFit = "contain";
+      document.body.appendChild(video);
+      const { Fanfare } = await import("/fanfare.js");
+      const ff = await Fanfare.connect({ token });
+      window.fanfareApp = { ff };
+      await ff.join(group);
+      video.srcObject = await ff.subscribe(peer);
+      ff.adaptTo(peer, video);
+    },
+    { token: args.token, group: args.group, peer: args.peer },
+  );
+  const frameWidth = () =>
+    page.evaluate(async (peer) => {
+      const pc = window.fanfareApp.ff._subs.get(peer)?.pc;
+      let width = 0;
+      if (pc) {
+        (await pc.getStats()).forEach((r) => {
+          if (r.type === "inbound-rtp" && r.kind === "video") width = r.frameWidth || width;
+        });
+      }
+      return width;
+    }, args.peer);
+
+  for (let i = 0; i < sizes.length; i++) {
+    const size = sizes[i];
+    await page.evaluate((size) => {
+      const v = document.getElementById("v");
+      if (size === "hidden") {
+        v.style.display = "none";
+        return;
+      }
+      const [w, h] = size.split("x");
+      v.style.display = "block";
+      v.style.width = `${w}px`;
+      v.style.height = `${h}px`;
+    }, size);
+    const started = Date.now();
+    let got = 0;
+    // Settled: the wanted width in two samples a second apart.
+    let hits = 0;
+    while (Date.now() - started < STEP_MS) {
+      got = await frameWidth();
+      hits = got === widths[i] ? hits + 1 : 0;
+      if (hits >= 2) break;
+      await sleep(500);
+    }
+    const step = { size, want: widths[i], got, afterMs: Date.now() - started };
+    log(`step ${JSON.stringify(step)}`);
+    result.steps.push(step);
+    if (hits < 2) throw new Error(`showing it at ${size}, the picture stayed ${got} wide, not ${widths[i]}`);
+  }
+  result.ok = true;
+}
+
+try {
+  await main();
+} catch (e) {
+  result.error = e && e.message ? e.message : String(e);
+}
+clearTimeout(hardTimer);
+await cleanup();
+finish(result.ok ? 0 : 1);
