@@ -134,6 +134,7 @@ export class Fanfare {
     /** participant -> {stream, pc, session, trackIds, generation} */
     this._subs = new Map();
     this._sources = new WeakMap();
+    this._trackIds = new WeakMap();
     this._resubTimers = new Map();
     this._earlyOffers = new Map();
     this._seenMessages = new Set();
@@ -695,7 +696,8 @@ export class Fanfare {
       const view = id && info?.tracks.get(id);
       if (t.receiver.track) {
         this._sources.set(t.receiver.track, view ? view.source : t.receiver.track.kind === "audio" ? "microphone" : "camera");
-        if (!id) stream.removeTrack(t.receiver.track);
+        if (id) this._trackIds.set(t.receiver.track, id);
+        else stream.removeTrack(t.receiver.track);
       }
     }
     const old = { pc: sub.pc, session: sub.session };
@@ -776,6 +778,11 @@ export class Fanfare {
     if (changed) this._emit("stream", { participant: sub.participant, stream, pc });
   }
 
+  /** The server's id of a received track (for `adaptTo`'s and `setLayer`'s `track`), if known. */
+  trackIdOf(track) {
+    return this._trackIds.get(track) || null;
+  }
+
   /** Which received track is which publication (by the msid the server sent). */
   _labelTracks(sub) {
     if (!sub.pc || !sub.mids) return;
@@ -784,6 +791,7 @@ export class Fanfare {
       const track = t.receiver.track;
       const id = sub.mids.get(t.mid);
       if (!track || !id) continue;
+      this._trackIds.set(track, id);
       const view = info?.tracks.get(id);
       if (view) this._sources.set(track, view.source);
       else if (!this._sources.has(track)) this._sources.set(track, track.kind === "audio" ? "microphone" : "camera");

@@ -60,6 +60,7 @@ export class CallView {
     this.stage = h("div.stage" + (this.webinar ? ".webinar" : ".grid"), { id: "stage" });
     this.controls = h("div.controls#controls");
     this.people = h("div.people#people");
+    for (const tile of this.tiles.values()) tile.stopAdapt?.();
     this.tiles.clear();
     fill(this.root, h("div.call", this.stage, this.controls, this.people));
     this.renderTiles();
@@ -209,7 +210,7 @@ export class CallView {
     const wanted = this.wantedTiles();
     const keys = new Set(wanted.map((w) => w.key));
     for (const [key, tile] of this.tiles) {
-      if (!keys.has(key)) { tile.el.remove(); this.tiles.delete(key); }
+      if (!keys.has(key)) { tile.stopAdapt?.(); tile.el.remove(); this.tiles.delete(key); }
     }
     for (const w of wanted) {
       let tile = this.tiles.get(w.key);
@@ -245,6 +246,12 @@ export class CallView {
       tile.trackIds = ids;
       tile.video.srcObject = tracks.length ? (stream || new MediaStream(tracks)) : null;
       if (tracks.length) tile.video.play().catch(() => {});
+      // Adaptive stream: a remote video gets the simulcast layer that covers its tile.
+      tile.stopAdapt?.();
+      tile.stopAdapt = null;
+      const video = tracks.find((t) => t.kind === "video");
+      const id = !w.local && video ? this.ff.trackIdOf(video) : null;
+      if (id) tile.stopAdapt = this.ff.adaptTo(w.user, tile.video, { track: id });
     }
     if (!w.local && this.perms.can_moderate) {
       fill(tile.menu, w.source === "camera" && [
