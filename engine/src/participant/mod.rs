@@ -174,6 +174,14 @@ impl Participant {
             .ok_or_else(|| EngineError::NotFound(format!("no session {session} on this connection")))
     }
 
+    /// One of this connection's playback sessions, for a request (`what`) only a viewer makes.
+    fn own_playback(&self, session: &str, what: &str) -> Result<actix::Addr<crate::session::Viewer>, EngineError> {
+        match self.own_session(session)? {
+            SessionKind::View(v) => Ok(v),
+            SessionKind::Publish(_) => Err(EngineError::Invalid(format!("session {session} is a publish; {what}"))),
+        }
+    }
+
     /// A client offer for one of this connection's publish sessions; replies `answer`.
     fn renegotiate(&mut self, session: String, sdp: String, req: Option<String>, ctx: &mut Context<Self>) {
         let publisher = match self.own_session(&session) {
@@ -224,12 +232,8 @@ impl Participant {
         req: Option<String>,
         ctx: &mut Context<Self>,
     ) {
-        let viewer = match self.own_session(&session) {
-            Ok(SessionKind::View(v)) => v,
-            Ok(SessionKind::Publish(_)) => {
-                let e = EngineError::Invalid(format!("session {session} is a publish; layers are picked by viewers"));
-                return self.error(&e, req);
-            }
+        let viewer = match self.own_playback(&session, "layers are picked by viewers") {
+            Ok(v) => v,
             Err(e) => return self.error(&e, req),
         };
         let fut = viewer.send(SetLayer {
@@ -268,12 +272,8 @@ impl Participant {
                 return self.error(&e, req);
             }
         };
-        let viewer = match self.own_session(&session) {
-            Ok(SessionKind::View(v)) => v,
-            Ok(SessionKind::Publish(_)) => {
-                let e = EngineError::Invalid(format!("session {session} is a publish; views are told by viewers"));
-                return self.error(&e, req);
-            }
+        let viewer = match self.own_playback(&session, "views are told by viewers") {
+            Ok(v) => v,
             Err(e) => return self.error(&e, req),
         };
         let fut = viewer.send(SetView {

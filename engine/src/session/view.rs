@@ -405,23 +405,9 @@ impl Handler<SetLayer> for Viewer {
                 ));
             }
         }
-        match msg.track {
-            Some(id) => {
-                if !self.plays_video(&id) {
-                    return Err(EngineError::NotFound(format!("this session plays no video track {id}")));
-                }
-                match msg.rid {
-                    Some(rid) => self.pins.insert(id.clone(), rid),
-                    None => self.pins.remove(&id),
-                };
-                self.apply_caps(Some(&id));
-            }
-            None => {
-                self.pins.clear();
-                self.pin_all = msg.rid;
-                self.apply_caps(None);
-            }
-        }
+        self.check_video(msg.track.as_deref())?;
+        set_per_track(&mut self.pins, &mut self.pin_all, msg.track.as_deref(), msg.rid);
+        self.apply_caps(msg.track.as_deref());
         Ok(())
     }
 }
@@ -430,24 +416,27 @@ impl Handler<SetView> for Viewer {
     type Result = Result<(), EngineError>;
 
     fn handle(&mut self, msg: SetView, _ctx: &mut Context<Self>) -> Self::Result {
-        match msg.track {
-            Some(id) => {
-                if !self.plays_video(&id) {
-                    return Err(EngineError::NotFound(format!("this session plays no video track {id}")));
-                }
-                match msg.size {
-                    Some(size) => self.views.insert(id.clone(), size),
-                    None => self.views.remove(&id),
-                };
-                self.apply_caps(Some(&id));
-            }
-            None => {
-                self.views.clear();
-                self.view_all = msg.size;
-                self.apply_caps(None);
-            }
-        }
+        self.check_video(msg.track.as_deref())?;
+        set_per_track(&mut self.views, &mut self.view_all, msg.track.as_deref(), msg.size);
+        self.apply_caps(msg.track.as_deref());
         Ok(())
+    }
+}
+
+/// A viewer's preference (a layer pin, a view size) for `track` in `per_track` (`None`: drops
+/// it), or without a track for every video track (`all`; the per-track ones go).
+fn set_per_track<T>(per_track: &mut HashMap<String, T>, all: &mut Option<T>, track: Option<&str>, value: Option<T>) {
+    match (track, value) {
+        (Some(id), Some(v)) => {
+            per_track.insert(id.to_owned(), v);
+        }
+        (Some(id), None) => {
+            per_track.remove(id);
+        }
+        (None, v) => {
+            per_track.clear();
+            *all = v;
+        }
     }
 }
 
@@ -475,11 +464,19 @@ impl Handler<AddCandidates> for Viewer {
 
 impl Viewer {
     /// The caps of `track`'s leg: the viewer's, with its layer pin.
-    /// Whether this session plays video track `id`.
-    fn plays_video(&self, id: &str) -> bool {
-        self.legs
-            .iter()
-            .any(|(t, _)| t.info.id == id && t.info.kind == MediaKind::Video)
+    /// Fails unless this session plays video track `track` (no track: fine).
+    fn check_video(&self, track: Option<&str>) -> Result<(), EngineError> {
+        match track {
+            Some(id)
+                if !self
+                    .legs
+                    .iter()
+                    .any(|(t, _)| t.info.id == id && t.info.kind == MediaKind::Video) =>
+            {
+                Err(EngineError::NotFound(format!("this session plays no video track {id}")))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn caps_for(&self, track: &Fanout) -> LegCaps {
