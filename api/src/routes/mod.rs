@@ -87,6 +87,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .route("/sessions/{sid}/groups", web::put().to(whip::set_groups))
                 .route("/sessions/{sid}/layer", web::put().to(whep::set_layer))
+                .route("/sessions/{sid}/view", web::put().to(whep::set_view))
                 .route("/rtc", web::get().to(rtc::connect))
                 .route("/rtc/config", web::get().to(rtc::config))
                 .route("/debug/groups/{gid}/room/crash", web::post().to(debug::crash_room))

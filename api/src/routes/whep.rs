@@ -1,8 +1,9 @@
 //! WHEP playback: `POST /v1/groups/{gid}/whep?participant=<uid>` (needs `can_subscribe`), and
-//! the extension `PUT /v1/sessions/{sid}/layer` that pins a playback to a simulcast layer.
+//! the extensions `PUT /v1/sessions/{sid}/layer` that pins a playback to a simulcast layer and
+//! `PUT /v1/sessions/{sid}/view` that tells it the size its video is shown at.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use engine::session::{start_view, SessionKind, SetLayer};
+use engine::session::{start_view, view_size, SessionKind, SetLayer, SetView};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -71,4 +72,43 @@ pub async fn set_layer(
         .await
         .map_err(|_| ApiError::not_found("session_not_found", "the session has ended"))??;
     Ok(HttpResponse::Ok().json(json!({ "rid": rid, "track": track })))
+}
+
+/// `PUT /v1/sessions/{sid}/view` body: the size in device pixels the video is shown at (both
+/// `null`: no longer told; 0 x 0: hidden); without `track`, every video track of the session.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewBody {
+    width: Option<u32>,
+    height: Option<u32>,
+    #[serde(default)]
+    track: Option<String>,
+}
+
+/// `PUT /v1/sessions/{sid}/view` (adaptive stream): each video track of the playback then gets
+/// the smallest simulcast layer that covers that size, within the viewer's caps (a pinned
+/// layer first; hidden: the lowest).
+pub async fn set_view(
+    Caller(who): Caller,
+    state: web::Data<AppState>,
+    sid: web::Path<String>,
+    body: web::Json<ViewBody>,
+) -> Result<HttpResponse, ApiError> {
+    let entry = owned_session(&state, &who, &sid)?;
+    let SessionKind::View(viewer) = entry.kind else {
+        return Err(ApiError::bad_request(
+            "not_a_playback_session",
+            "only a playback (WHEP) session has a view size",
+        ));
+    };
+    let ViewBody { width, height, track } = body.into_inner();
+    let size = view_size(width, height)?;
+    viewer
+        .send(SetView {
+            track: track.clone(),
+            size,
+        })
+        .await
+        .map_err(|_| ApiError::not_found("session_not_found", "the session has ended"))??;
+    Ok(HttpResponse::Ok().json(json!({ "width": width, "height": height, "track": track })))
 }

@@ -30,8 +30,6 @@ use rate::TokenBucket;
 const REQUESTS_PER_SECOND: f64 = 50.0;
 /// Requests a connection may make in a burst.
 const REQUEST_BURST: f64 = 200.0;
-/// The largest view size a client may tell (device pixels, each side).
-const MAX_VIEW: u32 = 16_384;
 
 /// One realtime connection.
 pub struct Participant {
@@ -262,15 +260,9 @@ impl Participant {
         req: Option<String>,
         ctx: &mut Context<Self>,
     ) {
-        let size = match size {
-            (None, None) => None,
-            (Some(w), Some(h)) if w <= MAX_VIEW && h <= MAX_VIEW => Some((w, h)),
-            _ => {
-                let e = EngineError::Invalid(format!(
-                    "width and height go together, each 0 to {MAX_VIEW} (or both null)"
-                ));
-                return self.error(&e, req);
-            }
+        let size = match crate::session::view_size(size.0, size.1) {
+            Ok(size) => size,
+            Err(e) => return self.error(&e, req),
         };
         let viewer = match self.own_playback(&session, "views are told by viewers") {
             Ok(v) => v,

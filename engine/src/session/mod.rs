@@ -151,6 +151,21 @@ pub struct SetLayer {
     pub rid: Option<String>,
 }
 
+/// The largest view size a client may tell (device pixels, each side).
+pub const MAX_VIEW: u32 = 16_384;
+
+/// A view size from a client's `width` and `height`: both or neither (`None`: no longer told),
+/// each at most [`MAX_VIEW`].
+pub fn view_size(width: Option<u32>, height: Option<u32>) -> Result<Option<(u32, u32)>, EngineError> {
+    match (width, height) {
+        (None, None) => Ok(None),
+        (Some(w), Some(h)) if w <= MAX_VIEW && h <= MAX_VIEW => Ok(Some((w, h))),
+        _ => Err(EngineError::Invalid(format!(
+            "width and height go together, each 0 to {MAX_VIEW} (or both null)"
+        ))),
+    }
+}
+
 /// Adaptive stream: the size (device pixels) a playback shows its video at, for `track` only or
 /// for every video track of the session (`size` `None`: no longer told; (0, 0): hidden). Each
 /// leg then gets the smallest layer that covers it, within the caps; a pin goes first.

@@ -187,7 +187,8 @@ async fn subscribers_get_the_layer_their_caps_allow_and_follow_live_changes() {
 }
 
 /// `PUT /v1/sessions/{sid}/layer`: a viewer pins a layer, switches at a keyframe, and returns
-/// to automatic; a pin never lifts the viewer's cap; bad requests get the JSON error shape.
+/// to automatic; a pin never lifts the viewer's cap; `PUT /v1/sessions/{sid}/view` gets the
+/// layer that covers a view size; bad requests get the JSON error shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_pins_a_simulcast_layer_within_its_caps() {
     let s = Server::start().await;
@@ -274,8 +275,47 @@ async fn a_viewer_pins_a_simulcast_layer_within_its_caps() {
         s.log_lines("congestion cap changed")
     );
 
+    // A view size instead (adaptive stream): the smallest layer that covers it, then
+    // automatic again once it is no longer told.
+    let view = |v: &WhepSubscriber| format!("{}/view", v.location());
+    for (size, want) in [
+        (json!({"width": 600, "height": 300}), (640, 360)),
+        (json!({"width": 320, "height": 180}), (320, 180)),
+        (json!({"width": null, "height": null}), (1280, 720)),
+    ] {
+        let (st, body) = s
+            .call(Method::PUT, &view(&viewer), Some(&viewer_t), Some(size.clone()))
+            .await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(
+            (&body["width"], &body["height"]),
+            (&size["width"], &size["height"]),
+            "{body}"
+        );
+        assert!(
+            settles_at(&viewer, want, 30).await,
+            "viewed at {size}: {:?}",
+            viewer.counts()
+        );
+    }
+
     // Bad requests.
     for (who, path, body, want) in [
+        (&viewer_t, view(&viewer), json!({"width": 320}), 400),
+        (&viewer_t, view(&viewer), json!({"width": 20_000, "height": 10}), 400),
+        (
+            &viewer_t,
+            view(&viewer),
+            json!({"width": 1, "height": 1, "track": "nope"}),
+            404,
+        ),
+        (&other_t, view(&viewer), json!({"width": 1, "height": 1}), 403),
+        (
+            &pub_t,
+            format!("{}/view", publisher.location()),
+            json!({"width": 1, "height": 1}),
+            400,
+        ),
         (&viewer_t, layer(&viewer), json!({"rid": "not a rid"}), 400),
         (&viewer_t, layer(&viewer), json!({"rid": "q", "track": "nope"}), 404),
         (&viewer_t, layer(&viewer), json!({"layer": "q"}), 400),
