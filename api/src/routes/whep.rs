@@ -2,8 +2,10 @@
 //! the extensions `PUT /v1/sessions/{sid}/layer` that pins a playback to a simulcast layer and
 //! `PUT /v1/sessions/{sid}/view` that tells it the size its video is shown at.
 
+use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
-use engine::session::{start_view, view_size, SessionKind, SetLayer, SetView};
+use engine::perms::Principal;
+use engine::session::{start_view, view_size, SessionKind, SetLayer, SetView, Viewer};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -38,6 +40,18 @@ pub async fn play(
     Ok(created(&sid, answer))
 }
 
+/// The caller's playback session `sid`, for a request that only a playback (`what` it does)
+/// takes: 400 `not_a_playback_session` for a publish.
+fn owned_playback(state: &AppState, who: &Principal, sid: &str, what: &str) -> Result<Addr<Viewer>, ApiError> {
+    match owned_session(state, who, sid)?.kind {
+        SessionKind::View(viewer) => Ok(viewer),
+        SessionKind::Publish(_) => Err(ApiError::bad_request(
+            "not_a_playback_session",
+            format!("only a playback (WHEP) session {what}"),
+        )),
+    }
+}
+
 /// `PUT /v1/sessions/{sid}/layer` body: `rid` null = automatic; without `track`, every video
 /// track of the session.
 #[derive(Deserialize)]
@@ -56,13 +70,7 @@ pub async fn set_layer(
     sid: web::Path<String>,
     body: web::Json<LayerBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let entry = owned_session(&state, &who, &sid)?;
-    let SessionKind::View(viewer) = entry.kind else {
-        return Err(ApiError::bad_request(
-            "not_a_playback_session",
-            "only a playback (WHEP) session picks a layer",
-        ));
-    };
+    let viewer = owned_playback(&state, &who, &sid, "picks a layer")?;
     let LayerBody { rid, track } = body.into_inner();
     viewer
         .send(SetLayer {
@@ -94,13 +102,7 @@ pub async fn set_view(
     sid: web::Path<String>,
     body: web::Json<ViewBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let entry = owned_session(&state, &who, &sid)?;
-    let SessionKind::View(viewer) = entry.kind else {
-        return Err(ApiError::bad_request(
-            "not_a_playback_session",
-            "only a playback (WHEP) session has a view size",
-        ));
-    };
+    let viewer = owned_playback(&state, &who, &sid, "has a view size")?;
     let ViewBody { width, height, track } = body.into_inner();
     let size = view_size(width, height)?;
     viewer
