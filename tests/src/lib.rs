@@ -315,6 +315,15 @@ impl Server {
             .sum()
     }
 
+    /// The series of `name` whose labels include `label` (`key="value"`); 0 when there is none.
+    pub async fn metric_with(&self, name: &str, label: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Polls `/metrics` until `name` reads `want` (or 5 s pass) and returns the last value.
     pub async fn metric_settles(&self, name: &str, want: f64) -> f64 {
         let mut v = self.metric(name).await;

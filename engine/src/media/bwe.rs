@@ -223,8 +223,7 @@ impl SendSideBwe {
     /// out.
     fn count_acked(&mut self, bytes: usize, arrival: Duration) {
         let bin = (arrival.as_micros() / RATE_BIN.as_micros()) as u64;
-        let first = *self.first_acked_bin.get_or_insert(bin);
-        self.first_acked_bin = Some(first.min(bin));
+        self.first_acked_bin = Some(self.first_acked_bin.map_or(bin, |first| first.min(bin)));
         if bin > self.acked_bin {
             for passed in (self.acked_bin + 1..=bin).take(RATE_BINS) {
                 self.acked[(passed % RATE_BINS as u64) as usize] = 0;
@@ -242,8 +241,8 @@ impl SendSideBwe {
     fn acked_bps(&self) -> f64 {
         let bytes: usize = self.acked.iter().sum();
         let bin_us = RATE_BIN.as_micros() as u64;
-        let now_us = self.latest_arrival.as_micros() as u64;
-        let into_bin_us = now_us.saturating_sub(self.acked_bin * bin_us).min(bin_us);
+        let latest_us = self.latest_arrival.as_micros() as u64;
+        let into_bin_us = latest_us.saturating_sub(self.acked_bin * bin_us).min(bin_us);
         let whole = self
             .acked_bin
             .saturating_sub(self.first_acked_bin.unwrap_or(0))

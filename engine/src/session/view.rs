@@ -466,16 +466,15 @@ impl Viewer {
     /// The caps of `track`'s leg: the viewer's, with its layer pin.
     /// Fails unless this session plays video track `track` (no track: fine).
     fn check_video(&self, track: Option<&str>) -> Result<(), EngineError> {
-        match track {
-            Some(id)
-                if !self
-                    .legs
-                    .iter()
-                    .any(|(t, _)| t.info.id == id && t.info.kind == MediaKind::Video) =>
-            {
-                Err(EngineError::NotFound(format!("this session plays no video track {id}")))
-            }
-            _ => Ok(()),
+        let Some(id) = track else { return Ok(()) };
+        let plays = self
+            .legs
+            .iter()
+            .any(|(t, _)| t.info.id == id && t.info.kind == MediaKind::Video);
+        if plays {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(format!("this session plays no video track {id}")))
         }
     }
 

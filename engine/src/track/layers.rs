@@ -92,9 +92,10 @@ pub fn ranked(layers: &[LayerStat]) -> Vec<usize> {
 
 /// The layer a leg should receive: the highest whose size fits `max_resolution` and whose
 /// bitrate fits the bitrate cap and the subscriber's estimate (a pinned layer instead, when it
-/// fits; with a view size, the smallest fitting layer that covers it); when none fits, a layer whose size is not known yet (the lowest bitrate: it may well
-/// fit, where a known one does not) or else the lowest; `None` while no layer is active.
-/// `rids[i]` names layer `i` (for pinning).
+/// fits; with a view size, the smallest fitting layer that covers it); when none fits, a layer
+/// whose size is not known yet (the lowest bitrate: it may well fit, where a known one does
+/// not) or else the lowest; `None` while no layer is active. `rids[i]` names layer `i` (for
+/// pinning).
 pub fn choose_layer(layers: &[LayerStat], rids: &[Option<String>], caps: &LegCaps) -> Option<usize> {
     let order = ranked(layers);
     let known: Vec<usize> = order.iter().copied().filter(|&i| layers[i].width > 0).collect();

@@ -658,34 +658,16 @@ async fn an_opus_camera_reaches_webrtc_viewers_as_is_and_live_hls_as_aac() {
     drop(camera);
 }
 
-/// `fanfare_track_{what}{track="id"}` from `/metrics` (0 while the track is not listed).
-async fn track_counter(s: &Server, what: &str, track: &str) -> f64 {
-    let text = s
-        .http()
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
-    let (name, label) = (format!("fanfare_track_{what}{{"), format!("track=\"{track}\""));
-    text.lines()
-        .find(|l| l.starts_with(&name) && l.contains(&label))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Bytes each of `tracks` receives over `window`.
 async fn bytes_in_over(s: &Server, tracks: &[String], window: Duration) -> Vec<f64> {
     let mut before = Vec::new();
     for t in tracks {
-        before.push(track_counter(s, "bytes_in", t).await);
+        before.push(s.metric_with("fanfare_track_bytes_in", &format!("track=\"{t}\"")).await);
     }
     tokio::time::sleep(window).await;
     let mut grew = Vec::new();
     for (t, b) in tracks.iter().zip(before) {
-        grew.push(track_counter(s, "bytes_in", t).await - b);
+        grew.push(s.metric_with("fanfare_track_bytes_in", &format!("track=\"{t}\"")).await - b);
     }
     grew
 }
