@@ -92,7 +92,7 @@ pub fn document() -> Value {
             },
             "/v1/sessions/{sid}/groups": {"put": op("Change the groups a live publish fans out to", "owner; can_publish in every group", "200", Some("Groups"))},
             "/v1/sessions/{sid}/layer": {"put": op("Pin a playback to a simulcast layer (extension)", "owner", "200", Some("Layer"))},
-            "/v1/sessions/{sid}/view": {"put": op("Tell a playback the size its video is shown at: it gets the smallest layer covering it (extension)", "owner", "200", Some("View"))},
+            "/v1/sessions/{sid}/view": {"put": op("Tell a playback the size its video is shown at: it gets the smallest layer covering it, none while 0 x 0 (extension)", "owner", "200", Some("View"))},
             "/v1/groups/{gid}/call": {"get": op("Participants of the live call and their tracks", "can_list", "200", None)},
             "/v1/groups/{gid}/call/participants/{uid}/mute": {"post": op("Mute a participant's tracks for everyone ({\"source\"?})", "can_moderate", "200", None)},
             "/v1/groups/{gid}/call/participants/{uid}": {"delete": op("Take a participant out of the call", "can_moderate", "204", None)},

@@ -23,6 +23,8 @@ pub struct EngineMetrics {
     pub tracks: IntGauge,
     /// Subscriber legs attached to tracks.
     pub legs: IntGauge,
+    /// Subscriber video legs paused because their viewer hides the video.
+    pub legs_paused: IntGauge,
     /// RTP packets and payload bytes received from publishers.
     pub rtp_packets_in: IntCounter,
     pub rtp_bytes_in: IntCounter,
@@ -93,6 +95,10 @@ impl EngineMetrics {
             rtc_sessions: IntGaugeVec::new(Opts::new("fanfare_rtc_sessions", "Live WebRTC sessions"), &["kind"])?,
             tracks: IntGauge::new("fanfare_tracks", "Published tracks being read")?,
             legs: IntGauge::new("fanfare_subscriber_legs", "Subscriber legs attached to tracks")?,
+            legs_paused: IntGauge::new(
+                "fanfare_subscriber_legs_paused",
+                "Subscriber video legs paused because their viewer hides the video",
+            )?,
             rtp_packets_in: IntCounter::new("fanfare_rtp_packets_in_total", "RTP packets received from publishers")?,
             rtp_bytes_in: IntCounter::new(
                 "fanfare_rtp_bytes_in_total",
@@ -186,6 +192,7 @@ impl EngineMetrics {
         registry.register(Box::new(m.rtc_sessions.clone()))?;
         registry.register(Box::new(m.tracks.clone()))?;
         registry.register(Box::new(m.legs.clone()))?;
+        registry.register(Box::new(m.legs_paused.clone()))?;
         registry.register(Box::new(m.rtp_packets_in.clone()))?;
         registry.register(Box::new(m.rtp_bytes_in.clone()))?;
         registry.register(Box::new(m.rtp_packets_out.clone()))?;

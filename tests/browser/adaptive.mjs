@@ -3,11 +3,12 @@
 // <video> and calls `ff.adaptTo(peer, video)`. It then shows the video at each size of
 // --sizes in turn (`WxH` CSS pixels, device pixel ratio 1; `hidden`: display none) and, for
 // each, waits until the decoded picture's width (inbound-rtp `frameWidth`) is settled at the
-// one the test expects (--widths, in the same order), up to 20 s a step.
+// one the test expects (--widths, in the same order; 0: paused, no frame decoded for a
+// second), up to 20 s a step.
 //
 // Usage:
 //   node adaptive.mjs --base http://127.0.0.1:PORT --group G --user U --token T --peer P \
-//        --sizes 320x180,1280x720,hidden --widths 320,1280,320
+//        --sizes 320x180,1280x720,hidden,320x180 --widths 320,1280,0,320
 //
 // Prints one JSON line on stdout ({"ok":..., "steps":[{"size","want","got","afterMs"}...]}); the
 // browser's console goes to stderr. Exits 0 when every step reached its width.
@@ -67,16 +68,21 @@ async function main() {
     },
     { token: args.token, group: args.group, peer: args.peer },
   );
-  const frameWidth = () =>
+  // The decoded picture's width and how many frames were decoded so far.
+  const decoding = () =>
     page.evaluate(async (peer) => {
       const pc = window.fanfareApp.ff._subs.get(peer)?.pc;
       let width = 0;
+      let decoded = 0;
       if (pc) {
         (await pc.getStats()).forEach((r) => {
-          if (r.type === "inbound-rtp" && r.kind === "video") width = r.frameWidth || width;
+          if (r.type === "inbound-rtp" && r.kind === "video") {
+            width = r.frameWidth || width;
+            decoded += r.framesDecoded || 0;
+          }
         });
       }
-      return width;
+      return { width, decoded };
     }, args.peer);
 
   for (let i = 0; i < sizes.length; i++) {
@@ -94,18 +100,26 @@ async function main() {
     }, size);
     const started = Date.now();
     let got = 0;
-    // Settled: the wanted width in two samples a second apart.
+    let decoded = -1;
+    // Settled: the wanted width in two samples half a second apart; paused (0): no frame
+    // decoded between three samples, a second in all.
     let hits = 0;
+    const need = widths[i] === 0 ? 3 : 2;
     while (Date.now() - started < STEP_MS) {
-      got = await frameWidth();
+      const now = await decoding();
+      got = widths[i] === 0 ? (now.decoded === decoded ? 0 : now.width) : now.width;
+      decoded = now.decoded;
       hits = got === widths[i] ? hits + 1 : 0;
-      if (hits >= 2) break;
+      if (hits >= need) break;
       await sleep(500);
     }
     const step = { size, want: widths[i], got, afterMs: Date.now() - started };
     log(`step ${JSON.stringify(step)}`);
     result.steps.push(step);
-    if (hits < 2) throw new Error(`showing it at ${size}, the picture stayed ${got} wide, not ${widths[i]}`);
+    if (hits < need) {
+      const want = widths[i] === 0 ? "paused" : `${widths[i]} wide`;
+      throw new Error(`showing it at ${size}, the picture stayed ${got} wide and decoding, not ${want}`);
+    }
   }
   result.ok = true;
 }

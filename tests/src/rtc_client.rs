@@ -1464,6 +1464,9 @@ pub struct SubscriberCounts {
     /// Complete frames whose RTP timestamp is before the previous frame's (B-frames sent in
     /// decode order).
     pub frames_out_of_order: u64,
+    /// Video packets whose sequence numbers were skipped (the sum of each forward jump less
+    /// one): 0 on a clean link whatever the server paused or switched.
+    pub video_seq_skipped: u64,
 }
 
 struct SubscriberShared {
@@ -1685,6 +1688,7 @@ async fn dispatch_tracks(mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote
 async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared: Arc<SubscriberShared>) {
     let mut counter = FrameCounter::new();
     let mut last_frame_ts: Option<u32> = None;
+    let mut last_seq: Option<u16> = None;
     while let Some(ev) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(pkt) = ev else {
             continue;
@@ -1703,6 +1707,16 @@ async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared
         if frame.is_some() {
             last_frame_ts = Some(ts);
         }
+        let seq = pkt.header.sequence_number;
+        let ahead = last_seq.map_or(1, |prev| seq.wrapping_sub(prev) as i16);
+        let skipped = if video && ahead > 1 {
+            u64::from(ahead.unsigned_abs() - 1)
+        } else {
+            0
+        };
+        if ahead > 0 {
+            last_seq = Some(seq);
+        }
         let len = pkt.payload.len() as u64;
         shared.counts.send_modify(|c| {
             c.packets += 1;
@@ -1717,6 +1731,7 @@ async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared
             c.first_packet.get_or_insert(now);
             c.last_packet = Some(now);
             c.incomplete_frames += newly_incomplete;
+            c.video_seq_skipped += skipped;
             if let Some(size) = size {
                 if c.resolution != Some(size) {
                     c.resolutions.push(size);

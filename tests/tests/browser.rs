@@ -7,7 +7,8 @@
 //! page publish with `fanfare.js` (`tests/browser/dynacast.mjs`) and checks that it pauses the
 //! simulcast layers nobody receives and resumes them for a viewer (dynacast); a fifth has a
 //! page play a simulcast publish with `fanfare.js`'s `adaptTo` (`tests/browser/adaptive.mjs`)
-//! and get the layer that covers the size it shows the video at (adaptive stream).
+//! and get the layer that covers the size it shows the video at, none while it is hidden
+//! (adaptive stream).
 //!
 //! Needs `scripts/setup.sh test` (chromium, node, `npm ci` in tests/browser). Like every test it
 //! runs inside `scripts/test.sh`'s loopback-only network namespace, so no candidate leaves lo.
@@ -510,8 +511,9 @@ async fn a_browser_publisher_pauses_the_layers_nobody_receives_and_resumes_them_
 
 /// Adaptive stream: a browser playing a three-layer simulcast publish (180p, 360p, 720p) with
 /// `fanfare.js`'s `adaptTo` tells the server the size it shows the video at, and gets the
-/// smallest layer that covers it: 180p in a 320x180 box, 720p at 1280x720, 360p at 600x300,
-/// and the lowest again once the video is hidden.
+/// smallest layer that covers it: 180p in a 320x180 box, 720p at 1280x720, 360p at 600x300;
+/// none while the video is hidden (decoding stops), and 180p again, decoding, once it is shown
+/// in a 320x180 box.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_gets_the_layer_that_covers_the_size_it_shows_the_video_at() {
     browser::require_tools();
@@ -539,9 +541,9 @@ async fn a_browser_gets_the_layer_that_covers_the_size_it_shows_the_video_at() {
         "--peer",
         "pub",
         "--sizes",
-        "320x180,1280x720,600x300,hidden",
+        "320x180,1280x720,600x300,hidden,320x180",
         "--widths",
-        "320,1280,640,320",
+        "320,1280,640,0,320",
     ]);
     let run = browser::run("adaptive.mjs", args, Duration::from_secs(150))
         .await

@@ -95,7 +95,7 @@ pub struct ViewBody {
 
 /// `PUT /v1/sessions/{sid}/view` (adaptive stream): each video track of the playback then gets
 /// the smallest simulcast layer that covers that size, within the viewer's caps (a pinned
-/// layer first; hidden: the lowest).
+/// layer first; hidden: no video until it is shown again).
 pub async fn set_view(
     Caller(who): Caller,
     state: web::Data<AppState>,

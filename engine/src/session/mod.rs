@@ -168,7 +168,8 @@ pub fn view_size(width: Option<u32>, height: Option<u32>) -> Result<Option<(u32,
 
 /// Adaptive stream: the size (device pixels) a playback shows its video at, for `track` only or
 /// for every video track of the session (`size` `None`: no longer told; (0, 0): hidden). Each
-/// leg then gets the smallest layer that covers it, within the caps; a pin goes first.
+/// leg then gets the smallest layer that covers it, within the caps; a pin goes first; hidden,
+/// it is paused.
 #[derive(Message)]
 #[rtype(result = "Result<(), EngineError>")]
 pub struct SetView {

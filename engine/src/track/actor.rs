@@ -3,7 +3,8 @@
 //! [`super::layers::choose_layer`] and asks the publisher for the keyframe a switch waits for.
 //! It also runs each leg's congestion cap, and the padding probe before a climb; and, for a
 //! publisher that can be told (a realtime-socket publish), which of its simulcast layers anyone
-//! receives, so its client may pause the others (dynacast).
+//! receives, so its client may pause the others (dynacast). A leg whose viewer hides the video
+//! (a 0 x 0 view) is paused, and resumes at a keyframe when it is shown again.
 //! Packets never pass through it: the reader task hands them to the legs directly
 //! ([`super::Fanout`]), and legs follow the target layer this actor sets.
 
@@ -169,12 +170,10 @@ impl Track {
     }
 
     /// Sets every leg's target layer; a leg not on its target asks that layer for a keyframe.
-    fn choose_all(&self) {
-        if self.fanout.layer_count() < 2 {
-            return;
-        }
-        for c in self.legs.values() {
-            self.choose_for(c);
+    fn choose_all(&mut self) {
+        let ids: Vec<u64> = self.legs.keys().copied().collect();
+        for id in ids {
+            self.choose_for(id);
         }
     }
 
@@ -228,10 +227,35 @@ impl Track {
         (d.tell)(names);
     }
 
-    fn choose_for(&self, c: &LegControl) {
+    /// Sets leg `id`'s target layer (a simulcast leg's choice, or a pause while its viewer hides
+    /// the video); a leg not on its target asks that layer for a keyframe.
+    fn choose_for(&mut self, id: u64) {
+        let Some(c) = self.legs.get_mut(&id) else { return };
+        let hidden = c.caps.view == Some((0, 0)) && self.fanout.pausable();
+        if hidden {
+            if !c.leg.paused() {
+                tracing::debug!(track = %self.fanout.info.id, leg = id, "paused: its viewer hides the video");
+                c.leg.pause();
+                c.congestion.abandon_probe();
+                if c.padding_kbps > 0 {
+                    c.leg.probe(0, Duration::ZERO);
+                    c.padding_kbps = 0;
+                }
+                self.fanout.metrics.legs_paused.inc();
+            }
+            return;
+        }
+        let resuming = c.leg.paused();
+        if self.fanout.layer_count() < 2 && !resuming {
+            return;
+        }
         let target = self.fanout.choose(&c.caps);
         if target == NO_LAYER {
             return;
+        }
+        if resuming {
+            tracing::debug!(track = %self.fanout.info.id, leg = id, "resumed: its viewer shows the video");
+            self.fanout.metrics.legs_paused.dec();
         }
         if c.leg.target() != target {
             tracing::debug!(track = %self.fanout.info.id, leg = c.leg.id, from = c.leg.target(), to = target, "layer target changed");
@@ -261,11 +285,9 @@ impl Handler<Subscribed> for Track {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribed, _ctx: &mut Context<Self>) {
-        let c = LegControl::new(msg.leg, msg.caps);
-        if self.fanout.layer_count() > 1 {
-            self.choose_for(&c);
-        }
-        self.legs.insert(c.leg.id, c);
+        let id = msg.leg.id;
+        self.legs.insert(id, LegControl::new(msg.leg, msg.caps));
+        self.choose_for(id);
         // A paused layer this viewer needs is asked for at once.
         self.report_layers();
     }
@@ -276,9 +298,7 @@ impl Handler<Unsubscribed> for Track {
 
     fn handle(&mut self, msg: Unsubscribed, _ctx: &mut Context<Self>) {
         if let Some(c) = self.legs.remove(&msg.leg) {
-            if c.padding_kbps > 0 {
-                c.leg.probe(0, Duration::ZERO);
-            }
+            self.forget(&c);
         }
     }
 }
@@ -294,11 +314,7 @@ impl Handler<SetLegCaps> for Track {
                 ..msg.caps
             };
         }
-        if let Some(c) = self.legs.get(&msg.leg) {
-            if self.fanout.layer_count() > 1 {
-                self.choose_for(c);
-            }
-        }
+        self.choose_for(msg.leg);
     }
 }
 
@@ -309,6 +325,10 @@ impl Track {
         let Some(c) = self.legs.get_mut(&leg) else {
             return;
         };
+        // A paused leg is sent nothing: its feedback says nothing of the layer it would get.
+        if c.leg.paused() {
+            return;
+        }
         let (layers, _) = self.fanout.layer_stats();
         let layer = match c.leg.current() {
             NO_LAYER => c.leg.target(),
@@ -384,10 +404,16 @@ impl Track {
             .with_label_values(&[if down { "down" } else { "up" }])
             .inc();
         c.caps.estimate_kbps = after;
-        if self.fanout.layer_count() > 1 {
-            if let Some(c) = self.legs.get(&leg) {
-                self.choose_for(c);
-            }
+        self.choose_for(leg);
+    }
+
+    /// Undoes what a departing leg holds: its padding and its place in the paused count.
+    fn forget(&self, c: &LegControl) {
+        if c.padding_kbps > 0 {
+            c.leg.probe(0, Duration::ZERO);
+        }
+        if c.leg.paused() {
+            self.fanout.metrics.legs_paused.dec();
         }
     }
 }
@@ -438,7 +464,9 @@ impl Handler<TrackEnded> for Track {
     type Result = ();
 
     fn handle(&mut self, _msg: TrackEnded, ctx: &mut Context<Self>) {
-        self.legs.clear();
+        for c in std::mem::take(&mut self.legs).values() {
+            self.forget(c);
+        }
         ctx.stop();
     }
 }

@@ -117,6 +117,12 @@ impl CongestionCap {
         }
     }
 
+    /// Drops the probe running, if any, without an outcome (its leg was paused): the leg stays
+    /// where it is.
+    pub fn abandon_probe(&mut self) {
+        self.probe = None;
+    }
+
     /// The outcome of the last probe that ended (`true`: passed), once.
     pub fn take_probe_result(&mut self) -> Option<bool> {
         self.probe_result.take()

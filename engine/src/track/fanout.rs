@@ -41,6 +41,8 @@ pub const NO_LAYER: u8 = u8::MAX;
 /// What a leg's writer is told a cached keyframe's packets come from: not a live layer, so the
 /// live stream that follows is renumbered to continue from it.
 const FROM_CACHE: u8 = u8::MAX - 1;
+/// A leg's target while it is paused (its viewer hides the video): no layer is forwarded.
+pub const PAUSED: u8 = u8::MAX - 2;
 
 /// Where a track's packets come from, which decides how a keyframe is obtained.
 pub enum Upstream {
@@ -127,9 +129,32 @@ impl Downtrack {
         self.target.load(Ordering::Relaxed)
     }
 
-    /// Sets the target layer.
+    /// Sets the target layer. A paused leg resumes: its stream goes on, renumbered to continue
+    /// where it stopped, from the layer's next keyframe.
     pub(super) fn set_target(&self, layer: u8) {
-        self.target.store(layer, Ordering::Relaxed);
+        if self.target.swap(layer, Ordering::Relaxed) == PAUSED {
+            self.restart_stream();
+        }
+    }
+
+    /// Whether the leg is paused.
+    pub fn paused(&self) -> bool {
+        self.target() == PAUSED
+    }
+
+    /// Pauses the leg: nothing is forwarded to it until [`Self::set_target`] names a layer.
+    pub(super) fn pause(&self) {
+        self.target.store(PAUSED, Ordering::Relaxed);
+        self.current.store(NO_LAYER, Ordering::Relaxed);
+        self.restart_stream();
+    }
+
+    /// The next packet written starts a new run of the leg's stream: its sequence number and
+    /// timestamp follow on from the last packet sent, as at a layer switch.
+    fn restart_stream(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.layer = NO_LAYER;
+        }
     }
 
     /// Pads the leg's stream at `kbps` for `duration` (0: stops), for a probe before a climb;
@@ -357,6 +382,12 @@ impl Fanout {
             Ok(taps) => taps.iter().filter(|(_, tx)| !tx.is_closed()).map(|(l, _)| *l).collect(),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// Whether a leg of this track can be paused and resumed: video whose keyframes the
+    /// fan-out recognises, so a resumed leg starts at one.
+    pub fn pausable(&self) -> bool {
+        self.keyframe_aware
     }
 
     /// How many layers have appeared.
@@ -829,6 +860,9 @@ impl Fanout {
             // a WebRTC publisher is asked for it (a local source sends its next one).
             fanout.start_leg(&starting).await;
             let layer = starting.target();
+            if layer == PAUSED {
+                return;
+            }
             fanout
                 .request_keyframe_of(if layer == NO_LAYER { 0 } else { layer })
                 .await;
@@ -886,7 +920,7 @@ impl Fanout {
                     let a = p.as_any();
                     a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>()
                 });
-                if keyframe_request {
+                if keyframe_request && !feedback.paused() {
                     let layer = match feedback.current() {
                         NO_LAYER => feedback.target(),
                         l => l,

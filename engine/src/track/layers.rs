@@ -34,8 +34,9 @@ pub struct LegCaps {
     /// A layer picked by hand (by RID); still subject to the caps.
     pub pinned: Option<String>,
     /// The size (device pixels) the viewer shows the video at (adaptive stream): the smallest
-    /// layer that covers it is enough; (0, 0) (hidden): the lowest. Still subject to the caps;
-    /// a pin goes first.
+    /// layer that covers it is enough; (0, 0) (hidden): the leg is paused (the [`super::Track`]
+    /// actor's doing), or gets the lowest where it cannot be. Still subject to the caps; a pin
+    /// goes first.
     pub view: Option<(u32, u32)>,
 }
 

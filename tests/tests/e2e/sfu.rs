@@ -802,3 +802,97 @@ async fn a_restarted_room_goes_on_counting_its_tracks_traffic() {
     );
     publisher.close().await;
 }
+
+/// Adaptive stream's hidden video: a WHEP viewer that says its video is shown at 0 x 0 gets
+/// no video at all (its audio goes on, and another viewer of the same track is untouched),
+/// and once it says a size again the video resumes at a keyframe, numbered on from where it
+/// stopped: no gap to NACK, no broken frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_hides_the_video_is_paused_and_resumes_at_a_keyframe() {
+    let s = Server::start().await;
+    s.group("g", &[("pub", json!({})), ("v", json!({})), ("w", json!({}))])
+        .await;
+    let (publisher_t, v_t, w_t) = (s.token("pub").await, s.token("v").await, s.token("w").await);
+    let av = ClientOptions {
+        audio: true,
+        ..Default::default()
+    };
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=g", &publisher_t, av.clone())
+        .await
+        .expect("publish");
+    assert!(publisher.wait_connected(WAIT).await, "publisher connects");
+    let viewer = WhepSubscriber::connect_opts(&s.base, "/v1/groups/g/whep", &v_t, av.clone())
+        .await
+        .expect("play");
+    let other = WhepSubscriber::connect_opts(&s.base, "/v1/groups/g/whep", &w_t, av)
+        .await
+        .expect("play");
+    for v in [&viewer, &other] {
+        assert!(v.wait_frames(15, WAIT).await, "frames before: {:?}", v.counts());
+    }
+    let view = format!("{}/view", viewer.location());
+    let (st, body) = s
+        .call(Method::PUT, &view, Some(&v_t), Some(json!({"width": 0, "height": 0})))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    // What was in flight lands; then no video for 2 s, while audio and the other viewer go on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (hidden, other_before) = (viewer.counts(), other.counts());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (still, other_after) = (viewer.counts(), other.counts());
+    assert_eq!(still.video_packets, hidden.video_packets, "no video while hidden");
+    assert!(
+        still.audio_packets >= hidden.audio_packets + 50,
+        "audio goes on: {hidden:?} -> {still:?}"
+    );
+    assert!(
+        other_after.frames >= other_before.frames + 30,
+        "the other viewer plays on: {other_after:?}"
+    );
+    assert_eq!(s.metric_settles("fanfare_subscriber_legs_paused", 1.0).await, 1.0);
+
+    let (st, body) = s
+        .call(
+            Method::PUT,
+            &view,
+            Some(&v_t),
+            Some(json!({"width": 320, "height": 240})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(
+        viewer
+            .wait_keyframes(hidden.keyframes + 1, Duration::from_secs(3))
+            .await,
+        "a keyframe soon after it is shown: {:?}",
+        viewer.counts()
+    );
+    assert!(
+        viewer.wait_frames(viewer.counts().frames + 30, WAIT).await,
+        "plays on: {:?}",
+        viewer.counts()
+    );
+    let c = viewer.counts();
+    assert_eq!(c.video_seq_skipped, 0, "numbered on without a gap: {c:?}");
+    assert_eq!(c.incomplete_frames, 0, "{c:?}");
+    assert_eq!(s.metric_settles("fanfare_subscriber_legs_paused", 0.0).await, 0.0);
+
+    // Hidden again and gone: the paused count goes back to nothing.
+    let (st, _) = s
+        .call(Method::PUT, &view, Some(&v_t), Some(json!({"width": 0, "height": 0})))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        s.metric_settles("fanfare_subscriber_legs_paused", 1.0).await,
+        1.0,
+        "paused again"
+    );
+    viewer.close().await;
+    assert_eq!(
+        s.metric_settles("fanfare_subscriber_legs_paused", 0.0).await,
+        0.0,
+        "a paused leg that leaves is no longer counted"
+    );
+    other.close().await;
+    publisher.close().await;
+}

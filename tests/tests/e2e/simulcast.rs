@@ -188,7 +188,8 @@ async fn subscribers_get_the_layer_their_caps_allow_and_follow_live_changes() {
 
 /// `PUT /v1/sessions/{sid}/layer`: a viewer pins a layer, switches at a keyframe, and returns
 /// to automatic; a pin never lifts the viewer's cap; `PUT /v1/sessions/{sid}/view` gets the
-/// layer that covers a view size; bad requests get the JSON error shape.
+/// layer that covers a view size, and nothing while hidden; bad requests get the JSON error
+/// shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_pins_a_simulcast_layer_within_its_caps() {
     let s = Server::start().await;
@@ -298,6 +299,41 @@ async fn a_viewer_pins_a_simulcast_layer_within_its_caps() {
             viewer.counts()
         );
     }
+    // Hidden: no video at all; shown at 320x180 again: the 180p layer, from its keyframe,
+    // numbered on from where it stopped.
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            &view(&viewer),
+            Some(&viewer_t),
+            Some(json!({"width": 0, "height": 0})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hidden = viewer.counts().video_packets;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(viewer.counts().video_packets, hidden, "no video while hidden");
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            &view(&viewer),
+            Some(&viewer_t),
+            Some(json!({"width": 320, "height": 180})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert!(
+        settles_at(&viewer, (320, 180), 30).await,
+        "shown again: {:?}",
+        viewer.counts()
+    );
+    assert_eq!(
+        viewer.counts().video_seq_skipped,
+        0,
+        "one stream through every switch and the pause: {:?}",
+        viewer.counts()
+    );
 
     // Bad requests.
     for (who, path, body, want) in [
