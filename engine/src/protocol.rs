@@ -204,6 +204,13 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
     },
+    /// Active speakers (extension): who in `group`'s call is speaking now, loudest first, from
+    /// the audio levels their clients put on their packets; sent when that list changes (empty:
+    /// nobody speaks), to connections with `can_list`.
+    ActiveSpeakers {
+        group: GroupId,
+        speakers: Vec<crate::room::call::Speaker>,
+    },
     /// Dynacast (extension): the simulcast layers (`rids`) of one of this connection's
     /// published video tracks (`track`, the client's track id) that anyone receives now. The
     /// client may stop sending the others until a later `layers_wanted` names them again.

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,7 +31,9 @@ use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -54,6 +56,8 @@ pub const FRAME_INTERVAL: Duration = Duration::from_nanos(1_000_000_000 / 30);
 pub const FRAME_TICKS: u32 = h264::CLOCK_RATE / 30;
 /// An Opus frame of 20 ms of silence (TOC 0xF8: CELT fullband 20 ms, one frame).
 pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+/// RFC 6464 client-to-mixer audio level header extension.
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// Why a client could not connect or stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +138,28 @@ pub struct ClientOptions {
     pub bottleneck: Option<Bottleneck>,
     /// Subscriber: simulated loss on the downlink, repaired by NACK (see [`Loss`]).
     pub loss: Option<Loss>,
+    /// Publisher: the audio level (RFC 6464, -dBov: 0 loudest, 127 silence) put on each Opus
+    /// packet, read as each is sent, as a browser's speaking or silent microphone would.
+    /// Without it the packets carry no level.
+    pub audio_level: Option<AudioLevel>,
+}
+
+/// The loudness a publisher says its audio has (see [`ClientOptions::audio_level`]).
+#[derive(Clone, Debug)]
+pub struct AudioLevel(Arc<AtomicU8>);
+
+impl Default for AudioLevel {
+    /// Silence.
+    fn default() -> Self {
+        AudioLevel(Arc::new(AtomicU8::new(127)))
+    }
+}
+
+impl AudioLevel {
+    /// Sets the level, -dBov (0 to 127).
+    pub fn set(&self, level: u8) {
+        self.0.store(level.min(127), Ordering::Relaxed);
+    }
 }
 
 /// A simulated bottleneck on a subscriber's downlink, for congestion tests. While it has a
@@ -278,6 +304,7 @@ impl Default for ClientOptions {
             tcp_only: false,
             bottleneck: None,
             loss: None,
+            audio_level: None,
         }
     }
 }
@@ -572,6 +599,13 @@ impl LoopbackPeer {
     ) -> Result<Self, ClientError> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: AUDIO_LEVEL_URI.to_owned(),
+            },
+            RtpCodecKind::Audio,
+            None,
+        )?;
         if simulcast {
             rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers(
                 &mut media,
@@ -1066,10 +1100,19 @@ impl WhipPublisher {
         };
         let mut audio_payload_type = None;
         let mut audio_track = None;
+        let mut audio_level = None;
         if let Some((track, sender)) = audio {
             if let Some(pt) = negotiated_payload_type(&sender, &opus_codec()).await {
                 audio_payload_type = Some(pt);
                 audio_track = Some(track);
+            }
+            if let (Some(level), Ok(params)) = (&opts.audio_level, sender.get_parameters().await) {
+                audio_level = params
+                    .rtp_parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == AUDIO_LEVEL_URI)
+                    .map(|e| (e.id as u8, level.clone()));
             }
         }
 
@@ -1134,6 +1177,7 @@ impl WhipPublisher {
             tasks.push(tokio::spawn(send_audio(
                 track,
                 pt,
+                audio_level,
                 counters.clone(),
                 peer.state_watch(),
                 opts.timeout,
@@ -1371,10 +1415,12 @@ async fn send_video(
     }
 }
 
-/// Sends a 20 ms Opus silence frame every 20 ms once the connection is up.
+/// Sends a 20 ms Opus silence frame every 20 ms once the connection is up, each with
+/// `level`'s audio level under its extension id when there is one.
 async fn send_audio(
     track: Arc<TrackLocalStaticRTP>,
     payload_type: u8,
+    level: Option<(u8, AudioLevel)>,
     counters: Arc<PublisherCounters>,
     state: watch::Receiver<RTCPeerConnectionState>,
     connect_timeout: Duration,
@@ -1393,7 +1439,7 @@ async fn send_audio(
         if is_over(&state) {
             return;
         }
-        let pkt = rtp::Packet {
+        let mut pkt = rtp::Packet {
             header: rtp::header::Header {
                 version: 2,
                 marker: first,
@@ -1405,6 +1451,12 @@ async fn send_audio(
             },
             payload: Bytes::from_static(&OPUS_SILENCE),
         };
+        if let Some((id, level)) = &level {
+            let db = level.0.load(Ordering::Relaxed);
+            // The V bit (voice activity) with the level in the low seven bits.
+            let v = if db < 127 { 0x80 } else { 0 };
+            let _ = pkt.header.set_extension(*id, Bytes::copy_from_slice(&[v | db]));
+        }
         if track.write_rtp(pkt).await.is_ok() {
             counters.audio_packets_sent.fetch_add(1, Ordering::Relaxed);
         } else {

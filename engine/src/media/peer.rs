@@ -12,7 +12,7 @@ use rtc::interceptor::{NackGeneratorBuilder, SenderReportBuilder, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -145,6 +145,18 @@ pub(super) fn media_stack(
     // mid / rtp-stream-id / repaired-rtp-stream-id: without them a publisher's RID
     // layers (simulcast without a=ssrc lines) cannot be told apart.
     configure_simulcast_extension_headers(&mut engine).map_err(media_error)?;
+    if role == PeerRole::Publisher {
+        // Audio levels on a publisher's packets tell the room who is speaking.
+        engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: crate::track::audio_level::AUDIO_LEVEL_URI.to_owned(),
+                },
+                RtpCodecKind::Audio,
+                None,
+            )
+            .map_err(media_error)?;
+    }
     // Wire-most (below the NACK responder at 4_000): what leaves is numbered after the
     // responder kept its copy, so retransmissions get numbers of their own and the
     // history holds packets without the extension. Inbound RTCP reaches it first; it

@@ -32,6 +32,20 @@ pub fn cap_video_bitrate(sdp: &str, kbps: u32) -> String {
     out
 }
 
+/// The id `sdp` gives header extension `uri` (`a=extmap:<id>[/<direction>] <uri>`), if it
+/// names it with a one-byte id (1 to 14).
+pub fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim_end().strip_prefix("a=extmap:")?;
+        let (id, named) = rest.split_once(' ')?;
+        if named.split_whitespace().next()? != uri {
+            return None;
+        }
+        let id: u8 = id.split('/').next()?.parse().ok()?;
+        (1..=14).contains(&id).then_some(id)
+    })
+}
+
 /// Rewrites the address of every `a=candidate` line from one of `bound` to `public` (1:1 NAT:
 /// the server binds a private address and is reached at a public one).
 pub fn advertise_public_ip(sdp: &str, bound: &[std::net::IpAddr], public: std::net::IpAddr) -> String {
@@ -143,5 +157,18 @@ mod tests {
             "a=candidate:2 1 tcp 1671430143 10.0.0.5 7881 typ host tcptype passive\n\
              a=candidate:4 1 tcp 1671430143 10.0.0.5 9 typ host tcptype active\n"
         );
+    }
+
+    #[test]
+    fn an_extension_id_is_read_from_its_extmap_line() {
+        let sdp = "m=audio 9 UDP 111\r\na=extmap:3 urn:x:other\r\na=extmap:1/recvonly urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
+        assert_eq!(
+            extension_id(sdp, "urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
+            Some(1)
+        );
+        assert_eq!(extension_id(sdp, "urn:x:other"), Some(3));
+        assert_eq!(extension_id(sdp, "urn:x:none"), None);
+        assert_eq!(extension_id("a=extmap:15 urn:x:two-byte\n", "urn:x:two-byte"), None);
+        assert_eq!(extension_id("a=extmap:x urn:x:bad\n", "urn:x:bad"), None);
     }
 }

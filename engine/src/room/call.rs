@@ -18,6 +18,7 @@ use crate::ids::UserId;
 use crate::model::{Group, MediaSettings};
 use crate::perms::{Perms, Principal};
 use crate::protocol::{ServerMessage, TrackView};
+use crate::track::audio_level::SpeechDetector;
 use crate::track::{Fanout, LegCaps, MediaKind, Source, TrackInfo};
 
 /// One published track in this room.
@@ -51,6 +52,10 @@ pub struct CallState {
     pub arrivals: HashMap<u64, (UserId, usize, usize)>,
     /// Told of every change to `publications` (see [`WatchCall`]).
     pub watchers: HashMap<u64, Recipient<CallChanged>>,
+    /// Each audio track's smoothed level, by track id.
+    pub levels: HashMap<String, SpeechDetector>,
+    /// The active speakers last told, loudest first.
+    pub speakers: Vec<Speaker>,
 }
 
 /// `GET /v1/groups/{gid}/call`.
@@ -65,6 +70,16 @@ pub struct ParticipantView {
     pub user: UserId,
     pub name: Option<String>,
     pub tracks: Vec<TrackView>,
+    /// Extension: one of the call's active speakers now.
+    pub speaking: bool,
+}
+
+/// An active speaker (socket event `active_speakers`, extension).
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Speaker {
+    pub user: UserId,
+    /// The smoothed audio level, 0 to 1 (linear amplitude), to three decimals.
+    pub level: f64,
 }
 
 impl CallState {
@@ -448,10 +463,60 @@ impl Handler<GetCall> for Room {
                     user: p.principal.user.clone(),
                     name: p.principal.name.clone(),
                     tracks: vec![view],
+                    speaking: self.call.speakers.iter().any(|s| s.user == p.principal.user),
                 }),
             }
         }
         MessageResult(CallView { participants })
+    }
+}
+
+impl Room {
+    /// Reads every audio track's levels (each [`OBSERVE_EVERY`]) and, when the set of active
+    /// speakers or their order changes, tells the connections that may list the call
+    /// (`active_speakers`, loudest first; empty when nobody speaks).
+    pub(super) fn observe_speakers(&mut self) {
+        let call = &mut self.call;
+        if call.levels.is_empty() && call.speakers.is_empty() && call.publications.is_empty() {
+            return;
+        }
+        let mut loudest: HashMap<&UserId, f64> = HashMap::new();
+        let mut seen = Vec::new();
+        for p in call
+            .publications
+            .iter()
+            .filter(|p| p.track.info.kind == MediaKind::Audio)
+        {
+            if p.track.levels.extension().is_none() {
+                continue;
+            }
+            let d = call.levels.entry(p.track.info.id.clone()).or_default();
+            seen.push(p.track.info.id.clone());
+            if d.update(p.track.levels.take()) {
+                let l = loudest.entry(&p.principal.user).or_default();
+                *l = l.max(d.level());
+            }
+        }
+        call.levels.retain(|id, _| seen.contains(id));
+        let mut speakers: Vec<Speaker> = loudest
+            .into_iter()
+            .map(|(user, level)| Speaker {
+                user: user.clone(),
+                level: (level * 1000.0).round() / 1000.0,
+            })
+            .collect();
+        speakers.sort_by(|a, b| b.level.total_cmp(&a.level).then_with(|| a.user.cmp(&b.user)));
+        let same = |a: &[Speaker], b: &[Speaker]| a.iter().map(|s| &s.user).eq(b.iter().map(|s| &s.user));
+        if same(&speakers, &call.speakers) {
+            call.speakers = speakers;
+            return;
+        }
+        call.speakers = speakers.clone();
+        let msg = ServerMessage::ActiveSpeakers {
+            group: self.group.clone(),
+            speakers,
+        };
+        self.broadcast(&msg, |p| p.can_list, None);
     }
 }
 

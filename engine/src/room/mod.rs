@@ -10,7 +10,7 @@ mod state;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use actix::{Actor, ActorContext, Context, Handler, Supervised};
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Supervised};
 use tracing::{error, info, warn};
 
 use crate::error::EngineError;
@@ -217,8 +217,11 @@ impl Room {
 impl Actor for Room {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         self.metrics.rooms.inc();
+        ctx.run_interval(crate::track::audio_level::OBSERVE_EVERY, |room, ctx| {
+            room.guarded(ctx, |r| r.observe_speakers());
+        });
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {

@@ -27,6 +27,7 @@ use crate::perms::Principal;
 use crate::registry::{hold_rooms, LeaveRoom, Registry, RoomFor};
 use crate::room::messages::{AnnouncePublish, PublishTrack, Revoked, StopSession, UnpublishSession, UnpublishTracks};
 use crate::room::Room;
+use crate::track::audio_level::AUDIO_LEVEL_URI;
 use crate::track::{Fanout, LayersListener, MediaKind, Source, Track, TrackInfo, Upstream};
 
 /// A track of this session arrived and is being read (with the client's track id).
@@ -50,6 +51,9 @@ pub struct Publisher {
     renegotiating: bool,
     /// Tracks the client's offer announced.
     expected_tracks: usize,
+    /// The id of the audio level header extension on this connection (0: the client sends
+    /// none), from the latest answer.
+    level_ext: u8,
     pc: Option<Arc<dyn PeerConnection>>,
     media: Media,
     registry: Addr<Registry>,
@@ -92,6 +96,7 @@ impl Publisher {
             max_video_kbps: None,
             renegotiating: false,
             expected_tracks: 0,
+            level_ext: 0,
             pc: None,
             media,
             registry,
@@ -255,6 +260,7 @@ impl Handler<Negotiate> for Publisher {
         Box::pin(fut.into_actor(self).map(|res, act, ctx| match res.and_then(|r| r) {
             Ok((pc, answer)) => {
                 act.pc = Some(pc);
+                act.learn_level_extension(&answer);
                 for room in act.rooms.values().flatten() {
                     room.do_send(AnnouncePublish {
                         session: act.id,
@@ -278,6 +284,9 @@ impl Handler<TrackArrived> for Publisher {
     fn handle(&mut self, TrackArrived(track, client_id): TrackArrived, ctx: &mut Context<Self>) {
         tracing::info!(session = %self.sid, track = %track.info.id, codec = %track.info.codec.mime_type, "track published");
         self.client_ids.insert(track.info.id.clone(), client_id.clone());
+        if track.info.kind == MediaKind::Audio {
+            track.levels.set_extension(self.level_ext);
+        }
         // The track's control (subscribers' layers, keyframe requests); it stops with the track.
         // A socket publisher's client hears which of its video layers anyone receives.
         let layers = self
@@ -344,6 +353,7 @@ impl Handler<Renegotiate> for Publisher {
         Box::pin(fut.into_actor(self).map(move |res, act, _ctx| {
             act.renegotiating = false;
             let answer = res.and_then(|r| r)?;
+            act.learn_level_extension(&answer);
             if let Some(live) = live {
                 act.unpublish_gone(&live);
             }
@@ -353,6 +363,15 @@ impl Handler<Renegotiate> for Publisher {
 }
 
 impl Publisher {
+    /// Notes the audio level extension's id in `answer` and tells the audio tracks, which
+    /// count their levels for the rooms' active speakers.
+    fn learn_level_extension(&mut self, answer: &str) {
+        self.level_ext = crate::media::extension_id(answer, AUDIO_LEVEL_URI).unwrap_or(0);
+        for t in self.tracks.iter().filter(|t| t.info.kind == MediaKind::Audio) {
+            t.levels.set_extension(self.level_ext);
+        }
+    }
+
     /// Unpublishes the tracks whose client track id is not in `live` (the latest offer's
     /// sending sections).
     fn unpublish_gone(&mut self, live: &[String]) {

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::actor::{LayersChanged, LossReport, SetEstimate, SetLegCaps, Subscribed, Track, TrackEnded, Unsubscribed};
+use super::audio_level::{parse_level, AudioLevels};
 use super::congestion::EstimateSource;
 use super::directory::RoomTraffic;
 use super::frame_tap::{FrameTaps, SourceFrame};
@@ -306,6 +307,8 @@ pub struct Fanout {
     /// Video whose keyframes [`starts_keyframe`] recognises: layer switches wait for one.
     keyframe_aware: bool,
     muted: AtomicBool,
+    /// An audio track's levels, as its publisher's packets tell them (active speakers).
+    pub levels: AudioLevels,
     upstream: Upstream,
     /// The track's control actor (WebRTC publishes; absent for local sources).
     control: OnceLock<Addr<Track>>,
@@ -332,6 +335,7 @@ impl Fanout {
             layers,
             keyframe_aware: aware,
             muted: AtomicBool::new(false),
+            levels: AudioLevels::default(),
             upstream,
             control: OnceLock::new(),
             metrics: metrics.clone(),
@@ -797,6 +801,12 @@ impl Fanout {
                 let Some(idx) = self.layer_of(pkt.header.ssrc) else {
                     return;
                 };
+                if let Some(id) = self.levels.extension() {
+                    let level = pkt.header.get_extension(id).and_then(|e| parse_level(&e));
+                    if let (Some(level), false) = (level, self.muted()) {
+                        self.levels.observe(level);
+                    }
+                }
                 // Extension ids are per leg; none are forwarded.
                 pkt.header.extension = false;
                 pkt.header.extension_profile = 0;

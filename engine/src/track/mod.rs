@@ -5,6 +5,7 @@
 //! the control side: subscribers' caps, simulcast layer choice, keyframe requests for switches.
 
 mod actor;
+pub mod audio_level;
 mod congestion;
 mod directory;
 mod fanout;

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use fanfare_tests::rtc_client::{ClientError, ClientOptions, Loss, SdpAnswer, WhepSubscriber, WhipPublisher};
+use fanfare_tests::rtc_client::{
+    AudioLevel, ClientError, ClientOptions, Loss, SdpAnswer, WhepSubscriber, WhipPublisher,
+};
 use fanfare_tests::Server;
 use reqwest::Method;
 use serde_json::json;
@@ -895,4 +897,107 @@ async fn a_viewer_that_hides_the_video_is_paused_and_resumes_at_a_keyframe() {
     );
     other.close().await;
     publisher.close().await;
+}
+
+/// Active speakers: the room reads the audio levels publishers' clients put on their packets
+/// (RFC 6464) and tells the call, `active_speakers`, who is speaking, loudest first; the call
+/// view marks them `speaking`. Silence, a moderator's mute and leaving all end a turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_tells_who_is_speaking_from_the_publishers_audio_levels() {
+    let s = Server::start().await;
+    s.group(
+        "talk",
+        &[
+            ("ann", json!({})),
+            ("ben", json!({})),
+            ("mod", json!({"can_moderate": true})),
+        ],
+    )
+    .await;
+    let (ann_t, ben_t, mod_t) = (s.token("ann").await, s.token("ben").await, s.token("mod").await);
+    let mut watcher = s.ws(&mod_t).await;
+    assert_eq!(watcher.join("talk").await["type"], "joined");
+    let (ann_level, ben_level) = (AudioLevel::default(), AudioLevel::default());
+    let publish = |token: String, level: AudioLevel| {
+        let base = s.base.clone();
+        async move {
+            let opts = ClientOptions {
+                audio_level: Some(level),
+                ..Default::default()
+            };
+            let p = WhipPublisher::connect_opts(&base, "/v1/whip?groups=talk", &token, opts)
+                .await
+                .expect("publish");
+            assert!(p.wait_connected(WAIT).await, "publisher connects");
+            p
+        }
+    };
+    let ann = publish(ann_t, ann_level.clone()).await;
+    let ben = publish(ben_t, ben_level.clone()).await;
+    // Both silent: nobody speaks.
+    watcher.expect_no("active_speakers", Duration::from_secs(1)).await;
+    let speakers = |ev: &serde_json::Value| -> Vec<String> {
+        ev["speakers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["user"].as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+
+    ann_level.set(20);
+    let ev = active_speakers(&mut watcher).await;
+    assert_eq!(speakers(&ev), ["ann"], "{ev}");
+    assert!(ev["speakers"][0]["level"].as_f64().unwrap_or(0.0) > 0.05, "{ev}");
+    let (st, call) = s.call(Method::GET, "/v1/groups/talk/call", Some(&mod_t), None).await;
+    assert_eq!(st, 200);
+    let speaking: Vec<(&str, bool)> = call["participants"]
+        .as_array()
+        .expect("participants")
+        .iter()
+        .map(|p| {
+            (
+                p["user"].as_str().unwrap_or(""),
+                p["speaking"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert!(
+        speaking.contains(&("ann", true)) && speaking.contains(&("ben", false)),
+        "{call}"
+    );
+
+    // Ben louder: both speak, Ben first.
+    ben_level.set(5);
+    let ev = active_speakers(&mut watcher).await;
+    assert_eq!(speakers(&ev), ["ben", "ann"], "{ev}");
+    // Ann stops: Ben alone, within about a second.
+    ann_level.set(127);
+    let ev = active_speakers(&mut watcher).await;
+    assert_eq!(speakers(&ev), ["ben"], "{ev}");
+    // A moderator mutes Ben's microphone: his turn ends.
+    let (st, body) = s
+        .call(
+            Method::POST,
+            "/v1/groups/talk/call/participants/ben/mute",
+            Some(&mod_t),
+            Some(json!({"source": "microphone"})),
+        )
+        .await;
+    assert!(st == 200 || st == 204, "{st} {body}");
+    let ev = active_speakers(&mut watcher).await;
+    assert!(speakers(&ev).is_empty(), "{ev}");
+    // Ann speaks again and leaves mid-sentence: the list empties.
+    ann_level.set(25);
+    let ev = active_speakers(&mut watcher).await;
+    assert_eq!(speakers(&ev), ["ann"], "{ev}");
+    ann.close().await;
+    let ev = active_speakers(&mut watcher).await;
+    assert!(speakers(&ev).is_empty(), "{ev}");
+    ben.close().await;
+}
+
+/// The next `active_speakers` event of group `talk` on `ws`.
+async fn active_speakers(ws: &mut fanfare_tests::Ws) -> serde_json::Value {
+    let ev = ws.expect("active_speakers").await;
+    assert_eq!(ev["group"], "talk", "{ev}");
+    ev
 }
