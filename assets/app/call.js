@@ -6,8 +6,6 @@
 
 import { h, fill, sentence, toast, initials } from "./dom.js";
 
-const SPEAKING_LEVEL = 0.02;
-
 export class CallView {
   constructor(root, ff, group) {
     this.root = root;
@@ -27,6 +25,10 @@ export class CallView {
     on("participant_joined", () => this.renderPeople());
     on("participant_left", () => this.renderPeople());
     on("stream", () => this.renderTiles());
+    // The server says who speaks, loudest first, from the levels clients put on their audio.
+    on("active_speakers", (m) => {
+      if (m.group === this.group.id && this.inCall) this.showSpeaker(m.speakers[0]?.user ?? null);
+    });
     on("publish_ended", ({ kind, reason }) => {
       if (reason && reason !== "stopped" && reason !== "left" && reason !== "closed") {
         toast(`Your ${kind} stopped: ${reason}.`, "error");
@@ -100,7 +102,6 @@ export class CallView {
     if (this.perms.can_publish && (this.wantCamera || this.wantMic)) {
       await this.publish({ camera: this.wantCamera, mic: this.wantMic });
     }
-    this.timers.push(setInterval(() => this.detectSpeaker(), 500));
   }
 
   async leave() {
@@ -289,17 +290,9 @@ export class CallView {
     }
   }
 
-  async detectSpeaker() {
-    let best = null;
-    let bestLevel = SPEAKING_LEVEL;
-    for (const p of this.publishers()) {
-      if (p.user === this.ff.user || !this.ff.streamOf(p.user)) continue;
-      const s = await this.ff.stats(p.user).catch(() => null);
-      if (s && s.audioLevel > bestLevel) { best = p.user; bestLevel = s.audioLevel; }
-    }
-    const mine = await this.ff.localAudioLevel().catch(() => 0);
-    if (mine > bestLevel) best = this.ff.user;
-    const key = best ? `${best}:camera` : null;
+  /** Outlines `user`'s camera tile as the active speaker (none: `null`). */
+  showSpeaker(user) {
+    const key = user ? `${user}:camera` : null;
     if (key === this.speaker) return;
     this.speaker = key;
     for (const [k, t] of this.tiles) t.el.classList.toggle("speaking", k === key);

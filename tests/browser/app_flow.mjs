@@ -1,7 +1,9 @@
 // Drives the web app (assets/index.html + assets/app/*.js) in headless Chromium (Debian's
 // /usr/bin/chromium, playwright-core) as three people in one group:
 //   1. alice (owner) and bob sign in by name (dev tokens), join the call, and each sees the
-//      other's video playing (videoWidth > 0, framesDecoded growing);
+//      other's video playing (videoWidth > 0, framesDecoded growing); with --wav (what every
+//      fake microphone plays: a steady tone), bob's page outlines alice's tile as the active
+//      speaker (the server's active_speakers, loudest first, ties by name);
 //   2. carol (a member without can_publish) watches; alice lets her present from the people
 //      strip, carol's camera button appears, she starts it, bob sees her video; alice stops her
 //      presenting, carol's button disappears and her tile leaves bob's page;
@@ -10,7 +12,7 @@
 //      while the call runs, listed in alice's recordings view, and plays (currentTime advances).
 // Screenshots go to --out (call-view.png, webinar-view.png, recordings-view.png).
 //
-// Usage: node app_flow.mjs --base http://127.0.0.1:PORT --group class --out DIR
+// Usage: node app_flow.mjs --base http://127.0.0.1:PORT --group class --out DIR [--wav PATH]
 // Prints one JSON line ({"ok", "steps": {...}, "recordings": "verified"|"unavailable"|...});
 // exits 0 on success. Gives up after 100 s.
 
@@ -124,7 +126,11 @@ async function main() {
   browser = await chromium.launch({
     executablePath: chromiumPath,
     headless: true,
-    args: [...WEBRTC_ARGS, ...FAKE_MEDIA_ARGS],
+    args: [
+      ...WEBRTC_ARGS,
+      ...FAKE_MEDIA_ARGS,
+      ...(flags.wav ? [`--use-file-for-fake-audio-capture=${flags.wav}`] : []),
+    ],
   });
 
   // 1. Two people in a call see each other.
@@ -134,6 +140,10 @@ async function main() {
   await bob.click("#join-call");
   result.steps.aliceSeesBob = await seesVideo(alice, "alice", "bob");
   result.steps.bobSeesAlice = await seesVideo(bob, "bob", "alice");
+  if (flags.wav) {
+    await bob.waitForSelector(`.tile[data-user="alice"].speaking`, { timeout: 15_000 });
+    result.steps.bobSeesAliceSpeaking = true;
+  }
   // The web app publishes the camera as simulcast layers: the call view lists them. Chromium
   // adds the full layer once its bandwidth estimate allows it, which can take over 10 s on a
   // busy machine (seen once in CI-like runs): wait up to 20 s.

@@ -77,3 +77,31 @@ pub async fn run(script: &str, args: Vec<OsString>, limit: Duration) -> Option<N
 pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(items: I) -> Vec<OsString> {
     items.into_iter().map(Into::into).collect()
 }
+
+/// Writes `secs` of a steady 300 Hz tone, about -13 dBFS, as a 48 kHz mono 16-bit WAV file:
+/// what Chromium's fake microphone plays (`--use-file-for-fake-audio-capture`), loud enough
+/// for its audio level to read as speech.
+pub fn write_tone_wav(path: &std::path::Path, secs: u32) {
+    const RATE: u32 = 48_000;
+    let samples = RATE * secs;
+    let mut wav = Vec::with_capacity(44 + samples as usize * 2);
+    let data_len = samples * 2;
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&RATE.to_le_bytes());
+    wav.extend_from_slice(&(RATE * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..samples {
+        let t = f64::from(i) / f64::from(RATE);
+        let v = (0.3 * (2.0 * std::f64::consts::PI * 300.0 * t).sin() * f64::from(i16::MAX)) as i16;
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, wav).expect("write the tone");
+}

@@ -552,3 +552,52 @@ async fn a_browser_gets_the_layer_that_covers_the_size_it_shows_the_video_at() {
     assert!(run.success, "{}\n{}", run.report, run.stderr);
     publisher.stop().await.expect("stop publish");
 }
+
+/// Active speakers with a real browser: a page publishing a microphone that plays a steady
+/// tone (`tests/browser/speaking.mjs`) is named in the server's `active_speakers` events, from
+/// the audio levels Chromium puts on its packets, and is no longer once it unpublishes. A Rust
+/// socket client in the same group hears the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_whose_microphone_hears_speech_is_an_active_speaker() {
+    browser::require_tools();
+    let s = Server::start().await;
+    s.group("speak", &[("talker", json!({})), ("listener", json!({}))])
+        .await;
+    let (talker_t, listener_t) = (s.token("talker").await, s.token("listener").await);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wav = dir.path().join("tone.wav");
+    browser::write_tone_wav(&wav, 5);
+    let mut listener = s.ws(&listener_t).await;
+    assert_eq!(listener.join("speak").await["type"], "joined");
+    let args = browser::args([
+        "--base",
+        &s.base,
+        "--group",
+        "speak",
+        "--user",
+        "talker",
+        "--token",
+        &talker_t,
+        "--wav",
+        wav.to_str().expect("utf-8 path"),
+    ]);
+    let run = browser::run("speaking.mjs", args, Duration::from_secs(120))
+        .await
+        .expect("speaking.mjs finishes");
+    println!("speaking: {}", run.report);
+    assert!(run.success, "{}\n{}", run.report, run.stderr);
+    // The listener heard the talker start and stop.
+    let mut heard = Vec::new();
+    while let Some(ev) = listener.next(Duration::from_millis(500)).await {
+        if ev["type"] == "active_speakers" {
+            heard.push(ev["speakers"].clone());
+        }
+    }
+    let named = |v: &Value| v.as_array().is_some_and(|a| a.iter().any(|s| s["user"] == "talker"));
+    let first = heard.iter().position(named);
+    assert!(first.is_some(), "{heard:?}");
+    assert!(
+        heard[first.unwrap_or(0)..].iter().any(|v| !named(v)),
+        "the listener heard the talker stop: {heard:?}"
+    );
+}

@@ -57,6 +57,9 @@ async fn web_app_call_classroom_chat_recordings() {
         assert_eq!(st, 201, "add {user}: {body}");
     }
 
+    // Everyone's fake microphone plays a steady tone: the call outlines an active speaker.
+    let wav = out_dir.join("tone.wav");
+    browser::write_tone_wav(&wav, 5);
     let started = Instant::now();
     let run = browser::run(
         "app_flow.mjs",
@@ -67,6 +70,8 @@ async fn web_app_call_classroom_chat_recordings() {
             GROUP.into(),
             "--out".into(),
             out_dir.clone().into_os_string(),
+            "--wav".into(),
+            wav.into_os_string(),
         ]),
         NODE_TIMEOUT,
     )

@@ -101,7 +101,7 @@ pub fn rewrite_candidates(
 
 #[cfg(test)]
 mod tests {
-    use super::cap_video_bitrate;
+    use super::{cap_video_bitrate, extension_id};
 
     #[test]
     fn caps_only_video_sections_after_their_connection_line() {
