@@ -2,6 +2,7 @@
 //! directory, and talks to it over HTTP and WebSocket as clients do.
 
 pub mod browser;
+pub mod camera;
 pub mod h264;
 pub mod rtc_client;
 

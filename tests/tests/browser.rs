@@ -16,6 +16,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use fanfare_tests::camera::{free_port, Camera};
 use fanfare_tests::rtc_client::{ClientOptions, WhepSubscriber, WhipPublisher};
 use fanfare_tests::{browser, Server, TEST_CONFIG};
 use reqwest::Method;
@@ -600,4 +601,55 @@ async fn a_browser_whose_microphone_hears_speech_is_an_active_speaker() {
         heard[first.unwrap_or(0)..].iter().any(|v| !named(v)),
         "the listener heard the talker stop: {heard:?}"
     );
+}
+
+/// An RTSP camera that sends AAC (GStreamer's RTSP server, a 440 Hz tone) is heard in a
+/// browser: the page (`watch_page.mjs`, WHEP) decodes the camera's video and plays its sound,
+/// which the server transcodes to Opus for WebRTC viewers: the page's WebAudio measures the
+/// tone's loudness (not silence) while the received samples keep growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_hears_an_aac_camera_as_opus() {
+    browser::require_tools();
+    let s = Server::start().await;
+    s.group("yard", &[("viewer", json!({}))]).await;
+    let viewer_t = s.token("viewer").await;
+    let camera = Camera::start(free_port(), &["--audio", "aac"]);
+    assert_eq!(
+        camera.audio, "aac",
+        "the camera serves AAC (gstreamer1.0-libav installed?)"
+    );
+    let (st, created) = s
+        .call(
+            Method::POST,
+            "/v1/ingests",
+            Some(&s.admin),
+            Some(json!({"url": camera.url(), "groups": ["yard"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{created}");
+    let participant = format!("ingest-{}", created["id"].as_str().expect("id"));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stats, stop) = (dir.path().join("stats.json"), dir.path().join("stop"));
+    let mut args = sampled_page_args(&s, "yard", "viewer", &viewer_t, &stats, &stop);
+    args.extend(browser::args(["--peer", &participant]));
+    let node = tokio::spawn(browser::run("watch_page.mjs", args, Duration::from_secs(180)));
+    let rms = |v: &Value| v["audioRms"].as_f64().unwrap_or(0.0);
+    let (first, ok) = page_until(&stats, Duration::from_secs(30), |v| {
+        v["framesDecoded"].as_u64().unwrap_or(0) > 30 && rms(v) > 0.05
+    })
+    .await;
+    assert!(ok, "the browser plays the camera with sound: {first}\n{}", s.log());
+    // The tone goes on, over more samples.
+    let (more, ok) = page_until(&stats, Duration::from_secs(10), |v| {
+        rms(v) > 0.05
+            && v["audioSamplesReceived"].as_u64().unwrap_or(0)
+                > first["audioSamplesReceived"].as_u64().unwrap_or(0) + 48_000
+    })
+    .await;
+    assert!(ok, "the sound goes on: {first} -> {more}");
+    std::fs::write(&stop, b"").expect("write the stop file");
+    let run = node.await.expect("node task").expect("watch_page.mjs finishes");
+    println!("watch_page: {}", run.report);
+    assert!(run.success, "{}\n{}", run.report, run.stderr);
 }

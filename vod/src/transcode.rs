@@ -1,7 +1,8 @@
 //! Codec work for HLS: audio that is not AAC (Opus, G.711, anything an upload carries) is
 //! decoded, resampled to 48 kHz and encoded AAC-LC with FFmpeg's native encoder; video that is
 //! not H.264 (VP8 from WebRTC, anything an upload carries) is decoded and encoded with libx264.
-//! H.264 itself is never re-encoded. Also the poster: a JPEG from one H.264 keyframe.
+//! H.264 itself is never re-encoded. The other way, for WebRTC: a camera's AAC is encoded Opus
+//! (libopus) for call viewers. Also the poster: a JPEG from one H.264 keyframe.
 //! Everything here is synchronous CPU work meant for a blocking thread.
 
 use std::sync::Once;
@@ -35,12 +36,34 @@ const AAC_RATE: u32 = 48_000;
 /// AAC-LC frame length in samples.
 const AAC_FRAME: usize = 1024;
 
-/// One encoded AAC frame, pts on the 90 kHz clock.
+/// One encoded audio frame (AAC or Opus), pts on the 90 kHz clock.
 #[derive(Debug)]
-pub(crate) struct AacFrame {
+pub struct AudioPacket {
     pub pts: i64,
     pub data: Bytes,
 }
+
+/// What an [`AudioTranscoder`] encodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AudioTarget {
+    /// AAC-LC, 48 kHz (HLS).
+    Aac,
+    /// Opus, 48 kHz, 20 ms frames (WebRTC).
+    Opus,
+}
+
+impl AudioTarget {
+    /// Samples per encoded frame.
+    fn frame_len(self) -> usize {
+        match self {
+            AudioTarget::Aac => AAC_FRAME,
+            AudioTarget::Opus => OPUS_FRAME,
+        }
+    }
+}
+
+/// Opus frame length in samples at 48 kHz (20 ms, what WebRTC peers send).
+const OPUS_FRAME: usize = 960;
 
 /// One encoded H.264 access unit (Annex-B), 90 kHz timestamps.
 #[derive(Debug)]
@@ -49,6 +72,27 @@ pub(crate) struct H264Frame {
     pub dts: i64,
     pub key: bool,
     pub data: Bytes,
+}
+
+/// The sampling rate and channel count an AudioSpecificConfig (ISO 14496-3) names; `None` if
+/// it is too short or names neither.
+pub fn aac_config_rate_channels(config: &[u8]) -> Option<(u32, u16)> {
+    const RATES: [u32; 13] = [
+        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+    ];
+    let mut bits = config
+        .iter()
+        .flat_map(|b| (0..8).rev().map(move |i| u32::from((b >> i) & 1)));
+    let mut read = |n: u32| -> Option<u32> { (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | bits.next()?)) };
+    if read(5)? == 31 {
+        read(6)?;
+    }
+    let rate = match read(4)? {
+        15 => read(24)?,
+        i => *RATES.get(i as usize)?,
+    };
+    let channels = read(4)? as u16;
+    (rate > 0 && channels > 0).then_some((rate, channels))
 }
 
 /// An AudioSpecificConfig for AAC-LC at `rate` Hz with `channels` channels.
@@ -61,10 +105,11 @@ pub(crate) fn aac_config(rate: u32, channels: u16) -> Bytes {
     Bytes::from(vec![(2 << 3) | (idx >> 1), ((idx & 1) << 7) | (ch << 3)])
 }
 
-/// Decodes any audio FFmpeg decodes and re-encodes it as AAC-LC, 48 kHz.
-pub(crate) struct AudioTranscoder {
+/// Decodes any audio FFmpeg decodes and re-encodes it as AAC-LC (or Opus), 48 kHz.
+pub struct AudioTranscoder {
     dec: decoder::Audio,
     enc: encoder::Audio,
+    target: AudioTarget,
     swr: *mut ffi::SwrContext,
     swr_in: Option<(Sample, u64, u16, u32)>,
     channels: u16,
@@ -82,47 +127,92 @@ pub(crate) struct AudioTranscoder {
 unsafe impl Send for AudioTranscoder {}
 
 impl AudioTranscoder {
-    /// A transcoder for live audio of `codec` (Opus, PCMU or PCMA).
-    pub fn for_codec(codec: &Codec) -> Result<AudioTranscoder, VodError> {
+    /// A transcoder to AAC for live audio of `codec` (Opus, PCMU or PCMA).
+    pub(crate) fn for_codec(codec: &Codec) -> Result<AudioTranscoder, VodError> {
+        Self::live(codec, AudioTarget::Aac)
+    }
+
+    /// A transcoder to Opus for a camera's AAC (`config`: its AudioSpecificConfig), so
+    /// WebRTC viewers can hear it.
+    pub fn aac_to_opus(config: &[u8]) -> Result<AudioTranscoder, VodError> {
+        Self::live(
+            &Codec::Aac {
+                config: Bytes::copy_from_slice(config),
+            },
+            AudioTarget::Opus,
+        )
+    }
+
+    /// A transcoder for live audio of `codec` (Opus, PCMU, PCMA or AAC) to `target`.
+    fn live(codec: &Codec, target: AudioTarget) -> Result<AudioTranscoder, VodError> {
         init();
-        let (id, rate, channels) = match codec {
-            Codec::Opus { channels } => (Id::OPUS, 48000, (*channels).clamp(1, 2) as u16),
-            Codec::Pcmu => (Id::PCM_MULAW, 8000, 1),
-            Codec::Pcma => (Id::PCM_ALAW, 8000, 1),
+        let (id, rate, channels, extradata) = match codec {
+            Codec::Opus { channels } => (Id::OPUS, 48000, (*channels).clamp(1, 2) as u16, None),
+            Codec::Pcmu => (Id::PCM_MULAW, 8000, 1, None),
+            Codec::Pcma => (Id::PCM_ALAW, 8000, 1, None),
+            Codec::Aac { config } => {
+                let (rate, channels) = aac_config_rate_channels(config)
+                    .ok_or_else(|| VodError::Unsupported("an AAC config that cannot be read".into()))?;
+                (Id::AAC, rate, channels.clamp(1, 2), Some(config))
+            }
             other => return Err(VodError::Unsupported(format!("audio transcoding from {other:?}"))),
         };
         let dc = decoder::find(id).ok_or_else(|| VodError::Unsupported(format!("no {id:?} decoder")))?;
         let mut ctx = codec::context::Context::new_with_codec(dc);
         unsafe {
             let p = ctx.as_mut_ptr();
-            (*p).sample_rate = rate;
+            (*p).sample_rate = rate as i32;
             ffi::av_channel_layout_default(&mut (*p).ch_layout, channels as i32);
+            if let Some(config) = extradata {
+                // FFmpeg frees it with the context; the padding is what its readers may touch.
+                let len = config.len();
+                let buf = ffi::av_mallocz(len + ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
+                if buf.is_null() {
+                    return Err(VodError::Ffmpeg("out of memory for the decoder's config".into()));
+                }
+                std::ptr::copy_nonoverlapping(config.as_ptr(), buf, len);
+                (*p).extradata = buf;
+                (*p).extradata_size = len as i32;
+            }
         }
         let dec = ctx.decoder().audio()?;
-        Self::with_decoder(dec, channels)
+        Self::with_decoder(dec, channels, target)
     }
 
     /// A transcoder for an upload's audio stream.
-    pub fn from_parameters(par: codec::Parameters) -> Result<AudioTranscoder, VodError> {
+    pub(crate) fn from_parameters(par: codec::Parameters) -> Result<AudioTranscoder, VodError> {
         init();
         let ctx = codec::context::Context::from_parameters(par)?;
         let dec = ctx.decoder().audio()?;
         let channels = dec.channels().clamp(1, 2);
-        Self::with_decoder(dec, channels)
+        Self::with_decoder(dec, channels, AudioTarget::Aac)
     }
 
-    fn with_decoder(dec: decoder::Audio, channels: u16) -> Result<AudioTranscoder, VodError> {
-        let ec = encoder::find_by_name("aac").ok_or_else(|| VodError::Unsupported("no AAC encoder".into()))?;
+    fn with_decoder(dec: decoder::Audio, channels: u16, target: AudioTarget) -> Result<AudioTranscoder, VodError> {
+        let (name, format, bit_rate) = match target {
+            AudioTarget::Aac => (
+                "aac",
+                Sample::F32(SampleType::Planar),
+                if channels == 1 { 64_000 } else { 128_000 },
+            ),
+            AudioTarget::Opus => (
+                "libopus",
+                Sample::F32(SampleType::Packed),
+                if channels == 1 { 32_000 } else { 64_000 },
+            ),
+        };
+        let ec = encoder::find_by_name(name).ok_or_else(|| VodError::Unsupported(format!("no {name} encoder")))?;
         let mut enc = codec::context::Context::new_with_codec(ec).encoder().audio()?;
         enc.set_rate(AAC_RATE as i32);
-        enc.set_format(Sample::F32(SampleType::Planar));
+        enc.set_format(format);
         enc.set_channel_layout(ChannelLayout::default(channels as i32));
-        enc.set_bit_rate(if channels == 1 { 64_000 } else { 128_000 });
+        enc.set_bit_rate(bit_rate);
         enc.set_time_base(Rational(1, AAC_RATE as i32));
         let enc = enc.open_as(ec)?;
         Ok(AudioTranscoder {
             dec,
             enc,
+            target,
             swr: std::ptr::null_mut(),
             swr_in: None,
             channels,
@@ -139,12 +229,12 @@ impl AudioTranscoder {
     }
 
     /// The AAC track this transcoder produces.
-    pub fn track(&self) -> &AudioTrack {
+    pub(crate) fn track(&self) -> &AudioTrack {
         &self.track
     }
 
-    /// Decodes one packet (pts on the 90 kHz clock) and returns the AAC frames now complete.
-    pub fn push(&mut self, pts: i64, data: &[u8]) -> Result<Vec<AacFrame>, VodError> {
+    /// Decodes one packet (pts on the 90 kHz clock) and returns the frames now complete.
+    pub fn push(&mut self, pts: i64, data: &[u8]) -> Result<Vec<AudioPacket>, VodError> {
         if data.is_empty() {
             return Ok(Vec::new());
         }
@@ -176,7 +266,7 @@ impl AudioTranscoder {
     }
 
     /// Encodes what is buffered (end of stream).
-    pub fn flush(&mut self) -> Result<Vec<AacFrame>, VodError> {
+    pub fn flush(&mut self) -> Result<Vec<AudioPacket>, VodError> {
         let mut out = self.encode_fifo(true)?;
         if self.enc.send_eof().is_ok() {
             self.drain(&mut out);
@@ -241,22 +331,41 @@ impl AudioTranscoder {
         Ok(())
     }
 
-    fn encode_fifo(&mut self, all: bool) -> Result<Vec<AacFrame>, VodError> {
+    fn encode_fifo(&mut self, all: bool) -> Result<Vec<AudioPacket>, VodError> {
         let mut out = Vec::new();
+        let frame_len = self.target.frame_len();
         loop {
             let have = self.fifo.first().map(Vec::len).unwrap_or(0);
-            if have == 0 || (have < AAC_FRAME && !all) {
+            if have == 0 || (have < frame_len && !all) {
                 break;
             }
-            let n = have.min(AAC_FRAME);
-            let mut f = frame::Audio::new(
-                Sample::F32(SampleType::Planar),
-                n,
-                ChannelLayout::default(self.channels as i32),
-            );
+            let n = have.min(frame_len);
+            let layout = ChannelLayout::default(self.channels as i32);
+            let mut f = match self.target {
+                AudioTarget::Aac => {
+                    let mut f = frame::Audio::new(Sample::F32(SampleType::Planar), n, layout);
+                    for (i, ch) in self.fifo.iter().enumerate() {
+                        f.plane_mut::<f32>(i)[..n].copy_from_slice(&ch[..n]);
+                    }
+                    f
+                }
+                AudioTarget::Opus => {
+                    // One plane, channels interleaved (libopus takes packed samples only).
+                    let mut f = frame::Audio::new(Sample::F32(SampleType::Packed), n, layout);
+                    let width = self.fifo.len();
+                    let plane = f.plane_mut::<f32>(0);
+                    for (c, ch) in self.fifo.iter().enumerate() {
+                        for (s, v) in ch[..n].iter().enumerate() {
+                            if let Some(slot) = plane.get_mut(s * width + c) {
+                                *slot = *v;
+                            }
+                        }
+                    }
+                    f
+                }
+            };
             f.set_rate(AAC_RATE);
-            for (i, ch) in self.fifo.iter_mut().enumerate() {
-                f.plane_mut::<f32>(i)[..n].copy_from_slice(&ch[..n]);
+            for ch in self.fifo.iter_mut() {
                 ch.drain(..n);
             }
             f.set_pts(Some(self.enc_samples));
@@ -267,7 +376,7 @@ impl AudioTranscoder {
         Ok(out)
     }
 
-    fn drain(&mut self, out: &mut Vec<AacFrame>) {
+    fn drain(&mut self, out: &mut Vec<AudioPacket>) {
         let mut p = Packet::empty();
         while self.enc.receive_packet(&mut p).is_ok() {
             let (Some(data), Some(pts)) = (p.data(), p.pts()) else {
@@ -276,7 +385,7 @@ impl AudioTranscoder {
             let base = self.base.unwrap_or(0);
             // Shift out the encoder priming so audio never starts before its input.
             let pad = unsafe { (*self.enc.as_ptr()).initial_padding } as i64;
-            out.push(AacFrame {
+            out.push(AudioPacket {
                 pts: base + (pts + pad) * CLOCK_HZ / AAC_RATE as i64,
                 data: Bytes::copy_from_slice(data),
             });
@@ -528,4 +637,93 @@ pub fn poster_jpeg(keyframe: &[u8]) -> Result<Bytes, VodError> {
     enc.receive_packet(&mut p)?;
     let data = p.data().ok_or_else(bad)?;
     Ok(Bytes::copy_from_slice(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audio_specific_config_names_its_rate_and_channels() {
+        assert_eq!(aac_config_rate_channels(&aac_config(48_000, 2)), Some((48_000, 2)));
+        assert_eq!(aac_config_rate_channels(&aac_config(16_000, 1)), Some((16_000, 1)));
+        // AAC-LC, explicit 44.1 kHz (index 15), mono.
+        let explicit = [0x17, 0x80, 0x56, 0x22, 0x08];
+        assert_eq!(aac_config_rate_channels(&explicit), Some((44_100, 1)));
+        assert_eq!(aac_config_rate_channels(&[0x12]), None);
+        assert_eq!(aac_config_rate_channels(&[]), None);
+    }
+
+    /// μ-law samples of a 440 Hz tone at about half scale, 8 kHz, `ms` long.
+    fn pcmu_tone(ms: usize) -> Vec<u8> {
+        (0..ms * 8)
+            .map(|i| {
+                let v = (0.5 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin() * 32767.0) as i16;
+                linear_to_ulaw(v)
+            })
+            .collect()
+    }
+
+    /// G.711 μ-law encoding of one 16-bit sample.
+    fn linear_to_ulaw(sample: i16) -> u8 {
+        const BIAS: i32 = 0x84;
+        let mut s = i32::from(sample);
+        let sign = if s < 0 { 0x80 } else { 0 };
+        if s < 0 {
+            s = -s;
+        }
+        s = (s + BIAS).min(32_635 + BIAS);
+        let exponent = (7 - (s >> 7).leading_zeros().saturating_sub(24).min(7)) as i32;
+        let mantissa = (s >> (exponent + 3)) & 0x0f;
+        !(sign | (exponent << 4) as u8 | mantissa as u8)
+    }
+
+    #[test]
+    fn a_cameras_aac_becomes_20_ms_opus_that_decodes_to_the_same_tone() {
+        // A tone as a camera would send it: AAC (made here from G.711 by the HLS path).
+        let mut to_aac = AudioTranscoder::for_codec(&Codec::Pcmu).expect("G.711 to AAC");
+        let config = to_aac.track().config.clone();
+        let mut aac = Vec::new();
+        for (i, chunk) in pcmu_tone(2_000).chunks(160).enumerate() {
+            aac.extend(to_aac.push(i as i64 * 1_800, chunk).expect("encode AAC"));
+        }
+        assert!(aac.len() >= 80, "{} AAC frames for 2 s", aac.len());
+
+        let mut to_opus = AudioTranscoder::aac_to_opus(&config).expect("AAC to Opus");
+        let mut opus = Vec::new();
+        for f in &aac {
+            opus.extend(to_opus.push(f.pts, &f.data).expect("encode Opus"));
+        }
+        assert!(opus.len() >= 85, "{} Opus packets for about 2 s", opus.len());
+        for pair in opus.windows(2) {
+            assert_eq!(pair[1].pts - pair[0].pts, 1_800, "20 ms apart on the 90 kHz clock");
+        }
+
+        // Decoded again, the second half is the tone, not silence.
+        let dc = decoder::find(Id::OPUS).expect("an Opus decoder");
+        let mut ctx = codec::context::Context::new_with_codec(dc);
+        unsafe {
+            let p = ctx.as_mut_ptr();
+            (*p).sample_rate = 48_000;
+            ffi::av_channel_layout_default(&mut (*p).ch_layout, 1);
+        }
+        let mut dec = ctx.decoder().audio().expect("open the decoder");
+        let (mut energy, mut samples) = (0f64, 0usize);
+        let mut f = frame::Audio::empty();
+        for p in &opus[opus.len() / 2..] {
+            dec.send_packet(&Packet::copy(&p.data)).expect("decode Opus");
+            while dec.receive_frame(&mut f).is_ok() {
+                let n = f.samples();
+                let plane: Vec<f64> = match f.format() {
+                    Sample::F32(_) => f.plane::<f32>(0)[..n].iter().map(|&v| f64::from(v)).collect(),
+                    Sample::I16(_) => f.plane::<i16>(0)[..n].iter().map(|&v| f64::from(v) / 32768.0).collect(),
+                    other => panic!("unexpected sample format {other:?}"),
+                };
+                energy += plane.iter().map(|v| v * v).sum::<f64>();
+                samples += n;
+            }
+        }
+        let rms = (energy / samples.max(1) as f64).sqrt();
+        assert!(samples > 40_000 && rms > 0.1, "{samples} samples decoded, RMS {rms}");
+    }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use actix::{Context, Handler, MessageResult, Recipient};
+use actix::{AsyncContext, Context, Handler, MessageResult, Recipient, SpawnHandle};
 use serde::Serialize;
 
 use super::messages::{
@@ -18,7 +18,7 @@ use crate::ids::UserId;
 use crate::model::{Group, MediaSettings};
 use crate::perms::{Perms, Principal};
 use crate::protocol::{ServerMessage, TrackView};
-use crate::track::audio_level::SpeechDetector;
+use crate::track::audio_level::{SpeechDetector, OBSERVE_EVERY};
 use crate::track::{Fanout, LegCaps, MediaKind, Source, TrackInfo};
 
 /// One published track in this room.
@@ -56,6 +56,9 @@ pub struct CallState {
     pub levels: HashMap<String, SpeechDetector>,
     /// The active speakers last told, loudest first.
     pub speakers: Vec<Speaker>,
+    /// The timer that reads the levels, while the call has audio or speakers (a timer would
+    /// otherwise keep an empty room alive).
+    pub speaker_timer: Option<SpawnHandle>,
 }
 
 /// `GET /v1/groups/{gid}/call`.
@@ -327,6 +330,7 @@ impl Handler<PublishTrack> for Room {
             Ok(true)
         })
         .unwrap_or(Err(EngineError::ActorGone("room")))
+        .inspect(|_| self.watch_speakers(ctx))
     }
 }
 
@@ -472,6 +476,24 @@ impl Handler<GetCall> for Room {
 }
 
 impl Room {
+    /// Starts reading the audio tracks' levels every [`OBSERVE_EVERY`] if the call has audio
+    /// and nothing reads them yet; the timer stops itself once no audio and no speaker is left.
+    pub(super) fn watch_speakers(&mut self, ctx: &mut Context<Self>) {
+        let has_audio = |call: &CallState| call.publications.iter().any(|p| p.track.info.kind == MediaKind::Audio);
+        if self.call.speaker_timer.is_some() || !has_audio(&self.call) {
+            return;
+        }
+        let handle = ctx.run_interval(OBSERVE_EVERY, move |room, ctx| {
+            room.guarded(ctx, |r| r.observe_speakers());
+            if !has_audio(&room.call) && room.call.speakers.is_empty() {
+                if let Some(h) = room.call.speaker_timer.take() {
+                    ctx.cancel_future(h);
+                }
+            }
+        });
+        self.call.speaker_timer = Some(handle);
+    }
+
     /// Reads every audio track's levels (each [`OBSERVE_EVERY`]) and, when the set of active
     /// speakers or their order changes, tells the connections that may list the call
     /// (`active_speakers`, loudest first; empty when nobody speaks).

@@ -10,7 +10,7 @@ mod state;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Supervised};
+use actix::{Actor, ActorContext, Context, Handler, Supervised};
 use tracing::{error, info, warn};
 
 use crate::error::EngineError;
@@ -217,11 +217,8 @@ impl Room {
 impl Actor for Room {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
+    fn started(&mut self, _ctx: &mut Context<Self>) {
         self.metrics.rooms.inc();
-        ctx.run_interval(crate::track::audio_level::OBSERVE_EVERY, |room, ctx| {
-            room.guarded(ctx, |r| r.observe_speakers());
-        });
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -239,13 +236,16 @@ impl Actor for Room {
 }
 
 impl Supervised for Room {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
         info!(group = %self.group, connections = self.state.conns.len(), "room restarted");
         // `stopped` ran for the failed instance and `started` will run again: keep the gauge true.
-        // The call survived: its tracks count for this room again.
+        // The call survived: its tracks count for this room again, and the failed instance's
+        // timer went with it.
         for p in &self.call.publications {
             p.track.enter_room(&self.group);
         }
+        self.call.speaker_timer = None;
+        self.watch_speakers(ctx);
         self.refresh();
         let msg = ServerMessage::RoomRestarted {
             group: self.group.clone(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use engine::metrics::EngineMetrics;
-use engine::track::{Fanout, Source, TrackInfo, Upstream};
+use engine::track::{Fanout, MediaKind, Source, TrackInfo, Upstream};
 use futures_util::StreamExt;
 use retina::client::{
     Credentials, InitialSequenceNumberPolicy, PacketItem, PlayOptions, Playing, Session, SessionOptions, SetupOptions,
@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::demux::{self, Demux, Item};
-use super::tracks::{self, LiveTrack, TrackPlan};
+use super::tracks::{self, IngestCodec, LiveTrack, OpusTrack, TrackPlan};
 use super::IngestSession;
 use super::TracksReady;
 use crate::backoff::Backoff;
@@ -347,29 +347,42 @@ impl Pump {
             let live: Vec<LiveTrack> = chosen.into_iter().map(|(p, _)| self.new_track(p)).collect();
             self.status.set_tracks(
                 live.iter()
-                    .map(|t| TrackSummary {
-                        id: t.fanout.info.id.clone(),
-                        kind: t.fanout.info.kind,
-                        codec: t.fanout.info.codec.mime_type.clone(),
+                    .flat_map(LiveTrack::fanouts)
+                    .map(|f| TrackSummary {
+                        id: f.info.id.clone(),
+                        kind: f.info.kind,
+                        codec: f.info.codec.mime_type.clone(),
                     })
                     .collect(),
             );
             self.session
-                .do_send(TracksReady(live.iter().map(|t| t.fanout.clone()).collect()));
+                .do_send(TracksReady(live.iter().flat_map(LiveTrack::fanouts).cloned().collect()));
             *tracks = Some(live);
         }
         Ok((playing, demux, by_stream))
     }
 
     fn new_track(&self, plan: TrackPlan) -> LiveTrack {
-        let info = TrackInfo {
-            id: format!("TR_{}", engine::next_id()),
-            kind: plan.kind,
-            source: Source::Ingest,
-            codec: plan.rtp.clone(),
-            publisher: self.participant.clone(),
+        let fanout = |kind, codec| {
+            let info = TrackInfo {
+                id: format!("TR_{}", engine::next_id()),
+                kind,
+                source: Source::Ingest,
+                codec,
+                publisher: self.participant.clone(),
+            };
+            Fanout::new(info, Upstream::Local, self.metrics.clone())
+        };
+        // AAC: WebRTC viewers hear it on an Opus companion track.
+        let opus = match &plan.codec {
+            IngestCodec::Aac(config) => Some(OpusTrack::new(
+                fanout(MediaKind::Audio, tracks::opus_codec()),
+                config.clone(),
+                plan.rtp.clock_rate,
+            )),
+            _ => None,
         };
         let timeline = RtpTimeline::random(plan.rtp.clock_rate);
-        LiveTrack::new(plan, Fanout::new(info, Upstream::Local, self.metrics.clone()), timeline)
+        LiveTrack::new(plan.clone(), fanout(plan.kind, plan.rtp), timeline, opus)
     }
 }

@@ -5,7 +5,9 @@
 //! and as many audio (a camera's main and sub stream in one session, say); codecs we cannot
 //! carry, such as MJPEG, are left out. Live HLS and recordings take the first video and the
 //! first audio track. H.265 and AAC tracks are for live HLS and recordings: WebRTC viewers skip
-//! them, and they skip H.264 B-frames no frame refers to.
+//! them, and they skip H.264 B-frames no frame refers to. Each AAC track has an Opus companion
+//! track ([`OpusTrack`]) that WebRTC viewers hear instead: the camera's AAC, transcoded only
+//! while the companion has a subscriber.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +17,8 @@ use engine::track::{Fanout, MediaKind, SourceFrame};
 use retina::client::Stream;
 use retina::codec::{AudioFrame, ParametersRef, VideoFrame, VideoParametersCodec};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+
+use vod::transcode::AudioTranscoder;
 
 use super::demux::ReadAs;
 use crate::packetize::{aac, annex_b, h264, h265, RtpTimeline};
@@ -160,18 +164,22 @@ fn aac_plan(i: usize, s: &Stream) -> Option<TrackPlan> {
 
 /// Opus as WebRTC wants it: `opus/48000/2` (RFC 7587 always signals two channels; a mono
 /// stream decodes the same) with the fmtp browsers and the media engine use.
+pub fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "audio/opus".into(),
+        clock_rate: OPUS_CLOCK,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+        rtcp_feedback: vec![],
+    }
+}
+
 fn opus_plan(i: usize) -> TrackPlan {
     TrackPlan {
         stream: i,
         kind: MediaKind::Audio,
         codec: IngestCodec::Opus,
-        rtp: RTCRtpCodec {
-            mime_type: "audio/opus".into(),
-            clock_rate: OPUS_CLOCK,
-            channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-            rtcp_feedback: vec![],
-        },
+        rtp: opus_codec(),
     }
 }
 
@@ -190,11 +198,79 @@ fn g711_plan(i: usize, codec: IngestCodec, mime: &str, s: &Stream) -> TrackPlan 
     }
 }
 
+/// The Opus track WebRTC viewers hear a camera's AAC on. The AAC is decoded and encoded Opus
+/// (`vod::transcode`) only while the track has a subscriber: nobody listening costs nothing.
+pub struct OpusTrack {
+    pub fanout: Arc<Fanout>,
+    timeline: RtpTimeline,
+    /// The AAC's AudioSpecificConfig and clock rate.
+    config: Vec<u8>,
+    aac_rate: u32,
+    transcoder: Option<AudioTranscoder>,
+    /// The transcoder could not be made (logged once; not tried again).
+    failed: bool,
+}
+
+impl OpusTrack {
+    /// A companion published on `fanout` for AAC of `config` at `aac_rate` Hz.
+    pub fn new(fanout: Arc<Fanout>, config: Vec<u8>, aac_rate: u32) -> OpusTrack {
+        OpusTrack {
+            fanout,
+            timeline: RtpTimeline::random(OPUS_CLOCK),
+            config,
+            aac_rate: aac_rate.max(1),
+            transcoder: None,
+            failed: false,
+        }
+    }
+
+    /// Transcodes one AAC frame, `elapsed` camera ticks into the session, and forwards the
+    /// Opus packets now complete; drops the transcoder while nobody subscribes.
+    fn push(&mut self, aac: &[u8], elapsed: i64, now: Instant) {
+        if self.fanout.subscribers() == 0 {
+            self.transcoder = None;
+            return;
+        }
+        if self.transcoder.is_none() && !self.failed {
+            match AudioTranscoder::aac_to_opus(&self.config) {
+                Ok(t) => self.transcoder = Some(t),
+                Err(e) => {
+                    self.failed = true;
+                    tracing::warn!(track = %self.fanout.info.id, "no Opus for WebRTC viewers of this AAC: {e}");
+                }
+            }
+        }
+        let Some(t) = self.transcoder.as_mut() else { return };
+        let pts = elapsed * vod::frame::CLOCK_HZ / i64::from(self.aac_rate);
+        let packets = match t.push(pts, aac) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(track = %self.fanout.info.id, "AAC to Opus: {e}");
+                return;
+            }
+        };
+        for p in packets {
+            let ts = self
+                .timeline
+                .timestamp(p.pts * i64::from(OPUS_CLOCK) / vod::frame::CLOCK_HZ, now);
+            self.fanout.forward(self.timeline.packet(p.data, false, ts));
+        }
+    }
+
+    /// A new camera session: its clock starts again, and so does the transcoder.
+    fn reconnected(&mut self) {
+        self.timeline.reconnected();
+        self.transcoder = None;
+    }
+}
+
 /// A published track and its outgoing RTP timeline; lives as long as the ingest.
 pub struct LiveTrack {
     pub plan: TrackPlan,
     pub fanout: Arc<Fanout>,
     pub timeline: RtpTimeline,
+    /// For an AAC track: the Opus track WebRTC viewers get.
+    pub opus: Option<OpusTrack>,
     /// The latest presentation time of the connection's video frames so far (camera ticks).
     latest_pts: Option<i64>,
     /// The camera's B-frames have been noticed (logged once).
@@ -203,11 +279,12 @@ pub struct LiveTrack {
 
 impl LiveTrack {
     /// A track published on `fanout`.
-    pub fn new(plan: TrackPlan, fanout: Arc<Fanout>, timeline: RtpTimeline) -> LiveTrack {
+    pub fn new(plan: TrackPlan, fanout: Arc<Fanout>, timeline: RtpTimeline, opus: Option<OpusTrack>) -> LiveTrack {
         LiveTrack {
             plan,
             fanout,
             timeline,
+            opus,
             latest_pts: None,
             b_frames: false,
         }
@@ -217,6 +294,14 @@ impl LiveTrack {
     pub fn reconnected(&mut self) {
         self.timeline.reconnected();
         self.latest_pts = None;
+        if let Some(o) = self.opus.as_mut() {
+            o.reconnected();
+        }
+    }
+
+    /// The published tracks: this one, then its Opus companion if it has one.
+    pub fn fanouts(&self) -> impl Iterator<Item = &Arc<Fanout>> {
+        std::iter::once(&self.fanout).chain(self.opus.as_ref().map(|o| &o.fanout))
     }
 
     /// Whether WebRTC viewers must skip this H.264 frame: it displays before a frame already
@@ -306,7 +391,11 @@ impl LiveTrack {
             IngestCodec::H264 | IngestCodec::H265 | IngestCodec::Opus => (None, None),
         };
         let Some(payload) = payload else { return 0 };
-        self.forward_one(payload, raw, true, frame.timestamp().elapsed(), now)
+        let elapsed = frame.timestamp().elapsed();
+        if let Some(o) = self.opus.as_mut() {
+            o.push(frame.data(), elapsed, now);
+        }
+        self.forward_one(payload, raw, true, elapsed, now)
     }
 
     /// Forwards one payload taken as received (an Opus packet; marker clear, as for continuous

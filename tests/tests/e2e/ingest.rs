@@ -7,82 +7,17 @@
 //! tunnel (`"transport": "http"`), and tunnels to what is not one; a camera with a main and a
 //! sub stream publishes both.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fanfare_tests::camera::{free_port, Camera};
 use fanfare_tests::rtc_client::WhepSubscriber;
-use fanfare_tests::{workspace, Server};
+use fanfare_tests::Server;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Fast retries so tests stay short.
 const CONFIG: &str = "[testing]\nfault_injection = true\n[ingest]\nbackoff_min_ms = 300\nbackoff_max_ms = 1500\nread_timeout_s = 4\nconnect_timeout_s = 4\n";
-
-/// A GStreamer RTSP camera process, killed (by PID) on drop.
-struct Camera {
-    child: Child,
-    port: u16,
-    /// The audio codec it serves: `aac` (when an AAC encoder is installed), `opus` or `none`.
-    audio: String,
-}
-
-impl Camera {
-    /// Starts a camera on `port` serving `/cam` (extra args: `--audio [aac|opus]`, `--video
-    /// h265`, `--user u --password p`).
-    fn start(port: u16, extra: &[&str]) -> Camera {
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(workspace().join("tests/rtsp/server.py"))
-            .args(["--port", &port.to_string(), "--path", "/cam"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the RTSP camera (python3-gi and gir1.2-gst-rtsp-server-1.0 installed?)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("READY ") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let audio = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => {
-                eprintln!("camera: {line}");
-                line.split_whitespace()
-                    .find_map(|w| w.strip_prefix("audio="))
-                    .unwrap_or("none")
-                    .to_owned()
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the RTSP camera did not get ready on port {port}");
-            }
-        };
-        Camera { child, port, audio }
-    }
-
-    fn url(&self) -> String {
-        format!("rtsp://127.0.0.1:{}/cam", self.port)
-    }
-}
-
-impl Drop for Camera {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 async fn create(s: &Server, token: &str, body: Value) -> (u16, Value) {
     s.call(Method::POST, "/v1/ingests", Some(token), Some(body)).await
@@ -149,9 +84,11 @@ async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
     let tracks = cam["tracks"].as_array().expect("tracks");
     assert!(tracks.iter().all(|t| t["source"] == "ingest"), "{cam}");
     assert!(tracks.iter().any(|t| t["codec"] == "video/H264"), "{cam}");
-    if camera.audio == "aac" {
-        // Published for HLS and recordings; WebRTC viewers skip it.
+    let aac = camera.audio == "aac";
+    if aac {
+        // Published for HLS and recordings, with an Opus companion for WebRTC viewers.
         assert!(tracks.iter().any(|t| t["codec"] == "audio/mpeg4-generic"), "{cam}");
+        assert!(tracks.iter().any(|t| t["codec"] == "audio/opus"), "{cam}");
     }
 
     // A WHEP subscriber gets whole H.264 frames, starting with a keyframe.
@@ -174,7 +111,18 @@ async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
         sub.counts()
     );
     assert_eq!(sub.counts().video_mime.as_deref(), Some("video/H264"));
-    assert_eq!(sub.counts().audio_tracks, 0, "AAC is not offered to WebRTC viewers");
+    if aac {
+        // The camera's AAC, heard as Opus: 20 ms packets carrying the tone, not silence.
+        assert!(
+            sub.wait_until(Duration::from_secs(10), |c| c.audio_packets >= 100)
+                .await,
+            "Opus from the AAC: {:?}",
+            sub.counts()
+        );
+        let c = sub.counts();
+        assert_eq!(c.audio_tracks, 1, "{c:?}");
+        assert!(c.audio_bytes / c.audio_packets > 20, "a tone, not silence: {c:?}");
+    }
 
     // The camera dies: the ingest retries; the camera comes back on the same port after ~5 s.
     drop(camera);
@@ -193,6 +141,15 @@ async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
         "frames resume after the camera restart: before {before:?}, now {:?}",
         sub.counts()
     );
+    if aac {
+        assert!(
+            sub.wait_until(Duration::from_secs(10), |c| c.audio_packets
+                >= before.audio_packets + 100)
+                .await,
+            "Opus resumes after the camera restart: before {before:?}, now {:?}",
+            sub.counts()
+        );
+    }
     let v = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
     assert!(v["reconnects"].as_u64().unwrap_or(0) >= 1, "{v}");
     assert!(
@@ -224,7 +181,7 @@ async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
 /// Sends `signal` (`STOP`, `CONT`) to the camera process this test started.
 fn signal(camera: &Camera, signal: &str) {
     let status = Command::new("kill")
-        .args([format!("-{signal}"), camera.child.id().to_string()])
+        .args([format!("-{signal}"), camera.pid().to_string()])
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{signal} the camera");
@@ -703,7 +660,8 @@ async fn a_camera_with_a_main_and_a_sub_stream_publishes_both_as_tracks() {
     };
     let video = of_kind("video");
     assert_eq!(video.len(), 2, "two video tracks: {cam} / {v}");
-    let audio = usize::from(camera.audio == "aac");
+    // AAC, and the Opus track WebRTC viewers hear it on.
+    let audio = 2 * usize::from(camera.audio == "aac");
     assert_eq!(of_kind("audio").len(), audio, "{cam}");
     assert_eq!(v["tracks"].as_array().map(Vec::len), Some(2 + audio), "{v}");
 
@@ -783,7 +741,7 @@ async fn an_h265_camera_goes_to_live_hls_and_recordings_but_not_to_webrtc() {
     let codecs = camera_codecs(&s, "dock", &participant).await;
     assert!(codecs.contains(&"video/H265".to_string()), "{codecs:?}");
 
-    // WebRTC cannot carry H.265 (nor AAC): a viewer is offered nothing of the camera.
+    // WebRTC cannot carry H.265: a viewer gets no video of the camera, only its AAC as Opus.
     let sub = WhepSubscriber::connect(
         &s.base,
         &format!("/v1/groups/dock/whep?participant={participant}"),
@@ -791,13 +749,26 @@ async fn an_h265_camera_goes_to_live_hls_and_recordings_but_not_to_webrtc() {
     )
     .await
     .expect("the WHEP request itself succeeds");
-    assert!(
-        sub.no_packets_within(Duration::from_secs(3)).await,
-        "{:?}",
-        sub.counts()
-    );
+    if camera.audio == "aac" {
+        assert!(
+            sub.wait_until(Duration::from_secs(10), |c| c.audio_packets >= 50).await,
+            "{:?}",
+            sub.counts()
+        );
+    } else {
+        assert!(
+            sub.no_packets_within(Duration::from_secs(3)).await,
+            "{:?}",
+            sub.counts()
+        );
+    }
     let c = sub.counts();
-    assert_eq!((c.video_tracks, c.audio_tracks), (0, 0), "{c:?}");
+    let audio = u32::from(camera.audio == "aac");
+    assert_eq!(
+        (c.video_tracks, c.audio_tracks, c.video_packets),
+        (0, audio, 0),
+        "{c:?}"
+    );
 
     // Live HLS: HEVC (+ AAC) passed through; a whole segment decodes from a keyframe.
     let (live, text) = live_playlist(&s, "dock", &viewer).await;
