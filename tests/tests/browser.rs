@@ -8,7 +8,9 @@
 //! simulcast layers nobody receives and resumes them for a viewer (dynacast); a fifth has a
 //! page play a simulcast publish with `fanfare.js`'s `adaptTo` (`tests/browser/adaptive.mjs`)
 //! and get the layer that covers the size it shows the video at, none while it is hidden
-//! (adaptive stream).
+//! (adaptive stream). Two more listen: a page whose fake microphone plays a tone
+//! (`tests/browser/speaking.mjs`) is named in `active_speakers`, and a page watching an RTSP
+//! camera that sends AAC hears its tone, transcoded to Opus.
 //!
 //! Needs `scripts/setup.sh test` (chromium, node, `npm ci` in tests/browser). Like every test it
 //! runs inside `scripts/test.sh`'s loopback-only network namespace, so no candidate leaves lo.
