@@ -111,7 +111,7 @@ pub fn document() -> Value {
             "/v1/recordings/{rid}/poster.jpg": {"get": {"summary": "The poster, by the signed link from the recording's poster_url", "security": public, "responses": {"200": {"description": "image/jpeg"}, "403": {"$ref": "#/components/responses/Error"}}}},
             "/v1/groups/{gid}/live/index.m3u8": {"get": op("Low-latency HLS of the group's program (blocking reload: _HLS_msn, _HLS_part)", "can_subscribe", "200", None)},
             "/v1/groups/{gid}/live/{n}.ts": {"get": {"summary": "A live segment (n.ts) or part (n.k.ts), by the signed link from the playlist", "security": public, "responses": {"200": {"description": "video/mp2t"}, "403": {"$ref": "#/components/responses/Error"}}}},
-            "/v1/groups/{gid}/live/program": {"put": op("Choose the program participant ({\"participant\": uid|null})", "can_moderate", "200", None)},
+            "/v1/groups/{gid}/live/program": {"put": op("Choose the program participant ({\"participant\": uid|null}; null: the lead speaker, else the first publisher)", "can_moderate", "200", None)},
             "/v1/openapi.json": {"get": {"summary": "This document", "security": public, "responses": {"200": {"description": "OpenAPI"}}}}
         },
         "components": {

@@ -1,7 +1,8 @@
 //! A group's *program*: the one publisher whose camera (or screen) and microphone become the
 //! group's live HLS and call recordings. The [`Program`] actor watches the room's publications,
-//! picks the source (a moderator's choice, else the first publisher; or one fixed participant,
-//! for an ingest's own recording), and taps its tracks. Tap tasks turn RTP into frames (an
+//! picks the source (a moderator's choice, else the call's lead speaker while they publish
+//! video, else the first publisher; or one fixed participant, for an ingest's own recording),
+//! and taps its tracks. Tap tasks turn RTP into frames (an
 //! ingest's tracks are tapped as frames, so there is nothing to depacketize) and segment them
 //! in place (the [`Cutter`], shared by a program's tap tasks and its actor, so no
 //! thread is woken per frame); parts and segments go to the live window, and finished segments
@@ -188,7 +189,8 @@ pub struct Record(pub String);
 #[rtype(result = "()")]
 pub struct StopRecording(pub String);
 
-/// Makes `user` the program (a moderator's choice); `None` returns to the first publisher.
+/// Makes `user` the program (a moderator's choice); `None` returns to the automatic choice (the
+/// lead speaker, else the first publisher).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Pin(pub Option<UserId>);
@@ -210,6 +212,8 @@ pub struct Program {
     recorder_rx: Option<Receiver<ToRecorder>>,
     posters_wanted: Arc<AtomicUsize>,
     pinned: Option<UserId>,
+    /// The call's lead speaker, as the room last said.
+    speaker: Option<UserId>,
     /// Track ids of the current source (video, audio).
     current: (Option<String>, Option<String>),
     /// A source has been selected at some point (later changes are discontinuities).
@@ -262,6 +266,7 @@ impl Program {
             recorder_rx: Some(rx),
             posters_wanted,
             pinned: None,
+            speaker: None,
             current: (None, None),
             had_source: false,
             settling_tracks: None,
@@ -275,9 +280,15 @@ impl Program {
 
     /// Picks the source among `tracks` and (re)starts the taps if it changed.
     fn select(&mut self, tracks: &[Arc<Fanout>]) {
-        let user = match (&self.key.participant, &self.pinned) {
-            (Some(only), _) => Some(only.clone()),
-            (None, Some(pin)) if tracks.iter().any(|t| &t.info.publisher == pin) => Some(pin.clone()),
+        let shows_video = |user: &UserId| {
+            tracks
+                .iter()
+                .any(|t| &t.info.publisher == user && t.info.kind == MediaKind::Video)
+        };
+        let user = match (&self.key.participant, &self.pinned, &self.speaker) {
+            (Some(only), _, _) => Some(only.clone()),
+            (None, Some(pin), _) if tracks.iter().any(|t| &t.info.publisher == pin) => Some(pin.clone()),
+            (None, _, Some(speaker)) if shows_video(speaker) => Some(speaker.clone()),
             _ => tracks.first().map(|t| t.info.publisher.clone()),
         };
         let mine: Vec<&Arc<Fanout>> = tracks
@@ -670,6 +681,7 @@ impl Handler<CallChanged> for Program {
     type Result = ();
 
     fn handle(&mut self, msg: CallChanged, ctx: &mut Context<Self>) {
+        self.speaker = msg.speaker;
         if self.had_source {
             return self.select(&msg.tracks);
         }

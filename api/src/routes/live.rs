@@ -80,7 +80,8 @@ pub async fn chunk(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProgramBody {
-    /// The participant to show; `null` returns to the first publisher.
+    /// The participant to show; `null` returns to the automatic choice (the lead speaker, else
+    /// the first publisher).
     participant: Option<String>,
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::{AsyncContext, Context, Handler, MessageResult, Recipient, SpawnHandle};
 use serde::Serialize;
@@ -59,7 +60,16 @@ pub struct CallState {
     /// The timer that reads the levels, while the call has audio or speakers (a timer would
     /// otherwise keep an empty room alive).
     pub speaker_timer: Option<SpawnHandle>,
+    /// The lead speaker (who the live program follows) and since when.
+    pub lead: Option<(UserId, Instant)>,
+    /// The loudest speaker who is not the lead, and since when they have been.
+    pub challenger: Option<(UserId, Instant)>,
 }
+
+/// How long a speaker must be the loudest before they take the lead.
+const LEAD_AFTER: Duration = Duration::from_millis(1_200);
+/// How long a lead holds at least, whoever else speaks.
+const LEAD_HOLD: Duration = Duration::from_secs(3);
 
 /// `GET /v1/groups/{gid}/call`.
 #[derive(Debug, Serialize)]
@@ -115,6 +125,7 @@ impl Room {
         let msg = CallChanged {
             group: self.group.clone(),
             tracks: self.call.publications.iter().map(|p| p.track.clone()).collect(),
+            speaker: self.call.lead.as_ref().map(|(u, _)| u.clone()),
         };
         for (id, w) in &self.call.watchers {
             if only.is_none_or(|o| o == *id) {
@@ -529,16 +540,51 @@ impl Room {
             .collect();
         speakers.sort_by(|a, b| b.level.total_cmp(&a.level).then_with(|| a.user.cmp(&b.user)));
         let same = |a: &[Speaker], b: &[Speaker]| a.iter().map(|s| &s.user).eq(b.iter().map(|s| &s.user));
-        if same(&speakers, &call.speakers) {
-            call.speakers = speakers;
-            return;
-        }
+        let changed = !same(&speakers, &call.speakers);
         call.speakers = speakers.clone();
-        let msg = ServerMessage::ActiveSpeakers {
-            group: self.group.clone(),
-            speakers,
+        if changed {
+            let msg = ServerMessage::ActiveSpeakers {
+                group: self.group.clone(),
+                speakers,
+            };
+            self.broadcast(&msg, |p| p.can_list, None);
+        }
+        if self.call.take_lead(Instant::now()) {
+            self.notify_watchers(None);
+        }
+    }
+}
+
+impl CallState {
+    /// Moves the lead to the loudest speaker once they have been the loudest for
+    /// [`LEAD_AFTER`] and the lead has held for [`LEAD_HOLD`]; silence keeps the lead where it
+    /// is. Returns whether it moved.
+    fn take_lead(&mut self, now: Instant) -> bool {
+        let Some(top) = self.speakers.first().map(|s| s.user.clone()) else {
+            self.challenger = None;
+            return false;
         };
-        self.broadcast(&msg, |p| p.can_list, None);
+        if self.lead.as_ref().is_some_and(|(u, _)| *u == top) {
+            self.challenger = None;
+            return false;
+        }
+        let since = match &self.challenger {
+            Some((u, t)) if *u == top => *t,
+            _ => {
+                self.challenger = Some((top.clone(), now));
+                now
+            }
+        };
+        let held = self
+            .lead
+            .as_ref()
+            .is_none_or(|(_, t)| now.saturating_duration_since(*t) >= LEAD_HOLD);
+        if now.saturating_duration_since(since) < LEAD_AFTER || !held {
+            return false;
+        }
+        self.lead = Some((top, now));
+        self.challenger = None;
+        true
     }
 }
 
@@ -624,5 +670,45 @@ impl Handler<AnnouncePublish> for Room {
                     .or_insert((msg.principal.user.clone(), 0, msg.expected));
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn speaking(call: &mut CallState, users: &[&str]) {
+        call.speakers = users
+            .iter()
+            .map(|u| Speaker {
+                user: UserId::new(*u).expect("a valid id"),
+                level: 0.1,
+            })
+            .collect();
+    }
+
+    #[test]
+    fn the_lead_goes_to_whoever_stays_loudest_and_holds_through_silence() {
+        let mut call = CallState::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        speaking(&mut call, &["ann"]);
+        assert!(!call.take_lead(at(0)), "not at the first word");
+        assert!(call.take_lead(at(1_200)), "after 1.2 s");
+        assert_eq!(call.lead.as_ref().map(|(u, _)| u.as_str()), Some("ann"));
+        // Ben interrupts: not before the lead has held 3 s, and not for a short burst.
+        speaking(&mut call, &["ben", "ann"]);
+        assert!(!call.take_lead(at(1_500)));
+        speaking(&mut call, &["ann"]);
+        assert!(!call.take_lead(at(1_800)));
+        speaking(&mut call, &["ben"]);
+        assert!(!call.take_lead(at(3_000)));
+        assert!(!call.take_lead(at(4_000)), "the lead holds 3 s");
+        assert!(call.take_lead(at(4_300)));
+        assert_eq!(call.lead.as_ref().map(|(u, _)| u.as_str()), Some("ben"));
+        // Silence keeps Ben.
+        speaking(&mut call, &[]);
+        assert!(!call.take_lead(at(20_000)));
+        assert_eq!(call.lead.as_ref().map(|(u, _)| u.as_str()), Some("ben"));
     }
 }

@@ -227,12 +227,16 @@ pub struct UnwatchCall {
     pub id: u64,
 }
 
-/// The call's published tracks, in publishing order (the first publisher's tracks first).
+/// The call's published tracks, in publishing order (the first publisher's tracks first), and
+/// its lead speaker.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct CallChanged {
     pub group: GroupId,
     pub tracks: Vec<Arc<crate::track::Fanout>>,
+    /// Who has held the floor last: the loudest speaker once they have led for a moment (see
+    /// `call.rs`); `None` until anyone has. The live program follows them.
+    pub speaker: Option<crate::ids::UserId>,
 }
 
 /// A group's call started (its first track was published) or ended (its last one went):

@@ -722,6 +722,8 @@ fn live_width(url: String) -> u64 {
         .unwrap_or(0)
 }
 
+/// The live program: the first publisher, then the lead speaker once they hold the floor; a
+/// moderator's pick goes first, and `null` returns to the speaker.
 #[tokio::test]
 async fn a_moderator_picks_who_the_live_program_shows() {
     let s = Server::start().await;
@@ -731,10 +733,12 @@ async fn a_moderator_picks_who_the_live_program_shows() {
     )
     .await;
     let (a, b, m) = (s.token("a").await, s.token("b").await, s.token("m").await);
-    // a publishes 360p first, then b publishes 720p.
+    // a publishes 360p first, then b publishes 720p (silent for now).
     let pa = publish(&s, "prog", &a).await;
+    let b_level = fanfare_tests::rtc_client::AudioLevel::default();
     let opts = fanfare_tests::rtc_client::ClientOptions {
         fixture: workspace().join("assets/media/720p30-h264.h264"),
+        audio_level: Some(b_level.clone()),
         ..Default::default()
     };
     let pb = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=prog", &b, opts)
@@ -767,23 +771,38 @@ async fn a_moderator_picks_who_the_live_program_shows() {
     let w = tokio::task::spawn_blocking(move || live_width(url)).await.unwrap();
     assert_eq!(w, 640, "the first publisher is the program");
 
+    // b speaks: the program follows the lead speaker (once b has held the floor a moment).
+    b_level.set(20);
+    program_shows(&live, 1280, "the program never followed b, the speaker").await;
+    // A moderator's pick goes first, even while b speaks.
     let (st, body) = s
-        .call(Method::PUT, path, Some(&m), Some(json!({"participant": "b"})))
+        .call(Method::PUT, path, Some(&m), Some(json!({"participant": "a"})))
         .await;
     assert_eq!(st, 200, "{body}");
-    // The switch lands at b's next keyframe; the playlist then starts showing b.
+    program_shows(&live, 640, "the program never switched to a, the moderator's pick").await;
+    // Automatic again: b, the lead speaker.
+    let (st, body) = s
+        .call(Method::PUT, path, Some(&m), Some(json!({"participant": null})))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    program_shows(&live, 1280, "the program never went back to b").await;
+    pa.close().await;
+    pb.close().await;
+}
+
+/// Waits (up to 20 s) until the live playlist at `live` shows a picture `width` wide: a
+/// switch lands at the new source's next keyframe.
+async fn program_shows(live: &str, width: u64, why: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let url = live.clone();
+        let url = live.to_owned();
         let w = tokio::task::spawn_blocking(move || live_width(url)).await.unwrap();
-        if w == 1280 {
-            break;
+        if w == width {
+            return;
         }
-        assert!(Instant::now() < deadline, "the program never switched to b (width {w})");
+        assert!(Instant::now() < deadline, "{why} (width {w})");
     }
-    pa.close().await;
-    pb.close().await;
 }
 
 #[tokio::test]
