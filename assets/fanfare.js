@@ -144,8 +144,8 @@ export class Fanfare {
 
   /** Adds a listener; returns a function that removes it. Events: participant_joined,
    * participant_left, track_published, track_unpublished, track_muted, permissions_changed,
-   * media_changed, layers_wanted, active_speakers, message, left, session_ended, publish_ended,
-   * stream, connection, room_restarted, error. */
+   * media_changed, layers_wanted, active_speakers, hand_raised, message, left, session_ended,
+   * publish_ended, stream, connection, room_restarted, error. */
   on(type, fn) {
     if (!this._handlers.has(type)) this._handlers.set(type, new Set());
     this._handlers.get(type).add(fn);
@@ -339,9 +339,17 @@ export class Fanfare {
       case "participant_left": {
         if (!inGroup) return;
         const p = this.participants.get(msg.user);
-        if (p) p.present = false;
+        if (p) {
+          p.present = false;
+          p.handRaised = false;
+        }
         break;
       }
+      case "hand_raised":
+        if (!inGroup) return;
+        if (msg.user === this.user) this.handRaised = msg.raised;
+        else this._participant(msg.user).handRaised = msg.raised;
+        break;
       case "track_published":
         if (!inGroup) return;
         this._participant(msg.participant).tracks.set(msg.track.id, msg.track);
@@ -416,7 +424,7 @@ export class Fanfare {
   _participant(user, name) {
     let p = this.participants.get(user);
     if (!p) {
-      p = { user, name: name || user, present: false, tracks: new Map() };
+      p = { user, name: name || user, present: false, handRaised: false, tracks: new Map() };
       this.participants.set(user, p);
     }
     if (name) p.name = name;
@@ -435,12 +443,25 @@ export class Fanfare {
     this.media = reply.media || null;
     this.participants = new Map();
     // Who was already connected (the server lists them with can_list).
+    this.handRaised = false;
     for (const p of reply.participants || []) {
-      this._participant(p.user, p.name).present = true;
-      this._emit("participant_joined", { group: groupId, user: p.user, name: p.name });
+      const known = this._participant(p.user, p.name);
+      known.present = true;
+      known.handRaised = !!p.hand_raised;
+      this._emit("participant_joined", { group: groupId, user: p.user, name: p.name, handRaised: known.handRaised });
     }
     await this.refreshCall().catch(() => {});
     return reply.permissions;
+  }
+
+  /** Raises (or, with `false`, lowers) your hand in the current group: asking a moderator for
+   * the floor (socket `raise_hand`). Moderators and those who list the room get
+   * `hand_raised` `{user, raised}`; the server lowers it when you are given `can_publish`. */
+  async raiseHand(raised = true) {
+    if (!this.group) throw new FanfareError("join a group first", { code: "invalid_argument" });
+    const reply = await this.request({ type: "raise_hand", group: this.group, raised });
+    this.handRaised = reply.raised;
+    return reply.raised;
   }
 
   /** Leaves the current group: stops publishing and playback there. */

@@ -2,7 +2,8 @@
 // tiles with names, mute badges and the active speaker highlighted) for those who may publish,
 // webinar layout (the presenter large, the others small) for those who may only watch. Owns the
 // call controls (mic, camera, screen, device pickers, leave), the people strip, and moderation
-// (mute, remove from the call, allow / stop presenting) for moderators.
+// (mute, remove from the call, allow / stop presenting) for moderators; watchers may raise a
+// hand, which moderators see in the people strip.
 
 import { h, fill, sentence, toast, initials } from "./dom.js";
 
@@ -24,6 +25,12 @@ export class CallView {
     on("track_muted", (m) => this.onMuted(m));
     on("participant_joined", () => this.renderPeople());
     on("participant_left", () => this.renderPeople());
+    on("hand_raised", (m) => {
+      if (m.group !== this.group.id || !this.inCall) return;
+      if (m.user === this.ff.user) return this.renderControls();
+      if (m.raised && this.perms.can_moderate) toast(`${this.ff.participants.get(m.user)?.name || m.user} raised a hand.`);
+      this.renderPeople();
+    });
     on("stream", () => this.renderTiles());
     // The server says who speaks, loudest first, from the levels clients put on their audio.
     on("active_speakers", (m) => {
@@ -316,7 +323,14 @@ export class CallView {
         toggle("screen", "Share screen", "Stop sharing"),
         h("select.device", { dataset: { device: "camera" }, title: "Camera", onchange: () => this.switchDevice("camera") }),
         h("select.device", { dataset: { device: "mic" }, title: "Microphone", onchange: () => this.switchDevice("mic") }),
-      ] : h("span.muted#watch-note", "You are watching. A moderator can let you present."),
+      ] : [
+        h("span.muted#watch-note", "You are watching. A moderator can let you present."),
+        h("button.ctl#raise-hand" + (this.ff.handRaised ? ".on" : ""), {
+          onclick: () => this.ff.raiseHand(!this.ff.handRaised)
+            .then(() => this.renderControls())
+            .catch((e) => toast(e.message, "error")),
+        }, this.ff.handRaised ? "Lower hand" : "Raise hand"),
+      ],
       h("span.spacer"),
       h("button.ctl.danger#leave-call", { onclick: () => this.leave() }, "Leave"));
     this.fillDevices();
@@ -350,6 +364,7 @@ export class CallView {
       h("ul", h("li.person", h("b", ff.name), " (you)", ff.published().size ? " · presenting" : " · watching"),
         list.map((p) => h("li.person", { dataset: { user: p.user } },
           h("b", p.name), p.tracks.size ? " · presenting" : " · watching",
+          p.handRaised && h("span.hand", { title: "Hand raised" }, " ✋"),
           mod && (p.tracks.size
             ? h("button.small", { dataset: { action: "stop-present", user: p.user }, onclick: () => this.setPresent(p.user, false) }, "Stop presenting")
             : h("button.small", { dataset: { action: "allow-present", user: p.user }, onclick: () => this.setPresent(p.user, true) }, "Allow to present"))))));

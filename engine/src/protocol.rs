@@ -94,12 +94,26 @@ pub enum ClientMessage {
         #[serde(default)]
         req: Option<String>,
     },
+    /// Raise (or, with `raised: false`, lower) a hand in a joined group (extension): asking a
+    /// moderator for the floor. Answered with `hand_raised`; the room's other connections
+    /// that list or moderate it hear the same.
+    RaiseHand {
+        group: GroupId,
+        #[serde(default = "raised_by_default")]
+        raised: bool,
+        #[serde(default)]
+        req: Option<String>,
+    },
     /// End a session this connection started; answered with `session_ended`.
     EndSession {
         session: String,
         #[serde(default)]
         req: Option<String>,
     },
+}
+
+fn raised_by_default() -> bool {
+    true
 }
 
 /// Why a connection left a room.
@@ -201,6 +215,15 @@ pub enum ServerMessage {
         /// Why, when the server ended it (permission revoked, publisher left, connection lost).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: Option<String>,
+    },
+    /// A hand was raised or lowered in `group` (extension): by `user` (`raise_hand`), or
+    /// lowered by the server when `user` was given `can_publish` or left.
+    HandRaised {
+        group: GroupId,
+        user: UserId,
+        raised: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
     },

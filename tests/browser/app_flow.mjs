@@ -4,9 +4,10 @@
 //      other's video playing (videoWidth > 0, framesDecoded growing); with --wav (what every
 //      fake microphone plays: a steady tone), bob's page outlines alice's tile as the active
 //      speaker (the server's active_speakers, loudest first, ties by name);
-//   2. carol (a member without can_publish) watches; alice lets her present from the people
-//      strip, carol's camera button appears, she starts it, bob sees her video; alice stops her
-//      presenting, carol's button disappears and her tile leaves bob's page;
+//   2. carol (a member without can_publish) watches and raises her hand; alice sees it in the
+//      people strip and lets her present from there, the hand comes down, carol's camera
+//      button appears, she starts it, bob sees her video; alice stops her presenting, carol's
+//      button disappears and her tile leaves bob's page;
 //   3. chat: alice's message appears for bob and bob's for alice;
 //   4. recordings (only when GET /v1/groups/{gid}/recordings exists): a call recording is made
 //      while the call runs, listed in alice's recordings view, and plays (currentTime advances).
@@ -179,11 +180,17 @@ async function main() {
   if (await carol.$("#toggle-camera")) throw new Error("carol has a camera button before being allowed to present");
   result.steps.carolWatchesAlice = await seesVideo(carol, "carol", "alice");
   await carol.screenshot({ path: path.join(out, "webinar-view.png") });
+  await carol.click("#raise-hand");
+  const hand = `#people li.person[data-user="carol"] .hand`;
+  await alice.waitForSelector(hand, { timeout: 10_000 });
+  result.steps.aliceSeesCarolsHand = true;
   const allow = `#people button[data-action="allow-present"][data-user="carol"]`;
   await alice.waitForSelector(allow, { timeout: 10_000 });
   await alice.click(allow);
   await carol.waitForSelector("#toggle-camera", { timeout: 10_000 });
   result.steps.carolButtonAppeared = true;
+  await alice.waitForSelector(hand, { state: "detached", timeout: 10_000 });
+  result.steps.carolsHandDown = true;
   await carol.click("#toggle-camera");
   result.steps.bobSeesCarol = await seesVideo(bob, "bob", "carol");
   const stop = `#people button[data-action="stop-present"][data-user="carol"]`;

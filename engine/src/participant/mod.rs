@@ -17,8 +17,8 @@ use crate::ids::{GroupId, UserId};
 use crate::outbox::Outbox;
 use crate::perms::Principal;
 use crate::protocol::{ClientMessage, LeaveReason, ServerMessage};
-use crate::registry::{JoinRoom, LeaveRoom};
-use crate::room::messages::{ConnId, ConnInfo, Removed};
+use crate::registry::{FindRoom, JoinRoom, LeaveRoom};
+use crate::room::messages::{ConnId, ConnInfo, RaiseHand, Removed};
 use crate::session::{
     start_publish, start_view_following, AcceptAnswer, LayersWanted, Renegotiate, SessionClosed, SessionDeps,
     SessionKind, SessionOffer, SetLayer, SetView,
@@ -124,6 +124,35 @@ impl Participant {
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| match res {
             Ok((group, message)) => act.reply(&ServerMessage::MessageSent { group, message, req }),
+            Err(e) => act.error(&e, req),
+        }));
+    }
+
+    /// Raises or lowers this user's hand in a joined group and replies `hand_raised`.
+    fn raise_hand(&mut self, group: GroupId, raised: bool, req: Option<String>, ctx: &mut Context<Self>) {
+        if !self.groups.contains(&group) {
+            return self.error(&EngineError::Invalid(format!("join group {group} first")), req);
+        }
+        let (registry, conn) = (self.deps.registry.clone(), self.id);
+        let fut = async move {
+            let room = registry
+                .send(FindRoom { group: group.clone() })
+                .await
+                .map_err(|_| EngineError::ActorGone("registry"))?
+                .ok_or_else(|| EngineError::Invalid(format!("join group {group} first")))?;
+            let user = room
+                .send(RaiseHand { conn, raised })
+                .await
+                .map_err(|_| EngineError::ActorGone("room"))??;
+            Ok::<_, EngineError>((group, user))
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| match res {
+            Ok((group, user)) => act.reply(&ServerMessage::HandRaised {
+                group,
+                user,
+                raised,
+                req,
+            }),
             Err(e) => act.error(&e, req),
         }));
     }
@@ -355,6 +384,7 @@ impl Handler<Inbound> for Participant {
                 req,
             }) => self.negotiate(Negotiation::Play(group, participant), sdp, req, ctx),
             Ok(ClientMessage::EndSession { session, req }) => self.end_session(session, req),
+            Ok(ClientMessage::RaiseHand { group, raised, req }) => self.raise_hand(group, raised, req, ctx),
             Ok(ClientMessage::Renegotiate { session, sdp, req }) => self.renegotiate(session, sdp, req, ctx),
             Ok(ClientMessage::Answer { session, sdp, req }) => self.accept_answer(session, sdp, req, ctx),
             Ok(ClientMessage::SetLayer {

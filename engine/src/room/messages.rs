@@ -28,6 +28,9 @@ pub struct Present {
     pub user: crate::ids::UserId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Extension: their hand is raised.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hand_raised: bool,
 }
 
 /// What joining a room gives: the connection's permissions there and, with `can_list`, who
@@ -46,6 +49,14 @@ pub struct JoinedRoom {
 #[rtype(result = "Result<JoinedRoom, EngineError>")]
 pub struct Join {
     pub conn: ConnInfo,
+}
+
+/// Raise or lower the hand of the user of connection `conn` (which must have joined).
+#[derive(Message)]
+#[rtype(result = "Result<crate::ids::UserId, EngineError>")]
+pub struct RaiseHand {
+    pub conn: ConnId,
+    pub raised: bool,
 }
 
 /// Remove a connection (it left or closed).

@@ -75,10 +75,15 @@ impl Room {
 
     /// Sends `msg` to every connection whose permissions pass `filter`, except `skip`.
     fn broadcast(&self, msg: &ServerMessage, filter: impl Fn(&Perms) -> bool, skip: Option<u64>) -> u64 {
+        self.broadcast_where(msg, |c| filter(&c.perms), skip)
+    }
+
+    /// Sends `msg` to every connection that passes `filter`, except `skip`.
+    fn broadcast_where(&self, msg: &ServerMessage, filter: impl Fn(&Conn) -> bool, skip: Option<u64>) -> u64 {
         let text = msg.to_text();
         let mut delivered = 0;
         for (id, conn) in &self.state.conns {
-            if Some(*id) == skip || !filter(&conn.perms) {
+            if Some(*id) == skip || !filter(conn) {
                 continue;
             }
             match conn.info.outbox.push(text.clone()) {
@@ -190,9 +195,14 @@ impl Room {
                 );
             }
         }
+        let mut lowered = Vec::new();
         for (id, perms) in changed {
             if let Some(conn) = self.state.conns.get_mut(&id) {
                 conn.perms = perms;
+                // Given the floor: the hand that asked for it comes down.
+                if perms.can_publish && self.state.hands.remove(&conn.info.principal.user) {
+                    lowered.push(conn.info.principal.user.clone());
+                }
                 Self::send_to(
                     conn,
                     &ServerMessage::PermissionsChanged {
@@ -202,7 +212,26 @@ impl Room {
                 );
             }
         }
+        for user in lowered {
+            self.tell_hand(&user, false, None);
+        }
         self.refresh_call(&group);
+    }
+
+    /// Tells the room's connections that list or moderate it, and `user`'s own, except `skip`,
+    /// that `user`'s hand went up or down.
+    fn tell_hand(&self, user: &crate::ids::UserId, raised: bool, skip: Option<u64>) {
+        let msg = ServerMessage::HandRaised {
+            group: self.group.clone(),
+            user: user.clone(),
+            raised,
+            req: None,
+        };
+        self.broadcast_where(
+            &msg,
+            |c| c.perms.can_list || c.perms.can_moderate || &c.info.principal.user == user,
+            skip,
+        );
     }
 
     fn close_all(&mut self, reason: LeaveReason) {
@@ -279,6 +308,7 @@ impl Handler<Join> for Room {
                         present.push(messages::Present {
                             user: p.user.clone(),
                             name: p.name.clone(),
+                            hand_raised: room.state.hands.contains(&p.user),
                         });
                     }
                 }
@@ -299,6 +329,31 @@ impl Handler<Join> for Room {
     }
 }
 
+impl Handler<messages::RaiseHand> for Room {
+    type Result = Result<crate::ids::UserId, EngineError>;
+
+    fn handle(&mut self, msg: messages::RaiseHand, ctx: &mut Context<Self>) -> Self::Result {
+        self.guarded(ctx, |room| {
+            let user = room
+                .state
+                .conns
+                .get(&msg.conn)
+                .map(|c| c.info.principal.user.clone())
+                .ok_or_else(|| EngineError::Invalid(format!("join group {} first", room.group)))?;
+            let changed = if msg.raised {
+                room.state.hands.insert(user.clone())
+            } else {
+                room.state.hands.remove(&user)
+            };
+            if changed {
+                room.tell_hand(&user, msg.raised, Some(msg.conn));
+            }
+            Ok(user)
+        })
+        .unwrap_or(Err(EngineError::ActorGone("room")))
+    }
+}
+
 impl Handler<Leave> for Room {
     type Result = ();
 
@@ -306,6 +361,10 @@ impl Handler<Leave> for Room {
         self.guarded(ctx, |room| {
             if let Some(conn) = room.state.conns.remove(&msg.conn) {
                 let user = conn.info.principal.user.clone();
+                if !room.state.conns.values().any(|c| c.info.principal.user == user) {
+                    // Gone from the room: their hand goes with them (participant_left says so).
+                    room.state.hands.remove(&user);
+                }
                 room.broadcast(
                     &ServerMessage::ParticipantLeft {
                         group: room.group.clone(),

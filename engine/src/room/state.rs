@@ -1,4 +1,5 @@
-//! A room's live state: who is connected, with which permissions and media caps. Plain data, no I/O.
+//! A room's live state: who is connected, with which permissions and media caps, and whose hand
+//! is raised. Plain data, no I/O.
 
 use std::collections::HashMap;
 
@@ -19,4 +20,6 @@ pub struct Conn {
 #[derive(Debug, Default)]
 pub struct RoomState {
     pub conns: HashMap<ConnId, Conn>,
+    /// Users whose hand is raised.
+    pub hands: std::collections::BTreeSet<crate::ids::UserId>,
 }

@@ -33,6 +33,103 @@ async fn classroom(s: &Server) -> (String, String) {
     (teacher, student)
 }
 
+/// Classroom: a student raises a hand (extension `raise_hand`); the teacher hears it, a
+/// classmate joining later sees it in `joined`, and granting `can_publish` lowers it for
+/// everyone. A hand outside a joined group is refused.
+#[tokio::test]
+async fn a_raised_hand_reaches_the_teacher_and_comes_down_when_the_floor_is_given() {
+    let s = Server::start().await;
+    let (teacher, student) = classroom(&s).await;
+    let (st, _) = s
+        .call(
+            Method::PUT,
+            "/v1/groups/class/members/pupil",
+            Some(&teacher),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let pupil = s.token("pupil").await;
+    let mut t = s.ws(&teacher).await;
+    assert_eq!(t.join("class").await["type"], "joined");
+    let mut st_ws = s.ws(&student).await;
+
+    st_ws
+        .send(json!({"type": "raise_hand", "group": "class", "req": "h0"}))
+        .await;
+    let refused = st_ws.reply("h0", Duration::from_secs(5)).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("invalid_argument")),
+        "{refused}"
+    );
+    assert_eq!(st_ws.join("class").await["type"], "joined");
+    st_ws
+        .send(json!({"type": "raise_hand", "group": "class", "req": "h1"}))
+        .await;
+    let r = st_ws.reply("h1", Duration::from_secs(5)).await;
+    assert_eq!(
+        (r["type"].as_str(), r["user"].as_str(), &r["raised"]),
+        (Some("hand_raised"), Some("student"), &json!(true)),
+        "{r}"
+    );
+    let ev = t.expect("hand_raised").await;
+    assert_eq!(
+        (ev["user"].as_str(), &ev["raised"]),
+        (Some("student"), &json!(true)),
+        "{ev}"
+    );
+
+    // A classmate joining later sees the hand.
+    let mut p = s.ws(&pupil).await;
+    let joined = p.join("class").await;
+    let hands: Vec<(&str, bool)> = joined["participants"]
+        .as_array()
+        .expect("participants")
+        .iter()
+        .map(|x| {
+            (
+                x["user"].as_str().unwrap_or(""),
+                x["hand_raised"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert!(
+        hands.contains(&("student", true)) && hands.contains(&("teacher", false)),
+        "{joined}"
+    );
+
+    // The teacher gives the floor: the hand comes down, for the student too.
+    let (st, _) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/class/members/student",
+            Some(&teacher),
+            Some(json!({"permissions": {"can_publish": true}})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    for ws in [&mut t, &mut st_ws, &mut p] {
+        let ev = ws.expect("hand_raised").await;
+        assert_eq!(
+            (ev["user"].as_str(), &ev["raised"]),
+            (Some("student"), &json!(false)),
+            "{ev}"
+        );
+    }
+
+    // Raised and lowered by the student: the teacher hears both; nothing for a repeat.
+    for (req, raised) in [("h2", true), ("h3", false), ("h4", false)] {
+        st_ws
+            .send(json!({"type": "raise_hand", "group": "class", "raised": raised, "req": req}))
+            .await;
+        assert_eq!(st_ws.reply(req, Duration::from_secs(5)).await["raised"], raised);
+    }
+    assert_eq!(t.expect("hand_raised").await["raised"], true);
+    assert_eq!(t.expect("hand_raised").await["raised"], false);
+    t.expect_no("hand_raised", Duration::from_millis(500)).await;
+}
+
 #[tokio::test]
 async fn teacher_grants_and_revokes_can_send() {
     let s = Server::start().await;
