@@ -146,6 +146,7 @@ impl Room {
                 group: self.group.clone(),
             });
             let user = conn.info.principal.user.clone();
+            self.state.forget_hand_if_gone(&user);
             self.broadcast(
                 &ServerMessage::ParticipantLeft {
                     group: self.group.clone(),
@@ -361,10 +362,8 @@ impl Handler<Leave> for Room {
         self.guarded(ctx, |room| {
             if let Some(conn) = room.state.conns.remove(&msg.conn) {
                 let user = conn.info.principal.user.clone();
-                if !room.state.conns.values().any(|c| c.info.principal.user == user) {
-                    // Gone from the room: their hand goes with them (participant_left says so).
-                    room.state.hands.remove(&user);
-                }
+                // Gone from the room: their hand goes with them (participant_left says so).
+                room.state.forget_hand_if_gone(&user);
                 room.broadcast(
                     &ServerMessage::ParticipantLeft {
                         group: room.group.clone(),

@@ -23,3 +23,12 @@ pub struct RoomState {
     /// Users whose hand is raised.
     pub hands: std::collections::BTreeSet<crate::ids::UserId>,
 }
+
+impl RoomState {
+    /// Forgets `user`'s raised hand once none of their connections is left in the room.
+    pub fn forget_hand_if_gone(&mut self, user: &crate::ids::UserId) {
+        if !self.conns.values().any(|c| &c.info.principal.user == user) {
+            self.hands.remove(user);
+        }
+    }
+}
