@@ -81,7 +81,7 @@ pub fn document() -> Value {
             },
             "/v1/ingests/{id}": {
                 "get": op("An ingest: status connecting|live|retrying|stopped, counters, last_error (URL credentials redacted)", "admin, creator, or can_list in one of its groups", "200", None),
-                "patch": op("Change a running ingest in place (extension): name, groups, record; the camera stays connected and keeps its participant and tracks. url, transport and tls_fingerprint are fixed (400 ingest_field_immutable: delete and create again)", "admin, or can_publish in every resulting group and every removed group", "200", Some("IngestUpdate")),
+                "patch": op("Change a running ingest in place (extension): name, groups, record, on_demand; the camera stays connected and keeps its participant and tracks. url, transport and tls_fingerprint are fixed (400 ingest_field_immutable: delete and create again)", "admin, or can_publish in every resulting group and every removed group", "200", Some("IngestUpdate")),
                 "delete": op("Stop and delete an ingest (200 with the final view)", "admin, creator, or can_moderate in one of its groups", "200", None)
             },
             "/v1/whip": {"post": sdp_op("WHIP publish to ?groups=a,b (application/sdp offer -> answer, Location)", "can_publish in every group")},
@@ -141,9 +141,10 @@ pub fn document() -> Value {
                 "SendMessage": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
                 "NewIngest": {"type": "object", "required": ["url", "groups"], "properties": {"url": {"type": "string", "pattern": "^rtsps?://"}, "name": {"type": "string"},
                               "groups": {"type": "array", "items": {"type": "string"}}, "record": {"type": "boolean"}, "transport": {"enum": ["tcp", "udp", "http"]},
-                              "tls_fingerprint": {"type": "string", "pattern": "^[0-9A-Fa-f:]+$", "description": "rtsps only: SHA-256 of the camera's certificate (DER), 64 hex digits, colons allowed; pins it instead of checking CAs"}}},
+                              "tls_fingerprint": {"type": "string", "pattern": "^[0-9A-Fa-f:]+$", "description": "rtsps only: SHA-256 of the camera's certificate (DER), 64 hex digits, colons allowed; pins it instead of checking CAs"},
+                              "on_demand": {"type": "boolean", "description": "connect to the camera only while it is read (status idle otherwise)"}}},
                 "IngestUpdate": {"type": "object", "additionalProperties": false, "properties": {"name": {"type": ["string", "null"]},
-                              "groups": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string"}}, "record": {"type": "boolean"}}},
+                              "groups": {"type": "array", "minItems": 1, "maxItems": 16, "items": {"type": "string"}}, "record": {"type": "boolean"}, "on_demand": {"type": "boolean"}}},
                 "Message": {"type": "object", "properties": {"id": {"type": "string"}, "from": {"type": "string"}, "text": {"type": "string"}, "ts": {"type": "string", "format": "date-time"}}}
             }
         }

@@ -19,6 +19,8 @@ pub struct IngestConfig {
     pub backoff_max_ms: u64,
     /// Most ingests the server runs at once.
     pub max_ingests: usize,
+    /// An `on_demand` camera is disconnected this many seconds after its last reader left.
+    pub on_demand_close_after_s: u64,
 }
 
 impl Default for IngestConfig {
@@ -30,6 +32,7 @@ impl Default for IngestConfig {
             backoff_min_ms: 500,
             backoff_max_ms: 30_000,
             max_ingests: 64,
+            on_demand_close_after_s: 10,
         }
     }
 }
@@ -42,6 +45,7 @@ impl IngestConfig {
             ("ingest.read_timeout_s", self.read_timeout_s, 300),
             ("ingest.backoff_min_ms", self.backoff_min_ms, 600_000),
             ("ingest.backoff_max_ms", self.backoff_max_ms, 3_600_000),
+            ("ingest.on_demand_close_after_s", self.on_demand_close_after_s, 3_600),
         ] {
             if v == 0 || v > max {
                 return Err((key, format!("must be between 1 and {max}, got {v}")));

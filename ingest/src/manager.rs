@@ -135,6 +135,9 @@ impl IngestManager {
 
     fn launch(&self, record: IngestRecord, source: SourceUrl, pin: Option<Fingerprint>) {
         let status = Arc::new(IngestStatus::default());
+        status
+            .on_demand
+            .store(record.on_demand, std::sync::atomic::Ordering::Relaxed);
         let deps = &self.inner.deps;
         let parts = SessionParts {
             registry: deps.registry.clone(),
@@ -175,6 +178,7 @@ impl IngestManager {
             record: req.record,
             transport: req.transport,
             tls_fingerprint: pin.map(|p| p.to_string()),
+            on_demand: req.on_demand,
             created_by: who.user.clone(),
             created_at: OffsetDateTime::now_utc(),
         };
@@ -237,6 +241,9 @@ impl IngestManager {
         }
         if let Some(on) = patch.record {
             record.record = on;
+        }
+        if let Some(on) = patch.on_demand {
+            record.on_demand = on;
         }
         self.save(&record)?;
         if let Ok(mut running) = self.inner.running.lock() {

@@ -45,6 +45,10 @@ pub struct NewIngest {
     /// allowed). When set, the certificate is pinned instead of checked against CAs.
     #[serde(default)]
     pub tls_fingerprint: Option<String>,
+    /// Extension: connect to the camera only while someone reads it (as MediaMTX's
+    /// `sourceOnDemand`); see [`IngestState::Idle`].
+    #[serde(default)]
+    pub on_demand: bool,
 }
 
 /// `PATCH /v1/ingests/{id}` (extension): the fields that may change while the ingest runs.
@@ -61,6 +65,8 @@ pub struct IngestUpdate {
     pub groups: Option<Vec<GroupId>>,
     #[serde(default, deserialize_with = "present")]
     pub record: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    pub on_demand: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     url: Option<IgnoredAny>,
     #[serde(default, deserialize_with = "present")]
@@ -103,6 +109,9 @@ pub struct IngestRecord {
     /// records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_fingerprint: Option<String>,
+    /// Connected only while read (absent in records written before it existed: `false`).
+    #[serde(default)]
+    pub on_demand: bool,
     pub created_by: UserId,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -132,6 +141,9 @@ pub enum IngestState {
     Retrying,
     /// Deleted, or every group of the ingest is gone.
     Stopped,
+    /// Extension, `on_demand` cameras: nobody reads it, so it is not connected; the first
+    /// reader (a WebRTC viewer of its participant, live HLS, a recording) connects it again.
+    Idle,
 }
 
 /// A published track of an ingest, as listed in the view.
@@ -155,6 +167,8 @@ pub struct IngestView {
     pub transport: RtspTransport,
     /// The pinned certificate fingerprint (lowercase hex), or null (not secret).
     pub tls_fingerprint: Option<String>,
+    /// Extension: connected only while read.
+    pub on_demand: bool,
     pub status: IngestState,
     pub frames: u64,
     pub bytes: u64,
@@ -181,6 +195,7 @@ impl IngestView {
             record: record.record,
             transport: record.transport,
             tls_fingerprint: record.tls_fingerprint.clone(),
+            on_demand: record.on_demand,
             status: status.state,
             frames: status.frames,
             bytes: status.bytes,

@@ -1,7 +1,8 @@
 //! The live status of one ingest, shared between its RTSP pump (writes) and the API (reads):
-//! state, counters and the last error (already redacted).
+//! state, counters and the last error (already redacted); and the one setting the pump reads
+//! live, `on_demand` (its session writes it).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::model::{IngestState, TrackSummary};
@@ -18,6 +19,8 @@ pub struct IngestStatus {
     pub reconnects: AtomicU64,
     last_error: Mutex<Option<String>>,
     tracks: Mutex<Vec<TrackSummary>>,
+    /// The camera is connected only while read (the record's `on_demand`, as last applied).
+    pub on_demand: AtomicBool,
 }
 
 /// A copy of the status at one instant.
@@ -40,6 +43,7 @@ impl Default for IngestStatus {
             reconnects: AtomicU64::new(0),
             last_error: Mutex::new(None),
             tracks: Mutex::new(Vec::new()),
+            on_demand: AtomicBool::new(false),
         }
     }
 }

@@ -388,6 +388,16 @@ impl Fanout {
         }
     }
 
+    /// Forgets each layer's cached keyframe: a local source that stopped for a while (an
+    /// on-demand camera) should not start its next viewer on an old picture.
+    pub fn forget_keyframes(&self) {
+        for cache in self.layers.iter().filter_map(|l| l.keyframe.as_ref()) {
+            if let Ok(mut c) = cache.lock() {
+                *c = KeyframeCache::default();
+            }
+        }
+    }
+
     /// Whether a leg of this track can be paused and resumed: video whose keyframes the
     /// fan-out recognises, so a resumed leg starts at one.
     pub fn pausable(&self) -> bool {

@@ -321,6 +321,9 @@ impl Handler<UpdateIngest> for IngestSession {
 
     fn handle(&mut self, UpdateIngest(record): UpdateIngest, _ctx: &mut Context<Self>) -> Self::Result {
         let old = std::mem::replace(&mut self.record, record);
+        self.status
+            .on_demand
+            .store(self.record.on_demand, std::sync::atomic::Ordering::Relaxed);
         if old.name != self.record.name {
             self.rename(self.record.name.clone());
         }

@@ -7,7 +7,8 @@
 //! and a camera with `"transport": "http"` through an RTSP-over-HTTP tunnel
 //! ([`crate::http_tunnel`]: the GET/POST handshake is part of the attempt): retina is then
 //! given the bridge's loopback URL (and speaks TCP-interleaved RTSP to it), and the bridge
-//! lives as long as the connection.
+//! lives as long as the connection. An `on_demand` camera is let go once nobody has read it for
+//! `on_demand_close_after_s` (state `idle`), and connected again when a reader comes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +66,12 @@ enum Ended {
     AfterLive(String),
     /// It never got going.
     Failed(String),
+    /// An on-demand camera nobody read: let go until someone does.
+    Unread,
 }
+
+/// How often an on-demand camera's readers are counted.
+const DEMAND_EVERY: Duration = Duration::from_millis(250);
 
 impl Pump {
     /// Runs until told to stop.
@@ -93,6 +99,12 @@ impl Pump {
                     m
                 }
                 Ended::Failed(m) => m,
+                Ended::Unread => {
+                    backoff.reset();
+                    let fanouts = tracks.iter().flatten().flat_map(LiveTrack::fanouts).cloned().collect();
+                    self.idle(fanouts).await;
+                    continue;
+                }
             };
             let message = self.redact(&message);
             tracing::warn!(ingest = %self.id, url = %self.source.redacted, "camera session ended: {message}");
@@ -104,6 +116,27 @@ impl Pump {
                 .reconnects
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Whether the camera is connected only while read.
+    fn on_demand(&self) -> bool {
+        self.status.on_demand.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Nobody reads the camera: waits, disconnected, until a reader comes (or on-demand is
+    /// turned off). Its tracks stay in the calls; their cached keyframes go, so the next
+    /// viewer starts on a fresh picture.
+    async fn idle(&self, fanouts: Vec<Arc<Fanout>>) {
+        tracing::info!(ingest = %self.id, "nobody reads the camera: disconnected until someone does");
+        self.status.set_state(IngestState::Idle);
+        for f in &fanouts {
+            f.forget_keyframes();
+        }
+        while self.on_demand() && !read(&fanouts) {
+            tokio::time::sleep(DEMAND_EVERY).await;
+        }
+        tracing::info!(ingest = %self.id, "the camera has a reader: connecting");
+        self.status.set_state(IngestState::Connecting);
     }
 
     fn redact(&self, text: &str) -> String {
@@ -157,6 +190,10 @@ impl Pump {
         let silence = tokio::time::sleep(read_timeout);
         tokio::pin!(silence);
         let mut went_live = false;
+        // On demand: counted every DEMAND_EVERY; unread since when.
+        let close_after = Duration::from_secs(self.config.on_demand_close_after_s);
+        let mut demand = tokio::time::interval(DEMAND_EVERY);
+        let mut unread_since: Option<Instant> = None;
         loop {
             let item = tokio::select! {
                 biased;
@@ -167,6 +204,14 @@ impl Pump {
                         started,
                         format!("no frame for {} s (read timeout)", read_timeout.as_secs()),
                     )
+                }
+                _ = demand.tick(), if went_live && self.on_demand() => {
+                    if read(live.iter().flat_map(LiveTrack::fanouts)) {
+                        unread_since = None;
+                    } else if unread_since.get_or_insert_with(Instant::now).elapsed() >= close_after {
+                        return Ended::Unread;
+                    }
+                    continue;
                 }
             };
             let item = match item {
@@ -385,4 +430,10 @@ impl Pump {
         let timeline = RtpTimeline::random(plan.rtp.clock_rate);
         LiveTrack::new(plan.clone(), fanout(plan.kind, plan.rtp), timeline, opus)
     }
+}
+
+/// Whether anyone reads any of the camera's tracks: a WebRTC viewer's leg, or a frame tap
+/// (live HLS, a recording).
+fn read<'a>(fanouts: impl IntoIterator<Item = &'a Arc<Fanout>>) -> bool {
+    fanouts.into_iter().any(|f| f.subscribers() > 0 || f.wants_frames())
 }

@@ -17,7 +17,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Fast retries so tests stay short.
-const CONFIG: &str = "[testing]\nfault_injection = true\n[ingest]\nbackoff_min_ms = 300\nbackoff_max_ms = 1500\nread_timeout_s = 4\nconnect_timeout_s = 4\n";
+const CONFIG: &str = "[testing]\nfault_injection = true\n[ingest]\nbackoff_min_ms = 300\nbackoff_max_ms = 1500\nread_timeout_s = 4\nconnect_timeout_s = 4\non_demand_close_after_s = 1\n";
 
 async fn create(s: &Server, token: &str, body: Value) -> (u16, Value) {
     s.call(Method::POST, "/v1/ingests", Some(token), Some(body)).await
@@ -1866,4 +1866,80 @@ async fn patching_an_ingest_is_validated_and_needs_can_publish_where_it_acts() {
         "openapi lists PATCH"
     );
     drop(camera);
+}
+
+/// An on-demand camera (`"on_demand": true`, as MediaMTX's `sourceOnDemand`): connected at
+/// creation (its tracks join the call), let go once nobody reads it (`idle`, no connection at
+/// the camera), connected again for a WebRTC viewer, who gets a fresh keyframe and frames, and
+/// for live HLS; let go again when they leave. `PATCH` turns it off (connected for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_camera_is_connected_only_while_someone_watches() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("cams", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let port = free_port();
+    let _camera = Camera::start(port, &[]);
+    let (st, created) = create(
+        &s,
+        &s.admin,
+        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"], "on_demand": true}),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    assert_eq!(created["on_demand"], true, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let participant = format!("ingest-{id}");
+    // Nobody reads it: idle within about a second of going live, and not connected.
+    wait_status(&s, &id, "idle", Duration::from_secs(15)).await;
+    assert_eq!(clients_of(port), 0, "no connection at the camera while idle");
+    assert!(
+        call_participants(&s, "cams")
+            .await
+            .iter()
+            .any(|p| p["user"] == participant.as_str()),
+        "an idle camera stays in the call"
+    );
+
+    // A WebRTC viewer: connected again; the viewer gets a keyframe and frames.
+    let sub = watch_h264(&s, &viewer, &participant, "on demand").await;
+    let v = wait_status(&s, &id, "live", Duration::from_secs(5)).await;
+    assert_eq!(clients_of(port), 1, "{v}");
+    assert_eq!(v["reconnects"], 0, "resuming on demand is not a reconnect: {v}");
+    sub.close().await;
+    wait_status(&s, &id, "idle", Duration::from_secs(10)).await;
+    assert_eq!(clients_of(port), 0);
+
+    // Live HLS reads it too.
+    let (live, text) = live_playlist(&s, "cams", &viewer).await;
+    assert!(text.contains("#EXTINF"), "{text}");
+    let (_, codecs) = tokio::task::spawn_blocking(move || probe(&live)).await.unwrap();
+    assert!(codecs.contains("h264"), "{codecs}");
+    assert_eq!(
+        wait_for(&s, &id, Duration::from_secs(1), |_| true).await["status"],
+        "live"
+    );
+
+    // Turned off: connected whoever reads it.
+    let (st, v) = s
+        .call(
+            Method::PATCH,
+            &format!("/v1/ingests/{id}"),
+            Some(&s.admin),
+            Some(json!({"on_demand": false})),
+        )
+        .await;
+    assert_eq!((st, &v["on_demand"]), (200, &json!(false)), "{v}");
+    let (st, v) = s
+        .call(
+            Method::PATCH,
+            &format!("/v1/ingests/{id}"),
+            Some(&s.admin),
+            Some(json!({"on_demand": "yes"})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 200);
 }
