@@ -101,8 +101,7 @@ impl Pump {
                 Ended::Failed(m) => m,
                 Ended::Unread => {
                     backoff.reset();
-                    let fanouts = tracks.iter().flatten().flat_map(LiveTrack::fanouts).cloned().collect();
-                    self.idle(fanouts).await;
+                    self.idle(fanouts_of(&tracks)).await;
                     continue;
                 }
             };
@@ -112,6 +111,12 @@ impl Pump {
             self.status.set_state(IngestState::Retrying);
             let delay = backoff.next_delay(rand::random::<f64>());
             tokio::time::sleep(delay).await;
+            // An on-demand camera that failed while nobody reads it waits for a reader rather
+            // than retrying for nobody.
+            let fanouts = fanouts_of(&tracks);
+            if self.on_demand() && !fanouts.is_empty() && !read(&fanouts) {
+                self.idle(fanouts).await;
+            }
             self.status
                 .reconnects
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -436,4 +441,9 @@ impl Pump {
 /// (live HLS, a recording).
 fn read<'a>(fanouts: impl IntoIterator<Item = &'a Arc<Fanout>>) -> bool {
     fanouts.into_iter().any(|f| f.subscribers() > 0 || f.wants_frames())
+}
+
+/// Every fan-out of the camera's tracks (none before its first connection).
+fn fanouts_of(tracks: &Option<Vec<LiveTrack>>) -> Vec<Arc<Fanout>> {
+    tracks.iter().flatten().flat_map(LiveTrack::fanouts).cloned().collect()
 }
