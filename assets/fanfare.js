@@ -144,8 +144,8 @@ export class Fanfare {
 
   /** Adds a listener; returns a function that removes it. Events: participant_joined,
    * participant_left, track_published, track_unpublished, track_muted, permissions_changed,
-   * media_changed, layers_wanted, active_speakers, hand_raised, message, left, session_ended,
-   * publish_ended, stream, connection, room_restarted, error. */
+   * media_changed, layers_wanted, active_speakers, hand_raised, connection_quality, message, left,
+   * session_ended, publish_ended, stream, connection, room_restarted, error. */
   on(type, fn) {
     if (!this._handlers.has(type)) this._handlers.set(type, new Set());
     this._handlers.get(type).add(fn);

@@ -15,6 +15,7 @@ export class CallView {
     this.inCall = false;
     this.tiles = new Map(); // "user:camera" | "user:screen" -> tile
     this.speaker = null;
+    this.linkQuality = new Map(); // user -> "excellent" | "good" | "poor"
     this.offs = [];
     this.timers = [];
     this.wantCamera = true;
@@ -25,6 +26,12 @@ export class CallView {
     on("track_muted", (m) => this.onMuted(m));
     on("participant_joined", () => this.renderPeople());
     on("participant_left", () => this.renderPeople());
+    // The server grades each participant's links; a poor one is marked on their tiles.
+    on("connection_quality", (m) => {
+      if (m.group !== this.group.id) return;
+      for (const { user, quality } of m.participants) this.linkQuality.set(user, quality);
+      this.markLinks();
+    });
     on("hand_raised", (m) => {
       if (m.group !== this.group.id || !this.inCall) return;
       if (m.user === this.ff.user) return this.renderControls();
@@ -246,6 +253,7 @@ export class CallView {
       w.source === "screen" ? h("span.badge", { title: "screen share" }, "screen") : null,
       w.source === "camera" && (w.muted || !w.hasAudio) ? h("span.badge.muted", { title: "microphone off", dataset: { badge: "mic-off" } }, "mic off") : null);
     tile.el.classList.toggle("no-video", !w.hasVideo);
+    tile.el.classList.toggle("poor-link", this.linkQuality.get(w.user) === "poor");
     // Attach media only when the set of tracks changed, so playback does not restart.
     let stream = w.stream || null;
     const tracks = stream ? stream.getTracks() : w.tracks || [];
@@ -295,6 +303,11 @@ export class CallView {
     } else {
       this.stage.querySelector(".empty")?.remove();
     }
+  }
+
+  /** Marks the tiles of participants whose links the server grades poor. */
+  markLinks() {
+    for (const [, t] of this.tiles) t.el.classList.toggle("poor-link", this.linkQuality.get(t.el.dataset.user) === "poor");
   }
 
   /** Outlines `user`'s camera tile as the active speaker (none: `null`). */

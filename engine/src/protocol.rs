@@ -218,6 +218,13 @@ pub enum ServerMessage {
         #[serde(skip_serializing_if = "Option::is_none")]
         req: Option<String>,
     },
+    /// Connection quality (extension, as LiveKit's): the grade of each participant's links in
+    /// `group`'s call whose grade changed (the worst of its publishing uplink and its viewing
+    /// downlink, from their loss), to connections with `can_list`.
+    ConnectionQuality {
+        group: GroupId,
+        participants: Vec<crate::room::call::QualityView>,
+    },
     /// A hand was raised or lowered in `group` (extension): by `user` (`raise_hand`), or
     /// lowered by the server when `user` was given `can_publish` or left.
     HandRaised {

@@ -142,6 +142,20 @@ pub struct ClientOptions {
     /// packet, read as each is sent, as a browser's speaking or silent microphone would.
     /// Without it the packets carry no level.
     pub audio_level: Option<AudioLevel>,
+    /// Publisher: video packets it leaves out, as a lossy uplink would (never sent, so a NACK
+    /// cannot bring them back).
+    pub uplink_loss: Option<UplinkLoss>,
+}
+
+/// Every how many video packets a publisher leaves one out (0: none).
+#[derive(Clone, Debug, Default)]
+pub struct UplinkLoss(Arc<AtomicU32>);
+
+impl UplinkLoss {
+    /// Leaves out one video packet in `n` (0: none).
+    pub fn set_every(&self, n: u32) {
+        self.0.store(n, Ordering::Relaxed);
+    }
 }
 
 /// The loudness a publisher says its audio has (see [`ClientOptions::audio_level`]).
@@ -305,6 +319,7 @@ impl Default for ClientOptions {
             bottleneck: None,
             loss: None,
             audio_level: None,
+            uplink_loss: None,
         }
     }
 }
@@ -1162,7 +1177,11 @@ impl WhipPublisher {
                 video.clone(),
                 packetizer,
                 aus,
-                VideoLayer { exts, requested: flag },
+                VideoLayer {
+                    exts,
+                    requested: flag,
+                    loss: opts.uplink_loss.clone(),
+                },
                 counters.clone(),
                 peer.state_watch(),
                 opts.timeout,
@@ -1353,6 +1372,8 @@ async fn read_feedback(
 /// and RID) and its keyframe-request flag.
 struct VideoLayer {
     exts: Vec<(u8, Bytes)>,
+    /// Leaves out packets, as a lossy uplink.
+    loss: Option<UplinkLoss>,
     requested: Arc<AtomicBool>,
 }
 
@@ -1374,6 +1395,7 @@ async fn send_video(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut idx = 0;
     let mut timestamp = random_u32();
+    let mut written = 0u32;
     loop {
         tick.tick().await;
         if is_over(&state) {
@@ -1391,6 +1413,11 @@ async fn send_video(
             Ok(pkts) => {
                 for mut p in pkts {
                     let len = p.payload.len() as u64;
+                    written = written.wrapping_add(1);
+                    let every = layer.loss.as_ref().map_or(0, |l| l.0.load(Ordering::Relaxed));
+                    if every > 0 && written.is_multiple_of(every) {
+                        continue;
+                    }
                     for (id, value) in &layer.exts {
                         let _ = p.header.set_extension(*id, value.clone());
                     }

@@ -20,6 +20,7 @@ use crate::model::{Group, MediaSettings};
 use crate::perms::{Perms, Principal};
 use crate::protocol::{ServerMessage, TrackView};
 use crate::track::audio_level::{SpeechDetector, OBSERVE_EVERY};
+use crate::track::link_quality::Quality;
 use crate::track::{Fanout, LegCaps, MediaKind, Source, TrackInfo};
 
 /// One published track in this room.
@@ -57,9 +58,12 @@ pub struct CallState {
     pub levels: HashMap<String, SpeechDetector>,
     /// The active speakers last told, loudest first.
     pub speakers: Vec<Speaker>,
-    /// The timer that reads the levels, while the call has audio or speakers (a timer would
-    /// otherwise keep an empty room alive).
-    pub speaker_timer: Option<SpawnHandle>,
+    /// The timer that reads the levels and the links, while the call has publications or
+    /// speakers (a timer would otherwise keep an empty room alive), and its ticks so far.
+    pub call_timer: Option<SpawnHandle>,
+    pub ticks: u64,
+    /// Each participant's link quality as last told.
+    pub quality: HashMap<UserId, Quality>,
     /// The lead speaker (who the live program follows) and since when.
     pub lead: Option<(UserId, Instant)>,
     /// The loudest speaker who is not the lead, and since when they have been.
@@ -86,6 +90,16 @@ pub struct ParticipantView {
     /// Extension: one of the call's active speakers now.
     pub speaking: bool,
 }
+
+/// A participant's link quality (socket event `connection_quality`, extension).
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct QualityView {
+    pub user: UserId,
+    pub quality: Quality,
+}
+
+/// Links are graded every this many timer ticks (about 2 s).
+const QUALITY_EVERY_TICKS: u64 = 7;
 
 /// An active speaker (socket event `active_speakers`, extension).
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
@@ -341,7 +355,7 @@ impl Handler<PublishTrack> for Room {
             Ok(true)
         })
         .unwrap_or(Err(EngineError::ActorGone("room")))
-        .inspect(|_| self.watch_speakers(ctx))
+        .inspect(|_| self.watch_call(ctx))
     }
 }
 
@@ -487,22 +501,68 @@ impl Handler<GetCall> for Room {
 }
 
 impl Room {
-    /// Starts reading the audio tracks' levels every [`OBSERVE_EVERY`] if the call has audio
-    /// and nothing reads them yet; the timer stops itself once no audio and no speaker is left.
-    pub(super) fn watch_speakers(&mut self, ctx: &mut Context<Self>) {
-        let has_audio = |call: &CallState| call.publications.iter().any(|p| p.track.info.kind == MediaKind::Audio);
-        if self.call.speaker_timer.is_some() || !has_audio(&self.call) {
+    /// Starts the call's timer if the call has publications and it is not running: every
+    /// [`OBSERVE_EVERY`] it reads the audio levels, every [`QUALITY_EVERY_TICKS`] it grades the
+    /// links. It stops itself once no publication and no speaker is left.
+    pub(super) fn watch_call(&mut self, ctx: &mut Context<Self>) {
+        if self.call.call_timer.is_some() || self.call.publications.is_empty() {
             return;
         }
         let handle = ctx.run_interval(OBSERVE_EVERY, move |room, ctx| {
-            room.guarded(ctx, |r| r.observe_speakers());
-            if !has_audio(&room.call) && room.call.speakers.is_empty() {
-                if let Some(h) = room.call.speaker_timer.take() {
+            room.call.ticks += 1;
+            let grade = room.call.ticks.is_multiple_of(QUALITY_EVERY_TICKS);
+            room.guarded(ctx, |r| {
+                r.observe_speakers();
+                if grade {
+                    r.grade_links();
+                }
+            });
+            if room.call.publications.is_empty() && room.call.speakers.is_empty() {
+                room.call.quality.clear();
+                if let Some(h) = room.call.call_timer.take() {
                     ctx.cancel_future(h);
                 }
             }
         });
-        self.call.speaker_timer = Some(handle);
+        self.call.call_timer = Some(handle);
+    }
+
+    /// Grades each participant's links (the worst of its publications' uplink loss and its
+    /// legs' downlink loss in this room) and tells `can_list` connections those that changed.
+    fn grade_links(&mut self) {
+        let mut now: HashMap<UserId, Quality> = HashMap::new();
+        let mut worst = |user: &UserId, q: Quality| {
+            let e = now.entry(user.clone()).or_insert(q);
+            *e = (*e).min(q);
+        };
+        for p in &self.call.publications {
+            if let Some(loss) = p.track.take_uplink_loss() {
+                worst(&p.principal.user, Quality::of_loss(loss));
+            }
+            p.track.for_each_leg(|leg| {
+                if leg.room == self.group {
+                    worst(&leg.viewer, Quality::of_loss(leg.downlink_loss()));
+                }
+            });
+        }
+        let changed: Vec<QualityView> = now
+            .iter()
+            .filter(|(u, q)| self.call.quality.get(*u) != Some(*q))
+            .map(|(u, q)| QualityView {
+                user: u.clone(),
+                quality: *q,
+            })
+            .collect();
+        // Those no longer measured (gone) are forgotten, so a return is told again.
+        self.call.quality = now;
+        if changed.is_empty() {
+            return;
+        }
+        let msg = ServerMessage::ConnectionQuality {
+            group: self.group.clone(),
+            participants: changed,
+        };
+        self.broadcast(&msg, |p| p.can_list, None);
     }
 
     /// Reads every audio track's levels (each [`OBSERVE_EVERY`]) and, when the set of active

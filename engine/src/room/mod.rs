@@ -274,8 +274,8 @@ impl Supervised for Room {
         for p in &self.call.publications {
             p.track.enter_room(&self.group);
         }
-        self.call.speaker_timer = None;
-        self.watch_speakers(ctx);
+        self.call.call_timer = None;
+        self.watch_call(ctx);
         self.refresh();
         let msg = ServerMessage::RoomRestarted {
             group: self.group.clone(),

@@ -179,13 +179,13 @@ struct Built {
 }
 
 /// Builds the subscriber side: a connection with one local track per published track, the
-/// answer, and a leg (for a viewer in `group`) attached to each fan-out whose codec the client
-/// accepted. Runs on the media runtime.
+/// answer, and a leg (for the viewer `user` in `group`) attached to each fan-out whose codec
+/// the client accepted. Runs on the media runtime.
 async fn build(
     media: Media,
     metrics: EngineMetrics,
     offer: String,
-    group: GroupId,
+    (group, user): (GroupId, UserId),
     watched: Watched,
     viewer: Addr<Viewer>,
 ) -> Result<Built, EngineError> {
@@ -217,7 +217,7 @@ async fn build(
     };
     let offered = locals.iter().map(|(t, _, _)| t.info.id.clone()).collect();
     let state = pc.state();
-    let legs = attach_legs(&pc, &group, locals, vec![caps; tracks.len()], &state);
+    let legs = attach_legs(&pc, (&group, &user), locals, vec![caps; tracks.len()], &state);
     tokio::spawn(super::stop_when_dropped(state.clone(), viewer.recipient()));
     Ok(Built {
         pc,
@@ -232,7 +232,7 @@ async fn build(
 /// whose codec the client accepted. Runs on the media runtime.
 fn attach_legs(
     pc: &ViewerPeer,
-    group: &GroupId,
+    (group, viewer): (&GroupId, &UserId),
     locals: Vec<Local>,
     caps: Vec<LegCaps>,
     state: &tokio::sync::watch::Receiver<PeerState>,
@@ -240,7 +240,7 @@ fn attach_legs(
     let mut legs = Vec::new();
     for ((track, local, ssrc), caps) in locals.into_iter().zip(caps) {
         if let Some(pt) = pc.payload_type(&local, &track.info.codec) {
-            let leg = track.attach_capped(group.clone(), local, pt, ssrc, state.clone(), caps);
+            let leg = track.attach_capped((group.clone(), viewer.clone()), local, pt, ssrc, state.clone(), caps);
             legs.push((track, leg.id));
         }
     }
@@ -337,7 +337,7 @@ impl Handler<Negotiate> for Viewer {
             follow: self.offers.is_some().then(|| ctx.address().recipient()),
         };
         let (media, addr, metrics) = (self.media.clone(), ctx.address(), self.metrics.clone());
-        let group = self.group.clone();
+        let audience = (self.group.clone(), self.principal.user.clone());
         let fut = async move {
             // Tracks of one publish arrive one by one: ask again until all have (up to 3 s).
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
@@ -360,7 +360,7 @@ impl Handler<Negotiate> for Viewer {
             let (user, caps) = (watched.user.clone(), watched.caps.clone());
             let built = media
                 .clone()
-                .run(build(media, metrics, msg.offer, group, watched, addr))
+                .run(build(media, metrics, msg.offer, audience, watched, addr))
                 .await??;
             Ok::<_, EngineError>((built, user, caps))
         };
@@ -580,14 +580,14 @@ impl Handler<AcceptAnswer> for Viewer {
         };
         let media = self.media.clone();
         let caps: Vec<LegCaps> = locals.iter().map(|(t, _, _)| self.caps_for(t)).collect();
-        let group = self.group.clone();
+        let (group, user) = (self.group.clone(), self.principal.user.clone());
         let fut = async move {
             media
                 .run(async move {
                     if let Err(e) = pc.accept_answer(msg.answer) {
                         return Err((e, locals));
                     }
-                    Ok(attach_legs(&pc, &group, locals, caps, &state))
+                    Ok(attach_legs(&pc, (&group, &user), locals, caps, &state))
                 })
                 .await
         };

@@ -26,8 +26,9 @@ use super::congestion::EstimateSource;
 use super::directory::RoomTraffic;
 use super::frame_tap::{FrameTaps, SourceFrame};
 use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS};
+use super::link_quality::{loss, SeqLoss};
 use super::{MediaKind, TrackInfo};
-use crate::ids::GroupId;
+use crate::ids::{GroupId, UserId};
 use crate::media::{PeerState, SendSideEstimate, ViewerTrack, Written};
 use crate::metrics::EngineMetrics;
 
@@ -93,6 +94,10 @@ pub struct Downtrack {
     target: AtomicU8,
     /// The group whose viewer this leg serves (per-room traffic in `/metrics`).
     pub room: GroupId,
+    /// The viewer it serves.
+    pub viewer: UserId,
+    /// The fraction lost (of 256) in the viewer's latest receiver report on this leg.
+    last_loss: AtomicU8,
     /// What this leg sent and was asked to resend; added to the track's counters when it goes.
     pub counters: LegCounters,
 }
@@ -118,6 +123,11 @@ impl Downtrack {
             nacked: c.nacked.load(Ordering::Relaxed),
             ..RoomTraffic::default()
         }
+    }
+
+    /// The share of packets the viewer's latest receiver report on this leg says were lost.
+    pub fn downlink_loss(&self) -> f64 {
+        f64::from(self.last_loss.load(Ordering::Relaxed)) / 256.0
     }
 
     /// The layer this leg forwards now.
@@ -277,6 +287,8 @@ pub struct Layer {
     last_pli: Mutex<Option<Instant>>,
     /// A keyframe request is scheduled for the end of the current interval.
     pli_deferred: AtomicBool,
+    /// Packets expected and received (the publisher's uplink loss).
+    loss: SeqLoss,
 }
 
 impl Layer {
@@ -396,6 +408,16 @@ impl Fanout {
                 *c = KeyframeCache::default();
             }
         }
+    }
+
+    /// The share of the publisher's packets lost on the way in since the last call, over every
+    /// layer (after retransmissions); `None` when nothing was expected.
+    pub fn take_uplink_loss(&self) -> Option<f64> {
+        let (expected, received) = self.layers.iter().fold((0, 0), |(e, r), l| {
+            let (le, lr) = l.loss.take();
+            (e + le, r + lr.min(le))
+        });
+        loss(expected, received)
     }
 
     /// Whether a leg of this track can be paused and resumed: video whose keyframes the
@@ -811,6 +833,9 @@ impl Fanout {
                 let Some(idx) = self.layer_of(pkt.header.ssrc) else {
                     return;
                 };
+                if let Some(layer) = self.layers.get(usize::from(idx)) {
+                    layer.loss.observe(pkt.header.sequence_number);
+                }
                 if let Some(id) = self.levels.extension() {
                     let level = pkt.header.get_extension(id).and_then(|e| parse_level(&e));
                     if let (Some(level), false) = (level, self.muted()) {
@@ -832,12 +857,12 @@ impl Fanout {
         }
     }
 
-    /// Attaches a subscriber leg for a viewer in `room`, writing to `local` with the leg's
+    /// Attaches a subscriber leg for `viewer` in `room`, writing to `local` with the leg's
     /// payload type `pt` and SSRC `ssrc`, on the layer `caps` allow. Forwarding starts when
     /// `state` reaches `Connected`, with a keyframe request. Must be called on the media runtime.
     pub fn attach_capped(
         self: &Arc<Self>,
-        room: GroupId,
+        (room, viewer): (GroupId, UserId),
         local: Arc<ViewerTrack>,
         pt: u8,
         ssrc: u32,
@@ -866,6 +891,8 @@ impl Fanout {
             current: AtomicU8::new(if multi { NO_LAYER } else { target }),
             target: AtomicU8::new(target),
             room,
+            viewer,
+            last_loss: AtomicU8::new(0),
             counters: LegCounters::default(),
         });
         let fanout = self.clone();
@@ -923,6 +950,7 @@ impl Fanout {
                     .find(|r| r.ssrc == leg_ssrc)
                     .map(|r| r.fraction_lost);
                 if let Some(fraction_lost) = lost {
+                    feedback.last_loss.store(fraction_lost, Ordering::Relaxed);
                     fanout.tell(LossReport {
                         leg: feedback.id,
                         fraction_lost,
@@ -992,14 +1020,19 @@ impl Fanout {
             nacked: c.nacked.load(Ordering::Relaxed),
             ..RoomTraffic::default()
         };
-        if let Ok(legs) = self.legs.read() {
-            for leg in legs.iter() {
-                let t = leg.traffic();
-                total += t;
-                per_leg(leg, t);
-            }
-        }
+        self.for_each_leg(|leg| {
+            let t = leg.traffic();
+            total += t;
+            per_leg(leg, t);
+        });
         total
+    }
+
+    /// Hands each live subscriber leg to `f`.
+    pub fn for_each_leg(&self, f: impl FnMut(&Downtrack)) {
+        if let Ok(legs) = self.legs.read() {
+            legs.iter().map(|l| l.as_ref()).for_each(f);
+        }
     }
 
     /// The call of `group` lists this track now.

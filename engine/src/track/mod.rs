@@ -11,6 +11,7 @@ mod directory;
 mod fanout;
 mod frame_tap;
 pub mod layers;
+pub mod link_quality;
 
 pub use actor::{LayersListener, Track};
 pub use directory::{RoomTraffic, TrackCollector, TrackDirectory};

@@ -1,11 +1,12 @@
 //! The SFU over real WebRTC on loopback: a Rust client publishes the H.264 fixture with WHIP,
 //! Rust clients play it with WHEP. Multi-group fan-out, permissions applied live, bad input,
-//! and nothing left behind once everyone has gone.
+//! nothing left behind once everyone has gone, a hidden video paused, active speakers, and
+//! connection quality.
 
 use std::time::Duration;
 
 use fanfare_tests::rtc_client::{
-    AudioLevel, ClientError, ClientOptions, Loss, SdpAnswer, WhepSubscriber, WhipPublisher,
+    AudioLevel, ClientError, ClientOptions, Loss, SdpAnswer, UplinkLoss, WhepSubscriber, WhipPublisher,
 };
 use fanfare_tests::Server;
 use reqwest::Method;
@@ -1000,4 +1001,59 @@ async fn active_speakers(ws: &mut fanfare_tests::Ws) -> serde_json::Value {
     let ev = ws.expect("active_speakers").await;
     assert_eq!(ev["group"], "talk", "{ev}");
     ev
+}
+
+/// Connection quality (extension `connection_quality`): the room grades each participant's
+/// links from their loss: a viewer whose receiver reports say it loses a third of its packets
+/// is `poor`, and `excellent` again once they are clean; a publisher whose uplink loses one
+/// video packet in four (never sent, so no NACK repairs it) is `poor` until that stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_grades_each_participants_links_from_their_loss() {
+    let s = Server::start().await;
+    s.group("q", &[("pub", json!({})), ("v", json!({})), ("w", json!({}))])
+        .await;
+    let (pub_t, v_t, w_t) = (s.token("pub").await, s.token("v").await, s.token("w").await);
+    let mut watcher = s.ws(&w_t).await;
+    assert_eq!(watcher.join("q").await["type"], "joined");
+    let uplink = UplinkLoss::default();
+    let opts = ClientOptions {
+        uplink_loss: Some(uplink.clone()),
+        ..Default::default()
+    };
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=q", &pub_t, opts)
+        .await
+        .expect("publish");
+    assert!(publisher.wait_connected(WAIT).await);
+    let viewer = WhepSubscriber::connect(&s.base, "/v1/groups/q/whep", &v_t)
+        .await
+        .expect("play");
+    assert!(viewer.wait_frames(10, WAIT).await, "{:?}", viewer.counts());
+
+    // Until `user` is graded `want` (within 15 s), reporting `fraction_lost` from the viewer.
+    async fn graded(ws: &mut fanfare_tests::Ws, viewer: &WhepSubscriber, fraction_lost: u8, user: &str, want: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            viewer.send_loss_report(fraction_lost).await.expect("receiver report");
+            if let Some(ev) = ws.next(Duration::from_millis(250)).await {
+                let hit = ev["type"] == "connection_quality"
+                    && ev["participants"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|p| p["user"] == user && p["quality"] == want));
+                if hit {
+                    assert_eq!(ev["group"], "q", "{ev}");
+                    return;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{user} never graded {want}");
+        }
+    }
+    graded(&mut watcher, &viewer, 0, "v", "excellent").await;
+    graded(&mut watcher, &viewer, 85, "v", "poor").await;
+    graded(&mut watcher, &viewer, 0, "v", "excellent").await;
+    uplink.set_every(4);
+    graded(&mut watcher, &viewer, 0, "pub", "poor").await;
+    uplink.set_every(0);
+    graded(&mut watcher, &viewer, 0, "pub", "excellent").await;
+    viewer.close().await;
+    publisher.close().await;
 }
