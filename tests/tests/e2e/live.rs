@@ -21,16 +21,21 @@ async fn classroom(s: &Server) -> (String, String) {
         )
         .await;
     assert_eq!(st, 201, "{body}");
-    let (st, _) = s
+    add_member(s, &teacher, "student").await;
+    (teacher, student)
+}
+
+/// `teacher` makes `user` a member of the class (with the group's defaults).
+async fn add_member(s: &Server, teacher: &str, user: &str) {
+    let (st, body) = s
         .call(
             Method::PUT,
-            "/v1/groups/class/members/student",
-            Some(&teacher),
+            &format!("/v1/groups/class/members/{user}"),
+            Some(teacher),
             Some(json!({})),
         )
         .await;
-    assert_eq!(st, 201);
-    (teacher, student)
+    assert_eq!(st, 201, "{body}");
 }
 
 /// Classroom: a student raises a hand (extension `raise_hand`); the teacher hears it, a
@@ -40,15 +45,7 @@ async fn classroom(s: &Server) -> (String, String) {
 async fn a_raised_hand_reaches_the_teacher_and_comes_down_when_the_floor_is_given() {
     let s = Server::start().await;
     let (teacher, student) = classroom(&s).await;
-    let (st, _) = s
-        .call(
-            Method::PUT,
-            "/v1/groups/class/members/pupil",
-            Some(&teacher),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(st, 201);
+    add_member(&s, &teacher, "pupil").await;
     let pupil = s.token("pupil").await;
     let mut t = s.ws(&teacher).await;
     assert_eq!(t.join("class").await["type"], "joined");
