@@ -89,6 +89,9 @@ pub struct ParticipantView {
     pub tracks: Vec<TrackView>,
     /// Extension: one of the call's active speakers now.
     pub speaking: bool,
+    /// Extension: the grade of their links (`connection_quality`), once graded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
 }
 
 /// A participant's link quality (socket event `connection_quality`, extension).
@@ -493,6 +496,7 @@ impl Handler<GetCall> for Room {
                     name: p.principal.name.clone(),
                     tracks: vec![view],
                     speaking: self.call.speakers.iter().any(|s| s.user == p.principal.user),
+                    quality: self.call.quality.get(&p.principal.user).copied(),
                 }),
             }
         }

@@ -1052,6 +1052,12 @@ async fn the_room_grades_each_participants_links_from_their_loss() {
     graded(&mut watcher, &viewer, 0, "v", "excellent").await;
     uplink.set_every(4);
     graded(&mut watcher, &viewer, 0, "pub", "poor").await;
+    let (st, call) = s.call(Method::GET, "/v1/groups/q/call", Some(&w_t), None).await;
+    assert_eq!(
+        (st, &call["participants"][0]["quality"]),
+        (200, &json!("poor")),
+        "{call}"
+    );
     uplink.set_every(0);
     graded(&mut watcher, &viewer, 0, "pub", "excellent").await;
     viewer.close().await;
