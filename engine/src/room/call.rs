@@ -1,5 +1,6 @@
 //! The call side of a room: who publishes which tracks here, who watches whom, and the rules
-//! that apply live (`can_publish`, `can_subscribe`, moderation).
+//! that apply live (`can_publish`, `can_subscribe`, moderation); and, on the call's timer, who
+//! is speaking (and leads, for the live program) and how good each participant's links are.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The `Room` actor: one per active group. It owns who is connected and their effective
-//! permissions, delivers chat messages, and applies permission changes live. Every handler runs
+//! permissions (and raised hands), delivers chat messages, and applies permission changes live. Every handler runs
 //! under a panic guard: a panic stops the actor, its `Supervisor` restarts it, and the restarted
 //! room reloads permissions from storage and tells its members.
 
