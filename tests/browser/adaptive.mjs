@@ -13,122 +13,98 @@
 // Prints one JSON line on stdout ({"ok":..., "steps":[{"size","want","got","afterMs"}...]}); the
 // browser's console goes to stderr. Exits 0 when every step reached its width.
 
-import { chromium } from "playwright-core";
-import { WEBRTC_ARGS, closeBrowser, giveUpAfter, parseFlags, reporter, sleep } from "./common.mjs";
+import { parseFlags, runPage, sleep } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 120_000;
 const STEP_MS = 20_000;
 
 const args = parseFlags(process.argv.slice(2));
 const result = { ok: false, steps: [], error: null };
-const { log, finish } = reporter("adaptive", result);
-let browser = null;
-let page = null;
+await runPage(
+  {
+    name: "adaptive",
+    result,
+    args,
+    required: ["base", "group", "user", "token", "peer", "sizes", "widths"],
+    timeoutMs: HARD_TIMEOUT_MS,
+    pageOptions: { viewport: { width: 1600, height: 1000 }, deviceScaleFactor: 1 },
+  },
+  async (page, log) => {
+    const sizes = args.sizes.split(",");
+    const widths = args.widths.split(",").map(Number);
+    if (sizes.length !== widths.length) throw new Error("--sizes and --widths differ in length");
+    await page.evaluate(
+      async ({ token, group, peer }) => {
+        document.body.innerHTML = "";
+        const video = document.createElement("video");
+        video.id = "v";
+        video.muted = true;
+        video.autoplay = true;
+        video.playsInline = true;
+        video.style.objectFit = "contain";
+        document.body.appendChild(video);
+        const { Fanfare } = await import("/fanfare.js");
+        const ff = await Fanfare.connect({ token });
+        window.fanfareApp = { ff };
+        await ff.join(group);
+        video.srcObject = await ff.subscribe(peer);
+        ff.adaptTo(peer, video);
+      },
+      { token: args.token, group: args.group, peer: args.peer },
+    );
+    // The decoded picture's width and how many frames were decoded so far.
+    const decoding = () =>
+      page.evaluate(async (peer) => {
+        const pc = window.fanfareApp.ff._subs.get(peer)?.pc;
+        let width = 0;
+        let decoded = 0;
+        if (pc) {
+          (await pc.getStats()).forEach((r) => {
+            if (r.type === "inbound-rtp" && r.kind === "video") {
+              width = r.frameWidth || width;
+              decoded += r.framesDecoded || 0;
+            }
+          });
+        }
+        return { width, decoded };
+      }, args.peer);
 
-async function cleanup() {
-  const b = browser;
-  browser = null;
-  if (b) await closeBrowser(b, page ? [page] : []);
-}
-
-const hardTimer = giveUpAfter(HARD_TIMEOUT_MS, result, finish, cleanup);
-
-async function main() {
-  for (const k of ["base", "group", "user", "token", "peer", "sizes", "widths"]) {
-    if (!args[k]) throw new Error(`need --${k} (see the top of adaptive.mjs)`);
-  }
-  const sizes = args.sizes.split(",");
-  const widths = args.widths.split(",").map(Number);
-  if (sizes.length !== widths.length) throw new Error("--sizes and --widths differ in length");
-  browser = await chromium.launch({
-    executablePath: args.chromium || "/usr/bin/chromium",
-    headless: true,
-    args: WEBRTC_ARGS,
-  });
-  page = await browser.newPage({ viewport: { width: 1600, height: 1000 }, deviceScaleFactor: 1 });
-  page.on("console", (m) => log(`console.${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => log(`page error: ${e.message}`));
-  await page.goto(`${args.base.replace(/\/+$/, "")}/healthz`);
-  await page.evaluate(
-    async ({ token, group, peer }) => {
-      document.body.innerHTML = "";
-      const video = document.createElement("video");
-      video.id = "v";
-      video.muted = true;
-      video.autoplay = true;
-      video.playsInline = true;
-      video.style.objectFit = "contain";
-      document.body.appendChild(video);
-      const { Fanfare } = await import("/fanfare.js");
-      const ff = await Fanfare.connect({ token });
-      window.fanfareApp = { ff };
-      await ff.join(group);
-      video.srcObject = await ff.subscribe(peer);
-      ff.adaptTo(peer, video);
-    },
-    { token: args.token, group: args.group, peer: args.peer },
-  );
-  // The decoded picture's width and how many frames were decoded so far.
-  const decoding = () =>
-    page.evaluate(async (peer) => {
-      const pc = window.fanfareApp.ff._subs.get(peer)?.pc;
-      let width = 0;
-      let decoded = 0;
-      if (pc) {
-        (await pc.getStats()).forEach((r) => {
-          if (r.type === "inbound-rtp" && r.kind === "video") {
-            width = r.frameWidth || width;
-            decoded += r.framesDecoded || 0;
-          }
-        });
+    for (let i = 0; i < sizes.length; i++) {
+      const size = sizes[i];
+      await page.evaluate((size) => {
+        const v = document.getElementById("v");
+        if (size === "hidden") {
+          v.style.display = "none";
+          return;
+        }
+        const [w, h] = size.split("x");
+        v.style.display = "block";
+        v.style.width = `${w}px`;
+        v.style.height = `${h}px`;
+      }, size);
+      const started = Date.now();
+      let got = 0;
+      let decoded = -1;
+      // Settled: the wanted width in two samples half a second apart; paused (0): no frame
+      // decoded between three samples, a second in all.
+      let hits = 0;
+      const need = widths[i] === 0 ? 3 : 2;
+      while (Date.now() - started < STEP_MS) {
+        const now = await decoding();
+        got = widths[i] === 0 ? (now.decoded === decoded ? 0 : now.width) : now.width;
+        decoded = now.decoded;
+        hits = got === widths[i] ? hits + 1 : 0;
+        if (hits >= need) break;
+        await sleep(500);
       }
-      return { width, decoded };
-    }, args.peer);
-
-  for (let i = 0; i < sizes.length; i++) {
-    const size = sizes[i];
-    await page.evaluate((size) => {
-      const v = document.getElementById("v");
-      if (size === "hidden") {
-        v.style.display = "none";
-        return;
+      const step = { size, want: widths[i], got, afterMs: Date.now() - started };
+      log(`step ${JSON.stringify(step)}`);
+      result.steps.push(step);
+      if (hits < need) {
+        const want = widths[i] === 0 ? "paused" : `${widths[i]} wide`;
+        throw new Error(`showing it at ${size}, the picture stayed ${got} wide and decoding, not ${want}`);
       }
-      const [w, h] = size.split("x");
-      v.style.display = "block";
-      v.style.width = `${w}px`;
-      v.style.height = `${h}px`;
-    }, size);
-    const started = Date.now();
-    let got = 0;
-    let decoded = -1;
-    // Settled: the wanted width in two samples half a second apart; paused (0): no frame
-    // decoded between three samples, a second in all.
-    let hits = 0;
-    const need = widths[i] === 0 ? 3 : 2;
-    while (Date.now() - started < STEP_MS) {
-      const now = await decoding();
-      got = widths[i] === 0 ? (now.decoded === decoded ? 0 : now.width) : now.width;
-      decoded = now.decoded;
-      hits = got === widths[i] ? hits + 1 : 0;
-      if (hits >= need) break;
-      await sleep(500);
     }
-    const step = { size, want: widths[i], got, afterMs: Date.now() - started };
-    log(`step ${JSON.stringify(step)}`);
-    result.steps.push(step);
-    if (hits < need) {
-      const want = widths[i] === 0 ? "paused" : `${widths[i]} wide`;
-      throw new Error(`showing it at ${size}, the picture stayed ${got} wide and decoding, not ${want}`);
-    }
-  }
-  result.ok = true;
-}
-
-try {
-  await main();
-} catch (e) {
-  result.error = e && e.message ? e.message : String(e);
-}
-clearTimeout(hardTimer);
-await cleanup();
-finish(result.ok ? 0 : 1);
+    result.ok = true;
+  },
+);

@@ -1,8 +1,9 @@
 // What the browser scripts share: flag parsing, timers, the one-line JSON report, Chromium's
-// flags for WebRTC on loopback, and closing the browser without hanging on a page that no
-// longer answers.
+// flags for WebRTC on loopback, closing the browser without hanging on a page that no longer
+// answers, and the frame of a script that drives one page (`runPage`).
 
 import fs from "node:fs";
+import { chromium } from "playwright-core";
 
 /** `--key value` / `--key=value` flags into an object. */
 export function parseFlags(argv) {
@@ -95,4 +96,42 @@ export async function closeLoopbackContext(context, userDataDir) {
     await Promise.race([context.close().catch(() => {}), grace(5_000)]);
   }
   if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+}
+
+/** Runs a script that drives one page, in the frame every such script needs: checks the
+ *  `required` flags of `args`, launches Chromium (`extraArgs` after the WebRTC flags), opens a
+ *  page (`pageOptions`) at the server's origin (`--base` + `/healthz`, so it can import
+ *  `/fanfare.js`) with its console logged, and awaits `main(page, log)`. An error ends up in
+ *  `result.error`; the browser is closed either way, `result` printed, and the exit code is 0
+ *  when `main` set `result.ok`. After `timeoutMs` it gives up (`giveUpAfter`). */
+export async function runPage({ name, result, args, required, timeoutMs, extraArgs = [], pageOptions = {} }, main) {
+  const { log, finish } = reporter(name, result);
+  let browser = null;
+  let page = null;
+  const cleanup = async () => {
+    const b = browser;
+    browser = null;
+    if (b) await closeBrowser(b, page ? [page] : []);
+  };
+  const hardTimer = giveUpAfter(timeoutMs, result, finish, cleanup);
+  try {
+    for (const k of required) {
+      if (!args[k]) throw new Error(`need --${k} (see the top of ${name}.mjs)`);
+    }
+    browser = await chromium.launch({
+      executablePath: args.chromium || "/usr/bin/chromium",
+      headless: true,
+      args: [...WEBRTC_ARGS, ...extraArgs],
+    });
+    page = await browser.newPage(pageOptions);
+    page.on("console", (m) => log(`console.${m.type()}: ${m.text()}`));
+    page.on("pageerror", (e) => log(`page error: ${e.message}`));
+    await page.goto(`${args.base.replace(/\/+$/, "")}/healthz`);
+    await main(page, log);
+  } catch (e) {
+    result.error = e && e.message ? e.message : String(e);
+  }
+  clearTimeout(hardTimer);
+  await cleanup();
+  finish(result.ok ? 0 : 1);
 }

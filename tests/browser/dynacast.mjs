@@ -13,85 +13,60 @@
 // the browser's console goes to stderr. Exits 0 when the page published and reported no error.
 
 import fs from "node:fs";
-import { chromium } from "playwright-core";
-import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeBrowser, giveUpAfter, parseFlags, reporter, sleep, writeJsonWhole } from "./common.mjs";
+import { FAKE_MEDIA_ARGS, parseFlags, runPage, sleep, writeJsonWhole } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 120_000;
 const SAMPLE_MS = 250;
 
 const args = parseFlags(process.argv.slice(2));
 const result = { ok: false, samples: 0, wanted: [], last: null, error: null };
-const { log, finish } = reporter("dynacast", result);
-let browser = null;
-let page = null;
+await runPage(
+  {
+    name: "dynacast",
+    result,
+    args,
+    required: ["base", "group", "user", "token", "stats-file", "stop-file"],
+    timeoutMs: HARD_TIMEOUT_MS,
+    extraArgs: FAKE_MEDIA_ARGS,
+  },
+  async (page, log) => {
+    await page.evaluate(
+      async ({ token, group }) => {
+        const { Fanfare } = await import("/fanfare.js");
+        const ff = await Fanfare.connect({ token });
+        window.fanfareApp = { ff };
+        window.wanted = [];
+        ff.on("layers_wanted", (m) => window.wanted.push(m.rids));
+        await ff.join(group);
+        await ff.publish({ camera: true });
+      },
+      { token: args.token, group: args.group },
+    );
+    log("publishing");
 
-async function cleanup() {
-  const b = browser;
-  browser = null;
-  if (b) await closeBrowser(b, page ? [page] : []);
-}
-
-const hardTimer = giveUpAfter(HARD_TIMEOUT_MS, result, finish, cleanup);
-
-async function main() {
-  for (const k of ["base", "group", "user", "token", "stats-file", "stop-file"]) {
-    if (!args[k]) throw new Error(`need --${k} (see the top of dynacast.mjs)`);
-  }
-  browser = await chromium.launch({
-    executablePath: args.chromium || "/usr/bin/chromium",
-    headless: true,
-    args: [...WEBRTC_ARGS, ...FAKE_MEDIA_ARGS],
-  });
-  page = await browser.newPage();
-  page.on("console", (m) => log(`console.${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => log(`page error: ${e.message}`));
-  // Any page of the server's origin can load the library.
-  await page.goto(`${args.base.replace(/\/+$/, "")}/healthz`);
-  await page.evaluate(
-    async ({ token, group }) => {
-      const { Fanfare } = await import("/fanfare.js");
-      const ff = await Fanfare.connect({ token });
-      window.fanfareApp = { ff };
-      window.wanted = [];
-      ff.on("layers_wanted", (m) => window.wanted.push(m.rids));
-      await ff.join(group);
-      await ff.publish({ camera: true });
-    },
-    { token: args.token, group: args.group },
-  );
-  log("publishing");
-
-  while (!fs.existsSync(args["stop-file"])) {
-    const s = await page.evaluate(async () => {
-      const pc = window.fanfareApp.ff._pubs.get("camera")?.pc;
-      const layers = {};
-      if (pc) {
-        (await pc.getStats()).forEach((r) => {
-          if (r.type === "outbound-rtp" && r.kind === "video" && r.rid) {
-            layers[r.rid] = { bytesSent: r.bytesSent || 0, width: r.frameWidth || 0, height: r.frameHeight || 0 };
-          }
-        });
+    while (!fs.existsSync(args["stop-file"])) {
+      const s = await page.evaluate(async () => {
+        const pc = window.fanfareApp.ff._pubs.get("camera")?.pc;
+        const layers = {};
+        if (pc) {
+          (await pc.getStats()).forEach((r) => {
+            if (r.type === "outbound-rtp" && r.kind === "video" && r.rid) {
+              layers[r.rid] = { bytesSent: r.bytesSent || 0, width: r.frameWidth || 0, height: r.frameHeight || 0 };
+            }
+          });
+        }
+        return { layers, wanted: window.wanted };
+      });
+      s.at = Date.now();
+      if (JSON.stringify(s.wanted) !== JSON.stringify(result.wanted)) {
+        log(`layers wanted: ${JSON.stringify(s.wanted)}`);
       }
-      return { layers, wanted: window.wanted };
-    });
-    s.at = Date.now();
-    if (JSON.stringify(s.wanted) !== JSON.stringify(result.wanted)) {
-      log(`layers wanted: ${JSON.stringify(s.wanted)}`);
+      result.wanted = s.wanted;
+      writeJsonWhole(args["stats-file"], s);
+      result.samples += 1;
+      result.last = s;
+      await sleep(SAMPLE_MS);
     }
-    result.wanted = s.wanted;
-    writeJsonWhole(args["stats-file"], s);
-    result.samples += 1;
-    result.last = s;
-    await sleep(SAMPLE_MS);
-  }
-  result.ok = !!result.last && Object.keys(result.last.layers).length >= 2;
-}
-
-try {
-  await main();
-} catch (e) {
-  result.error = e && e.message ? e.message : String(e);
-}
-clearTimeout(hardTimer);
-await cleanup();
-finish(result.ok ? 0 : 1);
+    result.ok = !!result.last && Object.keys(result.last.layers).length >= 2;
+  },
+);

@@ -10,79 +10,55 @@
 // Prints one JSON line on stdout ({"ok":..., "events":[{speakers, atMs}...]}); the browser's
 // console goes to stderr. Exits 0 on success.
 
-import { chromium } from "playwright-core";
-import { FAKE_MEDIA_ARGS, WEBRTC_ARGS, closeBrowser, giveUpAfter, parseFlags, reporter, sleep } from "./common.mjs";
+import { FAKE_MEDIA_ARGS, parseFlags, runPage, sleep } from "./common.mjs";
 
 const HARD_TIMEOUT_MS = 90_000;
 const STEP_MS = 20_000;
 
 const args = parseFlags(process.argv.slice(2));
 const result = { ok: false, events: [], error: null };
-const { log, finish } = reporter("speaking", result);
-let browser = null;
-let page = null;
-
-async function cleanup() {
-  const b = browser;
-  browser = null;
-  if (b) await closeBrowser(b, page ? [page] : []);
-}
-
-const hardTimer = giveUpAfter(HARD_TIMEOUT_MS, result, finish, cleanup);
-
-async function main() {
-  for (const k of ["base", "group", "user", "token", "wav"]) {
-    if (!args[k]) throw new Error(`need --${k} (see the top of speaking.mjs)`);
-  }
-  browser = await chromium.launch({
-    executablePath: args.chromium || "/usr/bin/chromium",
-    headless: true,
-    args: [...WEBRTC_ARGS, ...FAKE_MEDIA_ARGS, `--use-file-for-fake-audio-capture=${args.wav}`],
-  });
-  page = await browser.newPage();
-  page.on("console", (m) => log(`console.${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => log(`page error: ${e.message}`));
-  await page.goto(`${args.base.replace(/\/+$/, "")}/healthz`);
-  await page.evaluate(
-    async ({ token, group }) => {
-      const { Fanfare } = await import("/fanfare.js");
-      const ff = await Fanfare.connect({ token });
+await runPage(
+  {
+    name: "speaking",
+    result,
+    args,
+    required: ["base", "group", "user", "token", "wav"],
+    timeoutMs: HARD_TIMEOUT_MS,
+    extraArgs: [...FAKE_MEDIA_ARGS, `--use-file-for-fake-audio-capture=${args.wav}`],
+  },
+  async (page, log) => {
+    await page.evaluate(
+      async ({ token, group }) => {
+        const { Fanfare } = await import("/fanfare.js");
+        const ff = await Fanfare.connect({ token });
+        const started = Date.now();
+        window.speakerEvents = [];
+        ff.on("active_speakers", (ev) =>
+          window.speakerEvents.push({ speakers: ev.speakers, atMs: Date.now() - started }),
+        );
+        window.fanfareApp = { ff };
+        await ff.join(group);
+        await ff.publish({ mic: true });
+      },
+      { token: args.token, group: args.group },
+    );
+    const events = () => page.evaluate(() => window.speakerEvents);
+    const names = (ev) => ev.speakers.map((s) => s.user);
+    // Until an event names the user, then until a later one does not.
+    const waitFor = async (pred, what) => {
       const started = Date.now();
-      window.speakerEvents = [];
-      ff.on("active_speakers", (ev) =>
-        window.speakerEvents.push({ speakers: ev.speakers, atMs: Date.now() - started }),
-      );
-      window.fanfareApp = { ff };
-      await ff.join(group);
-      await ff.publish({ mic: true });
-    },
-    { token: args.token, group: args.group },
-  );
-  const events = () => page.evaluate(() => window.speakerEvents);
-  const names = (ev) => ev.speakers.map((s) => s.user);
-  // Until an event names the user, then until a later one does not.
-  const waitFor = async (pred, what) => {
-    const started = Date.now();
-    while (Date.now() - started < STEP_MS) {
-      result.events = await events();
-      const last = result.events[result.events.length - 1];
-      if (last && pred(last)) return;
-      await sleep(250);
-    }
-    throw new Error(`no active_speakers event ${what} within ${STEP_MS} ms`);
-  };
-  await waitFor((ev) => names(ev).includes(args.user), `naming ${args.user}`);
-  log("speaking; unpublishing the microphone");
-  await page.evaluate(() => window.fanfareApp.ff.unpublish("mic"));
-  await waitFor((ev) => !names(ev).includes(args.user), `without ${args.user} once the microphone stopped`);
-  result.ok = true;
-}
-
-try {
-  await main();
-} catch (e) {
-  result.error = e && e.message ? e.message : String(e);
-}
-clearTimeout(hardTimer);
-await cleanup();
-finish(result.ok ? 0 : 1);
+      while (Date.now() - started < STEP_MS) {
+        result.events = await events();
+        const last = result.events[result.events.length - 1];
+        if (last && pred(last)) return;
+        await sleep(250);
+      }
+      throw new Error(`no active_speakers event ${what} within ${STEP_MS} ms`);
+    };
+    await waitFor((ev) => names(ev).includes(args.user), `naming ${args.user}`);
+    log("speaking; unpublishing the microphone");
+    await page.evaluate(() => window.fanfareApp.ff.unpublish("mic"));
+    await waitFor((ev) => !names(ev).includes(args.user), `without ${args.user} once the microphone stopped`);
+    result.ok = true;
+  },
+);
