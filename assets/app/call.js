@@ -15,7 +15,7 @@ export class CallView {
     this.inCall = false;
     this.tiles = new Map(); // "user:camera" | "user:screen" -> tile
     this.speaker = null;
-    this.linkQuality = new Map(); // user -> "excellent" | "good" | "poor"
+    this.linkQuality = new Map(); // user -> "excellent" | "good" | "poor" | "lost"
     this.offs = [];
     this.timers = [];
     this.wantCamera = true;
@@ -26,7 +26,7 @@ export class CallView {
     on("track_muted", (m) => this.onMuted(m));
     on("participant_joined", () => this.renderPeople());
     on("participant_left", () => this.renderPeople());
-    // The server grades each participant's links; a poor one is marked on their tiles.
+    // The server grades each participant's links; a poor or lost one is marked on their tiles.
     on("connection_quality", (m) => {
       if (m.group !== this.group.id) return;
       for (const { user, quality } of m.participants) this.linkQuality.set(user, quality);
@@ -253,7 +253,7 @@ export class CallView {
       w.source === "screen" ? h("span.badge", { title: "screen share" }, "screen") : null,
       w.source === "camera" && (w.muted || !w.hasAudio) ? h("span.badge.muted", { title: "microphone off", dataset: { badge: "mic-off" } }, "mic off") : null);
     tile.el.classList.toggle("no-video", !w.hasVideo);
-    tile.el.classList.toggle("poor-link", this.linkQuality.get(w.user) === "poor");
+    this.markLink(tile.el, w.user);
     // Attach media only when the set of tracks changed, so playback does not restart.
     let stream = w.stream || null;
     const tracks = stream ? stream.getTracks() : w.tracks || [];
@@ -305,9 +305,16 @@ export class CallView {
     }
   }
 
-  /** Marks the tiles of participants whose links the server grades poor. */
+  /** Marks the tiles of participants whose links the server grades poor or lost. */
   markLinks() {
-    for (const [, t] of this.tiles) t.el.classList.toggle("poor-link", this.linkQuality.get(t.el.dataset.user) === "poor");
+    for (const [, t] of this.tiles) this.markLink(t.el, t.el.dataset.user);
+  }
+
+  /** Marks one tile with its participant's link grade. */
+  markLink(el, user) {
+    const q = this.linkQuality.get(user);
+    el.classList.toggle("poor-link", q === "poor");
+    el.classList.toggle("lost-link", q === "lost");
   }
 
   /** Outlines `user`'s camera tile as the active speaker (none: `null`). */

@@ -220,7 +220,7 @@ pub enum ServerMessage {
     },
     /// Connection quality (extension, as LiveKit's): the grade of each participant's links in
     /// `group`'s call whose grade changed (the worst of its publishing uplink and its viewing
-    /// downlink, from their loss), to connections with `can_list`.
+    /// downlink, from their loss; lost once they go quiet), to connections with `can_list`.
     ConnectionQuality {
         group: GroupId,
         participants: Vec<crate::room::call::QualityView>,

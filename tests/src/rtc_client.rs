@@ -145,6 +145,20 @@ pub struct ClientOptions {
     /// Publisher: video packets it leaves out, as a lossy uplink would (never sent, so a NACK
     /// cannot bring them back).
     pub uplink_loss: Option<UplinkLoss>,
+    /// Subscriber: while set, the client sends no RTCP at all (no receiver reports, NACKs or
+    /// feedback), as one whose network went quiet; its ICE checks go on.
+    pub rtcp_silence: Option<RtcpSilence>,
+}
+
+/// Whether a subscriber sends RTCP (see [`ClientOptions::rtcp_silence`]).
+#[derive(Clone, Debug, Default)]
+pub struct RtcpSilence(Arc<AtomicBool>);
+
+impl RtcpSilence {
+    /// Stops (`true`) or resumes (`false`) the client's RTCP.
+    pub fn set(&self, silent: bool) {
+        self.0.store(silent, Ordering::Relaxed);
+    }
 }
 
 /// Every how many video packets a publisher leaves one out (0: none).
@@ -320,6 +334,7 @@ impl Default for ClientOptions {
             loss: None,
             audio_level: None,
             uplink_loss: None,
+            rtcp_silence: None,
         }
     }
 }
@@ -427,6 +442,10 @@ pub async fn negotiated_payload_type(sender: &Arc<dyn RtpSender>, codec: &RTCRtp
 /// on towards the application. It also sees the remote streams as they are bound.
 trait Hook: Send + Sync {
     fn read(&mut self, msg: &mut TaggedPacket) -> bool;
+    /// Whether a packet being written goes on (default: all do).
+    fn write(&mut self, _msg: &TaggedPacket) -> bool {
+        true
+    }
     fn bind_remote(&mut self, _info: &StreamInfo) {}
 }
 
@@ -436,7 +455,17 @@ impl<F: FnMut(&mut TaggedPacket) -> bool + Send + Sync> Hook for F {
     }
 }
 
-/// An interceptor that lets what is written pass and hands each packet read to its hook.
+/// A hook, placed nearest the wire, that drops outgoing RTCP while [`RtcpSilence`] is set.
+impl Hook for RtcpSilence {
+    fn read(&mut self, _msg: &mut TaggedPacket) -> bool {
+        true
+    }
+    fn write(&mut self, msg: &TaggedPacket) -> bool {
+        !(matches!(msg.message.packet, Packet::Rtcp(_)) && self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// An interceptor that hands each packet read, and each written, to its hook.
 struct ReadHook<H> {
     hook: H,
     read: VecDeque<TaggedPacket>,
@@ -470,7 +499,9 @@ impl<H: Hook> Protocol<TaggedPacket, TaggedPacket, ()> for ReadHook<H> {
         self.read.pop_front()
     }
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
+        if self.hook.write(&msg) {
+            self.write.push_back(msg);
+        }
         Ok(())
     }
     fn poll_write(&mut self) -> Option<TaggedPacket> {
@@ -536,6 +567,7 @@ impl PeerConnectionEventHandler for PeerEvents {
 struct Downlink {
     link: Option<Bottleneck>,
     loss: Option<Loss>,
+    rtcp_silence: Option<RtcpSilence>,
 }
 
 /// A PeerConnection on 127.0.0.1 (one UDP socket, random port) with the default codecs and
@@ -561,14 +593,15 @@ impl LoopbackPeer {
         Self::build(ip, rtcp_to_app, false, false, Downlink::default()).await
     }
 
-    /// Like [`LoopbackPeer::new`], receiving through a simulated downlink: arrivals reported
-    /// through `link` (see [`Bottleneck`]), packets dropped as `loss` says (see [`Loss`]).
-    pub async fn with_downlink(
-        rtcp_to_app: bool,
-        link: Option<Bottleneck>,
-        loss: Option<Loss>,
-    ) -> Result<Self, ClientError> {
-        let downlink = Downlink { link, loss };
+    /// Like [`LoopbackPeer::new`], receiving through the simulated downlink `opts` describes:
+    /// arrivals reported through its `bottleneck` (see [`Bottleneck`]), packets dropped as its
+    /// `loss` says (see [`Loss`]), RTCP held back by its `rtcp_silence`.
+    pub async fn with_downlink(rtcp_to_app: bool, opts: &ClientOptions) -> Result<Self, ClientError> {
+        let downlink = Downlink {
+            link: opts.bottleneck.clone(),
+            loss: opts.loss.clone(),
+            rtcp_silence: opts.rtcp_silence.clone(),
+        };
         Self::build(
             std::net::IpAddr::from([127, 0, 0, 1]),
             rtcp_to_app,
@@ -627,6 +660,9 @@ impl LoopbackPeer {
             )?;
         }
         let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
+        if let Some(silence) = downlink.rtcp_silence {
+            registry = registry.with(Slot::from(300), ReadHook::new(silence));
+        }
         if let Some(loss) = downlink.loss {
             registry = registry.with(Slot::from(400), ReadHook::new(Lossy::new(loss)));
         }
@@ -1593,8 +1629,8 @@ impl WhepSubscriber {
         let started = Instant::now();
         let mut peer = if opts.tcp_only {
             LoopbackPeer::tcp_only(false).await?
-        } else if opts.bottleneck.is_some() || opts.loss.is_some() {
-            LoopbackPeer::with_downlink(false, opts.bottleneck.clone(), opts.loss.clone()).await?
+        } else if opts.bottleneck.is_some() || opts.loss.is_some() || opts.rtcp_silence.is_some() {
+            LoopbackPeer::with_downlink(false, &opts).await?
         } else {
             LoopbackPeer::new(false).await?
         };

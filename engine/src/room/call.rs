@@ -2,7 +2,7 @@
 //! that apply live (`can_publish`, `can_subscribe`, moderation); and, on the call's timer, who
 //! is speaking (and leads, for the live program) and how good each participant's links are.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use crate::model::{Group, MediaSettings};
 use crate::perms::{Perms, Principal};
 use crate::protocol::{ServerMessage, TrackView};
 use crate::track::audio_level::{SpeechDetector, OBSERVE_EVERY};
-use crate::track::link_quality::Quality;
+use crate::track::link_quality::{now_ms, Quality, UplinkSample, PUBLISHER_LOST_ROUNDS, VIEWER_LOST_AFTER};
 use crate::track::{Fanout, LegCaps, MediaKind, Source, TrackInfo};
 
 /// One published track in this room.
@@ -65,6 +65,10 @@ pub struct CallState {
     pub ticks: u64,
     /// Each participant's link quality as last told.
     pub quality: HashMap<UserId, Quality>,
+    /// Publishers whose uplink carried nothing, and for how many gradings in a row.
+    pub quiet_rounds: HashMap<UserId, u8>,
+    /// Each publication's uplink at this room's last grading, by track id.
+    pub uplinks_seen: HashMap<String, UplinkSample>,
     /// The lead speaker (who the live program follows) and since when.
     pub lead: Option<(UserId, Instant)>,
     /// The loudest speaker who is not the lead, and since when they have been.
@@ -524,6 +528,8 @@ impl Room {
             });
             if room.call.publications.is_empty() && room.call.speakers.is_empty() {
                 room.call.quality.clear();
+                room.call.quiet_rounds.clear();
+                room.call.uplinks_seen.clear();
                 if let Some(h) = room.call.call_timer.take() {
                     ctx.cancel_future(h);
                 }
@@ -533,22 +539,70 @@ impl Room {
     }
 
     /// Grades each participant's links (the worst of its publications' uplink loss and its
-    /// legs' downlink loss in this room) and tells `can_list` connections those that changed.
+    /// legs' downlink loss in this room) and tells `can_list` connections those that changed. A
+    /// publisher whose uplink carried nothing for [`PUBLISHER_LOST_ROUNDS`] gradings, or a viewer
+    /// not heard from for [`VIEWER_LOST_AFTER`] on any leg, is lost.
     fn grade_links(&mut self) {
         let mut now: HashMap<UserId, Quality> = HashMap::new();
         let mut worst = |user: &UserId, q: Quality| {
             let e = now.entry(user.clone()).or_insert(q);
             *e = (*e).min(q);
         };
+        let (mut carried, mut quiet) = (HashSet::new(), HashSet::new());
+        let mut heard: HashMap<UserId, u64> = HashMap::new();
+        let mut seen = HashMap::new();
         for p in &self.call.publications {
-            if let Some(loss) = p.track.take_uplink_loss() {
-                worst(&p.principal.user, Quality::of_loss(loss));
+            let user = &p.principal.user;
+            // Measured since this room's last grading: a track in several rooms is read by each.
+            let mut silent = false;
+            if let Some(up) = p.track.uplink() {
+                let before = self
+                    .call
+                    .uplinks_seen
+                    .get(&p.track.info.id)
+                    .copied()
+                    .unwrap_or_default();
+                seen.insert(p.track.info.id.clone(), up);
+                let loss;
+                (silent, loss) = up.since(&before);
+                if silent {
+                    quiet.insert(user);
+                } else {
+                    carried.insert(user);
+                }
+                if let Some(loss) = loss {
+                    worst(user, Quality::of_loss(loss));
+                }
             }
             p.track.for_each_leg(|leg| {
-                if leg.room == self.group {
-                    worst(&leg.viewer, Quality::of_loss(leg.downlink_loss()));
+                if leg.room != self.group {
+                    return;
+                }
+                worst(&leg.viewer, Quality::of_loss(leg.downlink_loss()));
+                // A viewer is sent nothing of a quiet track, so owes no report on it.
+                if let (Some(at), false) = (leg.heard_ms(), silent) {
+                    let newest = heard.entry(leg.viewer.clone()).or_insert(at);
+                    *newest = (*newest).max(at);
                 }
             });
+        }
+        self.call.uplinks_seen = seen;
+        let rounds = &mut self.call.quiet_rounds;
+        rounds.retain(|u, _| quiet.contains(u) && !carried.contains(u));
+        for user in quiet.into_iter().filter(|u| !carried.contains(u)) {
+            let n = rounds.entry(user.clone()).or_default();
+            *n = n.saturating_add(1);
+            if *n >= PUBLISHER_LOST_ROUNDS {
+                worst(user, Quality::Lost);
+            } else if let Some(q) = self.call.quality.get(user) {
+                worst(user, *q); // quiet for a moment: the last grade stands
+            }
+        }
+        let at = now_ms();
+        for (viewer, newest) in heard {
+            if at.saturating_sub(newest) >= VIEWER_LOST_AFTER.as_millis() as u64 {
+                worst(&viewer, Quality::Lost);
+            }
         }
         let changed: Vec<QualityView> = now
             .iter()

@@ -26,7 +26,7 @@ use super::congestion::EstimateSource;
 use super::directory::RoomTraffic;
 use super::frame_tap::{FrameTaps, SourceFrame};
 use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS};
-use super::link_quality::{loss, SeqLoss};
+use super::link_quality::{now_ms, SeqLoss, UplinkSample};
 use super::{MediaKind, TrackInfo};
 use crate::ids::{GroupId, UserId};
 use crate::media::{PeerState, SendSideEstimate, ViewerTrack, Written};
@@ -98,6 +98,9 @@ pub struct Downtrack {
     pub viewer: UserId,
     /// The fraction lost (of 256) in the viewer's latest receiver report on this leg.
     last_loss: AtomicU8,
+    /// When the viewer's client last sent RTCP on this leg's connection ([`now_ms`]), or when
+    /// the leg went live.
+    heard_ms: AtomicU64,
     /// What this leg sent and was asked to resend; added to the track's counters when it goes.
     pub counters: LegCounters,
 }
@@ -128,6 +131,12 @@ impl Downtrack {
     /// The share of packets the viewer's latest receiver report on this leg says were lost.
     pub fn downlink_loss(&self) -> f64 {
         f64::from(self.last_loss.load(Ordering::Relaxed)) / 256.0
+    }
+
+    /// When the viewer was last heard on this leg ([`now_ms`]): its last RTCP, or the leg going
+    /// live. `None` while the leg is not live or is paused (nothing is sent to report on).
+    pub fn heard_ms(&self) -> Option<u64> {
+        (self.live.load(Ordering::Relaxed) && !self.paused()).then(|| self.heard_ms.load(Ordering::Relaxed))
     }
 
     /// The layer this leg forwards now.
@@ -410,14 +419,22 @@ impl Fanout {
         }
     }
 
-    /// The share of the publisher's packets lost on the way in since the last call, over every
-    /// layer (after retransmissions); `None` when nothing was expected.
-    pub fn take_uplink_loss(&self) -> Option<f64> {
+    /// A look at the publisher's uplink (running totals over every layer; the room compares it
+    /// with its last one). `None` for a track not read from a publisher's RTP (an ingest, a
+    /// file) or that has had no packet yet.
+    pub fn uplink(&self) -> Option<UplinkSample> {
+        if !self.layers.iter().any(|l| l.loss.started()) {
+            return None;
+        }
         let (expected, received) = self.layers.iter().fold((0, 0), |(e, r), l| {
-            let (le, lr) = l.loss.take();
-            (e + le, r + lr.min(le))
+            let (le, lr) = l.loss.totals();
+            (e + le, r + lr)
         });
-        loss(expected, received)
+        Some(UplinkSample {
+            packets_in: self.counters.packets_in.load(Ordering::Relaxed),
+            expected,
+            received,
+        })
     }
 
     /// Whether a leg of this track can be paused and resumed: video whose keyframes the
@@ -697,6 +714,7 @@ impl Fanout {
                 self.count_out(leg, pkt.payload.len() as u64);
             }
         }
+        leg.heard_ms.store(now_ms(), Ordering::Relaxed);
         leg.live.store(true, Ordering::Relaxed);
         !cached.is_empty()
     }
@@ -893,6 +911,7 @@ impl Fanout {
             room,
             viewer,
             last_loss: AtomicU8::new(0),
+            heard_ms: AtomicU64::new(0),
             counters: LegCounters::default(),
         });
         let fanout = self.clone();
@@ -924,6 +943,7 @@ impl Fanout {
                 return;
             };
             while let Some(pkts) = reports.recv().await {
+                feedback.heard_ms.store(now_ms(), Ordering::Relaxed);
                 let remb = pkts
                     .iter()
                     .rev()

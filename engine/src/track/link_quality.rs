@@ -1,9 +1,13 @@
 //! How well a participant's links carry media: the loss on a publisher's uplink, counted from
 //! the gaps in each layer's sequence numbers by the reader task ([`SeqLoss`], atomics only),
 //! and on a viewer's downlink, from the loss its receiver reports give; graded into a
-//! [`Quality`] for the room's `connection_quality` events. Pure logic; no I/O.
+//! [`Quality`] for the room's `connection_quality` events. A link that goes quiet (an uplink
+//! that stops carrying packets, a viewer that stops sending RTCP) is [`Quality::Lost`]. Pure
+//! logic; no I/O.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,11 +17,18 @@ const GOOD_LOSS: f64 = 0.02;
 const POOR_LOSS: f64 = 0.10;
 /// `last` before the first packet.
 const NONE: u32 = u32::MAX;
+/// A viewer whose client has sent no RTCP for this long is lost. Browsers report on video
+/// about every second and on audio every 2.5 to 7.5 s (RFC 3550's randomised interval).
+pub const VIEWER_LOST_AFTER: Duration = Duration::from_secs(8);
+/// A publisher whose uplink carried nothing in this many grading rounds in a row is lost.
+pub const PUBLISHER_LOST_ROUNDS: u8 = 2;
 
 /// A link's grade, as LiveKit's connection quality.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Quality {
+    /// Nothing heard from the participant for a while: its network is probably gone.
+    Lost,
     Poor,
     Good,
     Excellent,
@@ -33,6 +44,34 @@ impl Quality {
         } else {
             Quality::Excellent
         }
+    }
+}
+
+/// Milliseconds since the first call in this process: a clock cheap to keep in an atomic.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A look at a publication's uplink, for a room's grading: running totals, never reset, so
+/// that each room reading the same track compares with its own last look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UplinkSample {
+    /// Packets received on the track.
+    pub packets_in: u64,
+    /// Packets expected from the sequence numbers, over every layer.
+    pub expected: u64,
+    /// Packets received that were counted against them.
+    pub received: u64,
+}
+
+impl UplinkSample {
+    /// Since `before`: whether nothing came, and the share of what was expected that was lost
+    /// (`None` when nothing was expected).
+    pub fn since(&self, before: &UplinkSample) -> (bool, Option<f64>) {
+        let expected = self.expected.saturating_sub(before.expected);
+        let received = self.received.saturating_sub(before.received).min(expected);
+        (self.packets_in == before.packets_in, loss(expected, received))
     }
 }
 
@@ -72,11 +111,16 @@ impl SeqLoss {
         }
     }
 
-    /// (expected, received) since the last call.
-    pub fn take(&self) -> (u64, u64) {
+    /// Whether any packet has come.
+    pub fn started(&self) -> bool {
+        self.last.load(Ordering::Relaxed) != NONE
+    }
+
+    /// (expected, received) so far.
+    pub fn totals(&self) -> (u64, u64) {
         (
-            self.expected.swap(0, Ordering::Relaxed),
-            self.received.swap(0, Ordering::Relaxed),
+            self.expected.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
         )
     }
 }
@@ -93,16 +137,40 @@ mod tests {
     #[test]
     fn gaps_are_loss_and_late_or_repeated_packets_are_not() {
         let s = SeqLoss::default();
+        assert!(!s.started());
         for seq in [65_530u16, 65_531, 65_534, 65_535, 0, 3, 2, 3] {
             s.observe(seq);
         }
         // 65530..=3 expects 10; 8 came (2 of them late or repeated).
-        let (expected, received) = s.take();
+        let (expected, received) = s.totals();
         assert_eq!((expected, received), (10, 8));
         assert_eq!(loss(expected, received), Some(0.2));
-        assert_eq!(s.take(), (0, 0));
+        assert!(s.started());
         assert_eq!(loss(0, 0), None);
         assert_eq!(loss(5, 7), Some(0.0), "repeats never make a gain");
+    }
+
+    #[test]
+    fn each_look_compares_with_its_own_last_one() {
+        let first = UplinkSample {
+            packets_in: 100,
+            expected: 100,
+            received: 100,
+        };
+        let later = UplinkSample {
+            packets_in: 190,
+            expected: 200,
+            received: 190,
+        };
+        assert_eq!(later.since(&first), (false, Some(0.1)));
+        assert_eq!(later.since(&later), (true, None), "nothing came");
+        assert_eq!(later.since(&UplinkSample::default()), (false, Some(0.05)));
+        let repeats = UplinkSample {
+            packets_in: 230,
+            expected: 210,
+            received: 230,
+        };
+        assert_eq!(repeats.since(&later), (false, Some(0.0)), "repeats never make a gain");
     }
 
     #[test]
@@ -110,6 +178,6 @@ mod tests {
         assert_eq!(Quality::of_loss(0.0), Quality::Excellent);
         assert_eq!(Quality::of_loss(0.05), Quality::Good);
         assert_eq!(Quality::of_loss(0.3), Quality::Poor);
-        assert!(Quality::Poor < Quality::Good && Quality::Good < Quality::Excellent);
+        assert!(Quality::Lost < Quality::Poor && Quality::Poor < Quality::Good && Quality::Good < Quality::Excellent);
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use fanfare_tests::rtc_client::{
-    AudioLevel, ClientError, ClientOptions, Loss, SdpAnswer, UplinkLoss, WhepSubscriber, WhipPublisher,
+    AudioLevel, ClientError, ClientOptions, Loss, RtcpSilence, SdpAnswer, UplinkLoss, WhepSubscriber, WhipPublisher,
 };
 use fanfare_tests::Server;
 use reqwest::Method;
@@ -1060,6 +1060,108 @@ async fn the_room_grades_each_participants_links_from_their_loss() {
     );
     uplink.set_every(0);
     graded(&mut watcher, &viewer, 0, "pub", "excellent").await;
+    viewer.close().await;
+    publisher.close().await;
+}
+
+/// Until `user` is graded `want` in a `connection_quality` event on `ws` (within 20 s).
+async fn wait_graded(ws: &mut fanfare_tests::Ws, user: &str, want: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(ev) = ws.next(Duration::from_millis(250)).await {
+            let hit = ev["type"] == "connection_quality"
+                && ev["participants"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|p| p["user"] == user && p["quality"] == want));
+            if hit {
+                return;
+            }
+        }
+    }
+    panic!("{user} never graded {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_participant_whose_link_goes_quiet_is_graded_lost_and_back() {
+    let s = Server::start().await;
+    s.group("ql", &[("pub", json!({})), ("v", json!({})), ("w", json!({}))])
+        .await;
+    s.group("ql2", &[("pub", json!({})), ("w", json!({}))]).await;
+    let (pub_t, v_t, w_t) = (s.token("pub").await, s.token("v").await, s.token("w").await);
+    let mut watcher = s.ws(&w_t).await;
+    assert_eq!(watcher.join("ql").await["type"], "joined");
+    // The same publish in a second room, graded by that room's own timer.
+    let mut other = s.ws(&w_t).await;
+    assert_eq!(other.join("ql2").await["type"], "joined");
+    let uplink = UplinkLoss::default();
+    let publisher = WhipPublisher::connect_opts(
+        &s.base,
+        "/v1/whip?groups=ql,ql2",
+        &pub_t,
+        ClientOptions {
+            audio: false,
+            uplink_loss: Some(uplink.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("publish");
+    assert!(publisher.wait_connected(WAIT).await);
+    let silence = RtcpSilence::default();
+    let viewer = WhepSubscriber::connect_opts(
+        &s.base,
+        "/v1/groups/ql/whep",
+        &v_t,
+        ClientOptions {
+            rtcp_silence: Some(silence.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("play");
+    assert!(viewer.wait_frames(10, WAIT).await, "{:?}", viewer.counts());
+    wait_graded(&mut watcher, "v", "excellent").await;
+
+    // The viewer's client stops sending RTCP (its ICE checks go on): lost, then back.
+    silence.set(true);
+    let quiet = std::time::Instant::now();
+    wait_graded(&mut watcher, "v", "lost").await;
+    assert!(
+        quiet.elapsed() >= Duration::from_secs(7),
+        "lost after {:?}",
+        quiet.elapsed()
+    );
+    silence.set(false);
+    wait_graded(&mut watcher, "v", "excellent").await;
+
+    // Meanwhile (about 20 s) the second room, reading the same uplink, never thought it lost.
+    let mut graded_there = Vec::new();
+    while let Some(ev) = other.next(Duration::from_millis(100)).await {
+        if ev["type"] == "connection_quality" {
+            graded_there.extend(ev["participants"].as_array().cloned().unwrap_or_default());
+        }
+    }
+    assert!(
+        graded_there
+            .iter()
+            .any(|p| p["user"] == "pub" && p["quality"] == "excellent")
+            && !graded_there
+                .iter()
+                .any(|p| p["user"] == "pub" && p["quality"] == "lost"),
+        "{graded_there:?}"
+    );
+
+    // The publisher's uplink stops carrying anything: lost, shown in the call view, then back.
+    uplink.set_every(1);
+    wait_graded(&mut watcher, "pub", "lost").await;
+    let (st, call) = s.call(Method::GET, "/v1/groups/ql/call", Some(&w_t), None).await;
+    assert_eq!(
+        (st, &call["participants"][0]["quality"]),
+        (200, &json!("lost")),
+        "{call}"
+    );
+    uplink.set_every(0);
+    wait_graded(&mut watcher, "pub", "excellent").await;
     viewer.close().await;
     publisher.close().await;
 }
