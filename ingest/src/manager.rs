@@ -25,7 +25,10 @@ use time::OffsetDateTime;
 use crate::config::IngestConfig;
 use crate::error::IngestError;
 use crate::model::{IngestRecord, IngestState, IngestUpdate, IngestView, NewIngest, MAX_GROUPS, TABLE};
-use crate::session::{GetIngestTracks, IngestSession, IngestTracks, SessionParts, StopIngest, UpdateIngest};
+use crate::session::tracks::StoredPlan;
+use crate::session::{
+    GetIngestTracks, IngestSession, IngestTracks, SessionParts, StopIngest, TracksLearned, UpdateIngest,
+};
 use crate::source::SourceUrl;
 use crate::status::IngestStatus;
 use crate::tls::{self, Fingerprint};
@@ -145,6 +148,7 @@ impl IngestManager {
             metrics: deps.metrics.clone(),
             config: deps.config.clone(),
             recorder: self.inner.recorder.read().ok().and_then(|r| r.clone()),
+            tracks_learned: self.track_memory(),
         };
         let session = IngestSession::new(record.clone(), source, pin, status.clone(), parts);
         let addr = IngestSession::start_in_arbiter(&deps.arbiter, move |_| session);
@@ -179,6 +183,7 @@ impl IngestManager {
             transport: req.transport,
             tls_fingerprint: pin.map(|p| p.to_string()),
             on_demand: req.on_demand,
+            tracks: Vec::new(),
             created_by: who.user.clone(),
             created_at: OffsetDateTime::now_utc(),
         };
@@ -202,6 +207,30 @@ impl IngestManager {
             }
         }
         Ok(())
+    }
+
+    /// What a session calls when its camera describes tracks other than its record keeps: the
+    /// record, if the ingest still runs, is stored with them (under the lock changes and
+    /// deletions hold, so a deleted ingest is not written back).
+    fn track_memory(&self) -> TracksLearned {
+        let inner = Arc::downgrade(&self.inner);
+        Arc::new(move |id: &str, tracks: Vec<StoredPlan>| {
+            let (inner, id) = (inner.clone(), id.to_owned());
+            tokio::spawn(async move {
+                let Some(inner) = inner.upgrade() else { return };
+                let _changing = inner.changing.lock().await;
+                let record = inner.running.lock().ok().and_then(|mut running| {
+                    let r = running.get_mut(&id)?;
+                    r.record.tracks = tracks;
+                    Some(r.record.clone())
+                });
+                if let Some(record) = record {
+                    if let Err(e) = (IngestManager { inner: inner.clone() }).save(&record) {
+                        tracing::warn!(ingest = %id, "cannot store the camera's tracks: {e}");
+                    }
+                }
+            });
+        })
     }
 
     /// Writes `record` to the store.

@@ -7,6 +7,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 
+use crate::session::tracks::StoredPlan;
 use crate::source::SourceUrl;
 use crate::status::StatusSnapshot;
 
@@ -112,6 +113,11 @@ pub struct IngestRecord {
     /// Connected only while read (absent in records written before it existed: `false`).
     #[serde(default)]
     pub on_demand: bool,
+    /// The tracks the camera's session carried, as its latest description gave them (kept by
+    /// the server, not shown): an on-demand ingest publishes them after a restart without
+    /// connecting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<StoredPlan>,
     pub created_by: UserId,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

@@ -31,6 +31,7 @@ use crate::model::{IngestRecord, IngestState};
 use crate::source::SourceUrl;
 use crate::status::IngestStatus;
 use crate::tls::Fingerprint;
+use tracks::StoredPlan;
 
 /// The tracks an ingest publishes, for the recorder (see [`IngestRecorder`]).
 #[derive(Clone)]
@@ -45,10 +46,19 @@ pub struct IngestTracks {
     pub tracks: Vec<Arc<Fanout>>,
 }
 
-/// The pump created the ingest's tracks (once, on its first connection).
+/// The pump created the ingest's tracks: on its first connection, or from the record's
+/// remembered tracks (an on-demand ingest after a restart), or anew when the camera turned out
+/// to carry other tracks than remembered (they replace those published). `plans` are what the
+/// camera described (empty when taken from the record).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct TracksReady(pub Vec<Arc<Fanout>>);
+pub(crate) struct TracksReady {
+    pub tracks: Vec<Arc<Fanout>>,
+    pub plans: Vec<StoredPlan>,
+}
+
+/// Stores the tracks an ingest's camera described with its record (ingest id, tracks).
+pub type TracksLearned = Arc<dyn Fn(&str, Vec<StoredPlan>) + Send + Sync>;
 
 /// End the ingest (it was deleted).
 #[derive(Message)]
@@ -79,6 +89,8 @@ pub struct SessionParts {
     pub metrics: EngineMetrics,
     pub config: IngestConfig,
     pub recorder: Option<Arc<dyn IngestRecorder>>,
+    /// Told when the camera describes tracks other than the record keeps.
+    pub tracks_learned: TracksLearned,
 }
 
 /// One camera.
@@ -272,6 +284,7 @@ impl Actor for IngestSession {
                 metrics: act.parts.metrics.clone(),
                 session: ctx.address(),
                 stop: act.stop.subscribe(),
+                remembered: act.record.tracks.iter().map(tracks::TrackPlan::from).collect(),
             };
             act.parts.media.spawn(pump.run());
             tracing::info!(ingest = %act.record.id, url = %act.source.redacted, "ingest started");
@@ -300,8 +313,26 @@ impl Actor for IngestSession {
 impl Handler<TracksReady> for IngestSession {
     type Result = ();
 
-    fn handle(&mut self, TracksReady(tracks): TracksReady, ctx: &mut Context<Self>) {
-        self.tracks = tracks;
+    fn handle(&mut self, TracksReady { tracks, plans }: TracksReady, ctx: &mut Context<Self>) {
+        if !plans.is_empty() && plans != self.record.tracks {
+            self.record.tracks = plans.clone();
+            (self.parts.tracks_learned)(&self.record.id, plans);
+        }
+        let replaced = std::mem::replace(&mut self.tracks, tracks);
+        if !replaced.is_empty() {
+            // The camera carries other tracks than remembered: those go, in every call and
+            // in the recording, and the new ones take their place.
+            for room in self.rooms.values().flatten() {
+                room.do_send(UnpublishSession { session: self.conn });
+            }
+            for t in &replaced {
+                t.close();
+            }
+            if let (Some(r), true) = (&self.parts.recorder, self.recording) {
+                r.ingest_stopped(&self.record.id);
+                self.recording = false;
+            }
+        }
         let rooms: Vec<(GroupId, Addr<Room>)> = self
             .rooms
             .iter()

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::demux::{self, Demux, Item};
-use super::tracks::{self, IngestCodec, LiveTrack, OpusTrack, TrackPlan};
+use super::tracks::{self, IngestCodec, LiveTrack, OpusTrack, StoredPlan, TrackPlan};
 use super::IngestSession;
 use super::TracksReady;
 use crate::backoff::Backoff;
@@ -58,6 +58,10 @@ pub struct Pump {
     pub metrics: EngineMetrics,
     pub session: Addr<IngestSession>,
     pub stop: watch::Receiver<bool>,
+    /// The tracks the record remembers from an earlier run: an on-demand ingest publishes them
+    /// at once and connects only for a reader. Cleared once a connection has described the
+    /// camera (the tracks then stand, or were replaced by what it carries now).
+    pub remembered: Vec<TrackPlan>,
 }
 
 /// How one connection ended.
@@ -91,6 +95,13 @@ impl Pump {
         );
         let mut tracks: Option<Vec<LiveTrack>> = None;
         let mut dialer: Option<TlsDialer> = None;
+        if self.on_demand() && !self.remembered.is_empty() {
+            // Published as remembered, connected when someone reads them.
+            tracks = Some(self.announce(self.remembered.clone(), false));
+            self.idle(fanouts_of(&tracks)).await;
+        } else {
+            self.remembered.clear();
+        }
         loop {
             let ended = self.connection(&mut tracks, &mut dialer).await;
             let message = match ended {
@@ -337,11 +348,20 @@ impl Pump {
         for note in &skipped {
             tracing::info!(ingest = %self.id, "{note}");
         }
-        // Map camera streams onto tracks: all new on the first connection, else by codec, in
-        // order (a camera's second H.264 stream goes on to the second H.264 track).
+        // Map camera streams onto tracks: all new on the first connection (or when the camera
+        // carries other tracks than the record remembered), else by codec, in order (a
+        // camera's second H.264 stream goes on to the second H.264 track).
+        let fresh = match tracks.as_ref() {
+            None => true,
+            Some(live) => {
+                !self.remembered.is_empty()
+                    && (live.len() != plans.len() || live.iter().zip(&plans).any(|(t, p)| !t.plan.same_as(p)))
+            }
+        };
         let mut chosen: Vec<(TrackPlan, usize)> = Vec::new();
         match tracks.as_ref() {
-            None => chosen = plans.iter().cloned().enumerate().map(|(i, p)| (p, i)).collect(),
+            _ if fresh => chosen = plans.iter().cloned().enumerate().map(|(i, p)| (p, i)).collect(),
+            None => {}
             Some(live) => {
                 for p in &plans {
                     let free =
@@ -393,23 +413,41 @@ impl Pump {
                 *slot = Some(*i);
             }
         }
-        if tracks.is_none() {
-            let live: Vec<LiveTrack> = chosen.into_iter().map(|(p, _)| self.new_track(p)).collect();
-            self.status.set_tracks(
-                live.iter()
-                    .flat_map(LiveTrack::fanouts)
-                    .map(|f| TrackSummary {
-                        id: f.info.id.clone(),
-                        kind: f.info.kind,
-                        codec: f.info.codec.mime_type.clone(),
-                    })
-                    .collect(),
-            );
-            self.session
-                .do_send(TracksReady(live.iter().flat_map(LiveTrack::fanouts).cloned().collect()));
-            *tracks = Some(live);
+        if fresh {
+            if !self.remembered.is_empty() {
+                tracing::info!(ingest = %self.id, "the camera carries other tracks than remembered: replacing them");
+            }
+            *tracks = Some(self.announce(chosen.into_iter().map(|(p, _)| p).collect(), true));
         }
+        self.remembered.clear();
         Ok((playing, demux, by_stream))
+    }
+
+    /// Creates a track for each of `plans`, shows them in the status and hands them to the
+    /// session actor to publish (`described`: the camera described them now, so the record
+    /// remembers them).
+    fn announce(&self, plans: Vec<TrackPlan>, described: bool) -> Vec<LiveTrack> {
+        let stored = if described {
+            plans.iter().map(StoredPlan::from).collect()
+        } else {
+            Vec::new()
+        };
+        let live: Vec<LiveTrack> = plans.into_iter().map(|p| self.new_track(p)).collect();
+        self.status.set_tracks(
+            live.iter()
+                .flat_map(LiveTrack::fanouts)
+                .map(|f| TrackSummary {
+                    id: f.info.id.clone(),
+                    kind: f.info.kind,
+                    codec: f.info.codec.mime_type.clone(),
+                })
+                .collect(),
+        );
+        self.session.do_send(TracksReady {
+            tracks: live.iter().flat_map(LiveTrack::fanouts).cloned().collect(),
+            plans: stored,
+        });
+        live
     }
 
     fn new_track(&self, plan: TrackPlan) -> LiveTrack {

@@ -17,6 +17,7 @@ use engine::track::{Fanout, MediaKind, SourceFrame};
 use retina::client::Stream;
 use retina::codec::{AudioFrame, ParametersRef, VideoFrame, VideoParametersCodec};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use serde::{Deserialize, Serialize};
 
 use vod::transcode::AudioTranscoder;
 
@@ -29,7 +30,8 @@ const OPUS_CLOCK: u32 = 48_000;
 pub const MAX_TRACKS_PER_KIND: usize = 4;
 
 /// The codec of a planned track.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum IngestCodec {
     H264,
     /// For live HLS and recordings only.
@@ -64,6 +66,50 @@ impl TrackPlan {
         match self.codec {
             IngestCodec::Opus => ReadAs::Raw,
             _ => ReadAs::Depacketized,
+        }
+    }
+}
+
+/// A [`TrackPlan`] as the ingest's record keeps it: the tracks its camera had, so that an
+/// on-demand ingest can publish them after a restart without connecting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPlan {
+    pub stream: usize,
+    pub kind: MediaKind,
+    pub codec: IngestCodec,
+    pub mime_type: String,
+    pub clock_rate: u32,
+    pub channels: u16,
+    pub fmtp: String,
+}
+
+impl From<&TrackPlan> for StoredPlan {
+    fn from(p: &TrackPlan) -> Self {
+        StoredPlan {
+            stream: p.stream,
+            kind: p.kind,
+            codec: p.codec.clone(),
+            mime_type: p.rtp.mime_type.clone(),
+            clock_rate: p.rtp.clock_rate,
+            channels: p.rtp.channels,
+            fmtp: p.rtp.sdp_fmtp_line.clone(),
+        }
+    }
+}
+
+impl From<&StoredPlan> for TrackPlan {
+    fn from(s: &StoredPlan) -> Self {
+        TrackPlan {
+            stream: s.stream,
+            kind: s.kind,
+            codec: s.codec.clone(),
+            rtp: RTCRtpCodec {
+                mime_type: s.mime_type.clone(),
+                clock_rate: s.clock_rate,
+                channels: s.channels,
+                sdp_fmtp_line: s.fmtp.clone(),
+                rtcp_feedback: vec![],
+            },
         }
     }
 }
@@ -420,5 +466,44 @@ impl LiveTrack {
         }
         self.fanout.forward(self.timeline.packet(payload, marker, ts));
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_plan_gives_back_the_plan() {
+        let plans = [
+            TrackPlan {
+                stream: 0,
+                kind: MediaKind::Video,
+                codec: IngestCodec::H264,
+                rtp: video_codec("video/H264", "packetization-mode=1;profile-level-id=4d0029".into()),
+            },
+            TrackPlan {
+                stream: 1,
+                kind: MediaKind::Audio,
+                codec: IngestCodec::Aac(vec![0x14, 0x08]),
+                rtp: RTCRtpCodec {
+                    mime_type: "audio/mpeg4-generic".into(),
+                    clock_rate: 16_000,
+                    channels: 1,
+                    sdp_fmtp_line: aac::fmtp(&[0x14, 0x08]),
+                    rtcp_feedback: vec![],
+                },
+            },
+        ];
+        for p in &plans {
+            let json = serde_json::to_string(&StoredPlan::from(p)).unwrap();
+            let back = TrackPlan::from(&serde_json::from_str::<StoredPlan>(&json).unwrap());
+            assert!(back.same_as(p), "{json}");
+            assert_eq!(
+                (back.stream, back.kind, &back.rtp),
+                (p.stream, p.kind, &p.rtp),
+                "{json}"
+            );
+        }
     }
 }

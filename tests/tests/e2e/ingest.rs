@@ -1943,3 +1943,88 @@ async fn an_on_demand_camera_is_connected_only_while_someone_watches() {
         .await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_on_demand_camera_stays_disconnected_across_a_restart() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("cams", &[("viewer", json!({}))]).await;
+    let port = free_port();
+    let _camera = Camera::start(port, &["--audio", "aac"]);
+    let (st, created) = create(
+        &s,
+        &s.admin,
+        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"], "on_demand": true}),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let participant = format!("ingest-{id}");
+    // The first connection describes the camera; the record keeps its tracks.
+    let before = wait_status(&s, &id, "idle", Duration::from_secs(15)).await;
+    let codecs = |v: &Value| -> Vec<String> {
+        v["tracks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| t["codec"].to_string())
+            .collect()
+    };
+    assert_eq!(codecs(&before).len(), 3, "H.264, AAC and its Opus companion: {before}");
+
+    // Restarted: the tracks are back in the call at once, and the camera is not dialled.
+    let s = s.restart_after_kill().await;
+    let viewer = s.token("viewer").await;
+    let restarted = std::time::Instant::now();
+    let v = wait_status(&s, &id, "idle", Duration::from_secs(5)).await;
+    assert_eq!(codecs(&v), codecs(&before), "{v}");
+    assert!(
+        call_participants(&s, "cams")
+            .await
+            .iter()
+            .any(|p| p["user"] == participant.as_str() && p["tracks"].as_array().is_some_and(|t| t.len() == 3)),
+        "the remembered tracks are in the call"
+    );
+    while restarted.elapsed() < Duration::from_secs(3) {
+        assert_eq!(clients_of(port), 0, "nobody reads it: no connection after the restart");
+        let (_, v) = s
+            .call(Method::GET, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+            .await;
+        assert_eq!(v["status"], "idle", "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A viewer of the remembered tracks connects it: frames flow on them.
+    let sub = watch_h264(&s, &viewer, &participant, "after a restart").await;
+    let v = wait_status(&s, &id, "live", Duration::from_secs(5)).await;
+    assert_eq!(clients_of(port), 1, "{v}");
+    assert_eq!(codecs(&v), codecs(&before), "the same tracks: {v}");
+    sub.close().await;
+    wait_status(&s, &id, "idle", Duration::from_secs(10)).await;
+
+    // The camera now sends no audio: when next read, its tracks are replaced by what it
+    // carries, and the record remembers those for the next restart.
+    drop(_camera);
+    let _camera = Camera::start(port, &["--audio", "none"]);
+    let s = s.restart_after_kill().await;
+    let viewer = s.token("viewer").await;
+    wait_status(&s, &id, "idle", Duration::from_secs(5)).await;
+    // (This viewer's tracks go with the replacement: it only brings the camera back.)
+    let sub = WhepSubscriber::connect(
+        &s.base,
+        &format!("/v1/groups/cams/whep?participant={participant}"),
+        &viewer,
+    )
+    .await
+    .expect("play the remembered tracks");
+    let v = wait_for(&s, &id, Duration::from_secs(10), |v| codecs(v).len() == 1).await;
+    assert_eq!(codecs(&v), vec!["\"video/H264\"".to_string()], "{v}");
+    sub.close().await;
+    let s = s.restart_after_kill().await;
+    let v = wait_status(&s, &id, "idle", Duration::from_secs(5)).await;
+    assert_eq!(codecs(&v), vec!["\"video/H264\"".to_string()], "remembered: {v}");
+    assert_eq!(clients_of(port), 0);
+    let (st, _) = s
+        .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 200);
+}
