@@ -36,6 +36,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let registry = Registry::start_in_arbiter(&actors.handle(), move |_| Registry::new(s, m));
 
     let media = engine::media::Media::start(config.media(), &metrics)?;
+    // Publishers whose audio carries no level are measured by decoding it (FFmpeg, in vod).
+    engine::track::audio_level::install_meters(vod::level_meter::rtp_meter);
     let listen = config.listen_addr()?;
     let rtc = engine::session::SessionDeps {
         store: store.clone(),

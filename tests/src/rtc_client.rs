@@ -58,6 +58,8 @@ pub const FRAME_TICKS: u32 = h264::CLOCK_RATE / 30;
 pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 /// RFC 6464 client-to-mixer audio level header extension.
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// Where every test peer binds.
+const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// Why a client could not connect or stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,9 +147,36 @@ pub struct ClientOptions {
     /// Publisher: video packets it leaves out, as a lossy uplink would (never sent, so a NACK
     /// cannot bring them back).
     pub uplink_loss: Option<UplinkLoss>,
+    /// Publisher: offer the RFC 6464 audio level extension, as browsers do (default). Without
+    /// it the client is like OBS or ffmpeg: its audio carries no level.
+    pub audio_level_extension: bool,
+    /// Publisher: the Opus packets (20 ms each) its audio track loops, e.g.
+    /// [`crate::opus::tone_packets`]; while empty (and without it) it sends silence frames.
+    pub audio_payloads: Option<AudioPayloads>,
     /// Subscriber: while set, the client sends no RTCP at all (no receiver reports, NACKs or
     /// feedback), as one whose network went quiet; its ICE checks go on.
     pub rtcp_silence: Option<RtcpSilence>,
+}
+
+/// What a publisher's audio track sends (see [`ClientOptions::audio_payloads`]).
+#[derive(Clone, Debug, Default)]
+pub struct AudioPayloads(Arc<std::sync::Mutex<Vec<Bytes>>>);
+
+impl AudioPayloads {
+    /// Loops `packets` from now on (empty: silence frames).
+    pub fn set(&self, packets: Vec<Bytes>) {
+        if let Ok(mut p) = self.0.lock() {
+            *p = packets;
+        }
+    }
+
+    /// The payload of the `n`-th packet sent.
+    fn nth(&self, n: usize) -> Bytes {
+        match self.0.lock() {
+            Ok(p) if !p.is_empty() => p[n % p.len()].clone(),
+            _ => Bytes::from_static(&OPUS_SILENCE),
+        }
+    }
 }
 
 /// Whether a subscriber sends RTCP (see [`ClientOptions::rtcp_silence`]).
@@ -334,6 +363,8 @@ impl Default for ClientOptions {
             loss: None,
             audio_level: None,
             uplink_loss: None,
+            audio_level_extension: true,
+            audio_payloads: None,
             rtcp_silence: None,
         }
     }
@@ -570,6 +601,28 @@ struct Downlink {
     rtcp_silence: Option<RtcpSilence>,
 }
 
+/// How a [`LoopbackPeer`] is built.
+struct Setup {
+    /// The header extensions simulcast needs (mid, RID, repaired RID) for video.
+    simulcast: bool,
+    /// ICE over TCP only: no UDP socket.
+    tcp: bool,
+    /// Offer the RFC 6464 audio level extension (browsers do; OBS and ffmpeg do not).
+    audio_levels: bool,
+    downlink: Downlink,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            simulcast: false,
+            tcp: false,
+            audio_levels: true,
+            downlink: Downlink::default(),
+        }
+    }
+}
+
 /// A PeerConnection on 127.0.0.1 (one UDP socket, random port) with the default codecs and
 /// interceptors, no ICE servers and mDNS disabled, plus watches of its gathering and connection
 /// state. The building block of both clients, and of in-process fake servers in tests.
@@ -585,12 +638,12 @@ pub struct LoopbackPeer {
 impl LoopbackPeer {
     /// Builds the connection. With `rtcp_to_app`, inbound PLI/FIR/NACK reach `TrackLocal::poll`.
     pub async fn new(rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::bound(std::net::IpAddr::from([127, 0, 0, 1]), rtcp_to_app).await
+        Self::bound(LOCALHOST, rtcp_to_app).await
     }
 
     /// Like [`LoopbackPeer::new`], bound to `ip` (e.g. a veth address in a private namespace).
     pub async fn bound(ip: std::net::IpAddr, rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::build(ip, rtcp_to_app, false, false, Downlink::default()).await
+        Self::build(ip, rtcp_to_app, Setup::default()).await
     }
 
     /// Like [`LoopbackPeer::new`], receiving through the simulated downlink `opts` describes:
@@ -602,58 +655,41 @@ impl LoopbackPeer {
             loss: opts.loss.clone(),
             rtcp_silence: opts.rtcp_silence.clone(),
         };
-        Self::build(
-            std::net::IpAddr::from([127, 0, 0, 1]),
-            rtcp_to_app,
-            false,
-            false,
+        let setup = Setup {
             downlink,
-        )
-        .await
+            ..Setup::default()
+        };
+        Self::build(LOCALHOST, rtcp_to_app, setup).await
     }
 
     /// Like [`LoopbackPeer::new`], with no UDP socket: its only candidates are TCP ones
     /// (ICE-TCP, active and passive).
     pub async fn tcp_only(rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::build(
-            std::net::IpAddr::from([127, 0, 0, 1]),
-            rtcp_to_app,
-            false,
-            true,
-            Downlink::default(),
-        )
-        .await
+        let setup = Setup {
+            tcp: true,
+            ..Setup::default()
+        };
+        Self::build(LOCALHOST, rtcp_to_app, setup).await
     }
 
-    /// Like [`LoopbackPeer::new`], with the header extensions simulcast needs (mid, RID,
-    /// repaired RID) registered for video.
-    pub async fn simulcast(rtcp_to_app: bool) -> Result<Self, ClientError> {
-        Self::build(
-            std::net::IpAddr::from([127, 0, 0, 1]),
-            rtcp_to_app,
-            true,
-            false,
-            Downlink::default(),
-        )
-        .await
-    }
-
-    async fn build(
-        ip: std::net::IpAddr,
-        rtcp_to_app: bool,
-        simulcast: bool,
-        tcp: bool,
-        downlink: Downlink,
-    ) -> Result<Self, ClientError> {
+    async fn build(ip: std::net::IpAddr, rtcp_to_app: bool, setup: Setup) -> Result<Self, ClientError> {
+        let Setup {
+            simulcast,
+            tcp,
+            audio_levels,
+            downlink,
+        } = setup;
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
-        media.register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: AUDIO_LEVEL_URI.to_owned(),
-            },
-            RtpCodecKind::Audio,
-            None,
-        )?;
+        if audio_levels {
+            media.register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: AUDIO_LEVEL_URI.to_owned(),
+                },
+                RtpCodecKind::Audio,
+                None,
+            )?;
+        }
         if simulcast {
             rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers(
                 &mut media,
@@ -1093,13 +1129,13 @@ impl WhipPublisher {
             }
             layers.push((rid, random_ssrc(), aus));
         }
-        let peer = if opts.simulcast {
-            LoopbackPeer::simulcast(true).await?
-        } else if opts.tcp_only {
-            LoopbackPeer::tcp_only(true).await?
-        } else {
-            LoopbackPeer::new(true).await?
+        let setup = Setup {
+            simulcast: opts.simulcast,
+            tcp: opts.tcp_only,
+            audio_levels: opts.audio_level_extension,
+            downlink: Downlink::default(),
         };
+        let peer = LoopbackPeer::build(LOCALHOST, true, setup).await?;
         let video_ssrc = layers[0].1;
         let stream_id = format!("fanfare-test-{video_ssrc:08x}");
         let video = if opts.simulcast {
@@ -1232,7 +1268,7 @@ impl WhipPublisher {
             tasks.push(tokio::spawn(send_audio(
                 track,
                 pt,
-                audio_level,
+                (audio_level, opts.audio_payloads.clone().unwrap_or_default()),
                 counters.clone(),
                 peer.state_watch(),
                 opts.timeout,
@@ -1478,12 +1514,13 @@ async fn send_video(
     }
 }
 
-/// Sends a 20 ms Opus silence frame every 20 ms once the connection is up, each with
-/// `level`'s audio level under its extension id when there is one.
+/// Sends a 20 ms Opus frame every 20 ms once the connection is up (from `payloads`: silence
+/// unless told otherwise), each with `level`'s audio level under its extension id when there
+/// is one.
 async fn send_audio(
     track: Arc<TrackLocalStaticRTP>,
     payload_type: u8,
-    level: Option<(u8, AudioLevel)>,
+    (level, payloads): (Option<(u8, AudioLevel)>, AudioPayloads),
     counters: Arc<PublisherCounters>,
     state: watch::Receiver<RTCPeerConnectionState>,
     connect_timeout: Duration,
@@ -1497,7 +1534,7 @@ async fn send_audio(
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let (mut seq, mut timestamp, mut first) = (random_u32() as u16, random_u32(), true);
-    loop {
+    for n in 0usize.. {
         tick.tick().await;
         if is_over(&state) {
             return;
@@ -1512,7 +1549,7 @@ async fn send_audio(
                 ssrc,
                 ..Default::default()
             },
-            payload: Bytes::from_static(&OPUS_SILENCE),
+            payload: payloads.nth(n),
         };
         if let Some((id, level)) = &level {
             let db = level.0.load(Ordering::Relaxed);

@@ -9,6 +9,7 @@ pub mod decode_order;
 pub mod depack;
 pub mod error;
 pub mod frame;
+pub mod level_meter;
 pub mod live;
 pub mod metrics;
 pub mod program;

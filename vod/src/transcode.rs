@@ -105,6 +105,42 @@ pub(crate) fn aac_config(rate: u32, channels: u16) -> Bytes {
     Bytes::from(vec![(2 << 3) | (idx >> 1), ((idx & 1) << 7) | (ch << 3)])
 }
 
+/// A decoder for live audio of `codec` (Opus, PCMU, PCMA or AAC), and its channel count (1 or
+/// 2).
+pub(crate) fn live_decoder(codec: &Codec) -> Result<(decoder::Audio, u16), VodError> {
+    init();
+    let (id, rate, channels, extradata) = match codec {
+        Codec::Opus { channels } => (Id::OPUS, 48000, (*channels).clamp(1, 2) as u16, None),
+        Codec::Pcmu => (Id::PCM_MULAW, 8000, 1, None),
+        Codec::Pcma => (Id::PCM_ALAW, 8000, 1, None),
+        Codec::Aac { config } => {
+            let (rate, channels) = aac_config_rate_channels(config)
+                .ok_or_else(|| VodError::Unsupported("an AAC config that cannot be read".into()))?;
+            (Id::AAC, rate, channels.clamp(1, 2), Some(config))
+        }
+        other => return Err(VodError::Unsupported(format!("live audio decoding of {other:?}"))),
+    };
+    let dc = decoder::find(id).ok_or_else(|| VodError::Unsupported(format!("no {id:?} decoder")))?;
+    let mut ctx = codec::context::Context::new_with_codec(dc);
+    unsafe {
+        let p = ctx.as_mut_ptr();
+        (*p).sample_rate = rate as i32;
+        ffi::av_channel_layout_default(&mut (*p).ch_layout, channels as i32);
+        if let Some(config) = extradata {
+            // FFmpeg frees it with the context; the padding is what its readers may touch.
+            let len = config.len();
+            let buf = ffi::av_mallocz(len + ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
+            if buf.is_null() {
+                return Err(VodError::Ffmpeg("out of memory for the decoder's config".into()));
+            }
+            std::ptr::copy_nonoverlapping(config.as_ptr(), buf, len);
+            (*p).extradata = buf;
+            (*p).extradata_size = len as i32;
+        }
+    }
+    Ok((ctx.decoder().audio()?, channels))
+}
+
 /// Decodes any audio FFmpeg decodes and re-encodes it as AAC-LC (or Opus), 48 kHz.
 pub struct AudioTranscoder {
     dec: decoder::Audio,
@@ -145,37 +181,7 @@ impl AudioTranscoder {
 
     /// A transcoder for live audio of `codec` (Opus, PCMU, PCMA or AAC) to `target`.
     fn live(codec: &Codec, target: AudioTarget) -> Result<AudioTranscoder, VodError> {
-        init();
-        let (id, rate, channels, extradata) = match codec {
-            Codec::Opus { channels } => (Id::OPUS, 48000, (*channels).clamp(1, 2) as u16, None),
-            Codec::Pcmu => (Id::PCM_MULAW, 8000, 1, None),
-            Codec::Pcma => (Id::PCM_ALAW, 8000, 1, None),
-            Codec::Aac { config } => {
-                let (rate, channels) = aac_config_rate_channels(config)
-                    .ok_or_else(|| VodError::Unsupported("an AAC config that cannot be read".into()))?;
-                (Id::AAC, rate, channels.clamp(1, 2), Some(config))
-            }
-            other => return Err(VodError::Unsupported(format!("audio transcoding from {other:?}"))),
-        };
-        let dc = decoder::find(id).ok_or_else(|| VodError::Unsupported(format!("no {id:?} decoder")))?;
-        let mut ctx = codec::context::Context::new_with_codec(dc);
-        unsafe {
-            let p = ctx.as_mut_ptr();
-            (*p).sample_rate = rate as i32;
-            ffi::av_channel_layout_default(&mut (*p).ch_layout, channels as i32);
-            if let Some(config) = extradata {
-                // FFmpeg frees it with the context; the padding is what its readers may touch.
-                let len = config.len();
-                let buf = ffi::av_mallocz(len + ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
-                if buf.is_null() {
-                    return Err(VodError::Ffmpeg("out of memory for the decoder's config".into()));
-                }
-                std::ptr::copy_nonoverlapping(config.as_ptr(), buf, len);
-                (*p).extradata = buf;
-                (*p).extradata_size = len as i32;
-            }
-        }
-        let dec = ctx.decoder().audio()?;
+        let (dec, channels) = live_decoder(codec)?;
         Self::with_decoder(dec, channels, target)
     }
 

@@ -639,7 +639,7 @@ impl Room {
             .iter()
             .filter(|p| p.track.info.kind == MediaKind::Audio)
         {
-            if p.track.levels.extension().is_none() {
+            if !p.track.levels.reported() {
                 continue;
             }
             let d = call.levels.entry(p.track.info.id.clone()).or_default();

@@ -1,10 +1,12 @@
 //! Who is speaking: the audio levels a publisher's client puts on its packets (RFC 6464's
 //! `ssrc-audio-level` header extension, as browsers send it) are counted per track by the
 //! reader task ([`AudioLevels`], atomics only), and read every [`OBSERVE_EVERY`] by the room,
-//! which smooths them ([`SpeechDetector`]) into the call's active speakers. Pure logic apart
-//! from the atomics; no I/O.
+//! which smooths them ([`SpeechDetector`]) into the call's active speakers. Packets that carry
+//! no level (WHIP encoders, cameras) are measured by a [`MeasureLevel`] the server installs
+//! ([`install_meters`]: the engine decodes no audio itself). No I/O.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The header extension's URI (RFC 6464).
@@ -32,11 +34,36 @@ pub fn parse_level(payload: &[u8]) -> Option<u8> {
     payload.first().map(|b| b & 0x7f)
 }
 
+/// Measures the level of audio packets (-dBov, 0 to 127) by decoding them, for publishers
+/// whose packets carry none.
+pub trait MeasureLevel: Send {
+    /// The level of one packet's payload; `None` if it says nothing (undecodable).
+    fn measure(&mut self, payload: &[u8]) -> Option<u8>;
+}
+
+/// Makes a meter for an RTP audio codec (its mime type and channel count), if it can.
+pub type MeterFactory = fn(&str, u16) -> Option<Box<dyn MeasureLevel>>;
+
+static METERS: OnceLock<MeterFactory> = OnceLock::new();
+
+/// Installs how this process measures audio that carries no level (the server does so at
+/// start; without it, such publishers are never active speakers). The first call wins.
+pub fn install_meters(factory: MeterFactory) {
+    let _ = METERS.set(factory);
+}
+
+/// A meter for audio of `mime` with `channels`, if one is installed and takes that codec.
+pub fn meter_for(mime: &str, channels: u16) -> Option<Box<dyn MeasureLevel>> {
+    METERS.get().and_then(|f| f(mime, channels))
+}
+
 /// One audio track's level counters, written by its reader task and taken by its room.
 #[derive(Debug, Default)]
 pub struct AudioLevels {
     /// The extension's id on the publisher's connection (0: it sends none).
     ext_id: AtomicU8,
+    /// Levels are measured by the server (the packets carry none).
+    measured: AtomicBool,
     heard: AtomicU32,
     voice: AtomicU32,
     /// The sum of the voice packets' amplitudes, in millionths.
@@ -66,6 +93,16 @@ impl AudioLevels {
             0 => None,
             id => Some(id),
         }
+    }
+
+    /// Marks the levels as measured by the server (the publisher's packets carry none).
+    pub fn set_measured(&self) {
+        self.measured.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether this track has levels: from the publisher's packets or measured.
+    pub fn reported(&self) -> bool {
+        self.extension().is_some() || self.measured.load(Ordering::Relaxed)
     }
 
     /// Counts one packet's level (-dBov).

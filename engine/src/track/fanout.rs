@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use super::actor::{LayersChanged, LossReport, SetEstimate, SetLegCaps, Subscribed, Track, TrackEnded, Unsubscribed};
-use super::audio_level::{parse_level, AudioLevels};
+use super::audio_level::{meter_for, parse_level, AudioLevels, MeasureLevel};
 use super::congestion::EstimateSource;
 use super::directory::RoomTraffic;
 use super::frame_tap::{FrameTaps, SourceFrame};
@@ -822,14 +822,22 @@ impl Fanout {
         if let Some(rid) = remote.rid(*ssrc).await {
             self.open_layer(*ssrc, Some(rid.as_str()));
         }
+        // Audio whose packets carry no level is measured here (decoded), if the server can.
+        let mut meter = None;
+        if self.info.kind == MediaKind::Audio && self.levels.extension().is_none() {
+            meter = meter_for(&self.info.codec.mime_type, self.info.codec.channels);
+            if meter.is_some() {
+                self.levels.set_measured();
+            }
+        }
         let mut burst = Vec::new();
         'read: while let Some(event) = remote.poll().await {
             // This packet and those already waiting behind it (the rest of a frame) go out
             // together: each leg's share as one run.
-            self.on_remote_event(event, &mut burst);
+            self.on_remote_event(event, &mut burst, &mut meter);
             for _ in 0..MAX_BURST {
                 match remote.poll().now_or_never() {
-                    Some(Some(event)) => self.on_remote_event(event, &mut burst),
+                    Some(Some(event)) => self.on_remote_event(event, &mut burst, &mut meter),
                     Some(None) => break 'read,
                     None => break,
                 }
@@ -841,10 +849,16 @@ impl Fanout {
         self.close();
     }
 
-    /// Adds a packet of the publisher's remote track to `burst` (header extensions stripped),
-    /// or opens the layer an event announces (after sending what `burst` holds, so the layer
+    /// Adds a packet of the publisher's remote track to `burst` (header extensions stripped;
+    /// an audio packet's level counted, read from its extension or measured by `meter`), or
+    /// opens the layer an event announces (after sending what `burst` holds, so the layer
     /// exists for what follows).
-    fn on_remote_event(&self, event: TrackRemoteEvent, burst: &mut Vec<(u8, rtp::Packet)>) {
+    fn on_remote_event(
+        &self,
+        event: TrackRemoteEvent,
+        burst: &mut Vec<(u8, rtp::Packet)>,
+        meter: &mut Option<Box<dyn MeasureLevel>>,
+    ) {
         match event {
             TrackRemoteEvent::OnRtpPacket(mut pkt) => {
                 // Streams that are not a layer (repair streams, extra RIDs) are not mixed in.
@@ -857,6 +871,10 @@ impl Fanout {
                 if let Some(id) = self.levels.extension() {
                     let level = pkt.header.get_extension(id).and_then(|e| parse_level(&e));
                     if let (Some(level), false) = (level, self.muted()) {
+                        self.levels.observe(level);
+                    }
+                } else if let (Some(m), false) = (meter.as_mut(), self.muted()) {
+                    if let Some(level) = m.measure(&pkt.payload) {
                         self.levels.observe(level);
                     }
                 }

@@ -7,7 +7,8 @@
 //! first audio track. H.265 and AAC tracks are for live HLS and recordings: WebRTC viewers skip
 //! them, and they skip H.264 B-frames no frame refers to. Each AAC track has an Opus companion
 //! track ([`OpusTrack`]) that WebRTC viewers hear instead: the camera's AAC, transcoded only
-//! while the companion has a subscriber.
+//! while the companion has a subscriber. Each audio frame's loudness is measured (decoded) for
+//! the call's active speakers, as cameras send no levels.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +20,8 @@ use retina::codec::{AudioFrame, ParametersRef, VideoFrame, VideoParametersCodec}
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use serde::{Deserialize, Serialize};
 
+use vod::frame::Codec;
+use vod::level_meter::LevelMeter;
 use vod::transcode::AudioTranscoder;
 
 use super::demux::ReadAs;
@@ -321,11 +324,29 @@ pub struct LiveTrack {
     latest_pts: Option<i64>,
     /// The camera's B-frames have been noticed (logged once).
     b_frames: bool,
+    /// An audio track's loudness, measured from each frame (cameras send no levels), so the
+    /// camera can be an active speaker.
+    meter: Option<LevelMeter>,
 }
 
 impl LiveTrack {
     /// A track published on `fanout`.
     pub fn new(plan: TrackPlan, fanout: Arc<Fanout>, timeline: RtpTimeline, opus: Option<OpusTrack>) -> LiveTrack {
+        let codec = match &plan.codec {
+            IngestCodec::Aac(config) => Some(Codec::Aac {
+                config: Bytes::copy_from_slice(config),
+            }),
+            IngestCodec::Opus => Some(Codec::Opus {
+                channels: plan.rtp.channels.clamp(1, 2) as u8,
+            }),
+            IngestCodec::Pcmu => Some(Codec::Pcmu),
+            IngestCodec::Pcma => Some(Codec::Pcma),
+            IngestCodec::H264 | IngestCodec::H265 => None,
+        };
+        let meter = codec.and_then(|c| LevelMeter::new(&c).ok());
+        if meter.is_some() {
+            fanout.levels.set_measured();
+        }
         LiveTrack {
             plan,
             fanout,
@@ -333,6 +354,7 @@ impl LiveTrack {
             opus,
             latest_pts: None,
             b_frames: false,
+            meter,
         }
     }
 
@@ -456,6 +478,11 @@ impl LiveTrack {
     /// Forwards one audio frame's packet, and the frame to the frame taps: `raw` when the
     /// payload is more than the frame (AAC's AU header), else the payload.
     fn forward_one(&mut self, payload: Bytes, raw: Option<&[u8]>, marker: bool, elapsed: i64, now: Instant) -> usize {
+        if let (Some(m), false) = (self.meter.as_mut(), self.fanout.muted()) {
+            if let Some(level) = m.measure(raw.unwrap_or(&payload)) {
+                self.fanout.levels.observe(level);
+            }
+        }
         let ts = self.timeline.timestamp(elapsed, now);
         if self.fanout.wants_frames() {
             self.fanout.forward_source_frame(&SourceFrame {

@@ -1944,6 +1944,32 @@ async fn an_on_demand_camera_is_connected_only_while_someone_watches() {
     assert_eq!(st, 200);
 }
 
+/// A camera's audio carries no level: the server measures it (decoding the AAC), so a camera
+/// that hears something is an active speaker of the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_camera_that_hears_a_sound_is_an_active_speaker() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("cams", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let mut ws = s.ws(&viewer).await;
+    assert_eq!(ws.join("cams").await["type"], "joined");
+    let port = free_port();
+    let _camera = Camera::start(port, &["--audio", "aac"]);
+    let (st, created) = create(
+        &s,
+        &s.admin,
+        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"]}),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let participant = format!("ingest-{}", created["id"].as_str().expect("id"));
+    let ev = ws.expect("active_speakers").await;
+    assert_eq!(ev["speakers"][0]["user"], participant.as_str(), "{ev}");
+    // GStreamer's test tone: a sine at 0.8 of full scale, RMS 0.57 (-5 dBov).
+    let level = ev["speakers"][0]["level"].as_f64().unwrap_or(0.0);
+    assert!((0.4..0.8).contains(&level), "{ev}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_on_demand_camera_stays_disconnected_across_a_restart() {
     let s = Server::start_with_config(CONFIG).await;

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use fanfare_tests::rtc_client::{
-    AudioLevel, ClientError, ClientOptions, Loss, RtcpSilence, SdpAnswer, UplinkLoss, WhepSubscriber, WhipPublisher,
+    AudioLevel, AudioPayloads, ClientError, ClientOptions, Loss, RtcpSilence, SdpAnswer, UplinkLoss, WhepSubscriber,
+    WhipPublisher,
 };
 use fanfare_tests::Server;
 use reqwest::Method;
@@ -1001,6 +1002,43 @@ async fn active_speakers(ws: &mut fanfare_tests::Ws) -> serde_json::Value {
     let ev = ws.expect("active_speakers").await;
     assert_eq!(ev["group"], "talk", "{ev}");
     ev
+}
+
+/// A publisher whose client offers no audio level extension (as OBS or ffmpeg over WHIP) is
+/// measured by the server, which decodes its Opus: its silence says nothing, a tone at half
+/// scale makes it the speaker at about that loudness, and silence ends its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publisher_whose_audio_carries_no_level_is_measured_by_the_server() {
+    let s = Server::start().await;
+    s.group("talk", &[("obs", json!({})), ("w", json!({}))]).await;
+    let (obs_t, w_t) = (s.token("obs").await, s.token("w").await);
+    let mut watcher = s.ws(&w_t).await;
+    assert_eq!(watcher.join("talk").await["type"], "joined");
+    let audio = AudioPayloads::default();
+    let opts = ClientOptions {
+        audio_level_extension: false,
+        audio_payloads: Some(audio.clone()),
+        ..Default::default()
+    };
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=talk", &obs_t, opts)
+        .await
+        .expect("publish");
+    assert!(publisher.wait_connected(WAIT).await);
+    watcher.expect_no("active_speakers", Duration::from_secs(2)).await;
+
+    audio.set(fanfare_tests::opus::tone_packets());
+    let ev = active_speakers(&mut watcher).await;
+    assert_eq!(ev["speakers"][0]["user"], "obs", "{ev}");
+    // A sine at half scale: RMS 0.35 (-9 dBov).
+    let level = ev["speakers"][0]["level"].as_f64().unwrap_or(0.0);
+    assert!((0.2..0.5).contains(&level), "{ev}");
+    let (_, call) = s.call(Method::GET, "/v1/groups/talk/call", Some(&w_t), None).await;
+    assert_eq!(call["participants"][0]["speaking"], true, "{call}");
+
+    audio.set(Vec::new());
+    let ev = active_speakers(&mut watcher).await;
+    assert_eq!(ev["speakers"], json!([]), "{ev}");
+    publisher.close().await;
 }
 
 /// Connection quality (extension `connection_quality`): the room grades each participant's
