@@ -188,6 +188,8 @@ struct Stats {
     sent_total: AtomicU64,
     keyframe_requests: AtomicU64,
     hist: Vec<AtomicU64>,
+    /// The latency of each frame's last packet (marker): when the frame became decodable.
+    frame_hist: Vec<AtomicU64>,
 }
 
 impl Stats {
@@ -205,6 +207,7 @@ impl Stats {
             sent_total: AtomicU64::new(0),
             keyframe_requests: AtomicU64::new(0),
             hist: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            frame_hist: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -219,33 +222,47 @@ impl Stats {
         for c in [&self.sent_in_window, &self.delivered_in_window] {
             c.store(0, Relaxed);
         }
-        for b in &self.hist {
+        for b in self.hist.iter().chain(&self.frame_hist) {
             b.store(0, Relaxed);
         }
     }
 
-    fn record_latency(&self, ns: u64) {
+    /// Records a packet's latency (and, for a frame's last packet, the frame's).
+    fn record_latency(&self, ns: u64, marker: bool) {
         let b = ((ns / 1000) / BUCKET_US).min(BUCKETS as u64) as usize;
         self.hist[b].fetch_add(1, Relaxed);
+        if marker {
+            self.frame_hist[b].fetch_add(1, Relaxed);
+        }
     }
 
-    /// The `q` quantile of the latency histogram in ms (upper bucket edge).
+    /// The `q` quantile of the packet latency histogram in ms (upper bucket edge).
     fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let counts: Vec<u64> = self.hist.iter().map(|b| b.load(Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut acc = 0;
-        for (i, c) in counts.iter().enumerate() {
-            acc += c;
-            if acc >= rank {
-                return Some(((i as u64 + 1) * BUCKET_US) as f64 / 1000.0);
-            }
-        }
-        None
+        quantile_ms(&self.hist, q)
     }
+
+    /// The `q` quantile of the frame latency histogram in ms (upper bucket edge).
+    fn frame_quantile_ms(&self, q: f64) -> Option<f64> {
+        quantile_ms(&self.frame_hist, q)
+    }
+}
+
+/// The `q` quantile of a latency histogram in ms (upper bucket edge).
+fn quantile_ms(hist: &[AtomicU64], q: f64) -> Option<f64> {
+    let counts: Vec<u64> = hist.iter().map(|b| b.load(Relaxed)).collect();
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+    let mut acc = 0;
+    for (i, c) in counts.iter().enumerate() {
+        acc += c;
+        if acc >= rank {
+            return Some(((i as u64 + 1) * BUCKET_US) as f64 / 1000.0);
+        }
+    }
+    None
 }
 
 // ───────────────────────────── /proc ─────────────────────────────
@@ -848,7 +865,7 @@ async fn read_track(
         match sent {
             Some(s) if stats.in_window(s) => {
                 stats.delivered_in_window.fetch_add(1, Relaxed);
-                stats.record_latency(now.saturating_sub(s));
+                stats.record_latency(now.saturating_sub(s), pkt.header.marker);
             }
             Some(_) => {}
             None => {
@@ -938,6 +955,8 @@ struct Row {
     loss_pct: Option<f64>,
     p50: Option<f64>,
     p99: Option<f64>,
+    frame_p50: Option<f64>,
+    frame_p99: Option<f64>,
     key_p50: Option<f64>,
     key_max: Option<f64>,
     no_key: usize,
@@ -951,8 +970,8 @@ fn f(v: Option<f64>, prec: usize) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.prec$}"))
 }
 
-const HEADER: &str = "| server | N | server CPU (cores) | CPU µs / fwd pkt | fwd pkt/s | loss % | latency p50 / p99 ms (raw) | added p50 / p99 ms | sub→keyframe p50 / max ms | RSS MB | RSS / sub KB | client CPU (cores) | other CPU (cores) |\n\
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+const HEADER: &str = "| server | N | server CPU (cores) | CPU µs / fwd pkt | fwd pkt/s | loss % | latency p50 / p99 ms (raw) | added p50 / p99 ms | frame done p50 / p99 ms (raw) | sub→keyframe p50 / max ms | RSS MB | RSS / sub KB | client CPU (cores) | other CPU (cores) |\n\
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
 fn print_row(r: &Row, baseline: Option<(f64, f64)>) {
     let added = |raw: Option<f64>, base: Option<f64>| match (raw, base) {
@@ -970,7 +989,7 @@ fn print_row(r: &Row, baseline: Option<(f64, f64)>) {
         format!("{} / {}", f(r.key_p50, 0), f(r.key_max, 0))
     };
     println!(
-        "| {} | {} | {} | {} | {:.0} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} | {:.0} | {} | {} / {} | {} / {} | {} / {} | {} | {} | {} | {} | {} |",
         r.server,
         n,
         f(r.cpu_cores, 3),
@@ -981,6 +1000,8 @@ fn print_row(r: &Row, baseline: Option<(f64, f64)>) {
         f(r.p99, 2),
         f(added(r.p50, baseline.map(|b| b.0)), 2),
         f(added(r.p99, baseline.map(|b| b.1)), 2),
+        f(r.frame_p50, 2),
+        f(r.frame_p99, 2),
         key,
         r.rss_kb
             .map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
@@ -1084,6 +1105,8 @@ async fn window(
         loss_pct: loss,
         p50: stats.quantile_ms(0.50),
         p99: stats.quantile_ms(0.99),
+        frame_p50: stats.frame_quantile_ms(0.50),
+        frame_p99: stats.frame_quantile_ms(0.99),
         key_p50: None,
         key_max: None,
         no_key: 0,

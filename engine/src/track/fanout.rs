@@ -36,6 +36,15 @@ use crate::metrics::EngineMetrics;
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// Packets already waiting that the reader forwards with the one it woke for, at most.
 const MAX_BURST: usize = 64;
+/// A paced publisher's video packets arrive one at a time, each waking the reader: sent on
+/// at once, each would be a `sendmsg` per viewer. They are held until their frame is complete
+/// (its marker packet), so each viewer gets the frame as one run (one GSO `sendmsg`): the
+/// frame is decodable no later than before, and the server's cost per packet is that of a
+/// bursty publisher. A frame whose marker is lost goes on when the next frame starts, or after
+/// this long without a packet.
+const FRAME_HOLD: Duration = Duration::from_millis(40);
+/// Packets held at most before they go on regardless (a frame of about 90 KB).
+const MAX_HELD: usize = 64;
 /// A keyframe bigger than this is not cached (new legs wait for the next one).
 const KEYFRAME_CACHE_BYTES: usize = 2 << 20;
 /// A leg's layer before it has one.
@@ -103,6 +112,19 @@ pub struct Downtrack {
     heard_ms: AtomicU64,
     /// What this leg sent and was asked to resend; added to the track's counters when it goes.
     pub counters: LegCounters,
+}
+
+/// Whether the video packets held (in arrival order) end a frame: a marker packet came, a
+/// layer's packets span two frames (the first one's marker was lost), or enough are held.
+fn frame_done(held: &[(u8, rtp::Packet)]) -> bool {
+    if held.len() >= MAX_HELD || held.iter().any(|(_, p)| p.header.marker) {
+        return true;
+    }
+    let Some((idx, last)) = held.last() else {
+        return false;
+    };
+    held.iter()
+        .any(|(i, p)| i == idx && p.header.timestamp != last.header.timestamp)
 }
 
 /// Counters of one subscriber leg.
@@ -830,8 +852,22 @@ impl Fanout {
                 self.levels.set_measured();
             }
         }
+        // Video is forwarded a whole frame at a time (see `FRAME_HOLD`); audio at once.
+        let hold = self.info.kind == MediaKind::Video;
         let mut burst = Vec::new();
-        'read: while let Some(event) = remote.poll().await {
+        'read: loop {
+            let event = if burst.is_empty() {
+                remote.poll().await
+            } else {
+                match tokio::time::timeout(FRAME_HOLD, remote.poll()).await {
+                    Ok(event) => event,
+                    Err(_) => {
+                        self.fan_out(std::mem::take(&mut burst));
+                        continue;
+                    }
+                }
+            };
+            let Some(event) = event else { break };
             // This packet and those already waiting behind it (the rest of a frame) go out
             // together: each leg's share as one run.
             self.on_remote_event(event, &mut burst, &mut meter);
@@ -842,7 +878,9 @@ impl Fanout {
                     None => break,
                 }
             }
-            self.fan_out(std::mem::take(&mut burst));
+            if !hold || frame_done(&burst) {
+                self.fan_out(std::mem::take(&mut burst));
+            }
         }
         self.fan_out(burst);
         // Closing every queue ends every leg's writer.
