@@ -84,6 +84,7 @@ pub fn document() -> Value {
                 "patch": op("Change a running ingest in place (extension): name, groups, record, on_demand; the camera stays connected and keeps its participant and tracks. url, transport and tls_fingerprint are fixed (400 ingest_field_immutable: delete and create again)", "admin, or can_publish in every resulting group and every removed group", "200", Some("IngestUpdate")),
                 "delete": op("Stop and delete an ingest (200 with the final view)", "admin, creator, or can_moderate in one of its groups", "200", None)
             },
+            "/v1/ingests/{id}/snapshot": {"get": op("The camera's latest picture as image/jpeg, at most 640 px wide (extension; ?token= works for <img src>); an idle on-demand camera is connected for it; 503 ingest_no_picture when none comes within 10 s", "admin, creator, or can_subscribe in one of its groups (and seeing it)", "200", None)},
             "/v1/whip": {"post": sdp_op("WHIP publish to ?groups=a,b (application/sdp offer -> answer, Location)", "can_publish in every group")},
             "/v1/groups/{gid}/whep": {"post": sdp_op("WHEP playback of ?participant=uid or the first publisher", "can_subscribe")},
             "/v1/sessions/{sid}": {

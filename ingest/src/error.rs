@@ -29,6 +29,9 @@ pub enum IngestError {
     /// The camera could not be reached or misbehaved (`redacted` URL in the message).
     #[error("camera {url}: {message}")]
     Source { url: String, message: String },
+    /// The camera has no picture to show (no video track, or none came in time).
+    #[error("{0}")]
+    NoPicture(String),
     /// Storage or an engine actor failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -44,7 +47,7 @@ impl IngestError {
             | IngestError::Immutable(_) => ErrorKind::InvalidArgument,
             IngestError::NotFound(_) => ErrorKind::NotFound,
             IngestError::TooMany(_) => ErrorKind::Conflict,
-            IngestError::Source { .. } => ErrorKind::Unavailable,
+            IngestError::Source { .. } | IngestError::NoPicture(_) => ErrorKind::Unavailable,
             IngestError::Engine(e) => e.kind(),
         }
     }
@@ -59,6 +62,7 @@ impl IngestError {
             IngestError::NotFound(_) => "ingest_not_found",
             IngestError::TooMany(_) => "ingest_limit_reached",
             IngestError::Source { .. } => "ingest_source_failed",
+            IngestError::NoPicture(_) => "ingest_no_picture",
             IngestError::Engine(e) => e.code(),
         }
     }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use actix::{Actor, Addr};
+use bytes::Bytes;
 use engine::access::Access;
 use engine::ids::GroupId;
 use engine::media::Media;
@@ -379,6 +380,47 @@ impl IngestManager {
         Ok(IngestView::of(&record, status.snapshot()))
     }
 
+    /// The camera's latest picture, for a snapshot (extension): the last keyframe of its first
+    /// video track (Annex-B H.264 or H.265), for `who` if they may see the ingest and hold
+    /// `can_subscribe` in one of its groups (or are admin or its creator). A camera that is not
+    /// live (an idle on-demand one, one connecting or retrying) is read until its next keyframe,
+    /// for up to [`SNAPSHOT_WAIT`]: a snapshot of an idle on-demand camera connects it.
+    pub async fn snapshot(&self, who: &Principal, id: &str) -> Result<Bytes, IngestError> {
+        let Running { record, status, .. } = self.running(who, id)?;
+        if !self.holds_in_any(who, &record, Perm::Subscribe) {
+            return Err(engine::EngineError::Forbidden(
+                "a camera's snapshot needs admin, its creator, or can_subscribe in one of its groups".into(),
+            )
+            .into());
+        }
+        if let Some(picture) = status.picture() {
+            return Ok(picture);
+        }
+        let video = self.tracks(&record.id).await.and_then(|t| {
+            t.tracks
+                .into_iter()
+                .find(|f| f.info.kind == engine::track::MediaKind::Video)
+        });
+        let Some(mut tap) = video.and_then(|f| f.tap_frames(8)) else {
+            return Err(IngestError::NoPicture("the camera has no video track (yet)".into()));
+        };
+        let keyframe = async {
+            while let Some(frame) = tap.recv().await {
+                if frame.keyframe {
+                    return Some(frame.data);
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(SNAPSHOT_WAIT, keyframe).await {
+            Ok(Some(picture)) => Ok(picture),
+            _ => Err(IngestError::NoPicture(format!(
+                "the camera sent no picture within {} s",
+                SNAPSHOT_WAIT.as_secs()
+            ))),
+        }
+    }
+
     /// The recording hook by id: the ingest's tracks (empty before its first connection).
     pub async fn tracks(&self, id: &str) -> Option<IngestTracks> {
         let addr = self.inner.running.lock().ok()?.get(id).map(|r| r.addr.clone())?;
@@ -395,6 +437,10 @@ impl IngestManager {
         self.len() == 0
     }
 }
+
+/// How long a snapshot of a camera that is not live waits for its next keyframe (a
+/// connection and a group of pictures).
+pub const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A request's group list: 1 to [`MAX_GROUPS`] groups, duplicates dropped (first one kept).
 fn group_list(requested: Vec<GroupId>) -> Result<Vec<GroupId>, IngestError> {

@@ -1,9 +1,11 @@
 //! The live status of one ingest, shared between its RTSP pump (writes) and the API (reads):
-//! state, counters and the last error (already redacted); and the one setting the pump reads
-//! live, `on_demand` (its session writes it).
+//! state, counters, the last error (already redacted) and the camera's latest picture (for
+//! snapshots); and the one setting the pump reads live, `on_demand` (its session writes it).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use bytes::Bytes;
 
 use crate::model::{IngestState, TrackSummary};
 
@@ -21,6 +23,8 @@ pub struct IngestStatus {
     tracks: Mutex<Vec<TrackSummary>>,
     /// The camera is connected only while read (the record's `on_demand`, as last applied).
     pub on_demand: AtomicBool,
+    /// The latest keyframe of the camera's first video track (Annex-B), while it is live.
+    picture: Mutex<Option<Bytes>>,
 }
 
 /// A copy of the status at one instant.
@@ -44,6 +48,7 @@ impl Default for IngestStatus {
             last_error: Mutex::new(None),
             tracks: Mutex::new(Vec::new()),
             on_demand: AtomicBool::new(false),
+            picture: Mutex::new(None),
         }
     }
 }
@@ -54,13 +59,31 @@ impl IngestStatus {
         self.state.lock().map(|s| *s).unwrap_or(IngestState::Stopped)
     }
 
-    /// Moves to `state` (a stopped ingest stays stopped).
+    /// Moves to `state` (a stopped ingest stays stopped). Out of `live`, the latest picture
+    /// goes: it would be stale.
     pub fn set_state(&self, state: IngestState) {
         if let Ok(mut s) = self.state.lock() {
             if *s != IngestState::Stopped {
                 *s = state;
             }
         }
+        if state != IngestState::Live {
+            if let Ok(mut p) = self.picture.lock() {
+                *p = None;
+            }
+        }
+    }
+
+    /// Keeps `keyframe` (Annex-B) as the camera's latest picture.
+    pub fn set_picture(&self, keyframe: Bytes) {
+        if let Ok(mut p) = self.picture.lock() {
+            *p = Some(keyframe);
+        }
+    }
+
+    /// The camera's latest keyframe, if it is live and has sent one.
+    pub fn picture(&self) -> Option<Bytes> {
+        self.picture.lock().ok().and_then(|p| p.clone())
     }
 
     /// Records a (redacted) error.
@@ -108,5 +131,15 @@ mod tests {
         s.set_state(IngestState::Stopped);
         s.set_state(IngestState::Retrying);
         assert_eq!(s.state(), IngestState::Stopped);
+    }
+
+    #[test]
+    fn the_picture_is_kept_only_while_live() {
+        let s = IngestStatus::default();
+        s.set_state(IngestState::Live);
+        s.set_picture(Bytes::from_static(b"key"));
+        assert_eq!(s.picture().as_deref(), Some(b"key".as_slice()));
+        s.set_state(IngestState::Idle);
+        assert_eq!(s.picture(), None);
     }
 }

@@ -4,7 +4,8 @@
 //! `can_moderate` in one of its groups; answers 200 with the final view, `status: stopped`),
 //! and the extension `PATCH /v1/ingests/{id}` (`name`, `groups`, `record` of a running ingest;
 //! admin, or `can_publish` in every resulting and every removed group; 200 with the view).
-//! URLs are returned with their credentials replaced by `***`.
+//! URLs are returned with their credentials replaced by `***`. Extension: `GET
+//! /v1/ingests/{id}/snapshot`, a JPEG of the camera's latest picture.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -71,4 +72,28 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let view = manager.delete(&who, &id).await.map_err(api_error)?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// The camera's latest picture as a JPEG (at most 640 px wide), decoded from its last
+/// keyframe; `Cache-Control: no-store`. 503 `ingest_no_picture` when it has none to give.
+pub async fn snapshot(
+    Caller(who): Caller,
+    manager: web::Data<IngestManager>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let keyframe = manager.snapshot(&who, &id).await.map_err(api_error)?;
+    let jpeg = web::block(move || vod::transcode::poster_jpeg(&keyframe))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ingest_no_picture",
+                format!("the camera's picture could not be decoded: {e}"),
+            )
+        })?;
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(jpeg))
 }

@@ -79,6 +79,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .patch(ingests::update)
                         .delete(ingests::delete),
                 )
+                .route("/ingests/{id}/snapshot", web::get().to(ingests::snapshot))
                 .route("/whip", web::post().to(whip::publish))
                 .service(
                     web::resource("/sessions/{sid}")

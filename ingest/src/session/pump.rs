@@ -432,7 +432,13 @@ impl Pump {
         } else {
             Vec::new()
         };
-        let live: Vec<LiveTrack> = plans.into_iter().map(|p| self.new_track(p)).collect();
+        // The first video track keeps the camera's latest picture.
+        let first_video = plans.iter().position(|p| p.kind == MediaKind::Video);
+        let live: Vec<LiveTrack> = plans
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| self.new_track(p, Some(i) == first_video))
+            .collect();
         self.status.set_tracks(
             live.iter()
                 .flat_map(LiveTrack::fanouts)
@@ -450,7 +456,7 @@ impl Pump {
         live
     }
 
-    fn new_track(&self, plan: TrackPlan) -> LiveTrack {
+    fn new_track(&self, plan: TrackPlan, keeps_picture: bool) -> LiveTrack {
         let fanout = |kind, codec| {
             let info = TrackInfo {
                 id: format!("TR_{}", engine::next_id()),
@@ -471,7 +477,8 @@ impl Pump {
             _ => None,
         };
         let timeline = RtpTimeline::random(plan.rtp.clock_rate);
-        LiveTrack::new(plan.clone(), fanout(plan.kind, plan.rtp), timeline, opus)
+        let picture = keeps_picture.then(|| self.status.clone());
+        LiveTrack::new(plan.clone(), fanout(plan.kind, plan.rtp), timeline, opus, picture)
     }
 }
 

@@ -26,6 +26,7 @@ use vod::transcode::AudioTranscoder;
 
 use super::demux::ReadAs;
 use crate::packetize::{aac, annex_b, h264, h265, RtpTimeline};
+use crate::status::IngestStatus;
 
 /// Opus's RTP clock (RFC 7587: always 48 kHz, whatever the encoder's sampling rate).
 const OPUS_CLOCK: u32 = 48_000;
@@ -327,11 +328,20 @@ pub struct LiveTrack {
     /// An audio track's loudness, measured from each frame (cameras send no levels), so the
     /// camera can be an active speaker.
     meter: Option<LevelMeter>,
+    /// The camera's first video track keeps its latest keyframe here (for snapshots).
+    picture: Option<Arc<IngestStatus>>,
 }
 
 impl LiveTrack {
-    /// A track published on `fanout`.
-    pub fn new(plan: TrackPlan, fanout: Arc<Fanout>, timeline: RtpTimeline, opus: Option<OpusTrack>) -> LiveTrack {
+    /// A track published on `fanout`; `picture`: where the camera's latest keyframe goes, for
+    /// its first video track.
+    pub fn new(
+        plan: TrackPlan,
+        fanout: Arc<Fanout>,
+        timeline: RtpTimeline,
+        opus: Option<OpusTrack>,
+        picture: Option<Arc<IngestStatus>>,
+    ) -> LiveTrack {
         let codec = match &plan.codec {
             IngestCodec::Aac(config) => Some(Codec::Aac {
                 config: Bytes::copy_from_slice(config),
@@ -355,6 +365,7 @@ impl LiveTrack {
             latest_pts: None,
             b_frames: false,
             meter,
+            picture,
         }
     }
 
@@ -420,14 +431,18 @@ impl LiveTrack {
         };
         let ts = self.timeline.timestamp(frame.timestamp().elapsed(), now);
         let h265 = self.plan.codec == IngestCodec::H265;
+        let keyframe = if h265 {
+            h265::has_keyframe(&nals)
+        } else {
+            h264::has_keyframe(&nals)
+        };
+        if let (Some(status), true) = (&self.picture, keyframe) {
+            status.set_picture(annex_b(&nals));
+        }
         if self.fanout.wants_frames() && !nals.is_empty() {
             self.fanout.forward_source_frame(&SourceFrame {
                 timestamp: ts,
-                keyframe: if h265 {
-                    h265::has_keyframe(&nals)
-                } else {
-                    h264::has_keyframe(&nals)
-                },
+                keyframe,
                 data: annex_b(&nals),
             });
         }

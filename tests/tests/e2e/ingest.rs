@@ -1944,6 +1944,87 @@ async fn an_on_demand_camera_is_connected_only_while_someone_watches() {
     assert_eq!(st, 200);
 }
 
+/// `GET /v1/ingests/{id}/snapshot` (extension): a JPEG of the camera's latest picture, for
+/// those who may watch it; an idle on-demand camera is connected for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_camera_snapshot_is_a_jpeg_of_its_latest_picture() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group(
+        "cams",
+        &[("viewer", json!({})), ("lister", json!({"can_subscribe": false}))],
+    )
+    .await;
+    let (viewer, lister) = (s.token("viewer").await, s.token("lister").await);
+    let port = free_port();
+    let _camera = Camera::start(port, &[]);
+    let snapshot = |id: String, token: String| {
+        let (http, base) = (s.http().clone(), s.base.clone());
+        async move {
+            let res = http
+                .get(format!("{base}/v1/ingests/{id}/snapshot?token={token}"))
+                .send()
+                .await
+                .expect("snapshot request");
+            let status = res.status().as_u16();
+            let kind = res
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            (status, kind, res.bytes().await.expect("body").to_vec())
+        }
+    };
+    // A whole JPEG (start and end of image) of the camera's 320 x 240 picture (its frame header,
+    // SOF0, names the size).
+    let is_jpeg = |b: &[u8]| {
+        let size = b
+            .windows(9)
+            .find(|w| w[..2] == [0xff, 0xc0])
+            .map(|w| (u16::from_be_bytes([w[7], w[8]]), u16::from_be_bytes([w[5], w[6]])));
+        b.starts_with(&[0xff, 0xd8]) && b.ends_with(&[0xff, 0xd9]) && size == Some((320, 240))
+    };
+
+    let (st, created) = create(
+        &s,
+        &s.admin,
+        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"]}),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+    let (st, kind, body) = snapshot(id.clone(), viewer.clone()).await;
+    assert_eq!((st, kind.as_str()), (200, "image/jpeg"));
+    assert!(is_jpeg(&body), "{} bytes", body.len());
+    // Seeing the ingest (can_list) is not watching it (can_subscribe).
+    let (st, _, body) = snapshot(id.clone(), lister.clone()).await;
+    assert_eq!(st, 403, "{}", String::from_utf8_lossy(&body));
+    let (st, _, _) = snapshot("nosuchingest".into(), viewer.clone()).await;
+    assert_eq!(st, 404);
+
+    // An idle on-demand camera is connected for the snapshot.
+    let (st, created) = create(
+        &s,
+        &s.admin,
+        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"], "on_demand": true}),
+    )
+    .await;
+    assert_eq!(st, 201, "{created}");
+    let idle = created["id"].as_str().expect("id").to_string();
+    wait_status(&s, &idle, "idle", Duration::from_secs(15)).await;
+    let (st, kind, body) = snapshot(idle.clone(), viewer.clone()).await;
+    assert_eq!(
+        (st, kind.as_str()),
+        (200, "image/jpeg"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(is_jpeg(&body), "{} bytes", body.len());
+    let v = wait_for(&s, &idle, Duration::from_secs(1), |_| true).await;
+    assert_eq!(v["reconnects"], 0, "{v}");
+}
+
 /// A camera's audio carries no level: the server measures it (decoding the AAC), so a camera
 /// that hears something is an active speaker of the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
