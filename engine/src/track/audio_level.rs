@@ -18,6 +18,9 @@ const ACTIVE_LEVEL: u8 = 35;
 /// The share of an interval's packets (percent) that must be voice for it to count as speech
 /// (so a click or a cough is not a speaker).
 const MIN_VOICE_PERCENT: u32 = 40;
+/// Packets the server decodes to measure, per track and [`OBSERVE_EVERY`], at most: 100 a
+/// second, five times what a 20 ms packetization sends.
+const MAX_MEASURED: u32 = 30;
 /// A smoothed level (linear amplitude, 0 to 1) at or above this is speaking.
 const SPEAKING_LEVEL: f64 = 0.005;
 /// Each interval without speech keeps this much of the smoothed level: about two intervals
@@ -64,6 +67,8 @@ pub struct AudioLevels {
     ext_id: AtomicU8,
     /// Levels are measured by the server (the packets carry none).
     measured: AtomicBool,
+    /// Packets decoded to measure them this interval.
+    decodes: AtomicU32,
     heard: AtomicU32,
     voice: AtomicU32,
     /// The sum of the voice packets' amplitudes, in millionths.
@@ -105,6 +110,13 @@ impl AudioLevels {
         self.extension().is_some() || self.measured.load(Ordering::Relaxed)
     }
 
+    /// Counts one packet the server is about to decode to measure it; false (leave it) once
+    /// [`MAX_MEASURED`] were this interval, so a publisher flooding audio packets, or sending
+    /// garbage, does not make it decode them all.
+    pub fn may_measure(&self) -> bool {
+        self.decodes.fetch_add(1, Ordering::Relaxed) < MAX_MEASURED
+    }
+
     /// Counts one packet's level (-dBov).
     pub fn observe(&self, level: u8) {
         self.heard.fetch_add(1, Ordering::Relaxed);
@@ -117,6 +129,7 @@ impl AudioLevels {
 
     /// What was counted since the last call, and starts a new interval.
     pub fn take(&self) -> Interval {
+        self.decodes.store(0, Ordering::Relaxed);
         let heard = self.heard.swap(0, Ordering::Relaxed);
         let voice = self.voice.swap(0, Ordering::Relaxed);
         let sum = self.voice_amplitude.swap(0, Ordering::Relaxed);
@@ -207,6 +220,15 @@ mod tests {
             assert!(intervals < 5, "stops within a few intervals");
         }
         assert!(d.level() < SPEAKING_LEVEL);
+    }
+
+    #[test]
+    fn the_server_measures_at_most_so_many_packets_an_interval() {
+        let l = AudioLevels::default();
+        let measured = (0..100).filter(|_| l.may_measure()).count();
+        assert_eq!(measured, MAX_MEASURED as usize);
+        l.take();
+        assert!(l.may_measure(), "a new interval measures again");
     }
 
     #[test]

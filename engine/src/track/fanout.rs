@@ -911,7 +911,7 @@ impl Fanout {
                     if let (Some(level), false) = (level, self.muted()) {
                         self.levels.observe(level);
                     }
-                } else if let (Some(m), false) = (meter.as_mut(), self.muted()) {
+                } else if let (Some(m), false, true) = (meter.as_mut(), self.muted(), self.levels.may_measure()) {
                     if let Some(level) = m.measure(&pkt.payload) {
                         self.levels.observe(level);
                     }
