@@ -7,8 +7,9 @@
 //! and a camera with `"transport": "http"` through an RTSP-over-HTTP tunnel
 //! ([`crate::http_tunnel`]: the GET/POST handshake is part of the attempt): retina is then
 //! given the bridge's loopback URL (and speaks TCP-interleaved RTSP to it), and the bridge
-//! lives as long as the connection. An `on_demand` camera is let go once nobody has read it for
-//! `on_demand_close_after_s` (state `idle`), and connected again when a reader comes.
+//! lives as long as the connection. An `on_demand` camera starts idle (its tracks from the
+//! record, or from a DESCRIBE alone), is connected when a reader comes, and let go once nobody
+//! has read it for `on_demand_close_after_s` (state `idle`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,10 +96,21 @@ impl Pump {
         );
         let mut tracks: Option<Vec<LiveTrack>> = None;
         let mut dialer: Option<TlsDialer> = None;
-        if self.on_demand() && !self.remembered.is_empty() {
-            // Published as remembered, connected when someone reads them.
-            tracks = Some(self.announce(self.remembered.clone(), false));
-            self.idle(fanouts_of(&tracks)).await;
+        if self.on_demand() {
+            // An on-demand camera streams only for a reader: its tracks are published as the
+            // record remembers them, or as a DESCRIBE alone gives them (no media), and it
+            // waits idle. If the DESCRIBE fails, it is connected as any camera (and retried).
+            if !self.remembered.is_empty() {
+                tracks = Some(self.announce(self.remembered.clone(), false));
+            } else {
+                match self.describe(&mut dialer).await {
+                    Ok(plans) => tracks = Some(self.announce(plans, true)),
+                    Err(e) => tracing::info!(ingest = %self.id, "describing the camera failed: {}", self.redact(&e)),
+                }
+            }
+            if tracks.is_some() {
+                self.idle(fanouts_of(&tracks)).await;
+            }
         } else {
             self.remembered.clear();
         }
@@ -324,6 +336,41 @@ impl Pump {
         Ok((bridge.url().clone(), Some(Box::new(bridge))))
     }
 
+    /// The tracks the camera's DESCRIBE offers (bounded by the connect timeout), without
+    /// setting up or playing anything.
+    async fn describe(&self, dialer: &mut Option<TlsDialer>) -> Result<Vec<TrackPlan>, String> {
+        let connect_timeout = Duration::from_secs(self.config.connect_timeout_s);
+        self.source
+            .check_allowed(self.config.allow_remote, connect_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let attempt = async {
+            let (url, _bridge) = self.dial(dialer).await?;
+            let session = retina::client::Session::describe(url, self.session_options())
+                .await
+                .map_err(|e| e.to_string())?;
+            let (plans, skipped) = tracks::plan(session.streams());
+            if plans.is_empty() {
+                return Err(no_supported_stream(&skipped));
+            }
+            Ok(plans)
+        };
+        tokio::time::timeout(connect_timeout, attempt)
+            .await
+            .map_err(|_| format!("no answer within {} s (connect timeout)", connect_timeout.as_secs()))?
+    }
+
+    /// How retina talks to the camera: its credentials and our user agent.
+    fn session_options(&self) -> SessionOptions {
+        let creds = self.source.credentials.as_ref().map(|(u, p)| Credentials {
+            username: u.clone(),
+            password: p.clone(),
+        });
+        SessionOptions::default()
+            .creds(creds)
+            .user_agent(USER_AGENT.to_string())
+    }
+
     /// DESCRIBE `url`, SETUP of the chosen streams, PLAY. On the first success the tracks are
     /// created and announced to the session actor; later connections reuse them. Returns the
     /// playing session, its demuxer and, per camera stream, the index of its track.
@@ -332,14 +379,7 @@ impl Pump {
         url: Url,
         tracks: &mut Option<Vec<LiveTrack>>,
     ) -> Result<(Session<Playing>, Demux, Vec<Option<usize>>), String> {
-        let creds = self.source.credentials.as_ref().map(|(u, p)| Credentials {
-            username: u.clone(),
-            password: p.clone(),
-        });
-        let options = SessionOptions::default()
-            .creds(creds)
-            .user_agent(USER_AGENT.to_string());
-        let mut session = retina::client::Session::describe(url, options)
+        let mut session = retina::client::Session::describe(url, self.session_options())
             .await
             .map_err(|e| e.to_string())?;
         // Only the described session keeps the SDP: the depacketizers need its fmtp lines.
@@ -375,14 +415,7 @@ impl Pump {
             }
         }
         if chosen.is_empty() {
-            return Err(format!(
-                "no supported stream (H.264/H.265 video, AAC/Opus/PCMU/PCMA audio){}",
-                if skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", skipped.join("; "))
-                }
-            ));
+            return Err(no_supported_stream(&skipped));
         }
         let transport: Transport = match self.transport {
             // The tunnel carries TCP-interleaved RTSP.
@@ -480,6 +513,18 @@ impl Pump {
         let picture = keeps_picture.then(|| self.status.clone());
         LiveTrack::new(plan.clone(), fanout(plan.kind, plan.rtp), timeline, opus, picture)
     }
+}
+
+/// The error of a camera that offers nothing we take; `skipped` says what it offers.
+fn no_supported_stream(skipped: &[String]) -> String {
+    format!(
+        "no supported stream (H.264/H.265 video, AAC/Opus/PCMU/PCMA audio){}",
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", skipped.join("; "))
+        }
+    )
 }
 
 /// Whether anyone reads any of the camera's tracks: a WebRTC viewer's leg, or a frame tap

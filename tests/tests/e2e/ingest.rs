@@ -1889,8 +1889,10 @@ async fn an_on_demand_camera_is_connected_only_while_someone_watches() {
     assert_eq!(created["on_demand"], true, "{created}");
     let id = created["id"].as_str().expect("id").to_string();
     let participant = format!("ingest-{id}");
-    // Nobody reads it: idle within about a second of going live, and not connected.
-    wait_status(&s, &id, "idle", Duration::from_secs(15)).await;
+    // Nobody reads it: idle after a DESCRIBE alone (its tracks, no media), and not connected.
+    let v = wait_status(&s, &id, "idle", Duration::from_secs(15)).await;
+    assert_eq!(v["frames"], 0, "the camera never streamed: {v}");
+    assert_eq!(v["tracks"].as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(clients_of(port), 0, "no connection at the camera while idle");
     assert!(
         call_participants(&s, "cams")
