@@ -1283,6 +1283,25 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_goes_on_at_its_marker_or_when_the_next_one_starts() {
+        let held = |ps: &[(u8, u32, bool)]| -> Vec<(u8, rtp::Packet)> {
+            ps.iter().map(|&(l, ts, m)| (l, pkt(ts, m, b"x"))).collect()
+        };
+        assert!(!frame_done(&[]));
+        assert!(
+            !frame_done(&held(&[(0, 100, false), (0, 100, false)])),
+            "the frame goes on"
+        );
+        assert!(frame_done(&held(&[(0, 100, false), (0, 100, true)])), "its marker");
+        // The marker was lost: the next frame's first packet lets the rest go.
+        assert!(frame_done(&held(&[(0, 100, false), (0, 3100, false)])));
+        // Simulcast: another layer's packets at another timestamp are not a new frame.
+        assert!(!frame_done(&held(&[(0, 100, false), (1, 900, false)])));
+        let many: Vec<(u8, u32, bool)> = (0..MAX_HELD).map(|_| (0, 100, false)).collect();
+        assert!(frame_done(&held(&many)), "enough is held");
+    }
+
+    #[test]
     fn the_cache_holds_one_whole_keyframe_with_its_parameter_sets() {
         let mut cache = KeyframeCache::default();
         push(&mut cache, pkt(1, false, &[0x41, 1])); // a P slice before any keyframe
