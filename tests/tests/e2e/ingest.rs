@@ -44,6 +44,18 @@ async fn wait_status(s: &Server, id: &str, status: &str, wait: Duration) -> Valu
     v
 }
 
+/// Creates an on-demand ingest of the camera on `port` in group `cams` (as admin); its id.
+async fn create_on_demand(s: &Server, port: u16) -> String {
+    let (st, created) = create(
+        s,
+        &s.admin,
+        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"], "on_demand": true}),
+    )
+    .await;
+    assert_eq!((st, &created["on_demand"]), (201, &json!(true)), "{created}");
+    created["id"].as_str().expect("id").to_string()
+}
+
 async fn call_participants(s: &Server, gid: &str) -> Vec<Value> {
     let (st, call) = s
         .call(Method::GET, &format!("/v1/groups/{gid}/call"), Some(&s.admin), None)
@@ -1879,15 +1891,7 @@ async fn an_on_demand_camera_is_connected_only_while_someone_watches() {
     let viewer = s.token("viewer").await;
     let port = free_port();
     let _camera = Camera::start(port, &[]);
-    let (st, created) = create(
-        &s,
-        &s.admin,
-        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"], "on_demand": true}),
-    )
-    .await;
-    assert_eq!(st, 201, "{created}");
-    assert_eq!(created["on_demand"], true, "{created}");
-    let id = created["id"].as_str().expect("id").to_string();
+    let id = create_on_demand(&s, port).await;
     let participant = format!("ingest-{id}");
     // Nobody reads it: idle after a DESCRIBE alone (its tracks, no media), and not connected.
     let v = wait_status(&s, &id, "idle", Duration::from_secs(15)).await;
@@ -2006,14 +2010,7 @@ async fn a_camera_snapshot_is_a_jpeg_of_its_latest_picture() {
     assert_eq!(st, 404);
 
     // An idle on-demand camera is connected for the snapshot.
-    let (st, created) = create(
-        &s,
-        &s.admin,
-        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"], "on_demand": true}),
-    )
-    .await;
-    assert_eq!(st, 201, "{created}");
-    let idle = created["id"].as_str().expect("id").to_string();
+    let idle = create_on_demand(&s, port).await;
     wait_status(&s, &idle, "idle", Duration::from_secs(15)).await;
     let (st, kind, body) = snapshot(idle.clone(), viewer.clone()).await;
     assert_eq!(
@@ -2059,14 +2056,7 @@ async fn an_on_demand_camera_stays_disconnected_across_a_restart() {
     s.group("cams", &[("viewer", json!({}))]).await;
     let port = free_port();
     let _camera = Camera::start(port, &["--audio", "aac"]);
-    let (st, created) = create(
-        &s,
-        &s.admin,
-        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"], "on_demand": true}),
-    )
-    .await;
-    assert_eq!(st, 201, "{created}");
-    let id = created["id"].as_str().expect("id").to_string();
+    let id = create_on_demand(&s, port).await;
     let participant = format!("ingest-{id}");
     // The first connection describes the camera; the record keeps its tracks.
     let before = wait_status(&s, &id, "idle", Duration::from_secs(15)).await;
