@@ -176,6 +176,8 @@ impl Downtrack {
     pub(super) fn set_target(&self, layer: u8) {
         if self.target.swap(layer, Ordering::Relaxed) == PAUSED {
             self.restart_stream();
+            // Nothing was sent to report on while paused: the wait for a report starts now.
+            self.heard_ms.store(now_ms(), Ordering::Relaxed);
         }
     }
 
