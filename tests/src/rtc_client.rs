@@ -1780,9 +1780,9 @@ impl WhepSubscriber {
     }
 
     /// Sends a receiver report on the remote video track claiming `fraction_lost` (of 256) of
-    /// its packets lost since the last report, as a client on a congested link would; fails
-    /// before the track has arrived.
-    pub async fn send_loss_report(&self, fraction_lost: u8) -> Result<(), ClientError> {
+    /// its packets lost since the last report and an interarrival `jitter` (90 kHz units), as a
+    /// client on a congested or uneven link would; fails before the track has arrived.
+    pub async fn send_report(&self, fraction_lost: u8, jitter: u32) -> Result<(), ClientError> {
         let video = self.shared.video.lock().ok().and_then(|v| v.clone());
         let Some((track, ssrc)) = video else {
             return Err(ClientError::Protocol("no remote video track yet".into()));
@@ -1790,6 +1790,7 @@ impl WhepSubscriber {
         let block = ReceptionReport {
             ssrc,
             fraction_lost,
+            jitter,
             ..Default::default()
         };
         track

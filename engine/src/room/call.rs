@@ -538,8 +538,8 @@ impl Room {
         self.call.call_timer = Some(handle);
     }
 
-    /// Grades each participant's links (the worst of its publications' uplink loss and its
-    /// legs' downlink loss in this room) and tells `can_list` connections those that changed. A
+    /// Grades each participant's links (the worst of its publications' uplink loss and jitter
+    /// and its legs' downlink loss and jitter in this room) and tells `can_list` connections those that changed. A
     /// publisher whose uplink carried nothing for [`PUBLISHER_LOST_ROUNDS`] gradings, or a viewer
     /// not heard from for [`VIEWER_LOST_AFTER`] on any leg, is lost.
     fn grade_links(&mut self) {
@@ -573,12 +573,16 @@ impl Room {
                 if let Some(loss) = loss {
                     worst(user, Quality::of_loss(loss));
                 }
+                if !silent {
+                    worst(user, Quality::of_jitter(p.track.uplink_jitter_ms()));
+                }
             }
             p.track.for_each_leg(|leg| {
                 if leg.room != self.group {
                     return;
                 }
                 worst(&leg.viewer, Quality::of_loss(leg.downlink_loss()));
+                worst(&leg.viewer, Quality::of_jitter(leg.downlink_jitter_ms()));
                 // A viewer is sent nothing of a quiet track, so owes no report on it.
                 if let (Some(at), false) = (leg.heard_ms(), silent) {
                     let newest = heard.entry(leg.viewer.clone()).or_insert(at);

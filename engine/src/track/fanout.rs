@@ -26,7 +26,7 @@ use super::congestion::EstimateSource;
 use super::directory::RoomTraffic;
 use super::frame_tap::{FrameTaps, SourceFrame};
 use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS};
-use super::link_quality::{now_ms, SeqLoss, UplinkSample};
+use super::link_quality::{now_ms, now_us, Jitter, SeqLoss, UplinkSample};
 use super::{MediaKind, TrackInfo};
 use crate::ids::{GroupId, UserId};
 use crate::media::{PeerState, SendSideEstimate, ViewerTrack, Written};
@@ -107,6 +107,8 @@ pub struct Downtrack {
     pub viewer: UserId,
     /// The fraction lost (of 256) in the viewer's latest receiver report on this leg.
     last_loss: AtomicU8,
+    /// The interarrival jitter (ms) in that report.
+    last_jitter_ms: AtomicU32,
     /// When the viewer's client last sent RTCP on this leg's connection ([`now_ms`]), or when
     /// the leg went live.
     heard_ms: AtomicU64,
@@ -153,6 +155,11 @@ impl Downtrack {
     /// The share of packets the viewer's latest receiver report on this leg says were lost.
     pub fn downlink_loss(&self) -> f64 {
         f64::from(self.last_loss.load(Ordering::Relaxed)) / 256.0
+    }
+
+    /// The interarrival jitter (ms) the viewer's latest receiver report on this leg gives.
+    pub fn downlink_jitter_ms(&self) -> f64 {
+        f64::from(self.last_jitter_ms.load(Ordering::Relaxed))
     }
 
     /// When the viewer was last heard on this leg ([`now_ms`]): its last RTCP, or the leg going
@@ -277,6 +284,16 @@ impl LegWriter {
     }
 }
 
+/// What a WebRTC publisher's reader task keeps between packets.
+struct Reading {
+    /// Packets to fan out together: a burst, and for video up to a whole frame.
+    burst: Vec<(u8, rtp::Packet)>,
+    /// Measures audio whose packets carry no level.
+    meter: Option<Box<dyn MeasureLevel>>,
+    /// When the packets being read arrived ([`now_us`]: once per wake-up).
+    arrival_us: u64,
+}
+
 /// A packet admitted to a burst: its layer and whether it starts a keyframe.
 struct Outgoing {
     idx: u8,
@@ -322,6 +339,8 @@ pub struct Layer {
     pli_deferred: AtomicBool,
     /// Packets expected and received (the publisher's uplink loss).
     loss: SeqLoss,
+    /// The interarrival jitter of the publisher's uplink.
+    jitter: Jitter,
 }
 
 impl Layer {
@@ -459,6 +478,16 @@ impl Fanout {
             expected,
             received,
         })
+    }
+
+    /// The interarrival jitter (ms) of the publisher's uplink now: the most of any layer.
+    pub fn uplink_jitter_ms(&self) -> f64 {
+        let clock = self.info.codec.clock_rate;
+        self.layers
+            .iter()
+            .filter(|l| l.active.load(Ordering::Relaxed))
+            .map(|l| l.jitter.ms(clock))
+            .fold(0.0, f64::max)
     }
 
     /// Whether a leg of this track can be paused and resumed: video whose keyframes the
@@ -846,25 +875,28 @@ impl Fanout {
         if let Some(rid) = remote.rid(*ssrc).await {
             self.open_layer(*ssrc, Some(rid.as_str()));
         }
+        let mut r = Reading {
+            burst: Vec::new(),
+            meter: None,
+            arrival_us: 0,
+        };
         // Audio whose packets carry no level is measured here (decoded), if the server can.
-        let mut meter = None;
         if self.info.kind == MediaKind::Audio && self.levels.extension().is_none() {
-            meter = meter_for(&self.info.codec.mime_type, self.info.codec.channels);
-            if meter.is_some() {
+            r.meter = meter_for(&self.info.codec.mime_type, self.info.codec.channels);
+            if r.meter.is_some() {
                 self.levels.set_measured();
             }
         }
         // Video is forwarded a whole frame at a time (see `FRAME_HOLD`); audio at once.
         let hold = self.info.kind == MediaKind::Video;
-        let mut burst = Vec::new();
         'read: loop {
-            let event = if burst.is_empty() {
+            let event = if r.burst.is_empty() {
                 remote.poll().await
             } else {
                 match tokio::time::timeout(FRAME_HOLD, remote.poll()).await {
                     Ok(event) => event,
                     Err(_) => {
-                        self.fan_out(std::mem::take(&mut burst));
+                        self.fan_out(std::mem::take(&mut r.burst));
                         continue;
                     }
                 }
@@ -872,33 +904,30 @@ impl Fanout {
             let Some(event) = event else { break };
             // This packet and those already waiting behind it (the rest of a frame) go out
             // together: each leg's share as one run.
-            self.on_remote_event(event, &mut burst, &mut meter);
+            r.arrival_us = now_us();
+            self.on_remote_event(event, &mut r);
             for _ in 0..MAX_BURST {
                 match remote.poll().now_or_never() {
-                    Some(Some(event)) => self.on_remote_event(event, &mut burst, &mut meter),
+                    Some(Some(event)) => self.on_remote_event(event, &mut r),
                     Some(None) => break 'read,
                     None => break,
                 }
             }
-            if !hold || frame_done(&burst) {
-                self.fan_out(std::mem::take(&mut burst));
+            if !hold || frame_done(&r.burst) {
+                self.fan_out(std::mem::take(&mut r.burst));
             }
         }
-        self.fan_out(burst);
+        self.fan_out(r.burst);
         // Closing every queue ends every leg's writer.
         self.close();
     }
 
-    /// Adds a packet of the publisher's remote track to `burst` (header extensions stripped;
-    /// an audio packet's level counted, read from its extension or measured by `meter`), or
-    /// opens the layer an event announces (after sending what `burst` holds, so the layer
+    /// Adds a packet of the publisher's remote track to the burst (header extensions
+    /// stripped; its sequence number and arrival counted for the uplink's loss and jitter; an
+    /// audio packet's level counted, read from its extension or measured by the meter), or
+    /// opens the layer an event announces (after sending what the burst holds, so the layer
     /// exists for what follows).
-    fn on_remote_event(
-        &self,
-        event: TrackRemoteEvent,
-        burst: &mut Vec<(u8, rtp::Packet)>,
-        meter: &mut Option<Box<dyn MeasureLevel>>,
-    ) {
+    fn on_remote_event(&self, event: TrackRemoteEvent, r: &mut Reading) {
         match event {
             TrackRemoteEvent::OnRtpPacket(mut pkt) => {
                 // Streams that are not a layer (repair streams, extra RIDs) are not mixed in.
@@ -907,13 +936,16 @@ impl Fanout {
                 };
                 if let Some(layer) = self.layers.get(usize::from(idx)) {
                     layer.loss.observe(pkt.header.sequence_number);
+                    layer
+                        .jitter
+                        .observe(pkt.header.timestamp, r.arrival_us, self.info.codec.clock_rate);
                 }
                 if let Some(id) = self.levels.extension() {
                     let level = pkt.header.get_extension(id).and_then(|e| parse_level(&e));
                     if let (Some(level), false) = (level, self.muted()) {
                         self.levels.observe(level);
                     }
-                } else if let (Some(m), false, true) = (meter.as_mut(), self.muted(), self.levels.may_measure()) {
+                } else if let (Some(m), false, true) = (r.meter.as_mut(), self.muted(), self.levels.may_measure()) {
                     if let Some(level) = m.measure(&pkt.payload) {
                         self.levels.observe(level);
                     }
@@ -923,10 +955,10 @@ impl Fanout {
                 pkt.header.extension_profile = 0;
                 pkt.header.extensions.clear();
                 pkt.header.extensions_padding = 0;
-                burst.push((idx, pkt));
+                r.burst.push((idx, pkt));
             }
             TrackRemoteEvent::OnOpen(init) => {
-                self.fan_out(std::mem::take(burst));
+                self.fan_out(std::mem::take(&mut r.burst));
                 self.open_layer(init.ssrc, init.rid.as_deref());
             }
             _ => {}
@@ -969,6 +1001,7 @@ impl Fanout {
             room,
             viewer,
             last_loss: AtomicU8::new(0),
+            last_jitter_ms: AtomicU32::new(0),
             heard_ms: AtomicU64::new(0),
             counters: LegCounters::default(),
         });
@@ -1020,14 +1053,17 @@ impl Fanout {
                         overusing,
                     });
                 }
-                let lost = pkts
+                let report = pkts
                     .iter()
                     .rev()
                     .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
                     .flat_map(|rr| rr.reports.iter())
                     .find(|r| r.ssrc == leg_ssrc)
-                    .map(|r| r.fraction_lost);
-                if let Some(fraction_lost) = lost {
+                    .map(|r| (r.fraction_lost, r.jitter));
+                if let Some((fraction_lost, jitter)) = report {
+                    let clock = u64::from(fanout.info.codec.clock_rate.max(1));
+                    let jitter_ms = (u64::from(jitter) * 1000 / clock).min(u64::from(u32::MAX)) as u32;
+                    feedback.last_jitter_ms.store(jitter_ms, Ordering::Relaxed);
                     feedback.last_loss.store(fraction_lost, Ordering::Relaxed);
                     fanout.tell(LossReport {
                         leg: feedback.id,

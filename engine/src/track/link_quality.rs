@@ -1,11 +1,11 @@
-//! How well a participant's links carry media: the loss on a publisher's uplink, counted from
-//! the gaps in each layer's sequence numbers by the reader task ([`SeqLoss`], atomics only),
-//! and on a viewer's downlink, from the loss its receiver reports give; graded into a
-//! [`Quality`] for the room's `connection_quality` events. A link that goes quiet (an uplink
-//! that stops carrying packets, a viewer that stops sending RTCP) is [`Quality::Lost`]. Pure
-//! logic; no I/O.
+//! How well a participant's links carry media: the loss and the interarrival jitter on a
+//! publisher's uplink, counted from each layer's sequence numbers and timestamps by the reader
+//! task ([`SeqLoss`], [`Jitter`], atomics only), and on a viewer's downlink, from the loss and
+//! jitter its receiver reports give; graded into a [`Quality`] for the room's
+//! `connection_quality` events. A link that goes quiet (an uplink that stops carrying packets,
+//! a viewer that stops sending RTCP) is [`Quality::Lost`]. Pure logic; no I/O.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 const GOOD_LOSS: f64 = 0.02;
 /// Loss at or above this is poor.
 const POOR_LOSS: f64 = 0.10;
+/// Jitter (ms) below this is excellent: a jitter buffer hides it.
+const GOOD_JITTER_MS: f64 = 30.0;
+/// Jitter (ms) at or above this is poor: a jitter buffer that hides it adds as much delay.
+const POOR_JITTER_MS: f64 = 100.0;
 /// `last` before the first packet.
 const NONE: u32 = u32::MAX;
 /// A viewer whose client has sent no RTCP for this long is lost. Browsers report on video
@@ -45,12 +49,66 @@ impl Quality {
             Quality::Excellent
         }
     }
+
+    /// The grade of a link whose packets arrive with `jitter_ms` of interarrival jitter.
+    pub fn of_jitter(jitter_ms: f64) -> Quality {
+        if jitter_ms >= POOR_JITTER_MS {
+            Quality::Poor
+        } else if jitter_ms >= GOOD_JITTER_MS {
+            Quality::Good
+        } else {
+            Quality::Excellent
+        }
+    }
 }
 
 /// Milliseconds since the first call in this process: a clock cheap to keep in an atomic.
 pub fn now_ms() -> u64 {
+    now_us() / 1000
+}
+
+/// Microseconds since the first call in this process.
+pub fn now_us() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// RFC 3550's interarrival jitter of one RTP stream (section 6.4.1, A.8): the smoothed
+/// difference between packets' spacing on arrival and in their timestamps. Written by one
+/// task (the reader), read by another (the room).
+#[derive(Debug, Default)]
+pub struct Jitter {
+    started: AtomicBool,
+    /// The last packet's relative transit time (arrival minus timestamp, clock units).
+    transit: AtomicU32,
+    /// The jitter in clock units, times 16 (the RFC's integer form).
+    jitter_q4: AtomicU32,
+}
+
+impl Jitter {
+    /// Counts a packet with RTP timestamp `ts` that arrived at `arrival_us` ([`now_us`]), on a
+    /// `clock` Hz clock.
+    pub fn observe(&self, ts: u32, arrival_us: u64, clock: u32) {
+        let arrival = (u128::from(arrival_us) * u128::from(clock) / 1_000_000) as u32;
+        let transit = arrival.wrapping_sub(ts);
+        if !self.started.swap(true, Ordering::Relaxed) {
+            self.transit.store(transit, Ordering::Relaxed);
+            return;
+        }
+        let d = (transit.wrapping_sub(self.transit.swap(transit, Ordering::Relaxed)) as i32).unsigned_abs();
+        // J += (|D| - J) / 16, in sixteenths; a jump over a second (a new stream, a pause) is
+        // left out.
+        if d < clock.max(1) {
+            let j = self.jitter_q4.load(Ordering::Relaxed);
+            self.jitter_q4
+                .store(j.saturating_add(d).saturating_sub((j + 8) >> 4), Ordering::Relaxed);
+        }
+    }
+
+    /// The jitter now, in ms.
+    pub fn ms(&self, clock: u32) -> f64 {
+        f64::from(self.jitter_q4.load(Ordering::Relaxed)) / 16.0 * 1000.0 / f64::from(clock.max(1))
+    }
 }
 
 /// A look at a publication's uplink, for a room's grading: running totals, never reset, so
@@ -171,6 +229,26 @@ mod tests {
             received: 230,
         };
         assert_eq!(repeats.since(&later), (false, Some(0.0)), "repeats never make a gain");
+    }
+
+    #[test]
+    fn steady_packets_have_no_jitter_and_uneven_ones_do() {
+        // 90 kHz video, a frame every 33 ms (timestamps wrapping): on time, or every other
+        // frame 60 ms late.
+        let steady = Jitter::default();
+        let uneven = Jitter::default();
+        for i in 0..200u32 {
+            let ts = i.wrapping_mul(3000).wrapping_add(u32::MAX - 10_000);
+            let on_time = 1_000_000 + u64::from(i) * 100_000 / 3;
+            steady.observe(ts, on_time, 90_000);
+            uneven.observe(ts, on_time + if i % 2 == 1 { 60_000 } else { 0 }, 90_000);
+        }
+        assert!(steady.ms(90_000) < 1.0, "{}", steady.ms(90_000));
+        // Every spacing is 60 ms off: the estimate settles at 60 ms.
+        assert!((55.0..=61.0).contains(&uneven.ms(90_000)), "{}", uneven.ms(90_000));
+        assert_eq!(Quality::of_jitter(uneven.ms(90_000)), Quality::Good);
+        assert_eq!(Quality::of_jitter(5.0), Quality::Excellent);
+        assert_eq!(Quality::of_jitter(150.0), Quality::Poor);
     }
 
     #[test]

@@ -386,7 +386,7 @@ async fn reports_until(v: &WhepSubscriber, fraction_lost: u8, size: (u32, u32), 
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut start: Option<u64> = None;
     while tokio::time::Instant::now() < deadline {
-        v.send_loss_report(fraction_lost).await.expect("receiver report");
+        v.send_report(fraction_lost, 0).await.expect("receiver report");
         let c = v.counts();
         match start {
             Some(n) if c.resolution == Some(size) && c.frames >= n + frames => return true,
