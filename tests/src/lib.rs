@@ -423,6 +423,22 @@ impl Ws {
         }
     }
 
+    /// Waits (up to 20 s) for a `connection_quality` message that grades `user` `want`; panics
+    /// if none comes.
+    pub async fn expect_graded(&mut self, user: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(v) = self.next(deadline.saturating_duration_since(Instant::now())).await {
+            let hit = v["type"] == "connection_quality"
+                && v["participants"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|p| p["user"] == user && p["quality"] == want));
+            if hit {
+                return;
+            }
+        }
+        panic!("{user} was never graded {want}");
+    }
+
     /// Joins `group` and returns the `joined` reply (or the `error`).
     pub async fn join(&mut self, group: &str) -> Value {
         self.send(json!({"type": "join", "group": group, "req": "j"})).await;

@@ -569,9 +569,8 @@ impl Room {
                     quiet.insert(user);
                 } else {
                     carried.insert(user);
-                }
-                if let Some(loss) = loss {
-                    worst(user, Quality::of_loss(loss));
+                    // Media came: graded from it (a local source has no more to say).
+                    worst(user, Quality::of_loss(loss.unwrap_or(0.0)));
                 }
                 if !silent {
                     worst(user, Quality::of_jitter(p.track.uplink_jitter_ms()));

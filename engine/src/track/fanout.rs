@@ -373,6 +373,9 @@ pub struct Fanout {
     muted: AtomicBool,
     /// An audio track's levels, as its publisher's packets tell them (active speakers).
     pub levels: AudioLevels,
+    /// A local source that sends nothing on purpose (an on-demand camera nobody reads): its
+    /// quiet is not a lost link.
+    source_idle: AtomicBool,
     upstream: Upstream,
     /// The track's control actor (WebRTC publishes; absent for local sources).
     control: OnceLock<Addr<Track>>,
@@ -400,6 +403,7 @@ impl Fanout {
             keyframe_aware: aware,
             muted: AtomicBool::new(false),
             levels: AudioLevels::default(),
+            source_idle: AtomicBool::new(false),
             upstream,
             control: OnceLock::new(),
             metrics: metrics.clone(),
@@ -463,9 +467,17 @@ impl Fanout {
     }
 
     /// A look at the publisher's uplink (running totals over every layer; the room compares it
-    /// with its last one). `None` for a track not read from a publisher's RTP (an ingest, a
-    /// file) or that has had no packet yet.
+    /// with its last one). A local source (a camera) has no sequence numbers of its own to
+    /// count loss from: only its packets. `None` before the first packet, and while a local
+    /// source is idle on purpose.
     pub fn uplink(&self) -> Option<UplinkSample> {
+        if let Upstream::Local = self.upstream {
+            let packets_in = self.counters.packets_in.load(Ordering::Relaxed);
+            return (packets_in > 0 && !self.source_idle.load(Ordering::Relaxed)).then_some(UplinkSample {
+                packets_in,
+                ..UplinkSample::default()
+            });
+        }
         if !self.layers.iter().any(|l| l.loss.started()) {
             return None;
         }
@@ -488,6 +500,11 @@ impl Fanout {
             .filter(|l| l.active.load(Ordering::Relaxed))
             .map(|l| l.jitter.ms(clock))
             .fold(0.0, f64::max)
+    }
+
+    /// Says whether a local source sends nothing on purpose (see [`Self::uplink`]).
+    pub fn set_source_idle(&self, idle: bool) {
+        self.source_idle.store(idle, Ordering::Relaxed);
     }
 
     /// Whether a leg of this track can be paused and resumed: video whose keyframes the

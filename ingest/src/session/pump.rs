@@ -159,9 +159,13 @@ impl Pump {
         self.status.set_state(IngestState::Idle);
         for f in &fanouts {
             f.forget_keyframes();
+            f.set_source_idle(true);
         }
         while self.on_demand() && !read(&fanouts) {
             tokio::time::sleep(DEMAND_EVERY).await;
+        }
+        for f in &fanouts {
+            f.set_source_idle(false);
         }
         tracing::info!(ingest = %self.id, "the camera has a reader: connecting");
         self.status.set_state(IngestState::Connecting);

@@ -71,6 +71,8 @@ async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
     let viewer = s.token("viewer").await;
     let port = free_port();
     let camera = Camera::start(port, &["--audio"]);
+    let mut watcher = s.ws(&viewer).await;
+    assert_eq!(watcher.join("cams").await["type"], "joined");
 
     let (st, created) = create(
         &s,
@@ -136,11 +138,14 @@ async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
         assert!(c.audio_bytes / c.audio_packets > 20, "a tone, not silence: {c:?}");
     }
 
-    // The camera dies: the ingest retries; the camera comes back on the same port after ~5 s.
+    // The camera dies: the ingest retries, and the call grades the camera's link lost; the
+    // camera comes back on the same port after ~5 s.
+    watcher.expect_graded(&participant, "excellent").await;
     drop(camera);
     let killed = Instant::now();
     let v = wait_status(&s, &id, "retrying", Duration::from_secs(10)).await;
     assert!(v["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    watcher.expect_graded(&participant, "lost").await;
     tokio::time::sleep(Duration::from_secs(5).saturating_sub(killed.elapsed())).await;
     let before = sub.counts();
     let _camera = Camera::start(port, &["--audio"]);
@@ -162,6 +167,7 @@ async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
             sub.counts()
         );
     }
+    watcher.expect_graded(&participant, "excellent").await;
     let v = wait_for(&s, &id, Duration::from_secs(1), |_| true).await;
     assert!(v["reconnects"].as_u64().unwrap_or(0) >= 1, "{v}");
     assert!(

@@ -1109,23 +1109,6 @@ async fn the_room_grades_each_participants_links_from_their_loss_and_jitter() {
     publisher.close().await;
 }
 
-/// Until `user` is graded `want` in a `connection_quality` event on `ws` (within 20 s).
-async fn wait_graded(ws: &mut fanfare_tests::Ws, user: &str, want: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::time::Instant::now() < deadline {
-        if let Some(ev) = ws.next(Duration::from_millis(250)).await {
-            let hit = ev["type"] == "connection_quality"
-                && ev["participants"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|p| p["user"] == user && p["quality"] == want));
-            if hit {
-                return;
-            }
-        }
-    }
-    panic!("{user} never graded {want}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_participant_whose_link_goes_quiet_is_graded_lost_and_back() {
     let s = Server::start().await;
@@ -1165,19 +1148,19 @@ async fn a_participant_whose_link_goes_quiet_is_graded_lost_and_back() {
     .await
     .expect("play");
     assert!(viewer.wait_frames(10, WAIT).await, "{:?}", viewer.counts());
-    wait_graded(&mut watcher, "v", "excellent").await;
+    watcher.expect_graded("v", "excellent").await;
 
     // The viewer's client stops sending RTCP (its ICE checks go on): lost, then back.
     silence.set(true);
     let quiet = std::time::Instant::now();
-    wait_graded(&mut watcher, "v", "lost").await;
+    watcher.expect_graded("v", "lost").await;
     assert!(
         quiet.elapsed() >= Duration::from_secs(7),
         "lost after {:?}",
         quiet.elapsed()
     );
     silence.set(false);
-    wait_graded(&mut watcher, "v", "excellent").await;
+    watcher.expect_graded("v", "excellent").await;
 
     // Meanwhile (about 20 s) the second room, reading the same uplink, never thought it lost.
     let mut graded_there = Vec::new();
@@ -1198,7 +1181,7 @@ async fn a_participant_whose_link_goes_quiet_is_graded_lost_and_back() {
 
     // The publisher's uplink stops carrying anything: lost, shown in the call view, then back.
     uplink.set_every(1);
-    wait_graded(&mut watcher, "pub", "lost").await;
+    watcher.expect_graded("pub", "lost").await;
     let (st, call) = s.call(Method::GET, "/v1/groups/ql/call", Some(&w_t), None).await;
     assert_eq!(
         (st, &call["participants"][0]["quality"]),
@@ -1206,7 +1189,7 @@ async fn a_participant_whose_link_goes_quiet_is_graded_lost_and_back() {
         "{call}"
     );
     uplink.set_every(0);
-    wait_graded(&mut watcher, "pub", "excellent").await;
+    watcher.expect_graded("pub", "excellent").await;
     viewer.close().await;
     publisher.close().await;
 }
