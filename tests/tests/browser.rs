@@ -448,6 +448,9 @@ async fn a_browser_publisher_pauses_the_layers_nobody_receives_and_resumes_them_
     let s = Server::start().await;
     s.group("dyn", &[("pub", json!({})), ("viewer", json!({}))]).await;
     let (pub_t, viewer_t) = (s.token("pub").await, s.token("viewer").await);
+    // Listens to the call: Chromium's paced simulcast uplink is graded, and well.
+    let mut listener = s.ws(&viewer_t).await;
+    assert_eq!(listener.join("dyn").await["type"], "joined");
     let dir = tempfile::tempdir().expect("temp dir");
     let (stats, stop) = (dir.path().join("stats.json"), dir.path().join("stop"));
     let args = sampled_page_args(&s, "dyn", "pub", &pub_t, &stats, &stop);
@@ -505,6 +508,26 @@ async fn a_browser_publisher_pauses_the_layers_nobody_receives_and_resumes_them_
     viewer.stop().await.expect("stop play");
     let (v, ok) = page_until(&stats, Duration::from_secs(20), |v| last_wanted(v) == [low.clone()]).await;
     assert!(ok, "{top} is let go again: {v}\n{}", logs());
+
+    // Over the whole run (layers paused and resumed), the publisher's link was excellent: its
+    // loss and jitter as the server measured them, never poor or lost.
+    let mut grades = Vec::new();
+    while let Some(ev) = listener.next(Duration::from_millis(200)).await {
+        if ev["type"] == "connection_quality" {
+            let of_pub = ev["participants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["user"] == "pub");
+            grades.extend(of_pub.map(|p| p["quality"].as_str().unwrap_or("").to_owned()));
+        }
+    }
+    println!("publisher graded {grades:?}");
+    assert!(
+        grades.first().map(String::as_str) == Some("excellent")
+            && grades.iter().all(|q| q == "excellent" || q == "good"),
+        "{grades:?}"
+    );
 
     std::fs::write(&stop, b"").expect("write the stop file");
     let run = node.await.expect("node task").expect("dynacast.mjs finishes");
