@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod camera;
 pub mod h264;
+pub mod h265;
 pub mod opus;
 pub mod rtc_client;
 

@@ -153,6 +153,9 @@ pub struct ClientOptions {
     /// Publisher: the Opus packets (20 ms each) its audio track loops, e.g.
     /// [`crate::opus::tone_packets`]; while empty (and without it) it sends silence frames.
     pub audio_payloads: Option<AudioPayloads>,
+    /// Subscriber: offer H.265 video, as Safari does (default); without it the offer names no
+    /// H.265, as most browsers'.
+    pub offer_h265: bool,
     /// Subscriber: while set, the client sends no RTCP at all (no receiver reports, NACKs or
     /// feedback), as one whose network went quiet; its ICE checks go on.
     pub rtcp_silence: Option<RtcpSilence>,
@@ -364,6 +367,7 @@ impl Default for ClientOptions {
             audio_level: None,
             uplink_loss: None,
             audio_level_extension: true,
+            offer_h265: true,
             audio_payloads: None,
             rtcp_silence: None,
         }
@@ -1034,6 +1038,52 @@ where
     result
 }
 
+/// `sdp` without the codec `name`: its payload types (and the RTX types repairing them) are
+/// taken off the media lines, with their `a=rtpmap`, `a=fmtp` and `a=rtcp-fb` lines.
+fn without_codec(sdp: &str, name: &str) -> String {
+    let pt_of = |line: &str, prefix: &str| -> Option<String> {
+        let rest = line.strip_prefix(prefix)?;
+        Some(rest.split([' ', ':']).next()?.to_owned())
+    };
+    let mut gone: Vec<String> = sdp
+        .lines()
+        .filter(|l| {
+            l.split_once(' ')
+                .is_some_and(|(_, c)| c.split('/').next().is_some_and(|c| c.eq_ignore_ascii_case(name)))
+        })
+        .filter_map(|l| pt_of(l, "a=rtpmap:"))
+        .collect();
+    let repairs: Vec<String> = sdp
+        .lines()
+        .filter(|l| l.starts_with("a=fmtp:") && gone.iter().any(|pt| l.ends_with(&format!("apt={pt}"))))
+        .filter_map(|l| pt_of(l, "a=fmtp:"))
+        .collect();
+    gone.extend(repairs);
+    let mut out = String::new();
+    for line in sdp.lines() {
+        let pt = ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"]
+            .iter()
+            .find_map(|p| pt_of(line, p));
+        if pt.is_some_and(|pt| gone.contains(&pt)) {
+            continue;
+        }
+        if line.starts_with("m=") {
+            // m=<media> <port> <proto> <payload types...>
+            let kept: Vec<&str> = line
+                .split(' ')
+                .enumerate()
+                .filter(|(i, f)| *i < 3 || !gone.iter().any(|g| g == f))
+                .map(|(_, f)| f)
+                .collect();
+            out.push_str(&kept.join(" "));
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
 // ───────────────────────────── WHIP publisher ─────────────────────────────
 
 #[derive(Default)]
@@ -1625,6 +1675,8 @@ struct SubscriberShared {
     counts: watch::Sender<SubscriberCounts>,
     video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
     started: Instant,
+    /// An H.265 video track's stream as received (see [`WhepSubscriber::h265_stream`]).
+    h265: Mutex<crate::h265::AnnexB>,
 }
 
 /// A WHEP subscriber: receives the server's tracks and counts packets, frames and keyframes.
@@ -1693,9 +1745,18 @@ impl WhepSubscriber {
             counts: counts_tx,
             video: Mutex::new(None),
             started,
+            h265: Mutex::new(crate::h265::AnnexB::default()),
         });
         // Start draining tracks before the answer is applied: on_track may fire right after.
         let dispatch = tokio::spawn(dispatch_tracks(tracks, shared.clone()));
+        // The client's engine offers H.265 (as Safari does); without it, as most browsers.
+        let exchange = |offer: String| {
+            exchange(if opts.offer_h265 {
+                offer
+            } else {
+                without_codec(&offer, "H265")
+            })
+        };
         let answer = match negotiate(&peer, opts.timeout, exchange).await {
             Ok(a) => a,
             Err(e) => {
@@ -1738,6 +1799,12 @@ impl WhepSubscriber {
     /// A snapshot of the counters.
     pub fn counts(&self) -> SubscriberCounts {
         self.counts.borrow().clone()
+    }
+
+    /// What an H.265 video track brought so far, as an Annex B stream for FFmpeg (empty for
+    /// other codecs).
+    pub fn h265_stream(&self) -> Vec<u8> {
+        self.shared.h265.lock().map(|a| a.bytes.clone()).unwrap_or_default()
     }
 
     /// Waits up to `timeout` for `pred` to hold on the counters.
@@ -1832,13 +1899,31 @@ async fn dispatch_tracks(mut tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote
         } else {
             shared.counts.send_modify(|c| c.audio_tracks += 1);
         }
-        let h264 = mime.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(MIME_TYPE_H264));
-        tokio::spawn(read_track(track, kind == RtpCodecKind::Video, h264, shared.clone()));
+        let codec = match mime.as_deref() {
+            Some(m) if m.eq_ignore_ascii_case(MIME_TYPE_H264) => Some(VideoCodec::H264),
+            Some(m) if m.eq_ignore_ascii_case("video/H265") => Some(VideoCodec::H265),
+            _ => None,
+        };
+        tokio::spawn(read_track(track, kind == RtpCodecKind::Video, codec, shared.clone()));
     }
 }
 
-/// Counts one remote track's packets and, for H.264 video, its complete frames and keyframes.
-async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared: Arc<SubscriberShared>) {
+/// A video codec a subscriber looks into.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum VideoCodec {
+    H264,
+    H265,
+}
+
+/// Counts one remote track's packets and, for H.264 video, its complete frames and keyframes;
+/// keeps an H.265 track's stream (see [`WhepSubscriber::h265_stream`]).
+async fn read_track(
+    track: Arc<dyn TrackRemote>,
+    video: bool,
+    codec: Option<VideoCodec>,
+    shared: Arc<SubscriberShared>,
+) {
+    let h264 = codec == Some(VideoCodec::H264);
     let mut counter = FrameCounter::new();
     let mut last_frame_ts: Option<u32> = None;
     let mut last_seq: Option<u16> = None;
@@ -1847,6 +1932,11 @@ async fn read_track(track: Arc<dyn TrackRemote>, video: bool, h264: bool, shared
             continue;
         };
         let now = shared.started.elapsed();
+        if codec == Some(VideoCodec::H265) {
+            if let Ok(mut stream) = shared.h265.lock() {
+                stream.push(&pkt.payload);
+            }
+        }
         let incomplete_before = counter.incomplete;
         let frame = if h264 { counter.push(&pkt) } else { None };
         let size = if h264 {

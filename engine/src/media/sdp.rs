@@ -46,6 +46,17 @@ pub fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
     })
 }
 
+/// Whether `sdp` offers the codec `name` (e.g. `H265`) in an `a=rtpmap` line, any case.
+pub fn offers_codec(sdp: &str, name: &str) -> bool {
+    sdp.lines().any(|line| {
+        line.trim_end()
+            .strip_prefix("a=rtpmap:")
+            .and_then(|rest| rest.split_once(' '))
+            .and_then(|(_, codec)| codec.split('/').next())
+            .is_some_and(|c| c.eq_ignore_ascii_case(name))
+    })
+}
+
 /// Rewrites the address of every `a=candidate` line from one of `bound` to `public` (1:1 NAT:
 /// the server binds a private address and is reached at a public one).
 pub fn advertise_public_ip(sdp: &str, bound: &[std::net::IpAddr], public: std::net::IpAddr) -> String {
@@ -101,7 +112,7 @@ pub fn rewrite_candidates(
 
 #[cfg(test)]
 mod tests {
-    use super::{cap_video_bitrate, extension_id};
+    use super::{cap_video_bitrate, extension_id, offers_codec};
 
     #[test]
     fn caps_only_video_sections_after_their_connection_line() {
@@ -170,5 +181,14 @@ mod tests {
         assert_eq!(extension_id(sdp, "urn:x:none"), None);
         assert_eq!(extension_id("a=extmap:15 urn:x:two-byte\n", "urn:x:two-byte"), None);
         assert_eq!(extension_id("a=extmap:x urn:x:bad\n", "urn:x:bad"), None);
+    }
+
+    #[test]
+    fn an_offer_names_its_codecs_in_rtpmap_lines() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 126\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:126 h265/90000\r\n";
+        assert!(offers_codec(sdp, "H265"));
+        assert!(offers_codec(sdp, "VP8"));
+        assert!(!offers_codec(sdp, "H264"));
+        assert!(!offers_codec("a=rtpmap:96", "H265"));
     }
 }

@@ -65,6 +65,8 @@ pub struct Viewer {
     caps: LegCaps,
     /// Server track ids that have a local track on the connection.
     offered: Vec<String>,
+    /// The client's first offer named H.265, so its tracks may be offered to it.
+    h265: bool,
     /// The watched user's tracks as the room last told (a renegotiation target).
     desired: Option<Vec<Arc<Fanout>>>,
     /// A renegotiation is under way (offer being made, or out and awaiting the answer).
@@ -124,6 +126,7 @@ impl Viewer {
             state: None,
             caps: LegCaps::default(),
             offered: Vec::new(),
+            h265: false,
             desired: None,
             renegotiating: false,
             pending: None,
@@ -176,6 +179,8 @@ struct Built {
     legs: Vec<(Arc<Fanout>, u64)>,
     offered: Vec<String>,
     state: tokio::sync::watch::Receiver<PeerState>,
+    /// The client's offer named H.265.
+    h265: bool,
 }
 
 /// Builds the subscriber side: a connection with one local track per published track, the
@@ -197,11 +202,12 @@ async fn build(
     } = watched;
     // Closed when the last handle goes, e.g. if the viewer stops before this returns.
     let pc = Arc::new(ViewerPeer::new(&media, &metrics)?);
+    let h265 = crate::media::offers_codec(&offer, "H265");
     let negotiated = (|| {
         let mut locals = Vec::new();
         for track in &tracks {
             // E.g. an RTSP camera's AAC track: for HLS and recordings only.
-            if webrtc_carries(&track.info.codec.mime_type) {
+            if webrtc_carries(&track.info.codec.mime_type, h265) {
                 locals.push(add_local(&pc, &watched, track)?);
             }
         }
@@ -225,6 +231,7 @@ async fn build(
         legs,
         offered,
         state,
+        h265,
     })
 }
 
@@ -263,8 +270,12 @@ fn reoffer(
     Ok((pc.offer()?, locals))
 }
 
-/// Whether a WebRTC viewer can be offered this codec.
-fn webrtc_carries(mime: &str) -> bool {
+/// Whether a WebRTC viewer can be offered this codec: H.265 only to one whose own offer
+/// named it (Safari; Chrome with a hardware decoder), the others to every viewer.
+fn webrtc_carries(mime: &str, h265: bool) -> bool {
+    if mime.eq_ignore_ascii_case("video/H265") {
+        return h265;
+    }
     [
         "video/H264",
         "video/VP8",
@@ -369,6 +380,7 @@ impl Handler<Negotiate> for Viewer {
                 act.pc = Some(built.pc);
                 act.legs = built.legs;
                 act.offered = built.offered;
+                act.h265 = built.h265;
                 act.state = Some(built.state);
                 act.watched = Some(watched);
                 act.caps = caps;
@@ -508,7 +520,7 @@ impl Viewer {
         };
         let added: Vec<Arc<Fanout>> = desired
             .iter()
-            .filter(|t| webrtc_carries(&t.info.codec.mime_type) && !self.offered.contains(&t.info.id))
+            .filter(|t| webrtc_carries(&t.info.codec.mime_type, self.h265) && !self.offered.contains(&t.info.id))
             .cloned()
             .collect();
         let removed: Vec<String> = self

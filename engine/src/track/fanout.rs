@@ -1238,11 +1238,14 @@ impl KeyframeCache {
 
 /// Whether [`starts_keyframe`] understands this codec.
 fn keyframe_aware(mime: &str) -> bool {
-    mime.eq_ignore_ascii_case("video/H264") || mime.eq_ignore_ascii_case("video/VP8")
+    ["video/H264", "video/VP8", "video/H265"]
+        .iter()
+        .any(|m| mime.eq_ignore_ascii_case(m))
 }
 
 /// Whether an RTP payload of codec `mime` is the first packet of a keyframe: for H.264 a
-/// packet carrying (or starting) an SPS or IDR NAL unit; for VP8 the start of a key frame.
+/// packet carrying (or starting) an SPS or IDR NAL unit; for H.265 one carrying (or starting)
+/// a VPS, SPS or IRAP picture; for VP8 the start of a key frame.
 pub fn starts_keyframe(mime: &str, payload: &[u8]) -> bool {
     if mime.eq_ignore_ascii_case("video/H264") {
         let Some(&first) = payload.first() else { return false };
@@ -1268,8 +1271,33 @@ pub fn starts_keyframe(mime: &str, payload: &[u8]) -> bool {
         }
     } else if mime.eq_ignore_ascii_case("video/VP8") {
         vp8_starts_keyframe(payload)
+    } else if mime.eq_ignore_ascii_case("video/H265") {
+        h265_starts_keyframe(payload)
     } else {
         false
+    }
+}
+
+/// H.265 (RFC 7798): a single NAL unit, an aggregation packet holding one, or the start
+/// fragment of one, that is a VPS (32), an SPS (33) or an IRAP picture's slice (16 to 21).
+fn h265_starts_keyframe(payload: &[u8]) -> bool {
+    let starts = |ty: u8| (16..=21).contains(&ty) || ty == 32 || ty == 33;
+    let Some(&first) = payload.first() else { return false };
+    match (first >> 1) & 0x3f {
+        48 => {
+            let mut rest = payload.get(2..).unwrap_or(&[]);
+            while rest.len() > 2 {
+                let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                let Some(&nal) = rest.get(2) else { break };
+                if starts((nal >> 1) & 0x3f) {
+                    return true;
+                }
+                rest = rest.get(2 + len..).unwrap_or(&[]);
+            }
+            false
+        }
+        49 => payload.get(2).is_some_and(|fu| fu & 0x80 != 0 && starts(fu & 0x3f)),
+        ty => starts(ty),
     }
 }
 
@@ -1335,6 +1363,23 @@ mod tests {
 
     fn push(cache: &mut KeyframeCache, p: rtp::Packet) {
         cache.push(starts_keyframe("video/H264", &p.payload), &p);
+    }
+
+    #[test]
+    fn h265_keyframes_start_at_a_parameter_set_or_an_irap_picture() {
+        let h265 = |p: &[u8]| starts_keyframe("video/H265", p);
+        assert!(h265(&[32 << 1, 1, 0x0c]), "a VPS alone");
+        assert!(h265(&[19 << 1, 1, 0xaf]), "an IDR_W_RADL slice alone");
+        assert!(!h265(&[1 << 1, 1, 0xaf]), "a TRAIL_R slice");
+        assert!(!h265(&[34 << 1, 1, 0xc1]), "a PPS alone goes with the SPS before it");
+        // A fragmentation unit: its header's S bit and type.
+        assert!(h265(&[49 << 1, 1, 0x80 | 20, 0xaa]));
+        assert!(!h265(&[49 << 1, 1, 20, 0xaa]), "not the start fragment");
+        assert!(!h265(&[49 << 1, 1, 0x80 | 1, 0xaa]));
+        // An aggregation packet of a VPS and an SPS.
+        assert!(h265(&[48 << 1, 1, 0, 3, 32 << 1, 1, 0x0c, 0, 3, 33 << 1, 1, 1]));
+        assert!(!h265(&[48 << 1, 1, 0, 3, 34 << 1, 1, 0xc1]));
+        assert!(!h265(&[]));
     }
 
     #[test]

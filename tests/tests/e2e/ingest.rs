@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fanfare_tests::camera::{free_port, Camera};
-use fanfare_tests::rtc_client::WhepSubscriber;
+use fanfare_tests::rtc_client::{ClientOptions, WhepSubscriber};
 use fanfare_tests::Server;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -531,7 +531,7 @@ fn probe_frames(url: &str, entries: &str) -> Vec<Value> {
             "-show_entries",
             &format!("frame={entries}"),
             "-protocol_whitelist",
-            "http,tcp,hls",
+            "file,http,tcp,hls",
             url,
         ])
         .output()
@@ -735,7 +735,7 @@ async fn a_camera_with_a_main_and_a_sub_stream_publishes_both_as_tracks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_h265_camera_goes_to_live_hls_and_recordings_but_not_to_webrtc() {
+async fn an_h265_camera_goes_to_live_hls_recordings_and_webrtc_viewers_that_take_h265() {
     let s = Server::start_with_config(CONFIG).await;
     s.group("dock", &[("viewer", json!({}))]).await;
     let viewer = s.token("viewer").await;
@@ -759,11 +759,49 @@ async fn an_h265_camera_goes_to_live_hls_and_recordings_but_not_to_webrtc() {
     let codecs = camera_codecs(&s, "dock", &participant).await;
     assert!(codecs.contains(&"video/H265".to_string()), "{codecs:?}");
 
-    // WebRTC cannot carry H.265: a viewer gets no video of the camera, only its AAC as Opus.
-    let sub = WhepSubscriber::connect(
+    // A viewer whose offer names H.265 (as Safari's does) gets the camera's H.265 as is: the
+    // pictures it receives decode, from the first keyframe, the cached one.
+    let whep = format!("/v1/groups/dock/whep?participant={participant}");
+    let sub = WhepSubscriber::connect(&s.base, &whep, &viewer)
+        .await
+        .expect("WHEP playback in H.265");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = sub.counts();
+    assert_eq!(
+        (c.video_tracks, c.video_mime.as_deref(), c.video_seq_skipped),
+        (1, Some("video/H265"), 0),
+        "{c:?}"
+    );
+    let stream = sub.h265_stream();
+    sub.stop().await.expect("stop play");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("webrtc.h265");
+    std::fs::write(&path, &stream).expect("write the received stream");
+    let frames = tokio::task::spawn_blocking(move || probe_frames(path.to_str().unwrap_or(""), "key_frame"))
+        .await
+        .unwrap();
+    assert!(
+        frames.len() >= 60,
+        "{} pictures decode from {} bytes",
+        frames.len(),
+        stream.len()
+    );
+    assert_eq!(
+        frames.first().map(|f| f["key_frame"].clone()),
+        Some(json!(1)),
+        "{frames:?}"
+    );
+
+    // One whose offer names no H.265 (most browsers) gets no video of the camera, only its
+    // AAC as Opus.
+    let sub = WhepSubscriber::connect_opts(
         &s.base,
-        &format!("/v1/groups/dock/whep?participant={participant}"),
+        &whep,
         &viewer,
+        ClientOptions {
+            offer_h265: false,
+            ..Default::default()
+        },
     )
     .await
     .expect("the WHEP request itself succeeds");
