@@ -161,6 +161,25 @@ pub struct ClientOptions {
     pub rtcp_silence: Option<RtcpSilence>,
 }
 
+/// What a test viewer's receiver report claims (see [`WhepSubscriber::send_report`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Report {
+    /// Packets lost since the last report, of 256.
+    pub fraction_lost: u8,
+    /// Interarrival jitter, 90 kHz units.
+    pub jitter: u32,
+    /// The round trip to claim (none: no sender report answered).
+    pub rtt: Option<Duration>,
+}
+
+/// The middle 32 bits of an NTP time (16.16 seconds), as RTCP's LSR field carries.
+fn ntp_middle(t: SystemTime) -> u32 {
+    let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since_epoch.as_secs() + 2_208_988_800;
+    let frac = (u64::from(since_epoch.subsec_nanos()) << 16) / 1_000_000_000;
+    (((secs & 0xffff) << 16) | frac) as u32
+}
+
 /// What a publisher's audio track sends (see [`ClientOptions::audio_payloads`]).
 #[derive(Clone, Debug, Default)]
 pub struct AudioPayloads(Arc<std::sync::Mutex<Vec<Bytes>>>);
@@ -1846,10 +1865,17 @@ impl WhepSubscriber {
         Ok(())
     }
 
-    /// Sends a receiver report on the remote video track claiming `fraction_lost` (of 256) of
-    /// its packets lost since the last report and an interarrival `jitter` (90 kHz units), as a
-    /// client on a congested or uneven link would; fails before the track has arrived.
-    pub async fn send_report(&self, fraction_lost: u8, jitter: u32) -> Result<(), ClientError> {
+    /// Sends a receiver report on the remote video track claiming what `report` says, as a
+    /// client on a congested, uneven or distant link would; fails before the track has arrived.
+    pub async fn send_report(&self, report: Report) -> Result<(), ClientError> {
+        let Report {
+            fraction_lost,
+            jitter,
+            rtt,
+        } = report;
+        // A round trip of `rtt`: as if the server's sender report (its NTP time, the same
+        // clock on this machine) had gone out that long ago and been answered at once.
+        let last_sender_report = rtt.map_or(0, |rtt| ntp_middle(SystemTime::now() - rtt));
         let video = self.shared.video.lock().ok().and_then(|v| v.clone());
         let Some((track, ssrc)) = video else {
             return Err(ClientError::Protocol("no remote video track yet".into()));
@@ -1858,6 +1884,7 @@ impl WhepSubscriber {
             ssrc,
             fraction_lost,
             jitter,
+            last_sender_report,
             ..Default::default()
         };
         track

@@ -511,28 +511,35 @@ async fn a_browser_publisher_pauses_the_layers_nobody_receives_and_resumes_them_
 
     // Over the whole run (layers paused and resumed), the publisher's link was excellent: its
     // loss and jitter as the server measured them, never poor or lost.
-    let mut grades = Vec::new();
-    while let Some(ev) = listener.next(Duration::from_millis(200)).await {
-        if ev["type"] == "connection_quality" {
-            let of_pub = ev["participants"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| p["user"] == "pub");
-            grades.extend(of_pub.map(|p| p["quality"].as_str().unwrap_or("").to_owned()));
-        }
-    }
-    println!("publisher graded {grades:?}");
-    assert!(
-        grades.first().map(String::as_str) == Some("excellent")
-            && grades.iter().all(|q| q == "excellent" || q == "good"),
-        "{grades:?}"
-    );
+    assert_graded_well(&mut listener, "pub").await;
 
     std::fs::write(&stop, b"").expect("write the stop file");
     let run = node.await.expect("node task").expect("dynacast.mjs finishes");
     println!("dynacast: {}\n{}", run.report, logs());
     assert!(run.success, "{}\n{}", run.report, run.stderr);
+}
+
+/// Reads the `connection_quality` events `listener` got so far and asserts that `user` was
+/// graded, first `excellent`, and never `poor` or `lost` (a clean loopback link, as the server
+/// measures it and as Chromium's own receiver reports tell it).
+async fn assert_graded_well(listener: &mut fanfare_tests::Ws, user: &str) {
+    let mut grades = Vec::new();
+    while let Some(ev) = listener.next(Duration::from_millis(200)).await {
+        if ev["type"] == "connection_quality" {
+            let of_user = ev["participants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["user"] == user);
+            grades.extend(of_user.map(|p| p["quality"].as_str().unwrap_or("").to_owned()));
+        }
+    }
+    println!("{user} graded {grades:?}");
+    assert!(
+        grades.first().map(String::as_str) == Some("excellent")
+            && grades.iter().all(|q| q == "excellent" || q == "good"),
+        "{user}: {grades:?}"
+    );
 }
 
 /// Adaptive stream: a browser playing a three-layer simulcast publish (180p, 360p, 720p) with
@@ -555,6 +562,10 @@ async fn a_browser_gets_the_layer_that_covers_the_size_it_shows_the_video_at() {
         .await
         .expect("simulcast publish");
     assert!(publisher.wait_connected(Duration::from_secs(15)).await);
+    // Listens to the call: Chromium's downlink is graded from its receiver reports (loss,
+    // jitter, round trip), and well.
+    let mut listener = s.ws(&pub_t).await;
+    assert_eq!(listener.join("adapt").await["type"], "joined");
     let args = browser::args([
         "--base",
         &s.base,
@@ -576,6 +587,7 @@ async fn a_browser_gets_the_layer_that_covers_the_size_it_shows_the_video_at() {
         .expect("adaptive.mjs finishes");
     println!("adaptive: {}", run.report);
     assert!(run.success, "{}\n{}", run.report, run.stderr);
+    assert_graded_well(&mut listener, "viewer").await;
     publisher.stop().await.expect("stop publish");
 }
 

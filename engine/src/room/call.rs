@@ -539,7 +539,7 @@ impl Room {
     }
 
     /// Grades each participant's links (the worst of its publications' uplink loss and jitter
-    /// and its legs' downlink loss and jitter in this room) and tells `can_list` connections those that changed. A
+    /// and its legs' downlink loss, jitter and round trip in this room) and tells `can_list` connections those that changed. A
     /// publisher whose uplink carried nothing for [`PUBLISHER_LOST_ROUNDS`] gradings, or a viewer
     /// not heard from for [`VIEWER_LOST_AFTER`] on any leg, is lost.
     fn grade_links(&mut self) {
@@ -582,6 +582,7 @@ impl Room {
                 }
                 worst(&leg.viewer, Quality::of_loss(leg.downlink_loss()));
                 worst(&leg.viewer, Quality::of_jitter(leg.downlink_jitter_ms()));
+                worst(&leg.viewer, Quality::of_rtt(leg.downlink_rtt_ms()));
                 // A viewer is sent nothing of a quiet track, so owes no report on it.
                 if let (Some(at), false) = (leg.heard_ms(), silent) {
                     let newest = heard.entry(leg.viewer.clone()).or_insert(at);

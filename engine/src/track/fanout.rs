@@ -26,7 +26,7 @@ use super::congestion::EstimateSource;
 use super::directory::RoomTraffic;
 use super::frame_tap::{FrameTaps, SourceFrame};
 use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS};
-use super::link_quality::{now_ms, now_us, Jitter, SeqLoss, UplinkSample};
+use super::link_quality::{now_ms, now_us, ntp_middle_now, rtt_ms, Jitter, SeqLoss, UplinkSample};
 use super::{MediaKind, TrackInfo};
 use crate::ids::{GroupId, UserId};
 use crate::media::{PeerState, SendSideEstimate, ViewerTrack, Written};
@@ -109,6 +109,8 @@ pub struct Downtrack {
     last_loss: AtomicU8,
     /// The interarrival jitter (ms) in that report.
     last_jitter_ms: AtomicU32,
+    /// The round-trip time (ms) it gave (0: none yet).
+    last_rtt_ms: AtomicU32,
     /// When the viewer's client last sent RTCP on this leg's connection ([`now_ms`]), or when
     /// the leg went live.
     heard_ms: AtomicU64,
@@ -160,6 +162,12 @@ impl Downtrack {
     /// The interarrival jitter (ms) the viewer's latest receiver report on this leg gives.
     pub fn downlink_jitter_ms(&self) -> f64 {
         f64::from(self.last_jitter_ms.load(Ordering::Relaxed))
+    }
+
+    /// The round-trip time (ms) the viewer's latest receiver report on this leg gives (0 before
+    /// one answers a sender report).
+    pub fn downlink_rtt_ms(&self) -> f64 {
+        f64::from(self.last_rtt_ms.load(Ordering::Relaxed))
     }
 
     /// When the viewer was last heard on this leg ([`now_ms`]): its last RTCP, or the leg going
@@ -1019,6 +1027,7 @@ impl Fanout {
             viewer,
             last_loss: AtomicU8::new(0),
             last_jitter_ms: AtomicU32::new(0),
+            last_rtt_ms: AtomicU32::new(0),
             heard_ms: AtomicU64::new(0),
             counters: LegCounters::default(),
         });
@@ -1076,8 +1085,11 @@ impl Fanout {
                     .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
                     .flat_map(|rr| rr.reports.iter())
                     .find(|r| r.ssrc == leg_ssrc)
-                    .map(|r| (r.fraction_lost, r.jitter));
-                if let Some((fraction_lost, jitter)) = report {
+                    .map(|r| (r.fraction_lost, r.jitter, r.last_sender_report, r.delay));
+                if let Some((fraction_lost, jitter, lsr, dlsr)) = report {
+                    if let Some(rtt) = rtt_ms(ntp_middle_now(), lsr, dlsr) {
+                        feedback.last_rtt_ms.store(rtt.round() as u32, Ordering::Relaxed);
+                    }
                     let clock = u64::from(fanout.info.codec.clock_rate.max(1));
                     let jitter_ms = (u64::from(jitter) * 1000 / clock).min(u64::from(u32::MAX)) as u32;
                     feedback.last_jitter_ms.store(jitter_ms, Ordering::Relaxed);

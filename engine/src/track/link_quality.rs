@@ -1,7 +1,7 @@
 //! How well a participant's links carry media: the loss and the interarrival jitter on a
 //! publisher's uplink, counted from each layer's sequence numbers and timestamps by the reader
 //! task ([`SeqLoss`], [`Jitter`], atomics only), and on a viewer's downlink, from the loss and
-//! jitter its receiver reports give; graded into a [`Quality`] for the room's
+//! jitter its receiver reports give, and its round-trip time from them; graded into a [`Quality`] for the room's
 //! `connection_quality` events. A link that goes quiet (an uplink that stops carrying packets,
 //! a viewer that stops sending RTCP) is [`Quality::Lost`]. Pure logic; no I/O.
 
@@ -19,6 +19,10 @@ const POOR_LOSS: f64 = 0.10;
 const GOOD_JITTER_MS: f64 = 30.0;
 /// Jitter (ms) at or above this is poor: a jitter buffer that hides it adds as much delay.
 const POOR_JITTER_MS: f64 = 100.0;
+/// Round-trip time (ms) below this is excellent: under 150 ms each way (ITU-T G.114).
+const GOOD_RTT_MS: f64 = 300.0;
+/// Round-trip time (ms) at or above this is poor: over 400 ms each way, talk gets hard.
+const POOR_RTT_MS: f64 = 800.0;
 /// `last` before the first packet.
 const NONE: u32 = u32::MAX;
 /// A viewer whose client has sent no RTCP for this long is lost. Browsers report on video
@@ -52,9 +56,19 @@ impl Quality {
 
     /// The grade of a link whose packets arrive with `jitter_ms` of interarrival jitter.
     pub fn of_jitter(jitter_ms: f64) -> Quality {
-        if jitter_ms >= POOR_JITTER_MS {
+        Quality::of_measure(jitter_ms, GOOD_JITTER_MS, POOR_JITTER_MS)
+    }
+
+    /// The grade of a link with a round-trip time of `rtt_ms`.
+    pub fn of_rtt(rtt_ms: f64) -> Quality {
+        Quality::of_measure(rtt_ms, GOOD_RTT_MS, POOR_RTT_MS)
+    }
+
+    /// Excellent under `good`, good under `poor`, else poor.
+    fn of_measure(value: f64, good: f64, poor: f64) -> Quality {
+        if value >= poor {
             Quality::Poor
-        } else if jitter_ms >= GOOD_JITTER_MS {
+        } else if value >= good {
             Quality::Good
         } else {
             Quality::Excellent
@@ -71,6 +85,29 @@ pub fn now_ms() -> u64 {
 pub fn now_us() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// The middle 32 bits of the NTP time now (16.16 seconds), as RTCP's LSR field carries.
+pub fn ntp_middle_now() -> u32 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since_epoch.as_secs() + NTP_UNIX_OFFSET;
+    let frac = (u64::from(since_epoch.subsec_nanos()) << 16) / 1_000_000_000;
+    (((secs & 0xffff) << 16) | frac) as u32
+}
+
+/// The round-trip time (ms) a receiver report gives (RFC 3550 6.4.1): now, less the time of
+/// the sender report it answers (`lsr`, our own NTP clock's middle 32 bits) and the delay the
+/// receiver held it (`dlsr`, 1/65536 s). `None` without a sender report, or if it comes out
+/// negative or over a minute (a clock step).
+pub fn rtt_ms(now_middle: u32, lsr: u32, dlsr: u32) -> Option<f64> {
+    if lsr == 0 {
+        return None;
+    }
+    let rtt = now_middle.wrapping_sub(lsr).wrapping_sub(dlsr);
+    (rtt < 60 << 16).then(|| f64::from(rtt) * 1000.0 / 65_536.0)
 }
 
 /// RFC 3550's interarrival jitter of one RTP stream (section 6.4.1, A.8): the smoothed
@@ -249,6 +286,20 @@ mod tests {
         assert_eq!(Quality::of_jitter(uneven.ms(90_000)), Quality::Good);
         assert_eq!(Quality::of_jitter(5.0), Quality::Excellent);
         assert_eq!(Quality::of_jitter(150.0), Quality::Poor);
+    }
+
+    #[test]
+    fn a_receiver_report_gives_the_round_trip() {
+        // Sent at 100.5 s (middle bits), held 0.25 s by the receiver, back at 101 s: 250 ms.
+        let (sent, held, now) = ((100 << 16) | 0x8000, 0x4000, 101 << 16);
+        assert_eq!(rtt_ms(now, sent, held), Some(250.0));
+        assert_eq!(rtt_ms(now, 0, 0), None, "no sender report yet");
+        assert_eq!(rtt_ms(sent, now, 0), None, "negative");
+        assert_eq!(Quality::of_rtt(250.0), Quality::Excellent);
+        assert_eq!(Quality::of_rtt(500.0), Quality::Good);
+        assert_eq!(Quality::of_rtt(900.0), Quality::Poor);
+        let a = ntp_middle_now();
+        assert!(rtt_ms(ntp_middle_now(), a, 0).is_some_and(|ms| ms < 1_000.0));
     }
 
     #[test]

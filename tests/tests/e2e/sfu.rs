@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use fanfare_tests::rtc_client::{
-    AudioLevel, AudioPayloads, ClientError, ClientOptions, Loss, RtcpSilence, SdpAnswer, UplinkLoss, WhepSubscriber,
-    WhipPublisher,
+    AudioLevel, AudioPayloads, ClientError, ClientOptions, Loss, Report, RtcpSilence, SdpAnswer, UplinkLoss,
+    WhepSubscriber, WhipPublisher,
 };
 use fanfare_tests::Server;
 use reqwest::Method;
@@ -1044,11 +1044,11 @@ async fn a_publisher_whose_audio_carries_no_level_is_measured_by_the_server() {
 /// Connection quality (extension `connection_quality`): the room grades each participant's
 /// links from their loss and jitter: a viewer whose receiver reports say it loses a third of
 /// its packets is `poor`, and `excellent` again once they are clean; one reporting 50 ms of
-/// jitter is `good`, 150 ms `poor`; a publisher whose uplink loses one video packet in four
+/// jitter is `good`, 150 ms `poor`; a 500 ms round trip `good`, 1 s `poor`; a publisher whose uplink loses one video packet in four
 /// (never sent, so no NACK repairs it) is `poor` until that stops, and `excellent` otherwise
 /// (its steady 30 fps has no jitter to speak of).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_room_grades_each_participants_links_from_their_loss_and_jitter() {
+async fn the_room_grades_each_participants_links_from_loss_jitter_and_round_trip() {
     let s = Server::start().await;
     s.group("q", &[("pub", json!({})), ("v", json!({})), ("w", json!({}))])
         .await;
@@ -1069,12 +1069,11 @@ async fn the_room_grades_each_participants_links_from_their_loss_and_jitter() {
         .expect("play");
     assert!(viewer.wait_frames(10, WAIT).await, "{:?}", viewer.counts());
 
-    // Until `user` is graded `want` (within 15 s), reporting `(fraction_lost, jitter)` from the
-    // viewer.
-    async fn graded(ws: &mut fanfare_tests::Ws, viewer: &WhepSubscriber, report: (u8, u32), user: &str, want: &str) {
+    // Until `user` is graded `want` (within 15 s), sending `report` from the viewer.
+    async fn graded(ws: &mut fanfare_tests::Ws, viewer: &WhepSubscriber, report: Report, user: &str, want: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            viewer.send_report(report.0, report.1).await.expect("receiver report");
+            viewer.send_report(report).await.expect("receiver report");
             if let Some(ev) = ws.next(Duration::from_millis(250)).await {
                 let hit = ev["type"] == "connection_quality"
                     && ev["participants"]
@@ -1088,15 +1087,25 @@ async fn the_room_grades_each_participants_links_from_their_loss_and_jitter() {
             assert!(tokio::time::Instant::now() < deadline, "{user} never graded {want}");
         }
     }
-    graded(&mut watcher, &viewer, (0, 0), "v", "excellent").await;
-    graded(&mut watcher, &viewer, (85, 0), "v", "poor").await;
-    graded(&mut watcher, &viewer, (0, 0), "v", "excellent").await;
+    let clean = Report::default();
+    let report = |fraction_lost, jitter, rtt_ms: Option<u64>| Report {
+        fraction_lost,
+        jitter,
+        rtt: rtt_ms.map(Duration::from_millis),
+    };
+    graded(&mut watcher, &viewer, clean, "v", "excellent").await;
+    graded(&mut watcher, &viewer, report(85, 0, None), "v", "poor").await;
+    graded(&mut watcher, &viewer, clean, "v", "excellent").await;
     // Interarrival jitter: 50 ms (4,500 at 90 kHz) is good, 150 ms poor.
-    graded(&mut watcher, &viewer, (0, 4_500), "v", "good").await;
-    graded(&mut watcher, &viewer, (0, 13_500), "v", "poor").await;
-    graded(&mut watcher, &viewer, (0, 0), "v", "excellent").await;
+    graded(&mut watcher, &viewer, report(0, 4_500, None), "v", "good").await;
+    graded(&mut watcher, &viewer, report(0, 13_500, None), "v", "poor").await;
+    // A round trip (from the server's sender report the viewer answers): 500 ms is good,
+    // 1 s poor, a few ms excellent.
+    graded(&mut watcher, &viewer, report(0, 0, Some(500)), "v", "good").await;
+    graded(&mut watcher, &viewer, report(0, 0, Some(1_000)), "v", "poor").await;
+    graded(&mut watcher, &viewer, report(0, 0, Some(5)), "v", "excellent").await;
     uplink.set_every(4);
-    graded(&mut watcher, &viewer, (0, 0), "pub", "poor").await;
+    graded(&mut watcher, &viewer, clean, "pub", "poor").await;
     let (st, call) = s.call(Method::GET, "/v1/groups/q/call", Some(&w_t), None).await;
     assert_eq!(
         (st, &call["participants"][0]["quality"]),
@@ -1104,7 +1113,7 @@ async fn the_room_grades_each_participants_links_from_their_loss_and_jitter() {
         "{call}"
     );
     uplink.set_every(0);
-    graded(&mut watcher, &viewer, (0, 0), "pub", "excellent").await;
+    graded(&mut watcher, &viewer, clean, "pub", "excellent").await;
     viewer.close().await;
     publisher.close().await;
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use fanfare_tests::rtc_client::{Bottleneck, ClientOptions, WhepSubscriber, WhipPublisher};
+use fanfare_tests::rtc_client::{Bottleneck, ClientOptions, Report, WhepSubscriber, WhipPublisher};
 use fanfare_tests::{Server, TEST_CONFIG};
 use reqwest::Method;
 use serde_json::json;
@@ -386,7 +386,12 @@ async fn reports_until(v: &WhepSubscriber, fraction_lost: u8, size: (u32, u32), 
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut start: Option<u64> = None;
     while tokio::time::Instant::now() < deadline {
-        v.send_report(fraction_lost, 0).await.expect("receiver report");
+        v.send_report(Report {
+            fraction_lost,
+            ..Default::default()
+        })
+        .await
+        .expect("receiver report");
         let c = v.counts();
         match start {
             Some(n) if c.resolution == Some(size) && c.frames >= n + frames => return true,
