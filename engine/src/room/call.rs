@@ -539,9 +539,10 @@ impl Room {
     }
 
     /// Grades each participant's links (the worst of its publications' uplink loss and jitter
-    /// and its legs' downlink loss, jitter and round trip in this room) and tells `can_list` connections those that changed. A
-    /// publisher whose uplink carried nothing for [`PUBLISHER_LOST_ROUNDS`] gradings, or a viewer
-    /// not heard from for [`VIEWER_LOST_AFTER`] on any leg, is lost.
+    /// and its legs' downlink loss, jitter and round trip in this room) and tells `can_list`
+    /// connections those that changed. A publisher whose uplink carried nothing for
+    /// [`PUBLISHER_LOST_ROUNDS`] gradings, or a viewer not heard from for [`VIEWER_LOST_AFTER`]
+    /// on any leg, is lost.
     fn grade_links(&mut self) {
         let mut now: HashMap<UserId, Quality> = HashMap::new();
         let mut worst = |user: &UserId, q: Quality| {

@@ -1,7 +1,7 @@
 //! How well a participant's links carry media: the loss and the interarrival jitter on a
 //! publisher's uplink, counted from each layer's sequence numbers and timestamps by the reader
-//! task ([`SeqLoss`], [`Jitter`], atomics only), and on a viewer's downlink, from the loss and
-//! jitter its receiver reports give, and its round-trip time from them; graded into a [`Quality`] for the room's
+//! task ([`SeqLoss`], [`Jitter`], atomics only), and on a viewer's downlink, from the loss,
+//! jitter and round trip its receiver reports give; graded into a [`Quality`] for the room's
 //! `connection_quality` events. A link that goes quiet (an uplink that stops carrying packets,
 //! a viewer that stops sending RTCP) is [`Quality::Lost`]. Pure logic; no I/O.
 

@@ -5,10 +5,10 @@
 //! and as many audio (a camera's main and sub stream in one session, say); codecs we cannot
 //! carry, such as MJPEG, are left out. Live HLS and recordings take the first video and the
 //! first audio track. AAC tracks are for live HLS and recordings, and H.265 ones for those and
-//! the WebRTC viewers that take H.265; WebRTC viewers skip H.264 B-frames no frame refers to. Each AAC track has an Opus companion
-//! track ([`OpusTrack`]) that WebRTC viewers hear instead: the camera's AAC, transcoded only
-//! while the companion has a subscriber. Each audio frame's loudness is measured (decoded) for
-//! the call's active speakers, as cameras send no levels.
+//! the WebRTC viewers that take H.265; WebRTC viewers skip H.264 B-frames no frame refers to.
+//! Each AAC track has an Opus companion track ([`OpusTrack`]) that WebRTC viewers hear instead:
+//! the camera's AAC, transcoded only while the companion has a subscriber. Each audio frame's
+//! loudness is measured (decoded) for the call's active speakers, as cameras send no levels.
 
 use std::sync::Arc;
 use std::time::Instant;
