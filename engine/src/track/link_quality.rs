@@ -45,13 +45,7 @@ pub enum Quality {
 impl Quality {
     /// The grade of a link losing `loss` (0 to 1) of its packets.
     pub fn of_loss(loss: f64) -> Quality {
-        if loss >= POOR_LOSS {
-            Quality::Poor
-        } else if loss >= GOOD_LOSS {
-            Quality::Good
-        } else {
-            Quality::Excellent
-        }
+        Quality::of_measure(loss, GOOD_LOSS, POOR_LOSS)
     }
 
     /// The grade of a link whose packets arrive with `jitter_ms` of interarrival jitter.
