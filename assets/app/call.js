@@ -26,10 +26,17 @@ export class CallView {
     on("track_muted", (m) => this.onMuted(m));
     on("participant_joined", () => this.renderPeople());
     on("participant_left", () => this.renderPeople());
-    // The server grades each participant's links; a poor or lost one is marked on their tiles.
+    // The server grades each participant's links; a poor or lost one is marked on their tiles,
+    // and told once to its own user when it turns poor.
     on("connection_quality", (m) => {
       if (m.group !== this.group.id) return;
-      for (const { user, quality } of m.participants) this.linkQuality.set(user, quality);
+      for (const { user, quality } of m.participants) {
+        const before = this.linkQuality.get(user);
+        this.linkQuality.set(user, quality);
+        if (user === this.ff.user && quality === "poor" && before !== "poor" && this.inCall) {
+          toast("Your connection is weak: others may see and hear you poorly.", "error");
+        }
+      }
       this.markLinks();
     });
     on("hand_raised", (m) => {
