@@ -85,7 +85,7 @@ pub fn level_of(mean_square: f64) -> u8 {
 
 /// The sum of squares (full scale 1) of a decoded frame's samples, over every channel, and
 /// how many samples that was. Formats other than 16-bit and float count nothing.
-fn squares(f: &frame::Audio) -> (f64, usize) {
+pub(crate) fn squares(f: &frame::Audio) -> (f64, usize) {
     let samples = f.samples();
     let planes = if f.is_planar() { f.planes() } else { 1 };
     let per_plane = if f.is_planar() {

@@ -157,6 +157,10 @@ pub struct AudioTranscoder {
     /// 90 kHz time the next input packet is expected at.
     expected: Option<i64>,
     track: AudioTrack,
+    /// Measure each packet's level from what it decodes to (see [`Self::measuring`]), and
+    /// the last packet's.
+    measure: bool,
+    level: Option<u8>,
 }
 
 // The resampler pointer is owned exclusively by this struct.
@@ -231,7 +235,22 @@ impl AudioTranscoder {
                 rate: AAC_RATE,
                 channels,
             },
+            measure: false,
+            level: None,
         })
+    }
+
+    /// Also measures the level of each packet pushed, from the samples it decodes to (see
+    /// [`Self::level`]), so a caller that needs both does not decode the audio twice.
+    pub fn measuring(mut self) -> Self {
+        self.measure = true;
+        self
+    }
+
+    /// The level (RFC 6464 -dBov) of the last packet pushed, when [`Self::measuring`] and it
+    /// decoded to anything.
+    pub fn level(&self) -> Option<u8> {
+        self.level
     }
 
     /// The AAC track this transcoder produces.
@@ -251,8 +270,14 @@ impl AudioTranscoder {
         }
         let mut decoded = 0i64;
         let mut in_rate = 48000;
+        let (mut sum, mut count) = (0f64, 0usize);
         let mut f = frame::Audio::empty();
         while self.dec.receive_frame(&mut f).is_ok() {
+            if self.measure {
+                let (s, c) = crate::level_meter::squares(&f);
+                sum += s;
+                count += c;
+            }
             in_rate = f.rate().max(1);
             // Re-anchor on the first packet and whenever the input jumps (loss, discontinuity).
             let drift = self.expected.map(|e| (pts - e).abs()).unwrap_or(i64::MAX);
@@ -268,6 +293,7 @@ impl AudioTranscoder {
         if decoded > 0 {
             self.expected = Some(pts + decoded * CLOCK_HZ / in_rate as i64);
         }
+        self.level = (count > 0).then(|| crate::level_meter::level_of(sum / count as f64));
         self.encode_fifo(false)
     }
 

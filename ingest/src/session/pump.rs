@@ -196,18 +196,11 @@ impl Pump {
             let (url, bridge) = self.dial(dialer).await?;
             Ok::<_, String>((self.connect(url, tracks).await?, bridge))
         };
-        let connected = tokio::time::timeout(connect_timeout, attempt).await;
         // `_bridge` (rtsps, HTTP tunnel) carries the retina session's bytes: it lives as long
         // as the session.
-        let ((mut session, mut demux, by_stream), _bridge) = match connected {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Ended::Failed(e),
-            Err(_) => {
-                return Ended::Failed(format!(
-                    "no answer within {} s (connect timeout)",
-                    connect_timeout.as_secs()
-                ))
-            }
+        let ((mut session, mut demux, by_stream), _bridge) = match within(connect_timeout, attempt).await {
+            Ok(c) => c,
+            Err(e) => return Ended::Failed(e),
         };
         let Some(live) = tracks.as_mut() else {
             return Ended::Failed("no track to publish".into());
@@ -359,9 +352,7 @@ impl Pump {
             }
             Ok(plans)
         };
-        tokio::time::timeout(connect_timeout, attempt)
-            .await
-            .map_err(|_| format!("no answer within {} s (connect timeout)", connect_timeout.as_secs()))?
+        within(connect_timeout, attempt).await
     }
 
     /// How retina talks to the camera: its credentials and our user agent.
@@ -517,6 +508,16 @@ impl Pump {
         let picture = keeps_picture.then(|| self.status.clone());
         LiveTrack::new(plan.clone(), fanout(plan.kind, plan.rtp), timeline, opus, picture)
     }
+}
+
+/// Runs one attempt at the camera, failing it after `connect_timeout`.
+async fn within<T>(
+    connect_timeout: Duration,
+    attempt: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(connect_timeout, attempt)
+        .await
+        .map_err(|_| format!("no answer within {} s (connect timeout)", connect_timeout.as_secs()))?
 }
 
 /// The error of a camera that offers nothing we take; `skipped` says what it offers.

@@ -275,36 +275,39 @@ impl OpusTrack {
     }
 
     /// Transcodes one AAC frame, `elapsed` camera ticks into the session, and forwards the
-    /// Opus packets now complete; drops the transcoder while nobody subscribes.
-    fn push(&mut self, aac: &[u8], elapsed: i64, now: Instant) {
+    /// Opus packets now complete; drops the transcoder while nobody subscribes. Returns the
+    /// frame's level when it was decoded here (so the camera's meter need not decode it too).
+    fn push(&mut self, aac: &[u8], elapsed: i64, now: Instant) -> Option<u8> {
         if self.fanout.subscribers() == 0 {
             self.transcoder = None;
-            return;
+            return None;
         }
         if self.transcoder.is_none() && !self.failed {
             match AudioTranscoder::aac_to_opus(&self.config) {
-                Ok(t) => self.transcoder = Some(t),
+                Ok(t) => self.transcoder = Some(t.measuring()),
                 Err(e) => {
                     self.failed = true;
                     tracing::warn!(track = %self.fanout.info.id, "no Opus for WebRTC viewers of this AAC: {e}");
                 }
             }
         }
-        let Some(t) = self.transcoder.as_mut() else { return };
+        let t = self.transcoder.as_mut()?;
         let pts = elapsed * vod::frame::CLOCK_HZ / i64::from(self.aac_rate);
         let packets = match t.push(pts, aac) {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(track = %self.fanout.info.id, "AAC to Opus: {e}");
-                return;
+                return None;
             }
         };
+        let level = t.level();
         for p in packets {
             let ts = self
                 .timeline
                 .timestamp(p.pts * i64::from(OPUS_CLOCK) / vod::frame::CLOCK_HZ, now);
             self.fanout.forward(self.timeline.packet(p.data, false, ts));
         }
+        level
     }
 
     /// A new camera session: its clock starts again, and so does the transcoder.
@@ -475,10 +478,8 @@ impl LiveTrack {
         };
         let Some(payload) = payload else { return 0 };
         let elapsed = frame.timestamp().elapsed();
-        if let Some(o) = self.opus.as_mut() {
-            o.push(frame.data(), elapsed, now);
-        }
-        self.forward_one(payload, raw, true, elapsed, now)
+        let level = self.opus.as_mut().and_then(|o| o.push(frame.data(), elapsed, now));
+        self.forward_one(payload, raw, (true, level), elapsed, now)
     }
 
     /// Forwards one payload taken as received (an Opus packet; marker clear, as for continuous
@@ -487,14 +488,23 @@ impl LiveTrack {
         if self.plan.codec != IngestCodec::Opus {
             return 0;
         }
-        self.forward_one(payload, None, false, elapsed, now)
+        self.forward_one(payload, None, (false, None), elapsed, now)
     }
 
-    /// Forwards one audio frame's packet, and the frame to the frame taps: `raw` when the
-    /// payload is more than the frame (AAC's AU header), else the payload.
-    fn forward_one(&mut self, payload: Bytes, raw: Option<&[u8]>, marker: bool, elapsed: i64, now: Instant) -> usize {
+    /// Forwards one audio frame's packet (with `marker`), and the frame to the frame taps:
+    /// `raw` when the payload is more than the frame (AAC's AU header), else the payload. Its
+    /// level counts for active speakers: `level` when the frame was decoded already, else as
+    /// the meter measures it.
+    fn forward_one(
+        &mut self,
+        payload: Bytes,
+        raw: Option<&[u8]>,
+        (marker, level): (bool, Option<u8>),
+        elapsed: i64,
+        now: Instant,
+    ) -> usize {
         if let (Some(m), false) = (self.meter.as_mut(), self.fanout.muted()) {
-            if let Some(level) = m.measure(raw.unwrap_or(&payload)) {
+            if let Some(level) = level.or_else(|| m.measure(raw.unwrap_or(&payload))) {
                 self.fanout.levels.observe(level);
             }
         }

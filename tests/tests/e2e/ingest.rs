@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fanfare_tests::camera::{free_port, Camera};
-use fanfare_tests::rtc_client::{ClientOptions, WhepSubscriber};
+use fanfare_tests::rtc_client::{ClientError, ClientOptions, WhepSubscriber};
 use fanfare_tests::Server;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -42,6 +42,16 @@ async fn wait_status(s: &Server, id: &str, status: &str, wait: Duration) -> Valu
     let v = wait_for(s, id, wait, |v| v["status"] == status).await;
     assert_eq!(v["status"], status, "ingest never became {status}: {v}");
     v
+}
+
+/// Plays `participant` in `group` over WHEP as the holder of `token`.
+async fn play(s: &Server, group: &str, participant: &str, token: &str) -> Result<WhepSubscriber, ClientError> {
+    WhepSubscriber::connect(
+        &s.base,
+        &format!("/v1/groups/{group}/whep?participant={participant}"),
+        token,
+    )
+    .await
 }
 
 /// Creates an on-demand ingest of the camera on `port` in group `cams` (as admin); its id.
@@ -106,13 +116,9 @@ async fn camera_reaches_a_whep_subscriber_and_survives_a_camera_restart() {
     }
 
     // A WHEP subscriber gets whole H.264 frames, starting with a keyframe.
-    let sub = WhepSubscriber::connect(
-        &s.base,
-        &format!("/v1/groups/cams/whep?participant={participant}"),
-        &viewer,
-    )
-    .await
-    .expect("WHEP playback of the camera");
+    let sub = play(&s, "cams", &participant, &viewer)
+        .await
+        .expect("WHEP playback of the camera");
     assert!(sub.wait_connected(Duration::from_secs(10)).await, "subscriber connects");
     assert!(
         sub.wait_keyframes(1, Duration::from_secs(10)).await,
@@ -596,13 +602,9 @@ async fn an_opus_camera_reaches_webrtc_viewers_as_is_and_live_hls_as_aac() {
     );
 
     // A WHEP viewer gets the camera's Opus packets (no transcoding) beside the H.264 frames.
-    let sub = WhepSubscriber::connect(
-        &s.base,
-        &format!("/v1/groups/porch/whep?participant={participant}"),
-        &viewer,
-    )
-    .await
-    .expect("WHEP playback of the camera");
+    let sub = play(&s, "porch", &participant, &viewer)
+        .await
+        .expect("WHEP playback of the camera");
     assert!(sub.wait_connected(Duration::from_secs(10)).await, "subscriber connects");
     assert!(
         sub.wait_until(Duration::from_secs(10), |c| c.frames >= 30
@@ -689,13 +691,9 @@ async fn a_camera_with_a_main_and_a_sub_stream_publishes_both_as_tracks() {
     assert!(grew[0] > 1_000.0 && grew[1] > grew[0] * 2.0, "main, sub: {grew:?}");
 
     // A viewer of the camera (one video section) gets the main stream.
-    let sub = WhepSubscriber::connect(
-        &s.base,
-        &format!("/v1/groups/gate/whep?participant={participant}"),
-        &viewer,
-    )
-    .await
-    .expect("WHEP playback of the camera");
+    let sub = play(&s, "gate", &participant, &viewer)
+        .await
+        .expect("WHEP playback of the camera");
     assert!(
         sub.wait_until(Duration::from_secs(10), |c| c.frames >= 30).await,
         "{:?}",
@@ -957,13 +955,9 @@ async fn a_camera_with_b_frames_keeps_every_frame_in_live_hls_and_webrtc_gets_th
 
     // A WebRTC viewer gets the frames in display order: the reference frames only (one in
     // three here), as browsers' WebRTC decoders take no B-frames.
-    let sub = WhepSubscriber::connect(
-        &s.base,
-        &format!("/v1/groups/yard/whep?participant=ingest-{id}"),
-        &viewer,
-    )
-    .await
-    .expect("WHEP playback of the camera");
+    let sub = play(&s, "yard", &format!("ingest-{id}"), &viewer)
+        .await
+        .expect("WHEP playback of the camera");
     assert!(
         sub.wait_keyframes(1, Duration::from_secs(10)).await,
         "{:?}",
@@ -1052,13 +1046,9 @@ fn clients_of(port: u16) -> usize {
 /// frames: connected, a keyframe and 30 frames within 10 s each; `how` says where they come
 /// from in the failure messages.
 async fn watch_h264(s: &Server, viewer: &str, participant: &str, how: &str) -> WhepSubscriber {
-    let sub = WhepSubscriber::connect(
-        &s.base,
-        &format!("/v1/groups/cams/whep?participant={participant}"),
-        viewer,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("WHEP playback of the camera {how}: {e}"));
+    let sub = play(s, "cams", participant, viewer)
+        .await
+        .unwrap_or_else(|e| panic!("WHEP playback of the camera {how}: {e}"));
     assert!(sub.wait_connected(Duration::from_secs(10)).await, "subscriber connects");
     assert!(
         sub.wait_until(Duration::from_secs(10), |c| c.keyframes >= 1 && c.frames >= 30)
@@ -1578,13 +1568,7 @@ async fn patching_groups_moves_a_live_camera_between_calls_without_a_reconnect()
     let participant = format!("ingest-{id}");
     wait_status(&s, &id, "live", Duration::from_secs(15)).await;
 
-    let sub_a = WhepSubscriber::connect(
-        &s.base,
-        &format!("/v1/groups/a/whep?participant={participant}"),
-        &viewer,
-    )
-    .await
-    .expect("WHEP playback in a");
+    let sub_a = play(&s, "a", &participant, &viewer).await.expect("WHEP playback in a");
     assert!(
         sub_a.wait_frames(30, Duration::from_secs(10)).await,
         "{:?}",
@@ -2152,13 +2136,9 @@ async fn an_on_demand_camera_stays_disconnected_across_a_restart() {
     let viewer = s.token("viewer").await;
     wait_status(&s, &id, "idle", Duration::from_secs(5)).await;
     // (This viewer's tracks go with the replacement: it only brings the camera back.)
-    let sub = WhepSubscriber::connect(
-        &s.base,
-        &format!("/v1/groups/cams/whep?participant={participant}"),
-        &viewer,
-    )
-    .await
-    .expect("play the remembered tracks");
+    let sub = play(&s, "cams", &participant, &viewer)
+        .await
+        .expect("play the remembered tracks");
     let v = wait_for(&s, &id, Duration::from_secs(10), |v| codecs(v).len() == 1).await;
     assert_eq!(codecs(&v), vec!["\"video/H264\"".to_string()], "{v}");
     sub.close().await;

@@ -1042,11 +1042,12 @@ async fn a_publisher_whose_audio_carries_no_level_is_measured_by_the_server() {
 }
 
 /// Connection quality (extension `connection_quality`): the room grades each participant's
-/// links from their loss and jitter: a viewer whose receiver reports say it loses a third of
-/// its packets is `poor`, and `excellent` again once they are clean; one reporting 50 ms of
-/// jitter is `good`, 150 ms `poor`; a 500 ms round trip `good`, 1 s `poor`; a publisher whose uplink loses one video packet in four
-/// (never sent, so no NACK repairs it) is `poor` until that stops, and `excellent` otherwise
-/// (its steady 30 fps has no jitter to speak of).
+/// links from their loss, jitter and round trip: a viewer whose receiver reports say it loses
+/// a third of its packets is `poor`, and `excellent` again once they are clean; one reporting
+/// 50 ms of jitter is `good`, 150 ms `poor`; a 500 ms round trip `good`, 1 s `poor`; a
+/// publisher whose uplink loses one video packet in four (never sent, so no NACK repairs it)
+/// is `poor` until that stops, and `excellent` otherwise (its steady 30 fps has no jitter to
+/// speak of).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_room_grades_each_participants_links_from_loss_jitter_and_round_trip() {
     let s = Server::start().await;
