@@ -54,15 +54,16 @@ async fn play(s: &Server, group: &str, participant: &str, token: &str) -> Result
     .await
 }
 
-/// Creates an on-demand ingest of the camera on `port` in group `cams` (as admin); its id.
-async fn create_on_demand(s: &Server, port: u16) -> String {
+/// Creates an ingest (`on_demand` or not) of the camera on `port` in group `cams` (as admin);
+/// its id.
+async fn create_camera(s: &Server, port: u16, on_demand: bool) -> String {
     let (st, created) = create(
         s,
         &s.admin,
-        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"], "on_demand": true}),
+        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"], "on_demand": on_demand}),
     )
     .await;
-    assert_eq!((st, &created["on_demand"]), (201, &json!(true)), "{created}");
+    assert_eq!((st, &created["on_demand"]), (201, &json!(on_demand)), "{created}");
     created["id"].as_str().expect("id").to_string()
 }
 
@@ -1919,7 +1920,7 @@ async fn an_on_demand_camera_is_connected_only_while_someone_watches() {
     let viewer = s.token("viewer").await;
     let port = free_port();
     let _camera = Camera::start(port, &[]);
-    let id = create_on_demand(&s, port).await;
+    let id = create_camera(&s, port, true).await;
     let participant = format!("ingest-{id}");
     // Nobody reads it: idle after a DESCRIBE alone (its tracks, no media), and not connected.
     let v = wait_status(&s, &id, "idle", Duration::from_secs(15)).await;
@@ -2019,14 +2020,7 @@ async fn a_camera_snapshot_is_a_jpeg_of_its_latest_picture() {
         b.starts_with(&[0xff, 0xd8]) && b.ends_with(&[0xff, 0xd9]) && size == Some((320, 240))
     };
 
-    let (st, created) = create(
-        &s,
-        &s.admin,
-        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"]}),
-    )
-    .await;
-    assert_eq!(st, 201, "{created}");
-    let id = created["id"].as_str().expect("id").to_string();
+    let id = create_camera(&s, port, false).await;
     wait_status(&s, &id, "live", Duration::from_secs(15)).await;
     let (st, kind, body) = snapshot(id.clone(), viewer.clone()).await;
     assert_eq!((st, kind.as_str()), (200, "image/jpeg"));
@@ -2038,7 +2032,7 @@ async fn a_camera_snapshot_is_a_jpeg_of_its_latest_picture() {
     assert_eq!(st, 404);
 
     // An idle on-demand camera is connected for the snapshot.
-    let idle = create_on_demand(&s, port).await;
+    let idle = create_camera(&s, port, true).await;
     wait_status(&s, &idle, "idle", Duration::from_secs(15)).await;
     let (st, kind, body) = snapshot(idle.clone(), viewer.clone()).await;
     assert_eq!(
@@ -2063,14 +2057,7 @@ async fn a_camera_that_hears_a_sound_is_an_active_speaker() {
     assert_eq!(ws.join("cams").await["type"], "joined");
     let port = free_port();
     let _camera = Camera::start(port, &["--audio", "aac"]);
-    let (st, created) = create(
-        &s,
-        &s.admin,
-        json!({"url": format!("rtsp://127.0.0.1:{port}/cam"), "groups": ["cams"]}),
-    )
-    .await;
-    assert_eq!(st, 201, "{created}");
-    let participant = format!("ingest-{}", created["id"].as_str().expect("id"));
+    let participant = format!("ingest-{}", create_camera(&s, port, false).await);
     let ev = ws.expect("active_speakers").await;
     assert_eq!(ev["speakers"][0]["user"], participant.as_str(), "{ev}");
     // GStreamer's test tone: a sine at 0.8 of full scale, RMS 0.57 (-5 dBov).
@@ -2084,7 +2071,7 @@ async fn an_on_demand_camera_stays_disconnected_across_a_restart() {
     s.group("cams", &[("viewer", json!({}))]).await;
     let port = free_port();
     let _camera = Camera::start(port, &["--audio", "aac"]);
-    let id = create_on_demand(&s, port).await;
+    let id = create_camera(&s, port, true).await;
     let participant = format!("ingest-{id}");
     // The first connection describes the camera; the record keeps its tracks.
     let before = wait_status(&s, &id, "idle", Duration::from_secs(15)).await;
