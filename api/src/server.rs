@@ -38,6 +38,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let media = engine::media::Media::start(config.media(), &metrics)?;
     // Publishers whose audio carries no level are measured by decoding it (FFmpeg, in vod).
     engine::track::audio_level::install_meters(vod::level_meter::rtp_meter);
+    engine::track::scaled::install_scalers(vod::scale::scaler_for);
     let listen = config.listen_addr()?;
     let rtc = engine::session::SessionDeps {
         store: store.clone(),

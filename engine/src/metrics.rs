@@ -25,6 +25,9 @@ pub struct EngineMetrics {
     pub legs: IntGauge,
     /// Subscriber video legs paused because their viewer hides the video.
     pub legs_paused: IntGauge,
+    /// Scaled layers running (`track/scaled.rs`): video decoded, scaled down and encoded
+    /// again for viewers capped below every layer of a publisher.
+    pub scaled_layers: IntGauge,
     /// RTP packets and payload bytes received from publishers.
     pub rtp_packets_in: IntCounter,
     pub rtp_bytes_in: IntCounter,
@@ -98,6 +101,10 @@ impl EngineMetrics {
             legs_paused: IntGauge::new(
                 "fanfare_subscriber_legs_paused",
                 "Subscriber video legs paused because their viewer hides the video",
+            )?,
+            scaled_layers: IntGauge::new(
+                "fanfare_scaled_layers",
+                "Scaled layers running: video re-encoded smaller for viewers capped below every layer",
             )?,
             rtp_packets_in: IntCounter::new("fanfare_rtp_packets_in_total", "RTP packets received from publishers")?,
             rtp_bytes_in: IntCounter::new(
@@ -193,6 +200,7 @@ impl EngineMetrics {
         registry.register(Box::new(m.tracks.clone()))?;
         registry.register(Box::new(m.legs.clone()))?;
         registry.register(Box::new(m.legs_paused.clone()))?;
+        registry.register(Box::new(m.scaled_layers.clone()))?;
         registry.register(Box::new(m.rtp_packets_in.clone()))?;
         registry.register(Box::new(m.rtp_bytes_in.clone()))?;
         registry.register(Box::new(m.rtp_packets_out.clone()))?;

@@ -14,6 +14,7 @@ pub mod live;
 pub mod metrics;
 pub mod program;
 pub mod recordings;
+pub mod scale;
 pub mod segment;
 pub mod service;
 pub mod signing;

@@ -4,7 +4,9 @@
 //! It also runs each leg's congestion cap, and the padding probe before a climb; and, for a
 //! publisher that can be told (a realtime-socket publish), which of its simulcast layers anyone
 //! receives, so its client may pause the others (dynacast). A leg whose viewer hides the video
-//! (a 0 x 0 view) is paused, and resumes at a keyframe when it is shown again.
+//! (a 0 x 0 view) is paused, and resumes at a keyframe when it is shown again. When a viewer's
+//! `max_resolution` fits none of the publisher's layers, it starts the track's scaled layer
+//! (`track/scaled.rs`), and stops it once no viewer has needed it for a while.
 //! Packets never pass through it: the reader task hands them to the legs directly
 //! ([`super::Fanout`]), and legs follow the target layer this actor sets.
 
@@ -16,7 +18,9 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 
 use super::congestion::{CongestionCap, EstimateSource, PROBE_FOR};
 use super::fanout::{Downtrack, Fanout, NO_LAYER};
-use super::layers::{ranked, LegCaps, MAX_LAYERS};
+use super::layers::{fits, fitted_size, ranked, LegCaps, MAX_LAYERS, SLOTS};
+use super::scaled::{default_kbps, ScaleSpec, ScaledLayer, SCALED_LAYER};
+use super::MediaKind;
 
 /// How often layer bitrates are measured and choices revisited.
 const TICK: Duration = Duration::from_millis(500);
@@ -26,6 +30,9 @@ const PROBE_SLACK: Duration = Duration::from_secs(1);
 /// How long a layer nobody receives is still asked for before the publisher is told it may
 /// pause it (a viewer moving between layers does not make it flap).
 const PAUSE_AFTER: Duration = Duration::from_secs(3);
+/// How long the scaled layer runs on after no viewer needs it (a cap lifted and lowered again
+/// does not restart it).
+const UNSCALE_AFTER: Duration = Duration::from_secs(5);
 
 /// Told the RIDs of the simulcast layers anyone receives, each time that set changes.
 pub type LayersListener = Box<dyn Fn(Vec<String>) + Send>;
@@ -118,11 +125,17 @@ pub struct Track {
     fanout: Arc<Fanout>,
     legs: HashMap<u64, LegControl>,
     /// Per layer: bytes seen at the last tick.
-    last_bytes: [u64; MAX_LAYERS],
+    last_bytes: [u64; SLOTS],
     /// Per layer: smoothed kbps.
-    kbps: [f64; MAX_LAYERS],
+    kbps: [f64; SLOTS],
     last_tick: Instant,
     dynacast: Option<Dynacast>,
+    /// The scaled layer, while it runs.
+    scaled: Option<ScaledLayer>,
+    /// Since when no viewer needs the running scaled layer.
+    unscaled_since: Option<Instant>,
+    /// A scaled layer that could not be started (no scaler for the codec): not tried again.
+    scale_refused: Option<ScaleSpec>,
 }
 
 impl Track {
@@ -132,14 +145,17 @@ impl Track {
         let addr = Track {
             fanout: fanout.clone(),
             legs: HashMap::new(),
-            last_bytes: [0; MAX_LAYERS],
-            kbps: [0.0; MAX_LAYERS],
+            last_bytes: [0; SLOTS],
+            kbps: [0.0; SLOTS],
             last_tick: Instant::now(),
             dynacast: layers.map(|tell| Dynacast {
                 tell,
                 told: None,
                 unwanted_since: [None; MAX_LAYERS],
             }),
+            scaled: None,
+            unscaled_since: None,
+            scale_refused: None,
         }
         .start();
         fanout.set_control(addr.clone());
@@ -156,7 +172,7 @@ impl Track {
             let rate = (bytes - self.last_bytes[i]) as f64 * 8.0 / 1000.0 / elapsed;
             self.last_bytes[i] = bytes;
             // A layer its publisher paused keeps the rate it had: it is what resuming costs.
-            if paused.is_some_and(|wanted| !wanted[i]) {
+            if paused.is_some_and(|wanted| wanted.get(i) == Some(&false)) {
                 continue;
             }
             // About a 3 s average: keyframes come and go without moving choices.
@@ -183,11 +199,13 @@ impl Track {
     /// after [`PAUSE_AFTER`] without a receiver; one a receiver needs, at once.
     fn report_layers(&mut self) {
         let Some(d) = self.dynacast.as_mut() else { return };
-        if self.fanout.layer_count() < 2 {
+        let (stats, rids) = self.fanout.layer_stats();
+        // The publisher's layers only (the scaled one is the server's).
+        let stats = &stats[..MAX_LAYERS];
+        if stats.iter().filter(|l| l.active).count() < 2 {
             return;
         }
-        let (stats, rids) = self.fanout.layer_stats();
-        let order = ranked(&stats);
+        let order = ranked(stats);
         let mut needed = [false; MAX_LAYERS];
         let legs = self.legs.values().flat_map(|c| [c.leg.target(), c.leg.current()]);
         for layer in legs.chain(self.fanout.tapped_layers()) {
@@ -246,7 +264,8 @@ impl Track {
             return;
         }
         let resuming = c.leg.paused();
-        if self.fanout.layer_count() < 2 && !resuming {
+        // One layer: nothing to choose, unless the leg is still on a scaled layer now gone.
+        if self.fanout.layer_count() < 2 && !resuming && c.leg.target() != SCALED_LAYER {
             return;
         }
         let target = self.fanout.choose(&c.caps);
@@ -267,6 +286,82 @@ impl Track {
     }
 }
 
+impl Track {
+    /// The scaled layer the legs need now, with the publisher's layer to make it from: when
+    /// some unpaused leg's `max_resolution` fits none of the publisher's layers (all of whose
+    /// sizes are known), the smallest layer fitted within the smallest such cap, at a bitrate
+    /// for its size within those legs' bitrate caps.
+    fn scaled_wanted(&self) -> Option<(u8, ScaleSpec)> {
+        if self.fanout.info.kind != MediaKind::Video {
+            return None;
+        }
+        let (stats, _) = self.fanout.layer_stats();
+        let real = &stats[..MAX_LAYERS];
+        let order = ranked(real);
+        let &source = order.first()?;
+        if order.iter().any(|&i| real[i].width == 0) {
+            return None;
+        }
+        let over: Vec<&LegCaps> = self
+            .legs
+            .values()
+            .filter(|c| !c.leg.paused())
+            .map(|c| &c.caps)
+            .filter(|caps| {
+                caps.max_resolution
+                    .is_some_and(|r| !order.iter().any(|&i| fits(r, real[i].width, real[i].height)))
+            })
+            .collect();
+        let cap = over
+            .iter()
+            .filter_map(|caps| caps.max_resolution)
+            .min_by_key(|r| {
+                let (w, h) = r.dimensions();
+                u64::from(w) * u64::from(h)
+            })?;
+        let (width, height) = fitted_size(cap, real[source].width, real[source].height);
+        let kbps = over
+            .iter()
+            .filter_map(|caps| caps.max_kbps)
+            .fold(default_kbps(width, height), u32::min);
+        let mime = self.fanout.info.codec.mime_type.clone();
+        Some((source as u8, ScaleSpec { mime, width, height, kbps }))
+    }
+
+    /// Starts, changes or (after [`UNSCALE_AFTER`] unneeded) stops the scaled layer.
+    fn tend_scaled(&mut self) {
+        let wanted = self.scaled_wanted();
+        let running = self.scaled.as_ref().map(|l| (l.source, &l.spec));
+        match wanted {
+            Some((source, spec)) if running == Some((source, &spec)) => self.unscaled_since = None,
+            Some((source, spec)) => {
+                if self.scale_refused.as_ref() == Some(&spec) {
+                    return;
+                }
+                self.stop_scaled();
+                match ScaledLayer::start(&self.fanout, source, spec.clone()) {
+                    Some(layer) => self.scaled = Some(layer),
+                    None => self.scale_refused = Some(spec),
+                }
+            }
+            None if self.scaled.is_some() => {
+                let since = *self.unscaled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= UNSCALE_AFTER {
+                    self.stop_scaled();
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn stop_scaled(&mut self) {
+        if let Some(layer) = self.scaled.take() {
+            layer.stop(&self.fanout);
+        }
+        self.unscaled_since = None;
+    }
+}
+
 impl Actor for Track {
     type Context = Context<Self>;
 
@@ -274,6 +369,7 @@ impl Actor for Track {
         ctx.set_mailbox_capacity(256);
         ctx.run_interval(TICK, |act, _| {
             act.measure();
+            act.tend_scaled();
             act.choose_all();
             act.end_probes();
             act.report_layers();
@@ -287,6 +383,7 @@ impl Handler<Subscribed> for Track {
     fn handle(&mut self, msg: Subscribed, _ctx: &mut Context<Self>) {
         let id = msg.leg.id;
         self.legs.insert(id, LegControl::new(msg.leg, msg.caps));
+        self.tend_scaled();
         self.choose_for(id);
         // A paused layer this viewer needs is asked for at once.
         self.report_layers();
@@ -314,6 +411,7 @@ impl Handler<SetLegCaps> for Track {
                 ..msg.caps
             };
         }
+        self.tend_scaled();
         self.choose_for(msg.leg);
     }
 }
@@ -467,6 +565,7 @@ impl Handler<TrackEnded> for Track {
         for c in std::mem::take(&mut self.legs).values() {
             self.forget(c);
         }
+        self.stop_scaled();
         ctx.stop();
     }
 }

@@ -25,7 +25,8 @@ use super::audio_level::{meter_for, parse_level, AudioLevels, MeasureLevel};
 use super::congestion::EstimateSource;
 use super::directory::RoomTraffic;
 use super::frame_tap::{FrameTaps, SourceFrame};
-use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS};
+use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS, SLOTS};
+use super::scaled::SCALED_LAYER;
 use super::link_quality::{now_ms, now_us, ntp_middle_now, rtt_ms, Jitter, SeqLoss, UplinkSample};
 use super::{MediaKind, TrackInfo};
 use crate::ids::{GroupId, UserId};
@@ -375,7 +376,10 @@ pub struct Fanout {
     /// Each tap and the layer it follows.
     taps: Mutex<Vec<(u8, mpsc::Sender<rtp::Packet>)>>,
     frame_taps: FrameTaps,
-    layers: [Layer; MAX_LAYERS],
+    /// The publisher's layers, then the server's scaled one (`track/scaled.rs`).
+    layers: [Layer; SLOTS],
+    /// A leg asked the scaled layer for a keyframe (its encoder makes the next picture one).
+    scaled_keyframe: AtomicBool,
     /// Video whose keyframes [`starts_keyframe`] recognises: layer switches wait for one.
     keyframe_aware: bool,
     muted: AtomicBool,
@@ -395,7 +399,7 @@ impl Fanout {
     pub fn new(info: TrackInfo, upstream: Upstream, metrics: EngineMetrics) -> Arc<Fanout> {
         metrics.tracks.inc();
         let aware = info.kind == MediaKind::Video && keyframe_aware(&info.codec.mime_type);
-        let layers = [Layer::new(aware), Layer::new(aware), Layer::new(aware)];
+        let layers = std::array::from_fn(|_| Layer::new(aware));
         layers[0].active.store(true, Ordering::Relaxed);
         if let Upstream::Rtc { ssrc, .. } = &upstream {
             layers[0].ssrc.store(*ssrc, Ordering::Relaxed);
@@ -408,6 +412,7 @@ impl Fanout {
             taps: Mutex::new(Vec::new()),
             frame_taps: FrameTaps::default(),
             layers,
+            scaled_keyframe: AtomicBool::new(false),
             keyframe_aware: aware,
             muted: AtomicBool::new(false),
             levels: AudioLevels::default(),
@@ -452,7 +457,7 @@ impl Fanout {
     }
 
     /// The layers (for the [`Track`] actor).
-    pub(super) fn layer_slots(&self) -> &[Layer; MAX_LAYERS] {
+    pub(super) fn layer_slots(&self) -> &[Layer; SLOTS] {
         &self.layers
     }
 
@@ -575,6 +580,35 @@ impl Fanout {
         self.fan_out(pkts.into_iter().map(|p| (0, p)).collect())
     }
 
+    /// Hands one frame of the scaled layer (`track/scaled.rs`) to the legs on it.
+    pub(super) fn forward_scaled(&self, pkts: Vec<rtp::Packet>) {
+        self.fan_out(pkts.into_iter().map(|p| (SCALED_LAYER, p)).collect())
+    }
+
+    /// The scaled layer exists from now on (its size is known from its first keyframe).
+    pub(super) fn open_scaled(&self) {
+        self.layers[usize::from(SCALED_LAYER)].active.store(true, Ordering::Relaxed);
+        self.tell(LayersChanged);
+    }
+
+    /// The scaled layer is gone: forgotten, so no leg chooses it.
+    pub(super) fn close_scaled(&self) {
+        let layer = &self.layers[usize::from(SCALED_LAYER)];
+        layer.active.store(false, Ordering::Relaxed);
+        layer.width.store(0, Ordering::Relaxed);
+        layer.height.store(0, Ordering::Relaxed);
+        layer.kbps.store(0, Ordering::Relaxed);
+        if let Some(Ok(mut cache)) = layer.keyframe.as_ref().map(|c| c.lock()) {
+            *cache = KeyframeCache::default();
+        }
+        self.tell(LayersChanged);
+    }
+
+    /// Whether a leg asked the scaled layer for a keyframe since the last look.
+    pub(super) fn take_scaled_keyframe_request(&self) -> bool {
+        self.scaled_keyframe.swap(false, Ordering::Relaxed)
+    }
+
     /// Hands a burst of packets (each with its layer) to the taps, then to the legs leg by leg:
     /// each live leg gets every packet of the burst on its layer (or switching to it at a
     /// keyframe) before the next leg gets any, so a leg's datagrams are queued back to back and
@@ -626,10 +660,13 @@ impl Fanout {
     fn admit(&self, idx: u8, pkt: rtp::Packet) -> Option<Outgoing> {
         let c = &self.counters;
         let len = pkt.payload.len() as u64;
-        c.packets_in.fetch_add(1, Ordering::Relaxed);
-        c.bytes_in.fetch_add(len, Ordering::Relaxed);
-        self.metrics.rtp_packets_in.inc();
-        self.metrics.rtp_bytes_in.inc_by(len);
+        // The scaled layer is the server's own: not what the publisher sent.
+        if idx != SCALED_LAYER {
+            c.packets_in.fetch_add(1, Ordering::Relaxed);
+            c.bytes_in.fetch_add(len, Ordering::Relaxed);
+            self.metrics.rtp_packets_in.inc();
+            self.metrics.rtp_bytes_in.inc_by(len);
+        }
         let layer = self.layers.get(usize::from(idx))?;
         layer.bytes.fetch_add(len, Ordering::Relaxed);
         if self.muted() {
@@ -729,19 +766,27 @@ impl Fanout {
 
     /// [`Self::request_keyframe_of`] from any thread.
     pub fn request_keyframe_of_soon(self: &Arc<Self>, idx: u8) {
+        if idx == SCALED_LAYER {
+            self.scaled_keyframe.store(true, Ordering::Relaxed);
+            return;
+        }
         if let (Upstream::Rtc { .. }, Some(rt)) = (&self.upstream, crate::media::runtime_handle()) {
             let fanout = self.clone();
             rt.spawn(async move { fanout.request_keyframe_of(idx).await });
         }
     }
 
-    /// The highest layer (what taps record).
+    /// The publisher's highest layer (what taps record).
     fn top_layer(&self) -> u8 {
         let (stats, _) = self.layer_stats();
-        ranked(&stats).last().map_or(0, |&i| i as u8)
+        ranked(&stats[..MAX_LAYERS]).last().map_or(0, |&i| i as u8)
     }
 
     async fn send_pli(&self, idx: u8) {
+        if idx == SCALED_LAYER {
+            self.scaled_keyframe.store(true, Ordering::Relaxed);
+            return;
+        }
         let Upstream::Rtc { remote, .. } = &self.upstream else {
             return;
         };
@@ -784,7 +829,10 @@ impl Fanout {
             }
             tokio::time::sleep(CACHE_FILL_POLL).await;
         }
-        if !cached.is_empty() {
+        // A leg whose target moved off its first layer before it started (to a scaled layer
+        // just made for it) waits for the target's keyframe, as one with a cached picture does.
+        let target_moved = leg.current.load(Ordering::Relaxed) != leg.target.load(Ordering::Relaxed);
+        if !cached.is_empty() || target_moved {
             leg.current.store(NO_LAYER, Ordering::Relaxed);
         }
         for pkt in &cached {
@@ -804,8 +852,12 @@ impl Fanout {
     /// keyframe instead (a local source sends its next one). Packets a full tap cannot take are
     /// dropped and counted; the tap ends when the track does.
     pub fn tap(self: &Arc<Self>, capacity: usize) -> mpsc::Receiver<rtp::Packet> {
+        self.tap_layer(self.top_layer(), capacity)
+    }
+
+    /// A [`Self::tap`] of layer `layer`.
+    pub(super) fn tap_layer(self: &Arc<Self>, layer: u8, capacity: usize) -> mpsc::Receiver<rtp::Packet> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let layer = self.top_layer();
         if let Ok(mut taps) = self.taps.lock() {
             taps.push((layer, tx));
         }
@@ -855,18 +907,17 @@ impl Fanout {
 
     /// A layer appeared (the publisher's first packet of a RID stream): maps `ssrc` to it.
     fn open_layer(&self, ssrc: u32, rid: Option<&str>) {
-        let known = self
-            .layers
+        let real = &self.layers[..MAX_LAYERS];
+        let known = real
             .iter()
             .position(|l| l.active.load(Ordering::Relaxed) && l.ssrc.load(Ordering::Relaxed) == ssrc);
         let slot = match (known, rid) {
             (Some(i), _) => Some(i),
             (None, None) => None,
-            (None, Some(rid)) => self
-                .layers
+            (None, Some(rid)) => real
                 .iter()
                 .position(|l| l.rid.get().map(String::as_str) == Some(rid))
-                .or_else(|| self.layers.iter().position(|l| !l.active.load(Ordering::Relaxed))),
+                .or_else(|| real.iter().position(|l| !l.active.load(Ordering::Relaxed))),
         };
         let Some(i) = slot else {
             tracing::debug!(track = %self.info.id, ssrc, ?rid, "stream not forwarded (no layer for it)");
@@ -884,7 +935,7 @@ impl Fanout {
 
     /// The layer of a packet's SSRC.
     fn layer_of(&self, ssrc: u32) -> Option<u8> {
-        self.layers
+        self.layers[..MAX_LAYERS]
             .iter()
             .position(|l| l.ssrc.load(Ordering::Relaxed) == ssrc && l.active.load(Ordering::Relaxed))
             .map(|i| i as u8)

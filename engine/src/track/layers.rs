@@ -8,6 +8,10 @@ use crate::model::Resolution;
 
 /// Most simulcast layers a track carries (RID streams beyond this are not forwarded).
 pub const MAX_LAYERS: usize = 3;
+/// The slot of the server's own smaller layer, after the publisher's (`track/scaled.rs`).
+pub const SCALED: usize = MAX_LAYERS;
+/// Layer slots of a track: the publisher's, then the scaled one.
+pub const SLOTS: usize = MAX_LAYERS + 1;
 
 /// What is known of one layer when choosing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,6 +75,29 @@ pub struct LayerView {
     pub width: u32,
     pub height: u32,
     pub kbps: u32,
+}
+
+/// The largest picture with the aspect of `w`x`h` that [`fits`] within `res`, never larger
+/// than the source; both sides even (what encoders take).
+pub fn fitted_size(res: Resolution, w: u32, h: u32) -> (u32, u32) {
+    let (mw, mh) = res.dimensions();
+    let (w64, h64) = (u64::from(w.max(1)), u64::from(h.max(1)));
+    // The scale (as a fraction num/den) that fits the picture in the box, either way round.
+    let scale = |bw: u32, bh: u32| -> (u64, u64) {
+        let (bw, bh) = (u64::from(bw), u64::from(bh));
+        if bw * h64 <= bh * w64 {
+            (bw, w64)
+        } else {
+            (bh, h64)
+        }
+    };
+    let best = [scale(mw, mh), scale(mh, mw)]
+        .into_iter()
+        .max_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)))
+        .unwrap_or((1, 1));
+    let (num, den) = if best.0 >= best.1 { (1, 1) } else { best };
+    let even = |v: u64| ((v * num / den) as u32 & !1).max(2);
+    (even(w64), even(h64))
 }
 
 /// Whether a `w`x`h` picture fits within `res` (either orientation).
@@ -316,6 +343,22 @@ pub fn h264_sps_dimensions(nal: &[u8]) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_picture_is_fitted_within_a_cap_keeping_its_aspect() {
+        assert_eq!(fitted_size(Resolution::Vga, 1280, 720), (640, 360));
+        assert_eq!(fitted_size(Resolution::Hd, 1920, 1080), (1280, 720));
+        // Portrait: the cap applies either way round.
+        assert_eq!(fitted_size(Resolution::Vga, 720, 1280), (360, 640));
+        // Already within: unchanged.
+        assert_eq!(fitted_size(Resolution::Vga, 640, 360), (640, 360));
+        // Odd sides are made even.
+        assert_eq!(fitted_size(Resolution::Vga, 1281, 721), (640, 360));
+        for (w, h) in [(1920, 1080), (1080, 1920), (4000, 300), (300, 4000)] {
+            let (fw, fh) = fitted_size(Resolution::Vga, w, h);
+            assert!(fits(Resolution::Vga, fw, fh), "{w}x{h} -> {fw}x{fh}");
+        }
+    }
 
     fn stat(w: u32, h: u32, kbps: u32) -> LayerStat {
         LayerStat {

@@ -12,6 +12,7 @@ mod fanout;
 mod frame_tap;
 pub mod layers;
 pub mod link_quality;
+pub mod scaled;
 
 pub use actor::{LayersListener, Track};
 pub use directory::{RoomTraffic, TrackCollector, TrackDirectory};

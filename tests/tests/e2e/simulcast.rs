@@ -628,3 +628,93 @@ async fn with_bandwidth_estimation_off_a_queueing_link_moves_no_one() {
     queued.stop().await.expect("stop play");
     publisher.stop().await.expect("stop publish");
 }
+
+/// A single-layer 720p publish watched by a member capped at VGA: the server decodes the
+/// layer, scales it to 640x360 and encodes it again for that viewer alone (a scaled layer),
+/// while an uncapped viewer gets the publisher's 720p as sent. Lifting the cap moves the
+/// viewer to 720p at a keyframe, and the scaled layer stops once nobody needs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_capped_below_a_single_layer_publish_gets_a_scaled_layer() {
+    let s = Server::start().await;
+    group(&s, "talk", json!({}), &["pub", "free", "capped"]).await;
+    let (st, body) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/talk/members/capped",
+            Some(&s.admin),
+            Some(json!({"media": {"max_resolution": "vga"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (pub_t, free_t, capped_t) = (s.token("pub").await, s.token("free").await, s.token("capped").await);
+
+    let hd = ClientOptions {
+        audio: false,
+        fixture: fanfare_tests::h264::simulcast_fixtures()[2].1.clone(),
+        ..Default::default()
+    };
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=talk", &pub_t, hd)
+        .await
+        .expect("720p publish");
+    assert!(publisher.wait_connected(WAIT).await, "publisher connects");
+    assert!(publisher.wait_until(WAIT, |p| p.frames_sent >= 45).await);
+    assert_eq!(s.metric("fanfare_scaled_layers").await, 0.0, "nobody needs one yet");
+
+    let opts = ClientOptions {
+        audio: false,
+        ..Default::default()
+    };
+    let free = WhepSubscriber::connect_opts(&s.base, "/v1/groups/talk/whep", &free_t, opts.clone())
+        .await
+        .expect("uncapped play");
+    let capped = WhepSubscriber::connect_opts(&s.base, "/v1/groups/talk/whep", &capped_t, opts)
+        .await
+        .expect("capped play");
+    assert!(
+        settles_at(&capped, (640, 360), 60).await,
+        "the vga cap gets the scaled 360p: {:?}",
+        capped.counts()
+    );
+    let c = capped.counts();
+    assert_eq!(c.resolutions, [(640, 360)], "never above the cap: {c:?}");
+    assert!(c.first_keyframe.is_some_and(|t| t < Duration::from_secs(3)), "{c:?}");
+    assert!(c.max_frame_gap < Duration::from_millis(500), "{c:?}");
+    assert!(settles_at(&free, (1280, 720), 60).await, "{:?}", free.counts());
+    assert_eq!(free.counts().resolutions, [(1280, 720)], "the publish as sent");
+    assert_eq!(s.metric("fanfare_scaled_layers").await, 1.0);
+    // The publisher's own figures do not count the server's layer.
+    let call = s.call(Method::GET, "/v1/groups/talk/call", Some(&pub_t), None).await.1;
+    let track = &call["participants"][0]["tracks"][0];
+    assert_eq!(track["layers"], json!([]), "no layer of its own is listed: {track}");
+
+    // The cap is lifted to hd: the viewer moves to the publisher's 720p at a keyframe, with
+    // no gap, and the scaled layer stops a few seconds later.
+    let (st, body) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/talk/members/capped",
+            Some(&s.admin),
+            Some(json!({"media": {"max_resolution": "hd"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(settles_at(&capped, (1280, 720), 30).await, "{:?}", capped.counts());
+    let c = capped.counts();
+    assert_eq!(c.resolutions, [(640, 360), (1280, 720)], "{c:?}");
+    assert!(c.max_frame_gap < Duration::from_secs(1), "{c:?}");
+    let mut stopped = false;
+    for _ in 0..100 {
+        if s.metric("fanfare_scaled_layers").await == 0.0 {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stopped, "the scaled layer stops once unneeded");
+    assert!(settles_at(&capped, (1280, 720), 30).await, "{:?}", capped.counts());
+
+    for v in [&free, &capped] {
+        v.stop().await.expect("stop play");
+    }
+    publisher.stop().await.expect("stop publish");
+}

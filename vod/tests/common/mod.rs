@@ -32,9 +32,19 @@ impl Au {
     }
 }
 
+/// The 720p30 Annex-B fixture of the simulcast tests.
+pub fn fixture_720p() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/media/720p30-h264.h264")
+}
+
 /// Splits the fixture into access units (same rules as tests/src/h264.rs).
 pub fn access_units() -> Vec<Au> {
-    let data = Bytes::from(std::fs::read(fixture()).expect("fixture"));
+    access_units_of(&fixture())
+}
+
+/// Splits an Annex-B file into access units.
+pub fn access_units_of(path: &Path) -> Vec<Au> {
+    let data = Bytes::from(std::fs::read(path).expect("fixture"));
     let mut starts = Vec::new();
     let mut i = 0;
     while i + 3 <= data.len() {
