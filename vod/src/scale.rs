@@ -115,7 +115,11 @@ impl Downscaler {
         }
         self.last_pts = Some(pts);
         let (fmt, w, h) = (picture.format(), picture.width(), picture.height());
-        if self.scaler.as_ref().is_none_or(|(_, sf, sw, sh)| (*sf, *sw, *sh) != (fmt, w, h)) {
+        if self
+            .scaler
+            .as_ref()
+            .is_none_or(|(_, sf, sw, sh)| (*sf, *sw, *sh) != (fmt, w, h))
+        {
             let ctx = scaling::Context::get(
                 fmt,
                 w,

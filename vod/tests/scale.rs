@@ -6,9 +6,9 @@ mod common;
 use engine::track::layers::keyframe_dimensions;
 use engine::track::scaled::{ScaleSpec, ScaleVideo};
 use engine::track::starts_keyframe;
-use rtc::rtp;
 use fanfare_vod::depack::Depacketizer;
 use fanfare_vod::scale::Downscaler;
+use rtc::rtp;
 
 fn spec(mime: &str) -> ScaleSpec {
     ScaleSpec {
@@ -35,7 +35,12 @@ fn a_720p_layer_is_scaled_to_360p_frame_for_frame() {
             out.push(made);
         }
     }
-    assert!(out.len() + 2 >= frames.len(), "{} frames out of {}", out.len(), frames.len());
+    assert!(
+        out.len() + 2 >= frames.len(),
+        "{} frames out of {}",
+        out.len(),
+        frames.len()
+    );
     // Each output frame is whole: one marker, at its end; sequence numbers run on.
     let all: Vec<&rtp::Packet> = out.iter().flatten().collect();
     for w in all.windows(2) {

@@ -141,7 +141,11 @@ pub struct Track {
 impl Track {
     /// Starts the actor for `fanout` and hands it the track's control. With `layers`, a
     /// simulcast track's publisher is told which layers anyone receives (dynacast).
+    /// A track that has one already keeps it.
     pub fn launch(fanout: Arc<Fanout>, layers: Option<LayersListener>) -> actix::Addr<Track> {
+        if let Some(addr) = fanout.control() {
+            return addr;
+        }
         let addr = Track {
             fanout: fanout.clone(),
             legs: HashMap::new(),
@@ -312,20 +316,25 @@ impl Track {
                     .is_some_and(|r| !order.iter().any(|&i| fits(r, real[i].width, real[i].height)))
             })
             .collect();
-        let cap = over
-            .iter()
-            .filter_map(|caps| caps.max_resolution)
-            .min_by_key(|r| {
-                let (w, h) = r.dimensions();
-                u64::from(w) * u64::from(h)
-            })?;
+        let cap = over.iter().filter_map(|caps| caps.max_resolution).min_by_key(|r| {
+            let (w, h) = r.dimensions();
+            u64::from(w) * u64::from(h)
+        })?;
         let (width, height) = fitted_size(cap, real[source].width, real[source].height);
         let kbps = over
             .iter()
             .filter_map(|caps| caps.max_kbps)
             .fold(default_kbps(width, height), u32::min);
         let mime = self.fanout.info.codec.mime_type.clone();
-        Some((source as u8, ScaleSpec { mime, width, height, kbps }))
+        Some((
+            source as u8,
+            ScaleSpec {
+                mime,
+                width,
+                height,
+                kbps,
+            },
+        ))
     }
 
     /// Starts, changes or (after [`UNSCALE_AFTER`] unneeded) stops the scaled layer.

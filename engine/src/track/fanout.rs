@@ -26,8 +26,8 @@ use super::congestion::EstimateSource;
 use super::directory::RoomTraffic;
 use super::frame_tap::{FrameTaps, SourceFrame};
 use super::layers::{choose_layer, keyframe_dimensions, ranked, LayerStat, LayerView, LegCaps, MAX_LAYERS, SLOTS};
-use super::scaled::SCALED_LAYER;
 use super::link_quality::{now_ms, now_us, ntp_middle_now, rtt_ms, Jitter, SeqLoss, UplinkSample};
+use super::scaled::SCALED_LAYER;
 use super::{MediaKind, TrackInfo};
 use crate::ids::{GroupId, UserId};
 use crate::media::{PeerState, SendSideEstimate, ViewerTrack, Written};
@@ -389,7 +389,7 @@ pub struct Fanout {
     /// quiet is not a lost link.
     source_idle: AtomicBool,
     upstream: Upstream,
-    /// The track's control actor (WebRTC publishes; absent for local sources).
+    /// The track's control actor (WebRTC publishes, a camera's video).
     control: OnceLock<Addr<Track>>,
     pub(super) metrics: EngineMetrics,
 }
@@ -428,6 +428,11 @@ impl Fanout {
     /// Hands control to `track` (the actor that chooses layers); once.
     pub fn set_control(&self, track: Addr<Track>) {
         let _ = self.control.set(track);
+    }
+
+    /// The track's control actor, once it has one.
+    pub(super) fn control(&self) -> Option<Addr<Track>> {
+        self.control.get().cloned()
     }
 
     fn tell<M>(&self, msg: M)
@@ -587,7 +592,9 @@ impl Fanout {
 
     /// The scaled layer exists from now on (its size is known from its first keyframe).
     pub(super) fn open_scaled(&self) {
-        self.layers[usize::from(SCALED_LAYER)].active.store(true, Ordering::Relaxed);
+        self.layers[usize::from(SCALED_LAYER)]
+            .active
+            .store(true, Ordering::Relaxed);
         self.tell(LayersChanged);
     }
 

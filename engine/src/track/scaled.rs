@@ -77,24 +77,22 @@ impl ScaledLayer {
         let mut tap = fanout.tap_layer(source, TAP_CAPACITY);
         fanout.open_scaled();
         let (fanout2, stopped) = (fanout.clone(), stop.clone());
-        let spawned = std::thread::Builder::new()
-            .name("scaled-layer".into())
-            .spawn(move || {
-                // Legs are written from this thread, within the media runtime's context.
-                let _entered = runtime.enter();
-                let fanout = fanout2;
-                while !stopped.load(Ordering::Relaxed) {
-                    let pkt = match runtime.block_on(tokio::time::timeout(STOP_POLL, tap.recv())) {
-                        Ok(Some(pkt)) => pkt,
-                        Ok(None) => break,
-                        Err(_) => continue,
-                    };
-                    let out = scaler.push(&pkt, fanout.take_scaled_keyframe_request());
-                    if !out.is_empty() && !stopped.load(Ordering::Relaxed) {
-                        fanout.forward_scaled(out);
-                    }
+        let spawned = std::thread::Builder::new().name("scaled-layer".into()).spawn(move || {
+            // Legs are written from this thread, within the media runtime's context.
+            let _entered = runtime.enter();
+            let fanout = fanout2;
+            while !stopped.load(Ordering::Relaxed) {
+                let pkt = match runtime.block_on(tokio::time::timeout(STOP_POLL, tap.recv())) {
+                    Ok(Some(pkt)) => pkt,
+                    Ok(None) => break,
+                    Err(_) => continue,
+                };
+                let out = scaler.push(&pkt, fanout.take_scaled_keyframe_request());
+                if !out.is_empty() && !stopped.load(Ordering::Relaxed) {
+                    fanout.forward_scaled(out);
                 }
-            });
+            }
+        });
         if let Err(e) = spawned {
             tracing::warn!(track = %fanout.info.id, "scaled layer not started: {e}");
             fanout.close_scaled();

@@ -22,7 +22,7 @@ use engine::perms::Principal;
 use engine::registry::{hold_rooms, LeaveRoom, Registry};
 use engine::room::messages::{PublishTrack, RenamePublisher, Revoked, StopSession, UnpublishSession};
 use engine::room::Room;
-use engine::track::Fanout;
+use engine::track::{Fanout, MediaKind, Track};
 use tokio::sync::watch;
 
 use crate::config::IngestConfig;
@@ -317,6 +317,11 @@ impl Handler<TracksReady> for IngestSession {
         if !plans.is_empty() && plans != self.record.tracks {
             self.record.tracks = plans.clone();
             (self.parts.tracks_learned)(&self.record.id, plans);
+        }
+        // Video gets the control actor WebRTC publishes have: it chooses each viewer's layer,
+        // so one capped below the camera's picture gets a scaled layer.
+        for t in tracks.iter().filter(|t| t.info.kind == MediaKind::Video) {
+            Track::launch(t.clone(), None);
         }
         let replaced = std::mem::replace(&mut self.tracks, tracks);
         if !replaced.is_empty() {

@@ -2138,3 +2138,49 @@ async fn an_on_demand_camera_stays_disconnected_across_a_restart() {
         .await;
     assert_eq!(st, 200);
 }
+
+/// A 720p camera watched by a member capped at VGA: the server scales the camera's picture
+/// down for that viewer (a scaled layer, from the camera's next keyframe), while an uncapped
+/// viewer gets the camera's 720p as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viewer_capped_below_a_cameras_picture_gets_it_scaled_down() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("cams", &[("free", json!({})), ("capped", json!({}))]).await;
+    let (st, body) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/cams/members/capped",
+            Some(&s.admin),
+            Some(json!({"media": {"max_resolution": "vga"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (free_t, capped_t) = (s.token("free").await, s.token("capped").await);
+    let port = free_port();
+    let _camera = Camera::start(port, &["--width", "1280", "--height", "720"]);
+    let id = create_camera(&s, port, false).await;
+    wait_status(&s, &id, "live", Duration::from_secs(15)).await;
+    let participant = format!("ingest-{id}");
+
+    let free = play(&s, "cams", &participant, &free_t).await.expect("uncapped play");
+    let capped = play(&s, "cams", &participant, &capped_t).await.expect("capped play");
+    let wait = Duration::from_secs(20);
+    assert!(
+        capped
+            .wait_until(wait, |c| c.resolution == Some((640, 360)) && c.frames >= 30)
+            .await,
+        "the vga cap gets the camera scaled to 360p: {:?}",
+        capped.counts()
+    );
+    assert_eq!(capped.counts().resolutions, [(640, 360)], "never above the cap");
+    assert!(
+        free.wait_until(wait, |c| c.resolution == Some((1280, 720)) && c.frames >= 30)
+            .await,
+        "{:?}",
+        free.counts()
+    );
+    assert_eq!(free.counts().resolutions, [(1280, 720)], "the camera as sent");
+    assert_eq!(s.metric("fanfare_scaled_layers").await, 1.0);
+    free.stop().await.expect("stop");
+    capped.stop().await.expect("stop");
+}
