@@ -1,5 +1,6 @@
 //! The scaled layer's codec work: the 720p fixture's RTP, scaled to fit VGA, comes out as H.264
-//! RTP of 640x360 pictures, a frame out for each frame in, and a keyframe when one is asked for.
+//! RTP of 640x360 pictures, a frame out for each frame in, and a keyframe when one is asked for;
+//! 720p VP8 (libvpx, by the ffmpeg CLI) comes out as 640x360 VP8.
 
 mod common;
 
@@ -74,4 +75,71 @@ fn a_720p_layer_is_scaled_to_360p_frame_for_frame() {
 fn a_codec_it_cannot_scale_is_refused() {
     assert!(Downscaler::new(&spec("video/H265")).is_err());
     assert!(fanfare_vod::scale::scaler_for(&spec("video/AV1")).is_none());
+}
+
+/// The frames of an IVF file (32-byte file header, then a 12-byte header before each frame).
+fn ivf_frames(data: &[u8]) -> Vec<bytes::Bytes> {
+    let mut frames = Vec::new();
+    let mut at = 32;
+    while let Some(head) = data.get(at..at + 12) {
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let Some(frame) = data.get(at + 12..at + 12 + len) else {
+            break;
+        };
+        frames.push(bytes::Bytes::copy_from_slice(frame));
+        at += 12 + len;
+    }
+    frames
+}
+
+#[test]
+fn a_vp8_layer_is_scaled_in_vp8() {
+    use rtc::rtp::codec::vp8::Vp8Payloader;
+    use rtc::rtp::packetizer::Payloader;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ivf = dir.path().join("720p.ivf");
+    common::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=30:duration=2",
+        "-c:v",
+        "libvpx",
+        "-b:v",
+        "1M",
+        "-g",
+        "30",
+        ivf.to_str().expect("path"),
+    ]);
+    let frames = ivf_frames(&std::fs::read(&ivf).expect("ivf"));
+    assert_eq!(frames.len(), 60);
+    let mut pay = Vp8Payloader::default();
+    let mut scaler = Downscaler::new(&spec("video/VP8")).expect("scaler");
+    let (mut seq, mut out) = (0u16, Vec::new());
+    for (i, frame) in frames.iter().enumerate() {
+        let payloads = pay.payload(1200, frame).expect("payload");
+        let n = payloads.len();
+        for (k, payload) in payloads.into_iter().enumerate() {
+            let pkt = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    marker: k + 1 == n,
+                    payload_type: 96,
+                    sequence_number: seq,
+                    timestamp: i as u32 * 3000,
+                    ssrc: 7,
+                    ..Default::default()
+                },
+                payload,
+            };
+            seq = seq.wrapping_add(1);
+            out.extend(scaler.push(&pkt, false));
+        }
+    }
+    let first = out.first().expect("scaled packets");
+    assert!(starts_keyframe("video/VP8", &first.payload));
+    assert_eq!(keyframe_dimensions("video/VP8", &first.payload), Some((640, 360)));
+    let made = out.iter().filter(|p| p.header.marker).count();
+    assert!(made + 2 >= frames.len(), "{made} of {}", frames.len());
 }
