@@ -1,6 +1,6 @@
 //! The engine's Prometheus instruments, registered once into the server's registry.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Counters and gauges the actors update.
 #[derive(Clone)]
@@ -38,6 +38,9 @@ pub struct EngineMetrics {
     pub rtp_dropped: IntCounter,
     /// Keyframe requests (PLI) sent to publishers.
     pub keyframe_requests: IntCounter,
+    /// Round trips measured, by `direction`: `up` (a publisher's connection, from the server's
+    /// ICE consent checks), `down` (a viewer's, from its receiver reports).
+    pub link_rtt: HistogramVec,
     /// NACKs received from subscribers (answered from the sender's history).
     pub nacks: IntCounter,
     /// TWCC feedback packets received from viewers' clients.
@@ -117,6 +120,14 @@ impl EngineMetrics {
             keyframe_requests: IntCounter::new(
                 "fanfare_keyframe_requests_total",
                 "Keyframe requests sent to publishers",
+            )?,
+            link_rtt: HistogramVec::new(
+                HistogramOpts::new(
+                    "fanfare_link_rtt_seconds",
+                    "Round trips measured on publishers' (up) and viewers' (down) connections",
+                )
+                .buckets(vec![0.005, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.5, 3.0]),
+                &["direction"],
             )?,
             nacks: IntCounter::new("fanfare_nacks_received_total", "NACKs received from subscribers")?,
             twcc_feedback: IntCounter::new(
@@ -207,6 +218,7 @@ impl EngineMetrics {
         registry.register(Box::new(m.rtp_bytes_out.clone()))?;
         registry.register(Box::new(m.rtp_dropped.clone()))?;
         registry.register(Box::new(m.keyframe_requests.clone()))?;
+        registry.register(Box::new(m.link_rtt.clone()))?;
         registry.register(Box::new(m.nacks.clone()))?;
         registry.register(Box::new(m.twcc_feedback.clone()))?;
         registry.register(Box::new(m.retransmissions.clone()))?;

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 pub use estimate::SendSideEstimate;
-pub use peer::{check_offer, reanswer, sending_track_ids, OfferInfo, Peer, PeerState, MAX_SDP_BYTES};
+pub use peer::{check_offer, measure_rtt, reanswer, sending_track_ids, OfferInfo, Peer, PeerState, MAX_SDP_BYTES};
 pub use sdp::{advertise_public_ip, cap_video_bitrate, extension_id, offers_codec, rewrite_candidates};
 pub use viewer_peer::{Feedback, ViewerPeer, ViewerTrack, Written};
 

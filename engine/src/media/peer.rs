@@ -4,8 +4,9 @@
 //! all candidates). Also the media engine, interceptors and settings every connection of ours is
 //! built with, a viewer's too ([`super::viewer_peer`]).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{NackGeneratorBuilder, SenderReportBuilder, Slot};
@@ -17,7 +18,8 @@ use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngine, SettingEngineBuilder,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReport, Registry, SettingEngine,
+    SettingEngineBuilder, StatsSelector,
 };
 
 use super::nack_history::NackHistory;
@@ -32,6 +34,9 @@ pub type PeerState = RTCPeerConnectionState;
 
 /// Largest SDP accepted, in bytes.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+/// How often a publisher's round trip is read ([`measure_rtt`]).
+const RTT_EVERY: Duration = Duration::from_secs(2);
 
 /// How long ICE gathering may take before the answer is sent anyway.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -470,5 +475,49 @@ mod tests {
         assert!(check_offer(&OFFER.replace("a=ice-pwd", "a=ice-pass")).is_err());
         assert!(check_offer(&OFFER.replace("a=fingerprint", "a=fingerprints")).is_err());
         assert!(check_offer(&"a".repeat(70_000)).is_err());
+    }
+}
+
+/// The round trip (seconds) of the connection's selected ICE candidate pair: the latest of the
+/// server's own STUN checks on it (ICE consent, every few seconds) and its answer. `None`
+/// before one was answered (and always with ICE-lite, which sends no checks).
+fn selected_pair_rtt(report: &RTCStatsReport) -> Option<f64> {
+    let selected = report
+        .transport()
+        .map(|t| t.selected_candidate_pair_id.as_str())
+        .filter(|id| !id.is_empty());
+    let mut pairs = report.candidate_pairs();
+    let pair = match selected {
+        Some(id) => pairs.find(|p| p.stats.id == id),
+        None => pairs.filter(|p| p.nominated).max_by_key(|p| p.responses_received),
+    };
+    pair.filter(|p| p.responses_received > 0 && p.current_round_trip_time > 0.0)
+        .map(|p| p.current_round_trip_time)
+}
+
+/// Keeps `rtt_ms` at the round trip of a publisher's connection (its tracks' uplink: the
+/// client measures its own, the server these), read every [`RTT_EVERY`] until the connection
+/// closes. Runs on the media runtime.
+pub async fn measure_rtt(
+    pc: Arc<dyn PeerConnection>,
+    mut state: watch::Receiver<PeerState>,
+    rtt_ms: Arc<AtomicU32>,
+    metrics: EngineMetrics,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RTT_EVERY) => {}
+            changed = state.changed() => if changed.is_err() { return },
+        }
+        match *state.borrow() {
+            PeerState::Closed | PeerState::Failed => return,
+            PeerState::Connected => {}
+            _ => continue,
+        }
+        let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+        if let Some(rtt) = selected_pair_rtt(&report) {
+            rtt_ms.store((rtt * 1000.0).round().max(1.0) as u32, Ordering::Relaxed);
+            metrics.link_rtt.with_label_values(&["up"]).observe(rtt);
+        }
     }
 }

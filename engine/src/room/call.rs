@@ -575,6 +575,7 @@ impl Room {
                 }
                 if !silent {
                     worst(user, Quality::of_jitter(p.track.uplink_jitter_ms()));
+                    worst(user, Quality::of_rtt(p.track.uplink_rtt_ms()));
                 }
             }
             p.track.for_each_leg(|leg| {

@@ -6,6 +6,7 @@
 //! receives (dynacast, `LayersWanted`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use actix::{
@@ -21,7 +22,7 @@ use super::{
 };
 use crate::error::EngineError;
 use crate::ids::GroupId;
-use crate::media::{cap_video_bitrate, Media, Peer};
+use crate::media::{cap_video_bitrate, measure_rtt, Media, Peer};
 use crate::metrics::EngineMetrics;
 use crate::perms::Principal;
 use crate::registry::{hold_rooms, LeaveRoom, Registry, RoomFor};
@@ -55,6 +56,8 @@ pub struct Publisher {
     /// none), from the latest answer.
     level_ext: u8,
     pc: Option<Arc<dyn PeerConnection>>,
+    /// The connection's round trip (ms; 0: not measured yet), shared with its tracks.
+    uplink_rtt: Arc<AtomicU32>,
     media: Media,
     registry: Addr<Registry>,
     sessions: Sessions,
@@ -98,6 +101,7 @@ impl Publisher {
             expected_tracks: 0,
             level_ext: 0,
             pc: None,
+            uplink_rtt: Arc::new(AtomicU32::new(0)),
             media,
             registry,
             sessions: sessions.clone(),
@@ -234,6 +238,7 @@ impl Handler<Negotiate> for Publisher {
         let (media, addr, principal) = (self.media.clone(), ctx.address(), self.principal.clone());
         let metrics = self.metrics.clone();
         let runner = self.media.clone();
+        let rtt = self.uplink_rtt.clone();
         let fut = async move {
             runner
                 .run(async move {
@@ -246,9 +251,10 @@ impl Handler<Negotiate> for Publisher {
                         }
                     };
                     if let Some(tracks) = peer.take_tracks() {
-                        tokio::spawn(intake(tracks, addr.clone(), principal, metrics));
+                        tokio::spawn(intake(tracks, addr.clone(), principal, metrics.clone()));
                     }
                     tokio::spawn(super::stop_when_dropped(peer.state.clone(), addr.recipient()));
+                    tokio::spawn(measure_rtt(peer.pc.clone(), peer.state.clone(), rtt, metrics));
                     let answer = match msg.max_video_kbps {
                         Some(kbps) => cap_video_bitrate(&answer, kbps),
                         None => answer,
@@ -305,6 +311,7 @@ impl Handler<TrackArrived> for Publisher {
                 tell
             });
         Track::launch(track.clone(), layers);
+        track.share_uplink_rtt(self.uplink_rtt.clone());
         self.tracks.push(track.clone());
         let rooms: Vec<(GroupId, Addr<Room>)> = self
             .rooms

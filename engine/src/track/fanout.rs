@@ -388,6 +388,8 @@ pub struct Fanout {
     /// A local source that sends nothing on purpose (an on-demand camera nobody reads): its
     /// quiet is not a lost link.
     source_idle: AtomicBool,
+    /// The publisher's connection's round trip (ms; 0: unknown), kept by its session.
+    uplink_rtt: OnceLock<Arc<AtomicU32>>,
     upstream: Upstream,
     /// The track's control actor (WebRTC publishes, a camera's video).
     control: OnceLock<Addr<Track>>,
@@ -417,6 +419,7 @@ impl Fanout {
             muted: AtomicBool::new(false),
             levels: AudioLevels::default(),
             source_idle: AtomicBool::new(false),
+            uplink_rtt: OnceLock::new(),
             upstream,
             control: OnceLock::new(),
             metrics: metrics.clone(),
@@ -518,6 +521,19 @@ impl Fanout {
             .filter(|l| l.active.load(Ordering::Relaxed))
             .map(|l| l.jitter.ms(clock))
             .fold(0.0, f64::max)
+    }
+
+    /// Reads the publisher's round trip from `rtt_ms` (ms, 0 while unknown), which its session
+    /// keeps; once.
+    pub fn share_uplink_rtt(&self, rtt_ms: Arc<AtomicU32>) {
+        let _ = self.uplink_rtt.set(rtt_ms);
+    }
+
+    /// The round trip (ms) of the publisher's connection (0: not known).
+    pub fn uplink_rtt_ms(&self) -> f64 {
+        self.uplink_rtt
+            .get()
+            .map_or(0.0, |r| f64::from(r.load(Ordering::Relaxed)))
     }
 
     /// Says whether a local source sends nothing on purpose (see [`Self::uplink`]).
@@ -1147,6 +1163,11 @@ impl Fanout {
                 if let Some((fraction_lost, jitter, lsr, dlsr)) = report {
                     if let Some(rtt) = rtt_ms(ntp_middle_now(), lsr, dlsr) {
                         feedback.last_rtt_ms.store(rtt.round() as u32, Ordering::Relaxed);
+                        fanout
+                            .metrics
+                            .link_rtt
+                            .with_label_values(&["down"])
+                            .observe(rtt / 1000.0);
                     }
                     let clock = u64::from(fanout.info.codec.clock_rate.max(1));
                     let jitter_ms = (u64::from(jitter) * 1000 / clock).min(u64::from(u32::MAX)) as u32;

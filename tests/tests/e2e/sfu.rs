@@ -1115,6 +1115,19 @@ async fn the_room_grades_each_participants_links_from_loss_jitter_and_round_trip
     );
     uplink.set_every(0);
     graded(&mut watcher, &viewer, clean, "pub", "excellent").await;
+    // Round trips are measured both ways: the publisher's from the server's own ICE consent
+    // checks on its connection (graded with the same thresholds; on loopback, well under
+    // 50 ms), the viewer's from its receiver reports (those claimed above included).
+    let up = s
+        .metric_with("fanfare_link_rtt_seconds_count", r#"direction="up""#)
+        .await;
+    let up_sum = s.metric_with("fanfare_link_rtt_seconds_sum", r#"direction="up""#).await;
+    assert!(up >= 2.0, "the publisher's round trip is measured: {up}");
+    assert!(up_sum / up < 0.05, "{up_sum} s over {up} measures");
+    let down = s
+        .metric_with("fanfare_link_rtt_seconds_count", r#"direction="down""#)
+        .await;
+    assert!(down >= 3.0, "the viewer's round trips: {down}");
     viewer.close().await;
     publisher.close().await;
 }
