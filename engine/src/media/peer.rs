@@ -455,29 +455,6 @@ pub fn check_offer(sdp: &str) -> Result<OfferInfo, EngineError> {
     Ok(OfferInfo { sending })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::check_offer;
-
-    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 AB:CD\r\n\
-        m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:efghijklmnopqrstuvwxyz12\r\n\
-        a=rtpmap:96 H264/90000\r\na=sendonly\r\n";
-
-    #[test]
-    fn offers_are_checked() {
-        assert_eq!(check_offer(OFFER).unwrap().sending, 1);
-        assert_eq!(
-            check_offer(&OFFER.replace("a=sendonly", "a=recvonly")).unwrap().sending,
-            0
-        );
-        assert!(check_offer("hello").is_err());
-        assert!(check_offer(&OFFER.replace("m=video", "m=application")).is_err());
-        assert!(check_offer(&OFFER.replace("a=ice-pwd", "a=ice-pass")).is_err());
-        assert!(check_offer(&OFFER.replace("a=fingerprint", "a=fingerprints")).is_err());
-        assert!(check_offer(&"a".repeat(70_000)).is_err());
-    }
-}
-
 /// The round trip (seconds) of the connection's selected ICE candidate pair: the latest of the
 /// server's own STUN checks on it (ICE consent, every few seconds) and its answer. `None`
 /// before one was answered (and always with ICE-lite, which sends no checks).
@@ -519,5 +496,28 @@ pub async fn measure_rtt(
             rtt_ms.store((rtt * 1000.0).round().max(1.0) as u32, Ordering::Relaxed);
             metrics.link_rtt.with_label_values(&["up"]).observe(rtt);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_offer;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 AB:CD\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:efghijklmnopqrstuvwxyz12\r\n\
+        a=rtpmap:96 H264/90000\r\na=sendonly\r\n";
+
+    #[test]
+    fn offers_are_checked() {
+        assert_eq!(check_offer(OFFER).unwrap().sending, 1);
+        assert_eq!(
+            check_offer(&OFFER.replace("a=sendonly", "a=recvonly")).unwrap().sending,
+            0
+        );
+        assert!(check_offer("hello").is_err());
+        assert!(check_offer(&OFFER.replace("m=video", "m=application")).is_err());
+        assert!(check_offer(&OFFER.replace("a=ice-pwd", "a=ice-pass")).is_err());
+        assert!(check_offer(&OFFER.replace("a=fingerprint", "a=fingerprints")).is_err());
+        assert!(check_offer(&"a".repeat(70_000)).is_err());
     }
 }
