@@ -10,7 +10,8 @@
 //! and get the layer that covers the size it shows the video at, none while it is hidden
 //! (adaptive stream). Two more listen: a page whose fake microphone plays a tone
 //! (`tests/browser/speaking.mjs`) is named in `active_speakers`, and a page watching an RTSP
-//! camera that sends AAC hears its tone, transcoded to Opus.
+//! camera that sends AAC hears its tone, transcoded to Opus. A page capped at VGA decodes the
+//! server's scaled layer of a 720p single-layer publish.
 //!
 //! Needs `scripts/setup.sh test` (chromium, node, `npm ci` in tests/browser). Like every test it
 //! runs inside `scripts/test.sh`'s loopback-only network namespace, so no candidate leaves lo.
@@ -689,4 +690,59 @@ async fn a_browser_hears_an_aac_camera_as_opus() {
     let run = node.await.expect("node task").expect("watch_page.mjs finishes");
     println!("watch_page: {}", run.report);
     assert!(run.success, "{}\n{}", run.report, run.stderr);
+}
+
+/// The scaled layer in a real browser: a Rust client publishes a single 720p H.264 layer, and a
+/// Chromium page (`watch_page.mjs`, WHEP) playing it as a member capped at VGA decodes the
+/// server's re-encoded 640x360 picture (never the 720p one), its frames still coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_capped_below_a_single_layer_publish_decodes_the_scaled_layer() {
+    browser::require_tools();
+    let s = Server::start().await;
+    s.group("scaled", &[("pub", json!({})), ("viewer", json!({}))]).await;
+    let (st, body) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/scaled/members/viewer",
+            Some(&s.admin),
+            Some(json!({"media": {"max_resolution": "vga"}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (pub_t, viewer_t) = (s.token("pub").await, s.token("viewer").await);
+    let opts = ClientOptions {
+        audio: false,
+        fixture: fanfare_tests::h264::simulcast_fixtures()[2].1.clone(),
+        ..Default::default()
+    };
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=scaled", &pub_t, opts)
+        .await
+        .expect("720p publish");
+    assert!(publisher.wait_connected(Duration::from_secs(15)).await);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stats, stop) = (dir.path().join("stats.json"), dir.path().join("stop"));
+    let mut args = sampled_page_args(&s, "scaled", "viewer", &viewer_t, &stats, &stop);
+    args.extend(browser::args(["--peer", "pub"]));
+    let node = tokio::spawn(browser::run("watch_page.mjs", args, Duration::from_secs(120)));
+    let frames = |v: &Value| v["framesDecoded"].as_u64().unwrap_or(0);
+    let (first, ok) = page_until(&stats, Duration::from_secs(30), |v| {
+        v["videoWidth"] == 640 && v["videoHeight"] == 360 && frames(v) > 30
+    })
+    .await;
+    assert!(ok, "the page decodes the scaled 640x360 picture: {first}\n{}", s.log());
+    let (more, ok) = page_until(&stats, Duration::from_secs(10), |v| frames(v) > frames(&first) + 60).await;
+    assert!(ok, "frames keep coming: {first} -> {more}");
+    assert_eq!((&more["videoWidth"], &more["videoHeight"]), (&json!(640), &json!(360)));
+    std::fs::write(&stop, b"").expect("write the stop file");
+    let run = node.await.expect("node task").expect("watch_page.mjs finishes");
+    println!("watch_page: {}", run.report);
+    assert!(run.success, "{}\n{}", run.report, run.stderr);
+    assert_eq!(
+        run.report["widths"],
+        json!([640]),
+        "never the publisher's 720p: {}",
+        run.report
+    );
+    publisher.stop().await.expect("stop publish");
 }
