@@ -44,6 +44,7 @@ fn main() -> Result<()> {
         let kbps = default_kbps(w, h);
         let spec = ScaleSpec {
             mime: "video/H264".into(),
+            out_mime: "video/H264".into(),
             width: w,
             height: h,
             kbps,

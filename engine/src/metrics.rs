@@ -28,6 +28,9 @@ pub struct EngineMetrics {
     /// Scaled layers running (`track/scaled.rs`): video decoded, scaled down and encoded
     /// again for viewers capped below every layer of a publisher.
     pub scaled_layers: IntGauge,
+    /// Companion tracks being re-encoded in another codec (an H.265 camera's H.264, for
+    /// viewers without H.265), while they have viewers.
+    pub reencoded_tracks: IntGauge,
     /// RTP packets and payload bytes received from publishers.
     pub rtp_packets_in: IntCounter,
     pub rtp_bytes_in: IntCounter,
@@ -108,6 +111,10 @@ impl EngineMetrics {
             scaled_layers: IntGauge::new(
                 "fanfare_scaled_layers",
                 "Scaled layers running: video re-encoded smaller for viewers capped below every layer",
+            )?,
+            reencoded_tracks: IntGauge::new(
+                "fanfare_reencoded_tracks",
+                "Companion tracks being re-encoded in another codec (an H.265 camera's H.264)",
             )?,
             rtp_packets_in: IntCounter::new("fanfare_rtp_packets_in_total", "RTP packets received from publishers")?,
             rtp_bytes_in: IntCounter::new(
@@ -212,6 +219,7 @@ impl EngineMetrics {
         registry.register(Box::new(m.legs.clone()))?;
         registry.register(Box::new(m.legs_paused.clone()))?;
         registry.register(Box::new(m.scaled_layers.clone()))?;
+        registry.register(Box::new(m.reencoded_tracks.clone()))?;
         registry.register(Box::new(m.rtp_packets_in.clone()))?;
         registry.register(Box::new(m.rtp_bytes_in.clone()))?;
         registry.register(Box::new(m.rtp_packets_out.clone()))?;

@@ -11,7 +11,8 @@
 //! (adaptive stream). Two more listen: a page whose fake microphone plays a tone
 //! (`tests/browser/speaking.mjs`) is named in `active_speakers`, and a page watching an RTSP
 //! camera that sends AAC hears its tone, transcoded to Opus. A page capped at VGA decodes the
-//! server's scaled layer of a 720p single-layer publish.
+//! server's scaled layer of a 720p single-layer publish, and one without H.265 sees an H.265
+//! camera through its H.264 companion.
 //!
 //! Needs `scripts/setup.sh test` (chromium, node, `npm ci` in tests/browser). Like every test it
 //! runs inside `scripts/test.sh`'s loopback-only network namespace, so no candidate leaves lo.
@@ -745,4 +746,45 @@ async fn a_browser_capped_below_a_single_layer_publish_decodes_the_scaled_layer(
         run.report
     );
     publisher.stop().await.expect("stop publish");
+}
+
+/// An H.265 camera in a browser that cannot decode H.265 (headless Chromium offers none): the
+/// page (`watch_page.mjs`, WHEP) decodes the camera's picture from the server's H.264
+/// companion, re-encoded while it watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_without_h265_sees_an_h265_camera_as_h264() {
+    browser::require_tools();
+    let s = Server::start().await;
+    s.group("gate", &[("viewer", json!({}))]).await;
+    let viewer_t = s.token("viewer").await;
+    let camera = Camera::start(free_port(), &["--video", "h265"]);
+    let (st, created) = s
+        .call(
+            Method::POST,
+            "/v1/ingests",
+            Some(&s.admin),
+            Some(json!({"url": camera.url(), "groups": ["gate"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{created}");
+    let participant = format!("ingest-{}", created["id"].as_str().expect("id"));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (stats, stop) = (dir.path().join("stats.json"), dir.path().join("stop"));
+    let mut args = sampled_page_args(&s, "gate", "viewer", &viewer_t, &stats, &stop);
+    args.extend(browser::args(["--peer", &participant]));
+    let node = tokio::spawn(browser::run("watch_page.mjs", args, Duration::from_secs(120)));
+    let frames = |v: &Value| v["framesDecoded"].as_u64().unwrap_or(0);
+    let (first, ok) = page_until(&stats, Duration::from_secs(30), |v| {
+        v["videoWidth"] == 320 && v["videoHeight"] == 240 && frames(v) > 30
+    })
+    .await;
+    assert!(ok, "the page decodes the camera's picture: {first}\n{}", s.log());
+    let (more, ok) = page_until(&stats, Duration::from_secs(10), |v| frames(v) > frames(&first) + 60).await;
+    assert!(ok, "frames keep coming: {first} -> {more}");
+    assert_eq!(s.metric("fanfare_reencoded_tracks").await, 1.0);
+    std::fs::write(&stop, b"").expect("write the stop file");
+    let run = node.await.expect("node task").expect("watch_page.mjs finishes");
+    println!("watch_page: {}", run.report);
+    assert!(run.success, "{}\n{}", run.report, run.stderr);
 }

@@ -1,7 +1,7 @@
-//! The codec work of a track's scaled layer (engine `track/scaled.rs`): a publisher's H.264 or
-//! VP8 RTP is depacketized, decoded, scaled down (swscale) and encoded again in the same codec
-//! (libx264 constrained baseline, or libvpx in realtime mode), then packetized for WebRTC.
-//! Synchronous CPU work; the engine runs it on a thread of its own.
+//! The codec work of a track's scaled layer or companion re-encode (engine `track/scaled.rs`):
+//! a publisher's H.264, VP8 or H.265 RTP is depacketized, decoded, scaled (swscale) and encoded
+//! as H.264 (libx264 constrained baseline) or VP8 (libvpx in realtime mode), then packetized
+//! for WebRTC. Synchronous CPU work; the engine runs it on a thread of its own.
 
 use bytes::Bytes;
 use engine::track::scaled::{ScaleSpec, ScaleVideo};
@@ -25,6 +25,8 @@ use crate::VodError;
 const MAX_PAYLOAD: usize = 1200;
 /// A keyframe at least this often (3 s at 30 fps), besides those legs ask for.
 const GOP: u32 = 90;
+/// A re-encode at the source's size is held within this (1080p).
+const MAX_SIZE: engine::model::Resolution = engine::model::Resolution::Fhd;
 
 /// Makes a scaled layer's [`ScaleVideo`] (installed into the engine by the server), or `None`
 /// for a codec it does not take.
@@ -38,16 +40,20 @@ pub fn scaler_for(spec: &ScaleSpec) -> Option<Box<dyn ScaleVideo>> {
     }
 }
 
-/// One scaled layer's decoder, scaler, encoder and packetizer.
+/// One re-encode's decoder, scaler, encoder and packetizer.
 pub struct Downscaler {
     depack: Depacketizer,
     dec: decoder::Video,
     /// Converts decoded pictures (of whatever size and format) to the encoder's.
     scaler: Option<(scaling::Context, Pixel, u32, u32)>,
-    enc: encoder::Video,
+    /// Opened at the first picture (its size may come from it).
+    enc: Option<encoder::Video>,
+    out: Id,
     payloader: Box<dyn Payloader>,
+    /// The size to encode (0 x 0 until the first picture when the spec leaves it open).
     width: u32,
     height: u32,
+    kbps: u32,
     seq: u16,
     last_pts: Option<i64>,
     /// The next picture encoded is to be a keyframe.
@@ -59,26 +65,36 @@ pub struct Downscaler {
 unsafe impl Send for Downscaler {}
 
 impl Downscaler {
-    /// A scaler for `spec`'s codec (H.264 or VP8), encoding `spec`'s size and bitrate.
+    /// A re-encode of `spec`'s source codec (H.264, VP8, H.265) into its output codec (H.264
+    /// or VP8), at `spec`'s size and bitrate.
     pub fn new(spec: &ScaleSpec) -> Result<Downscaler, VodError> {
         init();
-        let (id, payloader): (Id, Box<dyn Payloader>) = match spec.mime.to_ascii_lowercase().as_str() {
+        let input = match spec.mime.to_ascii_lowercase().as_str() {
+            "video/h264" => Id::H264,
+            "video/vp8" => Id::VP8,
+            "video/h265" => Id::HEVC,
+            other => return Err(VodError::Unsupported(format!("decoding {other} to re-encode it"))),
+        };
+        let (out, payloader): (Id, Box<dyn Payloader>) = match spec.out_mime.to_ascii_lowercase().as_str() {
             "video/h264" => (Id::H264, Box::new(H264Payloader::default())),
             "video/vp8" => (Id::VP8, Box::new(Vp8Payloader::default())),
-            other => return Err(VodError::Unsupported(format!("scaling {other}"))),
+            other => return Err(VodError::Unsupported(format!("re-encoding to {other}"))),
         };
-        let (width, height) = (spec.width.max(2) & !1, spec.height.max(2) & !1);
-        let dc = decoder::find(id).ok_or_else(|| VodError::Unsupported(format!("no {id:?} decoder")))?;
+        // Fails now, not at the first picture, if the encoder is missing.
+        let name = encoder_name(out);
+        encoder::find_by_name(name).ok_or_else(|| VodError::Unsupported(format!("no {name} encoder")))?;
+        let dc = decoder::find(input).ok_or_else(|| VodError::Unsupported(format!("no {input:?} decoder")))?;
         let dec = codec::context::Context::new_with_codec(dc).decoder().video()?;
-        let enc = open_encoder(id, width, height, spec.kbps)?;
         Ok(Downscaler {
             depack: Depacketizer::new(&spec.mime, CLOCK_HZ as u32, 0, "")?,
             dec,
             scaler: None,
-            enc,
+            enc: None,
+            out,
             payloader,
-            width,
-            height,
+            width: spec.width & !1,
+            height: spec.height & !1,
+            kbps: spec.kbps,
             seq: rand::random(),
             last_pts: None,
             keyframe_wanted: false,
@@ -115,6 +131,18 @@ impl Downscaler {
         }
         self.last_pts = Some(pts);
         let (fmt, w, h) = (picture.format(), picture.width(), picture.height());
+        if self.enc.is_none() {
+            if self.width == 0 || self.height == 0 {
+                (self.width, self.height) = engine::track::layers::fitted_size(MAX_SIZE, w, h);
+            }
+            if self.kbps == 0 {
+                self.kbps = engine::track::scaled::default_kbps(self.width, self.height);
+            }
+            self.enc = Some(open_encoder(self.out, self.width, self.height, self.kbps)?);
+        }
+        let Some(enc) = self.enc.as_mut() else {
+            return Ok(());
+        };
         if self
             .scaler
             .as_ref()
@@ -141,9 +169,9 @@ impl Downscaler {
         } else {
             ff::picture::Type::None
         });
-        self.enc.send_frame(&scaled)?;
+        enc.send_frame(&scaled)?;
         let mut encoded = Packet::empty();
-        while self.enc.receive_packet(&mut encoded).is_ok() {
+        while enc.receive_packet(&mut encoded).is_ok() {
             let (Some(data), Some(pts)) = (encoded.data(), encoded.pts()) else {
                 continue;
             };
@@ -153,26 +181,35 @@ impl Downscaler {
                 .map_err(|e| VodError::BadMedia(format!("packetizing the scaled layer: {e}")))?;
             let last = payloads.len().saturating_sub(1);
             for (i, payload) in payloads.into_iter().enumerate() {
-                out.push(self.packet(payload, i == last, pts as u32));
+                let sequence_number = self.seq;
+                self.seq = self.seq.wrapping_add(1);
+                out.push(packet(payload, i == last, sequence_number, pts as u32));
             }
         }
         Ok(())
     }
+}
 
-    fn packet(&mut self, payload: Bytes, marker: bool, timestamp: u32) -> rtp::Packet {
-        let sequence_number = self.seq;
-        self.seq = self.seq.wrapping_add(1);
-        rtp::Packet {
-            header: rtp::header::Header {
-                version: 2,
-                marker,
-                payload_type: 96,
-                sequence_number,
-                timestamp,
-                ..Default::default()
-            },
-            payload,
-        }
+/// One packet of the re-encoded stream (each leg sets its own payload type and SSRC).
+fn packet(payload: Bytes, marker: bool, sequence_number: u16, timestamp: u32) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            marker,
+            payload_type: 96,
+            sequence_number,
+            timestamp,
+            ..Default::default()
+        },
+        payload,
+    }
+}
+
+fn encoder_name(id: Id) -> &'static str {
+    if id == Id::H264 {
+        "libx264"
+    } else {
+        "libvpx"
     }
 }
 
@@ -188,7 +225,7 @@ impl ScaleVideo for Downscaler {
 /// A realtime encoder: libx264 (constrained baseline, which any H.264 decoder takes, no
 /// B-frames, no lookahead) or libvpx VP8 (realtime deadline, no lag), at `kbps`.
 fn open_encoder(id: Id, width: u32, height: u32, kbps: u32) -> Result<encoder::Video, VodError> {
-    let name = if id == Id::H264 { "libx264" } else { "libvpx" };
+    let name = encoder_name(id);
     let ec = encoder::find_by_name(name).ok_or_else(|| VodError::Unsupported(format!("no {name} encoder")))?;
     let mut enc = codec::context::Context::new_with_codec(ec).encoder().video()?;
     enc.set_width(width);

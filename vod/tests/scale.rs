@@ -1,6 +1,7 @@
 //! The scaled layer's codec work: the 720p fixture's RTP, scaled to fit VGA, comes out as H.264
 //! RTP of 640x360 pictures, a frame out for each frame in, and a keyframe when one is asked for;
-//! 720p VP8 (libvpx, by the ffmpeg CLI) comes out as 640x360 VP8.
+//! 720p VP8 (libvpx, by the ffmpeg CLI) comes out as 640x360 VP8; H.265 (libx265) comes out as
+//! H.264 of its own size.
 
 mod common;
 
@@ -14,6 +15,7 @@ use rtc::rtp;
 fn spec(mime: &str) -> ScaleSpec {
     ScaleSpec {
         mime: mime.into(),
+        out_mime: mime.into(),
         width: 640,
         height: 360,
         kbps: 500,
@@ -72,9 +74,51 @@ fn a_720p_layer_is_scaled_to_360p_frame_for_frame() {
 }
 
 #[test]
-fn a_codec_it_cannot_scale_is_refused() {
+fn a_codec_it_cannot_make_or_read_is_refused() {
+    // H.265 is read (see below), not written.
     assert!(Downscaler::new(&spec("video/H265")).is_err());
     assert!(fanfare_vod::scale::scaler_for(&spec("video/AV1")).is_none());
+}
+
+/// An H.265 camera's companion for viewers without H.265: its pictures, at their own size
+/// (the spec leaves it open), come out as H.264.
+#[test]
+fn h265_is_re_encoded_as_h264_at_its_own_size() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nals = common::nal_units(&common::hevc_stream(dir.path(), 60));
+    let mut scaler = Downscaler::new(&ScaleSpec {
+        mime: "video/H265".into(),
+        out_mime: "video/H264".into(),
+        width: 0,
+        height: 0,
+        kbps: 0,
+    })
+    .expect("re-encoder");
+    let (mut seq, mut frame, mut out) = (0u16, 0u32, Vec::new());
+    for nal in nals {
+        // One slice per picture here: a VCL NAL unit (type < 32) ends its access unit.
+        let vcl = (nal[0] >> 1) & 0x3f < 32;
+        let pkt = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                marker: vcl,
+                payload_type: 96,
+                sequence_number: seq,
+                timestamp: frame * 3000,
+                ssrc: 9,
+                ..Default::default()
+            },
+            payload: nal,
+        };
+        seq = seq.wrapping_add(1);
+        frame += u32::from(vcl);
+        out.extend(scaler.push(&pkt, false));
+    }
+    let first = out.first().expect("H.264 packets");
+    assert!(starts_keyframe("video/H264", &first.payload));
+    assert_eq!(keyframe_dimensions("video/H264", &first.payload), Some((320, 240)));
+    let made = out.iter().filter(|p| p.header.marker).count();
+    assert!(made + 2 >= 60, "{made} H.264 frames from 60");
 }
 
 /// The frames of an IVF file (32-byte file header, then a 12-byte header before each frame).

@@ -11,56 +11,6 @@ use fanfare_vod::segment::{Segment, SegmentEvent, Segmenter, SegmenterConfig};
 
 const FRAMES: usize = 90;
 
-/// `FRAMES` frames of 320x240 at 30 fps as an Annex-B HEVC elementary stream.
-fn hevc_stream(dir: &std::path::Path) -> Bytes {
-    let path = dir.join("in.hevc");
-    let p = path.to_str().expect("utf-8 path");
-    let n = FRAMES.to_string();
-    common::ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=320x240:rate=30",
-        "-frames:v",
-        &n,
-        "-c:v",
-        "libx265",
-        "-preset",
-        "ultrafast",
-        "-x265-params",
-        "keyint=30:min-keyint=30:bframes=0:repeat-headers=1:log-level=error",
-        "-f",
-        "hevc",
-        p,
-    ]);
-    Bytes::from(std::fs::read(&path).expect("the HEVC stream"))
-}
-
-/// NAL units of an Annex-B stream (without start codes).
-fn nal_units(data: &Bytes) -> Vec<Bytes> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i..i + 3] == [0, 0, 1] {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut out = Vec::new();
-    for (k, &s) in starts.iter().enumerate() {
-        let mut end = starts.get(k + 1).map(|&n| n - 3).unwrap_or(data.len());
-        while end > s && data[end - 1] == 0 {
-            end -= 1;
-        }
-        if end > s + 2 {
-            out.push(data.slice(s..end));
-        }
-    }
-    out
-}
-
 /// Access units (Annex B) and whether each is an IRAP picture (H.265 section 7.4.2.4.4: a
 /// VCL NAL unit with first_slice_segment_in_pic_flag, or a VPS/SPS/PPS/AUD/prefix SEI after
 /// the picture's slices, starts the next one).
@@ -104,7 +54,7 @@ fn segments(events: &[SegmentEvent]) -> Vec<Segment> {
 #[test]
 fn hevc_and_opus_become_playable_hevc_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let aus = access_units(&nal_units(&hevc_stream(dir.path())));
+    let aus = access_units(&common::nal_units(&common::hevc_stream(dir.path(), FRAMES)));
     assert_eq!(aus.len(), FRAMES);
     assert_eq!(aus.iter().filter(|(_, k)| *k).count(), FRAMES / 30);
     let mut frames: Vec<Frame> = aus
@@ -185,7 +135,7 @@ fn hevc_and_opus_become_playable_hevc_segments() {
 #[test]
 fn a_change_of_video_codec_starts_a_new_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let hevc = access_units(&nal_units(&hevc_stream(dir.path())));
+    let hevc = access_units(&common::nal_units(&common::hevc_stream(dir.path(), FRAMES)));
     let h264 = common::access_units();
     let mut seg = Segmenter::new(SegmenterConfig::default());
     let mut events = Vec::new();

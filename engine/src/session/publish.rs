@@ -182,6 +182,7 @@ async fn intake(
             source: Source::guess(kind, &[&track_id, &stream_id]),
             codec,
             publisher: principal.user.clone(),
+            stands_in_for: None,
         };
         let fanout = Fanout::new(info, Upstream::Rtc { remote, ssrc }, metrics.clone());
         publisher.do_send(TrackArrived(fanout.clone(), track_id.to_string()));

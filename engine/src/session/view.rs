@@ -32,7 +32,7 @@ use crate::perms::Principal;
 use crate::registry::{LeaveRoom, Registry, RoomFor};
 use crate::room::messages::{CapsChanged, StopSession, Subscribe, TracksChanged, Unsubscribe, Watched};
 use crate::room::Room;
-use crate::track::{Fanout, LegCaps, MediaKind};
+use crate::track::{Fanout, LegCaps, MediaKind, TrackInfo};
 
 /// How long a client has to answer the server's renegotiation offer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -207,7 +207,7 @@ async fn build(
         let mut locals = Vec::new();
         for track in &tracks {
             // E.g. an RTSP camera's AAC track: for HLS and recordings only.
-            if webrtc_carries(&track.info.codec.mime_type, h265) {
+            if webrtc_carries(&track.info, h265) {
                 locals.push(add_local(&pc, &watched, track)?);
             }
         }
@@ -270,9 +270,16 @@ fn reoffer(
     Ok((pc.offer()?, locals))
 }
 
-/// Whether a WebRTC viewer can be offered this codec: H.265 only to one whose own offer
-/// named it (Safari; Chrome with a hardware decoder), the others to every viewer.
-fn webrtc_carries(mime: &str, h265: bool) -> bool {
+/// Whether a WebRTC viewer is sent this track: its codec is one WebRTC carries (H.265 only to
+/// a viewer whose own offer named it: Safari; Chrome with a hardware decoder), and the track
+/// it stands in for, if any, is not sent (an H.265 camera's H.264 companion goes to the
+/// others).
+fn webrtc_carries(info: &TrackInfo, h265: bool) -> bool {
+    codec_carried(&info.codec.mime_type, h265) && info.stands_in_for.as_deref().is_none_or(|m| !codec_carried(m, h265))
+}
+
+/// Whether WebRTC carries `mime` to a viewer (`h265`: whose offer named H.265).
+fn codec_carried(mime: &str, h265: bool) -> bool {
     if mime.eq_ignore_ascii_case("video/H265") {
         return h265;
     }
@@ -520,7 +527,7 @@ impl Viewer {
         };
         let added: Vec<Arc<Fanout>> = desired
             .iter()
-            .filter(|t| webrtc_carries(&t.info.codec.mime_type, self.h265) && !self.offered.contains(&t.info.id))
+            .filter(|t| webrtc_carries(&t.info, self.h265) && !self.offered.contains(&t.info.id))
             .cloned()
             .collect();
         let removed: Vec<String> = self

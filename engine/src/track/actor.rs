@@ -329,6 +329,7 @@ impl Track {
         Some((
             source as u8,
             ScaleSpec {
+                out_mime: mime.clone(),
                 mime,
                 width,
                 height,

@@ -276,6 +276,7 @@ mod tests {
                 ..Default::default()
             },
             publisher: UserId::new("pub").expect("user"),
+            stands_in_for: None,
         };
         let track = Fanout::new(info, Upstream::Local, metrics.clone());
         let collector = metrics.tracks_live.collector().expect("collector");

@@ -61,9 +61,10 @@ pub enum Upstream {
     /// A WebRTC publisher: keyframes are asked for with a PLI on the layer's SSRC (`ssrc` is the
     /// first layer's).
     Rtc { remote: Arc<dyn TrackRemote>, ssrc: u32 },
-    /// A server-side source (RTSP ingest, a file) that calls [`Fanout::forward`] itself and
-    /// cannot be asked for a keyframe: new subscribers start from the cached one. It also hands
-    /// its frames to frame taps ([`Fanout::forward_source_frame`]).
+    /// A server-side source (RTSP ingest, a file, a re-encode) that calls [`Fanout::forward`]
+    /// itself. New subscribers start from the cached keyframe; their keyframe requests set a
+    /// flag that a source able to make one reads ([`Fanout::take_keyframe_request`]), a camera
+    /// cannot. It also hands its frames to frame taps ([`Fanout::forward_source_frame`]).
     Local,
 }
 
@@ -380,6 +381,8 @@ pub struct Fanout {
     layers: [Layer; SLOTS],
     /// A leg asked the scaled layer for a keyframe (its encoder makes the next picture one).
     scaled_keyframe: AtomicBool,
+    /// A leg asked a local source for a keyframe (one that can make them reads it).
+    local_keyframe: AtomicBool,
     /// Video whose keyframes [`starts_keyframe`] recognises: layer switches wait for one.
     keyframe_aware: bool,
     muted: AtomicBool,
@@ -415,6 +418,7 @@ impl Fanout {
             frame_taps: FrameTaps::default(),
             layers,
             scaled_keyframe: AtomicBool::new(false),
+            local_keyframe: AtomicBool::new(false),
             keyframe_aware: aware,
             muted: AtomicBool::new(false),
             levels: AudioLevels::default(),
@@ -632,6 +636,12 @@ impl Fanout {
         self.scaled_keyframe.swap(false, Ordering::Relaxed)
     }
 
+    /// Whether a leg asked this local source for a keyframe since the last look (for sources
+    /// that can make one: an encoder, not a camera).
+    pub fn take_keyframe_request(&self) -> bool {
+        self.local_keyframe.swap(false, Ordering::Relaxed)
+    }
+
     /// Hands a burst of packets (each with its layer) to the taps, then to the legs leg by leg:
     /// each live leg gets every packet of the burst on its layer (or switching to it at a
     /// keyframe) before the next leg gets any, so a leg's datagrams are queued back to back and
@@ -782,7 +792,7 @@ impl Fanout {
     }
 
     /// [`Self::request_keyframe`] from any thread (spawned on the media runtime; a no-op
-    /// before the media plane has started or for a local source).
+    /// before the media plane has started; for a local source, the flag it may read).
     pub fn request_keyframe_soon(self: &Arc<Self>) {
         self.request_keyframe_of_soon(self.top_layer());
     }
@@ -791,6 +801,10 @@ impl Fanout {
     pub fn request_keyframe_of_soon(self: &Arc<Self>, idx: u8) {
         if idx == SCALED_LAYER {
             self.scaled_keyframe.store(true, Ordering::Relaxed);
+            return;
+        }
+        if let Upstream::Local = self.upstream {
+            self.local_keyframe.store(true, Ordering::Relaxed);
             return;
         }
         if let (Upstream::Rtc { .. }, Some(rt)) = (&self.upstream, crate::media::runtime_handle()) {
@@ -811,6 +825,7 @@ impl Fanout {
             return;
         }
         let Upstream::Rtc { remote, .. } = &self.upstream else {
+            self.local_keyframe.store(true, Ordering::Relaxed);
             return;
         };
         let media_ssrc = self.layers[usize::from(idx)].ssrc.load(Ordering::Relaxed);

@@ -67,4 +67,7 @@ pub struct TrackInfo {
     pub codec: RTCRtpCodec,
     /// Who publishes it.
     pub publisher: UserId,
+    /// The codec of the track this one stands in for (an H.265 camera's H.264 companion says
+    /// `video/H265`): a WebRTC viewer is sent this one only when it cannot take that codec.
+    pub stands_in_for: Option<String>,
 }

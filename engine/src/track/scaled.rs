@@ -2,8 +2,10 @@
 //! publisher sends (a single-layer 720p publish and a viewer held to VGA): one of the
 //! publisher's layers is decoded, scaled down and encoded again, and the result is forwarded
 //! as one more layer ([`SCALED`]), which legs choose and switch to like a simulcast layer.
+//! The same machinery re-encodes a track into a companion track in another codec
+//! ([`ScaledLayer::start_into`]: an H.265 camera's H.264 for viewers without H.265).
 //! The codec work is not the engine's: the server installs it at start ([`install_scalers`]).
-//! Each scaled layer runs on a thread of its own, reading a tap of its source layer.
+//! Each runs on a thread of its own, reading a tap of its source layer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -14,15 +16,17 @@ use rtc::rtp;
 use super::fanout::Fanout;
 use super::layers::SCALED;
 
-/// What a scaled layer is made as.
+/// What a scaled layer (or a companion track) is made from and as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScaleSpec {
-    /// The track's codec (`video/H264`, `video/VP8`); the scaled layer is encoded the same.
+    /// The source's codec (`video/H264`, `video/VP8`, `video/H265`).
     pub mime: String,
-    /// The picture size to encode (even sides).
+    /// The codec to encode: the source's for a scaled layer; a companion's own.
+    pub out_mime: String,
+    /// The picture size to encode (even sides); 0 x 0: the source's, within 1920x1080.
     pub width: u32,
     pub height: u32,
-    /// The encoder's target bitrate.
+    /// The encoder's target bitrate; 0: [`default_kbps`] of the size.
     pub kbps: u32,
 }
 
@@ -57,59 +61,111 @@ const STOP_POLL: Duration = Duration::from_millis(500);
 /// Packets of the source layer that may wait for the thread (a few frames of 1080p).
 const TAP_CAPACITY: usize = 512;
 
-/// A running scaled layer; it stops when dropped (or when its track ends).
+/// Where a re-encode's frames go.
+enum Output {
+    /// The source track's own scaled layer.
+    Layer,
+    /// A companion track (its first layer).
+    Track(Arc<Fanout>),
+}
+
+/// A running scaled layer or companion re-encode. [`Self::stop`] it; its thread also ends
+/// when its source track does.
 pub struct ScaledLayer {
     /// What it makes.
     pub spec: ScaleSpec,
     /// The publisher's layer it is made from.
     pub source: u8,
     stop: Arc<AtomicBool>,
+    /// Into a companion track (not the source's scaled layer).
+    companion: Option<Arc<Fanout>>,
 }
 
 impl ScaledLayer {
     /// Starts making `fanout`'s scaled layer from its layer `source`. `None` when no scaler is
     /// installed, it does not take the codec, or there is no media runtime to send from.
     pub fn start(fanout: &Arc<Fanout>, source: u8, spec: ScaleSpec) -> Option<ScaledLayer> {
+        let started = Self::spawn(fanout, source, spec, Output::Layer)?;
+        fanout.open_scaled();
+        fanout.metrics.scaled_layers.inc();
+        Some(started)
+    }
+
+    /// Starts re-encoding `from`'s first layer into the companion track `into`, which a local
+    /// source's owner publishes; legs' keyframe requests on `into` reach the encoder.
+    pub fn start_into(from: &Arc<Fanout>, spec: ScaleSpec, into: Arc<Fanout>) -> Option<ScaledLayer> {
+        let metrics = into.metrics.clone();
+        let started = Self::spawn(from, 0, spec, Output::Track(into))?;
+        metrics.reencoded_tracks.inc();
+        Some(started)
+    }
+
+    fn spawn(fanout: &Arc<Fanout>, source: u8, spec: ScaleSpec, output: Output) -> Option<ScaledLayer> {
         let factory = SCALERS.get()?;
         let mut scaler = factory(&spec)?;
         let runtime = crate::media::runtime_handle()?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut tap = fanout.tap_layer(source, TAP_CAPACITY);
-        fanout.open_scaled();
+        let companion = match &output {
+            Output::Layer => None,
+            Output::Track(t) => Some(t.clone()),
+        };
         let (fanout2, stopped) = (fanout.clone(), stop.clone());
-        let spawned = std::thread::Builder::new().name("scaled-layer".into()).spawn(move || {
-            // Legs are written from this thread, within the media runtime's context.
-            let _entered = runtime.enter();
-            let fanout = fanout2;
-            while !stopped.load(Ordering::Relaxed) {
-                let pkt = match runtime.block_on(tokio::time::timeout(STOP_POLL, tap.recv())) {
-                    Ok(Some(pkt)) => pkt,
-                    Ok(None) => break,
-                    Err(_) => continue,
-                };
-                let out = scaler.push(&pkt, fanout.take_scaled_keyframe_request());
-                if !out.is_empty() && !stopped.load(Ordering::Relaxed) {
-                    fanout.forward_scaled(out);
+        let spawned = std::thread::Builder::new()
+            .name("video-reencode".into())
+            .spawn(move || {
+                // Legs are written from this thread, within the media runtime's context.
+                let _entered = runtime.enter();
+                let fanout = fanout2;
+                while !stopped.load(Ordering::Relaxed) {
+                    let pkt = match runtime.block_on(tokio::time::timeout(STOP_POLL, tap.recv())) {
+                        Ok(Some(pkt)) => pkt,
+                        Ok(None) => break,
+                        Err(_) => continue,
+                    };
+                    let keyframe = match &output {
+                        Output::Layer => fanout.take_scaled_keyframe_request(),
+                        Output::Track(t) => t.take_keyframe_request(),
+                    };
+                    let out = scaler.push(&pkt, keyframe);
+                    if out.is_empty() || stopped.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    match &output {
+                        Output::Layer => fanout.forward_scaled(out),
+                        Output::Track(t) => t.forward_frame(out),
+                    }
                 }
-            }
-        });
+            });
         if let Err(e) = spawned {
-            tracing::warn!(track = %fanout.info.id, "scaled layer not started: {e}");
-            fanout.close_scaled();
+            tracing::warn!(track = %fanout.info.id, "video re-encode not started: {e}");
             return None;
         }
-        tracing::info!(track = %fanout.info.id, source, ?spec, "scaled layer started");
-        fanout.metrics.scaled_layers.inc();
-        Some(ScaledLayer { spec, source, stop })
+        let into = companion.as_ref().map(|c| c.info.id.clone());
+        tracing::info!(track = %fanout.info.id, source, ?spec, ?into, "video re-encode started");
+        Some(ScaledLayer {
+            spec,
+            source,
+            stop,
+            companion,
+        })
     }
 
-    /// Stops it: `fanout`'s scaled layer is gone at once (the thread ends within
-    /// [`STOP_POLL`]).
+    /// Stops it: `fanout`'s scaled layer is gone at once, or the companion track's cached
+    /// picture (the thread ends within [`STOP_POLL`]).
     pub fn stop(self, fanout: &Fanout) {
         self.stop.store(true, Ordering::Relaxed);
-        fanout.close_scaled();
-        fanout.metrics.scaled_layers.dec();
-        tracing::info!(track = %fanout.info.id, "scaled layer stopped");
+        match &self.companion {
+            None => {
+                fanout.close_scaled();
+                fanout.metrics.scaled_layers.dec();
+            }
+            Some(companion) => {
+                companion.forget_keyframes();
+                companion.metrics.reencoded_tracks.dec();
+            }
+        }
+        tracing::info!(track = %fanout.info.id, "video re-encode stopped");
     }
 }
 

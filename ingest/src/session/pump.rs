@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::demux::{self, Demux, Item};
-use super::tracks::{self, IngestCodec, LiveTrack, OpusTrack, StoredPlan, TrackPlan};
+use super::tracks::{self, H264Track, IngestCodec, LiveTrack, OpusTrack, StoredPlan, TrackPlan};
 use super::IngestSession;
 use super::TracksReady;
 use crate::backoff::Backoff;
@@ -485,20 +485,21 @@ impl Pump {
     }
 
     fn new_track(&self, plan: TrackPlan, keeps_picture: bool) -> LiveTrack {
-        let fanout = |kind, codec| {
+        let fanout = |kind, codec, stands_in_for: Option<&str>| {
             let info = TrackInfo {
                 id: format!("TR_{}", engine::next_id()),
                 kind,
                 source: Source::Ingest,
                 codec,
                 publisher: self.participant.clone(),
+                stands_in_for: stands_in_for.map(str::to_owned),
             };
             Fanout::new(info, Upstream::Local, self.metrics.clone())
         };
         // AAC: WebRTC viewers hear it on an Opus companion track.
         let opus = match &plan.codec {
             IngestCodec::Aac(config) => Some(OpusTrack::new(
-                fanout(MediaKind::Audio, tracks::opus_codec()),
+                fanout(MediaKind::Audio, tracks::opus_codec(), None),
                 config.clone(),
                 plan.rtp.clock_rate,
             )),
@@ -506,7 +507,16 @@ impl Pump {
         };
         let timeline = RtpTimeline::random(plan.rtp.clock_rate);
         let picture = keeps_picture.then(|| self.status.clone());
-        LiveTrack::new(plan.clone(), fanout(plan.kind, plan.rtp), timeline, opus, picture)
+        // H.265: WebRTC viewers that cannot take it get an H.264 companion instead.
+        let h264 = (plan.codec == IngestCodec::H265).then(|| {
+            H264Track::new(fanout(
+                MediaKind::Video,
+                tracks::h264_stand_in_codec(),
+                Some("video/H265"),
+            ))
+        });
+        let main = fanout(plan.kind, plan.rtp.clone(), None);
+        LiveTrack::new(plan, main, timeline, (opus, h264), picture)
     }
 }
 

@@ -7,13 +7,16 @@
 //! first audio track. AAC tracks are for live HLS and recordings, and H.265 ones for those and
 //! the WebRTC viewers that take H.265; WebRTC viewers skip H.264 B-frames no frame refers to.
 //! Each AAC track has an Opus companion track ([`OpusTrack`]) that WebRTC viewers hear instead:
-//! the camera's AAC, transcoded only while the companion has a subscriber. Each audio frame's
-//! loudness is measured (decoded) for the call's active speakers, as cameras send no levels.
+//! the camera's AAC, transcoded only while the companion has a subscriber; likewise each H.265
+//! track has an H.264 companion ([`H264Track`]) for the WebRTC viewers that cannot take H.265,
+//! re-encoded only while it has a subscriber. Each audio frame's loudness is measured (decoded)
+//! for the call's active speakers, as cameras send no levels.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use engine::track::scaled::{ScaleSpec, ScaledLayer};
 use engine::track::{Fanout, MediaKind, SourceFrame};
 use retina::client::Stream;
 use retina::codec::{AudioFrame, ParametersRef, VideoFrame, VideoParametersCodec};
@@ -32,6 +35,8 @@ use crate::status::IngestStatus;
 const OPUS_CLOCK: u32 = 48_000;
 /// Tracks of one kind taken from a camera, at most.
 pub const MAX_TRACKS_PER_KIND: usize = 4;
+/// An H.264 companion's re-encode stops this long after its last viewer leaves.
+const REENCODE_IDLE_STOP: Duration = Duration::from_secs(5);
 
 /// The codec of a planned track.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,6 +322,81 @@ impl OpusTrack {
     }
 }
 
+/// H.264 as WebRTC viewers without H.265 get a camera's H.265 (what the re-encoder writes:
+/// constrained baseline).
+pub fn h264_stand_in_codec() -> RTCRtpCodec {
+    video_codec(
+        "video/H264",
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
+    )
+}
+
+/// The H.264 track WebRTC viewers without H.265 get of a camera's H.265 track: the H.265 is
+/// decoded and encoded H.264 (`engine::track::scaled`, on a thread of its own) only while the
+/// companion has a subscriber, and for 5 s after the last one leaves.
+pub struct H264Track {
+    pub fanout: Arc<Fanout>,
+    running: Option<ScaledLayer>,
+    /// Since when the running re-encode has had no subscriber.
+    idle_since: Option<Instant>,
+    /// It could not be started (logged once; not tried again).
+    failed: bool,
+}
+
+impl H264Track {
+    /// A companion published on `fanout` (H.264, standing in for H.265).
+    pub fn new(fanout: Arc<Fanout>) -> H264Track {
+        H264Track {
+            fanout,
+            running: None,
+            idle_since: None,
+            failed: false,
+        }
+    }
+
+    /// Starts re-encoding `source` (the camera's H.265 track) when the companion has a
+    /// subscriber; stops [`REENCODE_IDLE_STOP`] after it has none.
+    fn tend(&mut self, source: &Arc<Fanout>, now: Instant) {
+        if self.fanout.subscribers() > 0 {
+            self.idle_since = None;
+            if self.running.is_none() && !self.failed {
+                let spec = ScaleSpec {
+                    mime: "video/H265".into(),
+                    out_mime: "video/H264".into(),
+                    width: 0,
+                    height: 0,
+                    kbps: 0,
+                };
+                self.running = ScaledLayer::start_into(source, spec, self.fanout.clone());
+                if self.running.is_none() {
+                    self.failed = true;
+                    tracing::warn!(track = %self.fanout.info.id, "no H.264 for WebRTC viewers of this H.265 camera");
+                }
+            }
+            return;
+        }
+        let Some(since) = self.running.as_ref().map(|_| *self.idle_since.get_or_insert(now)) else {
+            return;
+        };
+        if now.saturating_duration_since(since) >= REENCODE_IDLE_STOP {
+            self.stop();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop(&self.fanout);
+        }
+        self.idle_since = None;
+    }
+}
+
+impl Drop for H264Track {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A published track and its outgoing RTP timeline; lives as long as the ingest.
 pub struct LiveTrack {
     pub plan: TrackPlan,
@@ -324,6 +404,8 @@ pub struct LiveTrack {
     pub timeline: RtpTimeline,
     /// For an AAC track: the Opus track WebRTC viewers get.
     pub opus: Option<OpusTrack>,
+    /// For an H.265 track: the H.264 track WebRTC viewers without H.265 get.
+    pub h264: Option<H264Track>,
     /// The latest presentation time of the connection's video frames so far (camera ticks).
     latest_pts: Option<i64>,
     /// The camera's B-frames have been noticed (logged once).
@@ -342,7 +424,7 @@ impl LiveTrack {
         plan: TrackPlan,
         fanout: Arc<Fanout>,
         timeline: RtpTimeline,
-        opus: Option<OpusTrack>,
+        (opus, h264): (Option<OpusTrack>, Option<H264Track>),
         picture: Option<Arc<IngestStatus>>,
     ) -> LiveTrack {
         let codec = match &plan.codec {
@@ -365,6 +447,7 @@ impl LiveTrack {
             fanout,
             timeline,
             opus,
+            h264,
             latest_pts: None,
             b_frames: false,
             meter,
@@ -381,9 +464,11 @@ impl LiveTrack {
         }
     }
 
-    /// The published tracks: this one, then its Opus companion if it has one.
+    /// The published tracks: this one, then its Opus or H.264 companion if it has one.
     pub fn fanouts(&self) -> impl Iterator<Item = &Arc<Fanout>> {
-        std::iter::once(&self.fanout).chain(self.opus.as_ref().map(|o| &o.fanout))
+        std::iter::once(&self.fanout)
+            .chain(self.opus.as_ref().map(|o| &o.fanout))
+            .chain(self.h264.as_ref().map(|h| &h.fanout))
     }
 
     /// Whether WebRTC viewers must skip this H.264 frame: it displays before a frame already
@@ -407,6 +492,9 @@ impl LiveTrack {
     /// for H.264; VPS, SPS, PPS for H.265). Returns the packets written (0 when the frame was
     /// malformed, or is one WebRTC viewers skip: then only the frame taps get it).
     pub fn video(&mut self, frame: &VideoFrame, params: Option<&[Bytes]>, now: Instant) -> usize {
+        if let Some(h264) = self.h264.as_mut() {
+            h264.tend(&self.fanout, now);
+        }
         let taps_only = self.plan.codec == IngestCodec::H264 && self.webrtc_skips(frame);
         let nals = match self.plan.codec {
             IngestCodec::H264 => {

@@ -734,7 +734,7 @@ async fn a_camera_with_a_main_and_a_sub_stream_publishes_both_as_tracks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_h265_camera_goes_to_live_hls_recordings_and_webrtc_viewers_that_take_h265() {
+async fn an_h265_camera_goes_to_live_hls_recordings_and_to_webrtc_viewers_as_h265_or_h264() {
     let s = Server::start_with_config(CONFIG).await;
     s.group("dock", &[("viewer", json!({}))]).await;
     let viewer = s.token("viewer").await;
@@ -791,8 +791,10 @@ async fn an_h265_camera_goes_to_live_hls_recordings_and_webrtc_viewers_that_take
         "{frames:?}"
     );
 
-    // One whose offer names no H.265 (most browsers) gets no video of the camera, only its
-    // AAC as Opus.
+    // One whose offer names no H.265 (most browsers) gets the camera's H.264 companion
+    // instead: the H.265 re-encoded by the server while someone watches it, at the camera's
+    // size, whole frames from a keyframe; and its AAC as Opus.
+    assert_eq!(s.metric("fanfare_reencoded_tracks").await, 0.0, "nobody watches it yet");
     let sub = WhepSubscriber::connect_opts(
         &s.base,
         &whep,
@@ -803,27 +805,34 @@ async fn an_h265_camera_goes_to_live_hls_recordings_and_webrtc_viewers_that_take
         },
     )
     .await
-    .expect("the WHEP request itself succeeds");
-    if camera.audio == "aac" {
-        assert!(
-            sub.wait_until(Duration::from_secs(10), |c| c.audio_packets >= 50).await,
-            "{:?}",
-            sub.counts()
-        );
-    } else {
-        assert!(
-            sub.no_packets_within(Duration::from_secs(3)).await,
-            "{:?}",
-            sub.counts()
-        );
-    }
+    .expect("WHEP playback in H.264");
+    assert!(
+        sub.wait_until(Duration::from_secs(15), |c| c.frames >= 60
+            && c.resolution == Some((320, 240)))
+            .await,
+        "{:?}",
+        sub.counts()
+    );
     let c = sub.counts();
     let audio = u32::from(camera.audio == "aac");
     assert_eq!(
-        (c.video_tracks, c.audio_tracks, c.video_packets),
-        (0, audio, 0),
+        (c.video_tracks, c.video_mime.as_deref(), c.audio_tracks),
+        (1, Some("video/H264"), audio),
         "{c:?}"
     );
+    assert!(c.first_keyframe.is_some(), "{c:?}");
+    assert_eq!(s.metric("fanfare_reencoded_tracks").await, 1.0);
+    sub.stop().await.expect("stop play");
+    // The re-encode stops a few seconds after its last viewer left.
+    let mut stopped = false;
+    for _ in 0..100 {
+        if s.metric("fanfare_reencoded_tracks").await == 0.0 {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stopped, "the re-encode stops once unwatched");
 
     // Live HLS: HEVC (+ AAC) passed through; a whole segment decodes from a keyframe.
     let (live, text) = live_playlist(&s, "dock", &viewer).await;

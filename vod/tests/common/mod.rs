@@ -188,3 +188,54 @@ pub fn opus_packets(dir: &Path, secs: u32) -> Vec<(i64, Bytes)> {
     }
     out
 }
+
+/// `frames` frames of 320x240 at 30 fps as an Annex-B HEVC elementary stream (libx265, a
+/// keyframe every 30 frames, no B-frames, parameter sets before each).
+pub fn hevc_stream(dir: &std::path::Path, frames: usize) -> Bytes {
+    let path = dir.join("in.hevc");
+    let p = path.to_str().expect("utf-8 path");
+    let n = frames.to_string();
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=30",
+        "-frames:v",
+        &n,
+        "-c:v",
+        "libx265",
+        "-preset",
+        "ultrafast",
+        "-x265-params",
+        "keyint=30:min-keyint=30:bframes=0:repeat-headers=1:log-level=error",
+        "-f",
+        "hevc",
+        p,
+    ]);
+    Bytes::from(std::fs::read(&path).expect("the HEVC stream"))
+}
+
+/// NAL units of an Annex-B stream (without start codes).
+pub fn nal_units(data: &Bytes) -> Vec<Bytes> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for (k, &s) in starts.iter().enumerate() {
+        let mut end = starts.get(k + 1).map(|&n| n - 3).unwrap_or(data.len());
+        while end > s && data[end - 1] == 0 {
+            end -= 1;
+        }
+        if end > s + 2 {
+            out.push(data.slice(s..end));
+        }
+    }
+    out
+}
