@@ -21,6 +21,7 @@ use super::fanout::{Downtrack, Fanout, NO_LAYER};
 use super::layers::{fits, fitted_size, ranked, LegCaps, MAX_LAYERS, SLOTS};
 use super::scaled::{default_kbps, ScaleSpec, ScaledLayer, SCALED_LAYER};
 use super::MediaKind;
+use crate::model::Resolution;
 
 /// How often layer bitrates are measured and choices revisited.
 const TICK: Duration = Duration::from_millis(500);
@@ -293,8 +294,11 @@ impl Track {
 impl Track {
     /// The scaled layer the legs need now, with the publisher's layer to make it from: when
     /// some unpaused leg's `max_resolution` fits none of the publisher's layers (all of whose
-    /// sizes are known), the smallest layer fitted within the smallest such cap, at a bitrate
-    /// for its size within those legs' bitrate caps.
+    /// sizes are known), or its `max_bitrate_kbps` is under every layer's measured bitrate (by
+    /// a quarter, or at all while the scaled layer runs), the smallest layer fitted within the
+    /// smallest such picture cap (else its own size), made smaller while it would need more
+    /// than twice the bitrate cap ([`default_kbps`]), at the tightest such bitrate cap or one
+    /// for its size.
     fn scaled_wanted(&self) -> Option<(u8, ScaleSpec)> {
         if self.fanout.info.kind != MediaKind::Video {
             return None;
@@ -306,36 +310,48 @@ impl Track {
         if order.iter().any(|&i| real[i].width == 0) {
             return None;
         }
+        let margin = if self.scaled.is_some() { 1.0 } else { 1.25 };
+        let lowest_kbps = order.iter().map(|&i| real[i].kbps).min().unwrap_or(0);
+        let too_big = |r: Resolution| !order.iter().any(|&i| fits(r, real[i].width, real[i].height));
+        let too_fast = |k: u32| lowest_kbps > 0 && f64::from(lowest_kbps) > f64::from(k) * margin;
         let over: Vec<&LegCaps> = self
             .legs
             .values()
             .filter(|c| !c.leg.paused())
             .map(|c| &c.caps)
-            .filter(|caps| {
-                caps.max_resolution
-                    .is_some_and(|r| !order.iter().any(|&i| fits(r, real[i].width, real[i].height)))
-            })
+            .filter(|caps| caps.max_resolution.is_some_and(too_big) || caps.max_kbps.is_some_and(too_fast))
             .collect();
-        let cap = over.iter().filter_map(|caps| caps.max_resolution).min_by_key(|r| {
-            let (w, h) = r.dimensions();
-            u64::from(w) * u64::from(h)
-        })?;
-        let (width, height) = fitted_size(cap, real[source].width, real[source].height);
+        if over.is_empty() {
+            return None;
+        }
+        let picture_cap = over
+            .iter()
+            .filter_map(|caps| caps.max_resolution)
+            .filter(|&r| too_big(r))
+            .min_by_key(|r| {
+                let (w, h) = r.dimensions();
+                u64::from(w) * u64::from(h)
+            });
+        let (mut width, mut height) = (real[source].width & !1, real[source].height & !1);
+        if let Some(cap) = picture_cap {
+            (width, height) = fitted_size(cap, width, height);
+        }
         let kbps = over
             .iter()
             .filter_map(|caps| caps.max_kbps)
             .fold(default_kbps(width, height), u32::min);
+        while default_kbps(width, height) > kbps.saturating_mul(2) && height > 180 {
+            (width, height) = ((width / 2).max(2) & !1, (height / 2).max(2) & !1);
+        }
         let mime = self.fanout.info.codec.mime_type.clone();
-        Some((
-            source as u8,
-            ScaleSpec {
-                out_mime: mime.clone(),
-                mime,
-                width,
-                height,
-                kbps,
-            },
-        ))
+        let spec = ScaleSpec {
+            out_mime: mime.clone(),
+            mime,
+            width,
+            height,
+            kbps,
+        };
+        Some((source as u8, spec))
     }
 
     /// Starts, changes or (after [`UNSCALE_AFTER`] unneeded) stops the scaled layer.

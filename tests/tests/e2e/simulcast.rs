@@ -718,3 +718,64 @@ async fn a_viewer_capped_below_a_single_layer_publish_gets_a_scaled_layer() {
     }
     publisher.stop().await.expect("stop publish");
 }
+
+/// A viewer whose member bitrate cap is under a single-layer publish's bitrate gets the scaled
+/// layer too, made smaller for that bitrate: the 720p fixture (about 270 kbit/s) to a
+/// 100 kbit/s cap is 320x180, and what the viewer receives stays near the cap, while an
+/// uncapped viewer gets the publish as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_capped_below_a_publishs_bitrate_gets_a_smaller_scaled_layer() {
+    let s = Server::start().await;
+    group(&s, "thin", json!({}), &["pub", "free", "slow"]).await;
+    let (st, body) = s
+        .call(
+            Method::PATCH,
+            "/v1/groups/thin/members/slow",
+            Some(&s.admin),
+            Some(json!({"media": {"max_bitrate_kbps": 100}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (pub_t, free_t, slow_t) = (s.token("pub").await, s.token("free").await, s.token("slow").await);
+    let hd = ClientOptions {
+        audio: false,
+        fixture: fanfare_tests::h264::simulcast_fixtures()[2].1.clone(),
+        ..Default::default()
+    };
+    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=thin", &pub_t, hd)
+        .await
+        .expect("720p publish");
+    assert!(publisher.wait_connected(WAIT).await, "publisher connects");
+    // Long enough for its bitrate to be measured.
+    assert!(publisher.wait_until(WAIT, |p| p.frames_sent >= 60).await);
+    let opts = ClientOptions {
+        audio: false,
+        ..Default::default()
+    };
+    let free = WhepSubscriber::connect_opts(&s.base, "/v1/groups/thin/whep", &free_t, opts.clone())
+        .await
+        .expect("uncapped play");
+    let slow = WhepSubscriber::connect_opts(&s.base, "/v1/groups/thin/whep", &slow_t, opts)
+        .await
+        .expect("bitrate-capped play");
+    assert!(settles_at(&slow, (320, 180), 60).await, "{:?}", slow.counts());
+    assert_eq!(slow.counts().resolutions, [(320, 180)], "{:?}", slow.counts());
+    assert!(settles_at(&free, (1280, 720), 30).await, "{:?}", free.counts());
+    // Over 5 s, the capped viewer gets about its 100 kbit/s, and less than the publish's.
+    let (slow0, free0) = (slow.counts().video_bytes, free.counts().video_bytes);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let kbps = |now: u64, before: u64| (now - before) * 8 / 5 / 1000;
+    let (slow_kbps, free_kbps) = (
+        kbps(slow.counts().video_bytes, slow0),
+        kbps(free.counts().video_bytes, free0),
+    );
+    assert!(
+        slow_kbps <= 150 && slow_kbps < free_kbps,
+        "{slow_kbps} against {free_kbps} kbit/s"
+    );
+    assert_eq!(s.metric("fanfare_scaled_layers").await, 1.0);
+    for v in [&free, &slow] {
+        v.stop().await.expect("stop play");
+    }
+    publisher.stop().await.expect("stop publish");
+}
