@@ -25,8 +25,9 @@ use crate::VodError;
 const MAX_PAYLOAD: usize = 1200;
 /// A keyframe at least this often (3 s at 30 fps), besides those legs ask for.
 const GOP: u32 = 90;
-/// A re-encode at the source's size is held within this (1080p).
-const MAX_SIZE: engine::model::Resolution = engine::model::Resolution::Fhd;
+/// A re-encode at the source's size is held within this (720p: decoding 1080p H.265 and
+/// encoding it again costs a third of a core; at 720p, a quarter).
+const MAX_SIZE: engine::model::Resolution = engine::model::Resolution::Hd;
 
 /// Makes a scaled layer's [`ScaleVideo`] (installed into the engine by the server), or `None`
 /// for a codec it does not take.

@@ -98,18 +98,7 @@ fn h265_is_re_encoded_as_h264_at_its_own_size() {
     for nal in nals {
         // One slice per picture here: a VCL NAL unit (type < 32) ends its access unit.
         let vcl = (nal[0] >> 1) & 0x3f < 32;
-        let pkt = rtp::Packet {
-            header: rtp::header::Header {
-                version: 2,
-                marker: vcl,
-                payload_type: 96,
-                sequence_number: seq,
-                timestamp: frame * 3000,
-                ssrc: 9,
-                ..Default::default()
-            },
-            payload: nal,
-        };
+        let pkt = common::rtp_packet(nal, seq, frame * 3000, vcl);
         seq = seq.wrapping_add(1);
         frame += u32::from(vcl);
         out.extend(scaler.push(&pkt, false));
@@ -165,18 +154,7 @@ fn a_vp8_layer_is_scaled_in_vp8() {
         let payloads = pay.payload(1200, frame).expect("payload");
         let n = payloads.len();
         for (k, payload) in payloads.into_iter().enumerate() {
-            let pkt = rtp::Packet {
-                header: rtp::header::Header {
-                    version: 2,
-                    marker: k + 1 == n,
-                    payload_type: 96,
-                    sequence_number: seq,
-                    timestamp: i as u32 * 3000,
-                    ssrc: 7,
-                    ..Default::default()
-                },
-                payload,
-            };
+            let pkt = common::rtp_packet(payload, seq, i as u32 * 3000, k + 1 == n);
             seq = seq.wrapping_add(1);
             out.extend(scaler.push(&pkt, false));
         }

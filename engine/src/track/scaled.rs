@@ -23,7 +23,7 @@ pub struct ScaleSpec {
     pub mime: String,
     /// The codec to encode: the source's for a scaled layer; a companion's own.
     pub out_mime: String,
-    /// The picture size to encode (even sides); 0 x 0: the source's, within 1920x1080.
+    /// The picture size to encode (even sides); 0 x 0: the source's, within 1280x720.
     pub width: u32,
     pub height: u32,
     /// The encoder's target bitrate; 0: [`default_kbps`] of the size.

@@ -109,24 +109,29 @@ pub fn packetize(aus: &[Au], first_seq: u16, first_ts: u32) -> Vec<Vec<rtp::Pack
                 .into_iter()
                 .enumerate()
                 .map(|(k, payload)| {
-                    let p = rtp::Packet {
-                        header: rtp::header::Header {
-                            version: 2,
-                            marker: k + 1 == n,
-                            payload_type: 96,
-                            sequence_number: seq,
-                            timestamp: first_ts.wrapping_add(i as u32 * 3000),
-                            ssrc: 1,
-                            ..Default::default()
-                        },
-                        payload,
-                    };
+                    let p = rtp_packet(payload, seq, first_ts.wrapping_add(i as u32 * 3000), k + 1 == n);
                     seq = seq.wrapping_add(1);
                     p
                 })
                 .collect()
         })
         .collect()
+}
+
+/// One RTP packet of a test stream (payload type 96, SSRC 1).
+pub fn rtp_packet(payload: Bytes, sequence_number: u16, timestamp: u32, marker: bool) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            marker,
+            payload_type: 96,
+            sequence_number,
+            timestamp,
+            ssrc: 1,
+            ..Default::default()
+        },
+        payload,
+    }
 }
 
 /// Runs ffmpeg with the given arguments (quiet), panicking with its stderr on failure.
