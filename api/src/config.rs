@@ -110,6 +110,10 @@ pub struct RtcConfig {
     /// Threads of the media runtime; by default one per CPU the process may run on (its
     /// affinity mask and CPU quota, as `taskset` or a container limit set them), at most 64.
     pub threads: usize,
+    /// Video re-encodes (scaled layers for capped viewers, H.265 cameras' H.264 companions)
+    /// running at once, at most; 0: none (capped viewers get the lowest layer as sent, viewers
+    /// without H.265 no video of an H.265 camera). By default one per media thread.
+    pub max_reencodes: Option<usize>,
     /// Behind a 1:1 NAT: the public address advertised in place of `ips` in ICE candidates.
     pub public_ip: Option<IpAddr>,
     /// Answer as an ICE-lite agent: the client drives connectivity checks (see README).
@@ -142,6 +146,7 @@ impl Default for RtcConfig {
             udp_port: None,
             tcp_port: None,
             threads: engine::media::MediaConfig::default().threads,
+            max_reencodes: None,
             public_ip: None,
             ice_lite: false,
             bandwidth_estimation: true,
@@ -437,6 +442,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "rtc.threads",
                 message: "must be between 1 and 64".into(),
+            });
+        }
+        if rtc.max_reencodes.is_some_and(|n| n > 1024) {
+            return Err(ConfigError::Invalid {
+                key: "rtc.max_reencodes",
+                message: "must be between 0 and 1024".into(),
             });
         }
         if let Err((key, message)) = self.ingest.validate() {

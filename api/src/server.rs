@@ -39,6 +39,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Publishers whose audio carries no level are measured by decoding it (FFmpeg, in vod).
     engine::track::audio_level::install_meters(vod::level_meter::rtp_meter);
     engine::track::scaled::install_scalers(vod::scale::scaler_for);
+    engine::track::scaled::set_limit(config.rtc.max_reencodes.unwrap_or(config.rtc.threads));
     let listen = config.listen_addr()?;
     let rtc = engine::session::SessionDeps {
         store: store.clone(),

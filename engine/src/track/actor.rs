@@ -19,7 +19,7 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use super::congestion::{CongestionCap, EstimateSource, PROBE_FOR};
 use super::fanout::{Downtrack, Fanout, NO_LAYER};
 use super::layers::{fits, fitted_size, ranked, LegCaps, MAX_LAYERS, SLOTS};
-use super::scaled::{default_kbps, ScaleSpec, ScaledLayer, SCALED_LAYER};
+use super::scaled::{default_kbps, Refused, ScaleSpec, ScaledLayer, SCALED_LAYER};
 use super::MediaKind;
 use crate::model::Resolution;
 
@@ -366,8 +366,10 @@ impl Track {
                 }
                 self.stop_scaled();
                 match ScaledLayer::start(&self.fanout, source, spec.clone()) {
-                    Some(layer) => self.scaled = Some(layer),
-                    None => self.scale_refused = Some(spec),
+                    Ok(layer) => self.scaled = Some(layer),
+                    // Tried again at the next tick, when a slot may be free.
+                    Err(Refused::Busy) => {}
+                    Err(Refused::Unable) => self.scale_refused = Some(spec),
                 }
             }
             None if self.scaled.is_some() => {

@@ -7,7 +7,7 @@
 //! The codec work is not the engine's: the server installs it at start ([`install_scalers`]).
 //! Each runs on a thread of its own, reading a tap of its source layer.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -49,6 +49,40 @@ pub fn install_scalers(factory: ScalerFactory) {
     let _ = SCALERS.set(factory);
 }
 
+/// Re-encodes allowed at once ([`set_limit`]); unlimited until set.
+static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Re-encodes running.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets how many re-encodes may run at once in this process (the server's
+/// `rtc.max_reencodes`); 0 allows none.
+pub fn set_limit(n: usize) {
+    LIMIT.store(n, Ordering::Relaxed);
+}
+
+/// Takes a re-encode slot, if one is free.
+fn reserve() -> bool {
+    RUNNING
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < LIMIT.load(Ordering::Relaxed)).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+fn release() {
+    RUNNING.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Why a re-encode did not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No scaler is installed, it does not take the codecs, or no thread could be made: not
+    /// worth trying again.
+    Unable,
+    /// As many re-encodes run as allowed (`rtc.max_reencodes`): try again later.
+    Busy,
+}
+
 /// A bitrate that suits a `w`x`h` picture at 30 fps (about 0.08 bit per pixel), 150 kbps to
 /// 4 Mbps.
 pub fn default_kbps(w: u32, h: u32) -> u32 {
@@ -84,26 +118,35 @@ pub struct ScaledLayer {
 impl ScaledLayer {
     /// Starts making `fanout`'s scaled layer from its layer `source`. `None` when no scaler is
     /// installed, it does not take the codec, or there is no media runtime to send from.
-    pub fn start(fanout: &Arc<Fanout>, source: u8, spec: ScaleSpec) -> Option<ScaledLayer> {
+    pub fn start(fanout: &Arc<Fanout>, source: u8, spec: ScaleSpec) -> Result<ScaledLayer, Refused> {
         let started = Self::spawn(fanout, source, spec, Output::Layer)?;
         fanout.open_scaled();
         fanout.metrics.scaled_layers.inc();
-        Some(started)
+        Ok(started)
     }
 
     /// Starts re-encoding `from`'s first layer into the companion track `into`, which a local
     /// source's owner publishes; legs' keyframe requests on `into` reach the encoder.
-    pub fn start_into(from: &Arc<Fanout>, spec: ScaleSpec, into: Arc<Fanout>) -> Option<ScaledLayer> {
+    pub fn start_into(from: &Arc<Fanout>, spec: ScaleSpec, into: Arc<Fanout>) -> Result<ScaledLayer, Refused> {
         let metrics = into.metrics.clone();
         let started = Self::spawn(from, 0, spec, Output::Track(into))?;
         metrics.reencoded_tracks.inc();
-        Some(started)
+        Ok(started)
     }
 
-    fn spawn(fanout: &Arc<Fanout>, source: u8, spec: ScaleSpec, output: Output) -> Option<ScaledLayer> {
-        let factory = SCALERS.get()?;
-        let mut scaler = factory(&spec)?;
-        let runtime = crate::media::runtime_handle()?;
+    /// Starts the thread, within the [`set_limit`] slots.
+    fn spawn(fanout: &Arc<Fanout>, source: u8, spec: ScaleSpec, output: Output) -> Result<ScaledLayer, Refused> {
+        if !reserve() {
+            return Err(Refused::Busy);
+        }
+        let made = SCALERS
+            .get()
+            .and_then(|factory| factory(&spec))
+            .zip(crate::media::runtime_handle());
+        let Some((mut scaler, runtime)) = made else {
+            release();
+            return Err(Refused::Unable);
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let mut tap = fanout.tap_layer(source, TAP_CAPACITY);
         let companion = match &output {
@@ -139,11 +182,12 @@ impl ScaledLayer {
             });
         if let Err(e) = spawned {
             tracing::warn!(track = %fanout.info.id, "video re-encode not started: {e}");
-            return None;
+            release();
+            return Err(Refused::Unable);
         }
         let into = companion.as_ref().map(|c| c.info.id.clone());
         tracing::info!(track = %fanout.info.id, source, ?spec, ?into, "video re-encode started");
-        Some(ScaledLayer {
+        Ok(ScaledLayer {
             spec,
             source,
             stop,
@@ -155,6 +199,7 @@ impl ScaledLayer {
     /// picture (the thread ends within [`STOP_POLL`]).
     pub fn stop(self, fanout: &Fanout) {
         self.stop.store(true, Ordering::Relaxed);
+        release();
         match &self.companion {
             None => {
                 fanout.close_scaled();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::track::scaled::{ScaleSpec, ScaledLayer};
+use engine::track::scaled::{Refused, ScaleSpec, ScaledLayer};
 use engine::track::{Fanout, MediaKind, SourceFrame};
 use retina::client::Stream;
 use retina::codec::{AudioFrame, ParametersRef, VideoFrame, VideoParametersCodec};
@@ -367,10 +367,14 @@ impl H264Track {
                     height: 0,
                     kbps: 0,
                 };
-                self.running = ScaledLayer::start_into(source, spec, self.fanout.clone());
-                if self.running.is_none() {
-                    self.failed = true;
-                    tracing::warn!(track = %self.fanout.info.id, "no H.264 for WebRTC viewers of this H.265 camera");
+                match ScaledLayer::start_into(source, spec, self.fanout.clone()) {
+                    Ok(running) => self.running = Some(running),
+                    // Tried again at the next frame.
+                    Err(Refused::Busy) => {}
+                    Err(Refused::Unable) => {
+                        self.failed = true;
+                        tracing::warn!(track = %self.fanout.info.id, "no H.264 for WebRTC viewers of this H.265 camera");
+                    }
                 }
             }
             return;

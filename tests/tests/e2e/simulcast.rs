@@ -779,3 +779,59 @@ async fn a_viewer_capped_below_a_publishs_bitrate_gets_a_smaller_scaled_layer() 
     }
     publisher.stop().await.expect("stop publish");
 }
+
+/// `rtc.max_reencodes` bounds the server's re-encoding: with one allowed, a VGA-capped viewer
+/// of two single-layer 720p publishes gets the first one scaled and the second as sent; once
+/// the first publisher leaves, its slot goes to the second, and the viewer of it moves to
+/// 640x360.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_encodes_are_bounded_and_a_freed_slot_is_taken_up() {
+    let s = Server::start_with_config("[testing]\nfault_injection = true\n[rtc]\nmax_reencodes = 1\n").await;
+    group(&s, "pair", json!({"max_resolution": "vga"}), &["a", "b", "viewer"]).await;
+    let hd = ClientOptions {
+        audio: false,
+        fixture: fanfare_tests::h264::simulcast_fixtures()[2].1.clone(),
+        ..Default::default()
+    };
+    let (a_t, b_t, viewer_t) = (s.token("a").await, s.token("b").await, s.token("viewer").await);
+    let first = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=pair", &a_t, hd.clone())
+        .await
+        .expect("first publish");
+    assert!(first.wait_connected(WAIT).await);
+    let opts = ClientOptions {
+        audio: false,
+        ..Default::default()
+    };
+    let watch_a = WhepSubscriber::connect_opts(&s.base, "/v1/groups/pair/whep?participant=a", &viewer_t, opts.clone())
+        .await
+        .expect("play a");
+    assert!(settles_at(&watch_a, (640, 360), 30).await, "{:?}", watch_a.counts());
+    assert_eq!(s.metric("fanfare_scaled_layers").await, 1.0);
+
+    let second = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=pair", &b_t, hd)
+        .await
+        .expect("second publish");
+    assert!(second.wait_connected(WAIT).await);
+    let watch_b = WhepSubscriber::connect_opts(&s.base, "/v1/groups/pair/whep?participant=b", &viewer_t, opts)
+        .await
+        .expect("play b");
+    assert!(
+        settles_at(&watch_b, (1280, 720), 30).await,
+        "no slot left: as sent {:?}",
+        watch_b.counts()
+    );
+    assert_eq!(s.metric("fanfare_scaled_layers").await, 1.0, "still one");
+
+    // The first publisher leaves: its scaled layer stops, and the second one gets the slot.
+    watch_a.stop().await.expect("stop play a");
+    first.stop().await.expect("stop publish a");
+    assert!(
+        settles_at(&watch_b, (640, 360), 30).await,
+        "the freed slot is taken up: {:?}",
+        watch_b.counts()
+    );
+    assert_eq!(watch_b.counts().resolutions, [(1280, 720), (640, 360)]);
+    assert_eq!(s.metric("fanfare_scaled_layers").await, 1.0);
+    watch_b.stop().await.expect("stop play b");
+    second.stop().await.expect("stop publish b");
+}
