@@ -11,7 +11,7 @@ video=<codec> tls=<on|off> videos=<1|2>` once listening; exits when stdin closes
     /usr/bin/python3 tests/rtsp/server.py --port 8554 --path /cam [--user u --password p
         [--auth digest|basic]] [--audio [aac|opus|none]] [--video h264|h265]
         [--width 320 --height 240 --fps 30 --kbps 0] [--tls-cert cert.pem --tls-key key.pem]
-        [--own-content-base] [--second-video]
+        [--own-content-base] [--second-video] [--bframes N [--b-pyramid]]
 
 With --second-video the session also carries a second H.264 stream after the audio: 160x120
 noise at 600 kbit/s, several times the default ball pattern's rate, so the two streams are told
@@ -52,9 +52,11 @@ def video_pipeline(args):
         )
     if args.bframes > 0:
         # B-frames: decode order differs from display order (zerolatency would turn them off).
-        # Without B-pyramid no frame refers to a B-frame, as from most cameras.
+        # Without B-pyramid no frame refers to a B-frame, as from most cameras; with it
+        # (--b-pyramid), some B-frames are references.
         return (
-            f"{source} ! x264enc bframes={args.bframes} b-adapt=false b-pyramid=false rc-lookahead=0 sync-lookahead=0 "
+            f"{source} ! x264enc bframes={args.bframes} b-adapt=false b-pyramid={str(args.b_pyramid).lower()} "
+            "rc-lookahead=0 sync-lookahead=0 "
             f"key-int-max=30 speed-preset=ultrafast{bitrate} "
             "! video/x-h264,profile=main ! rtph264pay name=pay0 pt=96 config-interval=-1"
         )
@@ -114,6 +116,7 @@ def main():
     )
     p.add_argument("--video", choices=["h264", "h265"], default="h264")
     p.add_argument("--bframes", type=int, default=0, help="H.264 B-frames between references (0: none)")
+    p.add_argument("--b-pyramid", action="store_true", help="with --bframes 2 or more: B-frames that others refer to")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)

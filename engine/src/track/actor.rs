@@ -295,10 +295,11 @@ impl Track {
     /// The scaled layer the legs need now, with the publisher's layer to make it from: when
     /// some unpaused leg's `max_resolution` fits none of the publisher's layers (all of whose
     /// sizes are known), or its `max_bitrate_kbps` is under every layer's measured bitrate (by
-    /// a quarter, or at all while the scaled layer runs), the smallest layer fitted within the
-    /// smallest such picture cap (else its own size), made smaller while it would need more
-    /// than twice the bitrate cap ([`default_kbps`]), at the tightest such bitrate cap or one
-    /// for its size.
+    /// a quarter, or at all while the scaled layer runs), or for every unpaused leg when the
+    /// source is reordered (B-frames): the smallest layer fitted within the smallest such
+    /// picture cap (else its own size; within 720p for a reordered source), made smaller while
+    /// it would need more than twice the bitrate cap ([`default_kbps`]), at the tightest such
+    /// bitrate cap or one for its size.
     fn scaled_wanted(&self) -> Option<(u8, ScaleSpec)> {
         if self.fanout.info.kind != MediaKind::Video {
             return None;
@@ -310,6 +311,8 @@ impl Track {
         if order.iter().any(|&i| real[i].width == 0) {
             return None;
         }
+        // A reordered source (B-frames) is re-encoded in display order for every viewer.
+        let reordered = self.fanout.reordered();
         let margin = if self.scaled.is_some() { 1.0 } else { 1.25 };
         let lowest_kbps = order.iter().map(|&i| real[i].kbps).min().unwrap_or(0);
         let too_big = |r: Resolution| !order.iter().any(|&i| fits(r, real[i].width, real[i].height));
@@ -319,15 +322,17 @@ impl Track {
             .values()
             .filter(|c| !c.leg.paused())
             .map(|c| &c.caps)
-            .filter(|caps| caps.max_resolution.is_some_and(too_big) || caps.max_kbps.is_some_and(too_fast))
+            .filter(|caps| reordered || caps.max_resolution.is_some_and(too_big) || caps.max_kbps.is_some_and(too_fast))
             .collect();
         if over.is_empty() {
             return None;
         }
+        // A re-encode for reordering alone is held within 720p (its cost).
         let picture_cap = over
             .iter()
             .filter_map(|caps| caps.max_resolution)
             .filter(|&r| too_big(r))
+            .chain(reordered.then_some(Resolution::Hd))
             .min_by_key(|r| {
                 let (w, h) = r.dimensions();
                 u64::from(w) * u64::from(h)

@@ -391,6 +391,9 @@ pub struct Fanout {
     /// A local source that sends nothing on purpose (an on-demand camera nobody reads): its
     /// quiet is not a lost link.
     source_idle: AtomicBool,
+    /// The source's frames come out of display order (a camera's B-frames), which browsers'
+    /// WebRTC decoders do not take: viewers get the scaled layer, re-encoded in order.
+    reordered: AtomicBool,
     /// The publisher's connection's round trip (ms; 0: unknown), kept by its session.
     uplink_rtt: OnceLock<Arc<AtomicU32>>,
     upstream: Upstream,
@@ -423,6 +426,7 @@ impl Fanout {
             muted: AtomicBool::new(false),
             levels: AudioLevels::default(),
             source_idle: AtomicBool::new(false),
+            reordered: AtomicBool::new(false),
             uplink_rtt: OnceLock::new(),
             upstream,
             control: OnceLock::new(),
@@ -588,9 +592,34 @@ impl Fanout {
             .collect()
     }
 
-    /// The layer a leg with `caps` should receive now.
+    /// Says the source's frames come out of display order (see [`Self::reordered`]); for
+    /// good.
+    pub fn set_reordered(&self) {
+        if !self.reordered.swap(true, Ordering::Relaxed) {
+            self.tell(LayersChanged);
+        }
+    }
+
+    /// Whether the source's frames come out of display order: every viewer then needs the
+    /// scaled layer (re-encoded in display order), and gets it whenever it runs.
+    pub fn reordered(&self) -> bool {
+        self.reordered.load(Ordering::Relaxed)
+    }
+
+    /// Whether the scaled layer runs (is active).
+    pub fn scaled_running(&self) -> bool {
+        self.layers[usize::from(SCALED_LAYER)].active.load(Ordering::Relaxed)
+    }
+
+    /// The layer a leg with `caps` should receive now: for a reordered source whose scaled
+    /// layer runs, that one.
     pub fn choose(&self, caps: &LegCaps) -> u8 {
-        let (stats, rids) = self.layer_stats();
+        let (mut stats, rids) = self.layer_stats();
+        if self.reordered() && self.scaled_running() {
+            for s in &mut stats[..MAX_LAYERS] {
+                s.active = false;
+            }
+        }
         choose_layer(&stats, &rids, caps).map_or(NO_LAYER, |i| i as u8)
     }
 

@@ -476,20 +476,23 @@ impl LiveTrack {
     }
 
     /// Whether WebRTC viewers must skip this H.264 frame: it displays before a frame already
-    /// received (a B-frame: browsers' WebRTC decoders expect frames in display order) and no
-    /// other frame refers to it. Live HLS and recordings still get it.
+    /// received (a B-frame: browsers' WebRTC decoders expect frames in display order), no
+    /// other frame refers to it, and the track's scaled layer (which WebRTC viewers of a
+    /// reordered track get: every frame, re-encoded in display order) is not running. Live HLS
+    /// and recordings still get it. The first B-frame marks the track reordered.
     fn webrtc_skips(&mut self, frame: &VideoFrame) -> bool {
         let pts = frame.timestamp().elapsed();
         let reordered = self.latest_pts.is_some_and(|latest| pts < latest);
         self.latest_pts = Some(self.latest_pts.map_or(pts, |l| l.max(pts)));
-        if !reordered || !h264::is_non_reference(frame.data()) {
+        if !reordered {
             return false;
         }
         if !self.b_frames {
             self.b_frames = true;
-            tracing::info!(track = %self.fanout.info.id, "the camera sends B-frames; WebRTC viewers get the other frames, live HLS and recordings all of them");
+            self.fanout.set_reordered();
+            tracing::info!(track = %self.fanout.info.id, "the camera sends B-frames; WebRTC viewers get them re-encoded in display order (without a re-encode slot, the frames no other refers to are left out), live HLS and recordings all of them");
         }
-        true
+        !self.fanout.scaled_running() && h264::is_non_reference(frame.data())
     }
 
     /// Forwards one video frame; `params` are the stream's current parameter sets (SPS, PPS

@@ -905,8 +905,30 @@ fn picture_types(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// Plays camera `id` in group `yard` over WHEP from its first keyframe and returns the whole
+/// frames per second it receives over 3 s (after 2 s, past a switch to a re-encode), every one
+/// in display order and none incomplete.
+async fn webrtc_fps(s: &Server, id: &str, viewer: &str) -> f64 {
+    let sub = play(s, "yard", &format!("ingest-{id}"), viewer)
+        .await
+        .expect("WHEP playback of the camera");
+    assert!(
+        sub.wait_keyframes(1, Duration::from_secs(10)).await,
+        "{:?}",
+        sub.counts()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = sub.counts().frames;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let c = sub.counts();
+    assert_eq!(c.frames_out_of_order, 0, "{c:?}");
+    assert_eq!(c.incomplete_frames, 0, "no gap the viewer would NACK: {c:?}");
+    sub.stop().await.expect("stop play");
+    (c.frames - from) as f64 / 3.0
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_camera_with_b_frames_keeps_every_frame_in_live_hls_and_webrtc_gets_them_in_order() {
+async fn a_camera_with_b_frames_keeps_every_frame_in_live_hls_and_webrtc_gets_them_in_order_re_encoded() {
     let s = Server::start_with_config(CONFIG).await;
     s.group("yard", &[("viewer", json!({}))]).await;
     let viewer = s.token("viewer").await;
@@ -963,27 +985,41 @@ async fn a_camera_with_b_frames_keeps_every_frame_in_live_hls_and_webrtc_gets_th
     let log = s.log();
     assert!(log.contains("B-frames"), "the server noticed the reordering:\n{log}");
 
-    // A WebRTC viewer gets the frames in display order: the reference frames only (one in
-    // three here), as browsers' WebRTC decoders take no B-frames.
-    let sub = play(&s, "yard", &format!("ingest-{id}"), &viewer)
-        .await
-        .expect("WHEP playback of the camera");
-    assert!(
-        sub.wait_keyframes(1, Duration::from_secs(10)).await,
-        "{:?}",
-        sub.counts()
-    );
-    let from = sub.counts().frames;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let c = sub.counts();
-    let per_s = (c.frames - from) as f64 / 3.0;
-    assert!(
-        (6.0..=14.0).contains(&per_s),
-        "about 10 frames/s of 30: {per_s} ({c:?})"
-    );
-    assert_eq!(c.frames_out_of_order, 0, "{c:?}");
-    assert_eq!(c.incomplete_frames, 0, "no gap the viewer would NACK: {c:?}");
-    sub.stop().await.expect("stop play");
+    // A WebRTC viewer gets every frame in display order, as browsers' WebRTC decoders need:
+    // the camera re-encoded by the server (its scaled layer) while someone watches.
+    let per_s = webrtc_fps(&s, &id, &viewer).await;
+    assert!((25.0..=33.0).contains(&per_s), "about 30 frames/s: {per_s}");
+
+    // Without a re-encode slot (`max_reencodes = 0`): the reference frames only (one in three
+    // here), still in display order.
+    let s = Server::start_with_config(&format!("{CONFIG}[rtc]\nmax_reencodes = 0\n")).await;
+    s.group("yard", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let (st, created) = create(&s, &s.admin, json!({"url": camera.url(), "groups": ["yard"]})).await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    let per_s = webrtc_fps(&s, &id, &viewer).await;
+    assert!((6.0..=14.0).contains(&per_s), "about 10 frames/s of 30: {per_s}");
+    assert_eq!(s.metric("fanfare_scaled_layers").await, 0.0);
+    drop(camera);
+}
+
+/// A camera whose B-frames are references too (B-pyramid: they cannot be left out without
+/// breaking the frames after them): WebRTC viewers get its re-encode, every frame in display
+/// order; nothing of it is broken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_with_a_b_pyramid_reaches_webrtc_viewers_re_encoded_in_order() {
+    let s = Server::start_with_config(CONFIG).await;
+    s.group("yard", &[("viewer", json!({}))]).await;
+    let viewer = s.token("viewer").await;
+    let camera = Camera::start(free_port(), &["--bframes", "3", "--b-pyramid"]);
+    let (st, created) = create(&s, &s.admin, json!({"url": camera.url(), "groups": ["yard"]})).await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    wait_status(&s, &id, "live", Duration::from_secs(20)).await;
+    let per_s = webrtc_fps(&s, &id, &viewer).await;
+    assert!((25.0..=33.0).contains(&per_s), "about 30 frames/s: {per_s}");
     drop(camera);
 }
 
