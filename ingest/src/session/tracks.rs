@@ -5,7 +5,9 @@
 //! and as many audio (a camera's main and sub stream in one session, say); codecs we cannot
 //! carry, such as MJPEG, are left out. Live HLS and recordings take the first video and the
 //! first audio track. AAC tracks are for live HLS and recordings, and H.265 ones for those and
-//! the WebRTC viewers that take H.265; WebRTC viewers skip H.264 B-frames no frame refers to.
+//! the WebRTC viewers that take H.265. A camera with B-frames marks its track reordered, so
+//! WebRTC viewers get it re-encoded in display order; until then (or without a re-encode
+//! slot) they skip the B-frames no frame refers to.
 //! Each AAC track has an Opus companion track ([`OpusTrack`]) that WebRTC viewers hear instead:
 //! the camera's AAC, transcoded only while the companion has a subscriber; likewise each H.265
 //! track has an H.264 companion ([`H264Track`]) for the WebRTC viewers that cannot take H.265,
