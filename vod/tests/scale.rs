@@ -1,7 +1,7 @@
 //! The scaled layer's codec work: the 720p fixture's RTP, scaled to fit VGA, comes out as H.264
 //! RTP of 640x360 pictures, a frame out for each frame in, and a keyframe when one is asked for;
 //! 720p VP8 (libvpx, by the ffmpeg CLI) comes out as 640x360 VP8; H.265 (libx265) comes out as
-//! H.264 of its own size.
+//! H.264 of its own size; garbage gives nothing and does not stop real frames after it.
 
 mod common;
 
@@ -164,4 +164,35 @@ fn a_vp8_layer_is_scaled_in_vp8() {
     assert_eq!(keyframe_dimensions("video/VP8", &first.payload), Some((640, 360)));
     let made = out.iter().filter(|p| p.header.marker).count();
     assert!(made + 2 >= frames.len(), "{made} of {}", frames.len());
+}
+
+/// Garbage in (random payloads, truncated fragments, a keyframe cut short): nothing out, no
+/// panic, and real frames after it still come out.
+#[test]
+fn garbage_gives_nothing_and_breaks_nothing() {
+    let mut scaler = Downscaler::new(&spec("video/H264")).expect("scaler");
+    let mut seed = 0x2545_f491_u32;
+    let mut noise = |n: usize| -> bytes::Bytes {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as u8
+            })
+            .collect()
+    };
+    for i in 0..300u16 {
+        let len = [0, 1, 2, 13, 1200][usize::from(i) % 5];
+        let pkt = common::rtp_packet(noise(len), i, u32::from(i / 3) * 3000, i % 3 == 2);
+        assert!(scaler.push(&pkt, i % 7 == 0).is_empty(), "packet {i}");
+    }
+    let aus = common::access_units_of(&common::fixture_720p());
+    let frames = common::packetize(&aus[..60], 300, 900_000);
+    let made: usize = frames
+        .iter()
+        .flatten()
+        .map(|p| scaler.push(p, false).iter().filter(|p| p.header.marker).count())
+        .sum();
+    assert!(made >= 55, "{made} frames after the garbage");
 }

@@ -116,8 +116,9 @@ pub struct ScaledLayer {
 }
 
 impl ScaledLayer {
-    /// Starts making `fanout`'s scaled layer from its layer `source`. `None` when no scaler is
-    /// installed, it does not take the codec, or there is no media runtime to send from.
+    /// Starts making `fanout`'s scaled layer from its layer `source`. Refused when no scaler
+    /// is installed, it does not take the codec, there is no media runtime to send from
+    /// ([`Refused::Unable`]), or no slot is free ([`Refused::Busy`]).
     pub fn start(fanout: &Arc<Fanout>, source: u8, spec: ScaleSpec) -> Result<ScaledLayer, Refused> {
         let started = Self::spawn(fanout, source, spec, Output::Layer)?;
         fanout.open_scaled();
