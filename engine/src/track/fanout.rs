@@ -46,6 +46,10 @@ const MAX_BURST: usize = 64;
 const FRAME_HOLD: Duration = Duration::from_millis(40);
 /// Packets held at most before they go on regardless (a frame of about 90 KB).
 const MAX_HELD: usize = 64;
+/// Video is held only for this many legs or more: the hold saves a `sendmsg` per packet per
+/// leg, which only many legs make worth a frame's worth of latency on each packet (a frame's
+/// completion is not delayed either way). Fewer legs get each packet at once.
+const HOLD_FROM_LEGS: usize = 64;
 /// A keyframe bigger than this is not cached (new legs wait for the next one).
 const KEYFRAME_CACHE_BYTES: usize = 2 << 20;
 /// A leg's layer before it has one.
@@ -1030,8 +1034,9 @@ impl Fanout {
                 self.levels.set_measured();
             }
         }
-        // Video is forwarded a whole frame at a time (see `FRAME_HOLD`); audio at once.
-        let hold = self.info.kind == MediaKind::Video;
+        // Video to many legs is forwarded a whole frame at a time (see `FRAME_HOLD`); audio,
+        // and video to few legs, at once.
+        let video = self.info.kind == MediaKind::Video;
         'read: loop {
             let event = if r.burst.is_empty() {
                 remote.poll().await
@@ -1056,6 +1061,7 @@ impl Fanout {
                     None => break,
                 }
             }
+            let hold = video && self.subscribers() >= HOLD_FROM_LEGS;
             if !hold || frame_done(&r.burst) {
                 self.fan_out(std::mem::take(&mut r.burst));
             }
