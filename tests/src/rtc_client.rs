@@ -373,6 +373,18 @@ impl Hook for Lossy {
     }
 }
 
+impl ClientOptions {
+    /// A publisher of one 720p H.264 layer (the simulcast fixtures' top one, about 270 kbit/s)
+    /// and no audio.
+    pub fn single_720p() -> ClientOptions {
+        ClientOptions {
+            audio: false,
+            fixture: h264::simulcast_fixtures()[2].1.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {

@@ -711,14 +711,10 @@ async fn a_browser_capped_below_a_single_layer_publish_decodes_the_scaled_layer(
         .await;
     assert_eq!(st, 200, "{body}");
     let (pub_t, viewer_t) = (s.token("pub").await, s.token("viewer").await);
-    let opts = ClientOptions {
-        audio: false,
-        fixture: fanfare_tests::h264::simulcast_fixtures()[2].1.clone(),
-        ..Default::default()
-    };
-    let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=scaled", &pub_t, opts)
-        .await
-        .expect("720p publish");
+    let publisher =
+        WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=scaled", &pub_t, ClientOptions::single_720p())
+            .await
+            .expect("720p publish");
     assert!(publisher.wait_connected(Duration::from_secs(15)).await);
 
     let dir = tempfile::tempdir().expect("temp dir");

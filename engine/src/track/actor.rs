@@ -5,8 +5,10 @@
 //! publisher that can be told (a realtime-socket publish), which of its simulcast layers anyone
 //! receives, so its client may pause the others (dynacast). A leg whose viewer hides the video
 //! (a 0 x 0 view) is paused, and resumes at a keyframe when it is shown again. When a viewer's
-//! `max_resolution` fits none of the publisher's layers, it starts the track's scaled layer
-//! (`track/scaled.rs`), and stops it once no viewer has needed it for a while.
+//! `max_resolution` or bitrate cap fits none of the publisher's layers, or the source's frames
+//! come out of display order (a camera's B-frames), it starts the track's scaled layer
+//! (`track/scaled.rs`, within `rtc.max_reencodes`), and stops it once no viewer has needed it
+//! for a while.
 //! Packets never pass through it: the reader task hands them to the legs directly
 //! ([`super::Fanout`]), and legs follow the target layer this actor sets.
 

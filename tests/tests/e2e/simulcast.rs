@@ -31,6 +31,19 @@ async fn group(s: &Server, id: &str, media: serde_json::Value, members: &[&str])
     }
 }
 
+/// Sets `user`'s own `media` caps in group `gid` (a moderator's PATCH), live.
+async fn set_member_media(s: &Server, gid: &str, user: &str, media: serde_json::Value) {
+    let (st, body) = s
+        .call(
+            Method::PATCH,
+            &format!("/v1/groups/{gid}/members/{user}"),
+            Some(&s.admin),
+            Some(json!({ "media": media })),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+}
+
 fn simulcast() -> ClientOptions {
     ClientOptions {
         audio: false,
@@ -133,15 +146,7 @@ async fn subscribers_get_the_layer_their_caps_allow_and_follow_live_changes() {
         .expect("second uncapped play");
     assert!(settles_at(&later, (1280, 720), 30).await, "{:?}", later.counts());
     let before = later.counts();
-    let (st, body) = s
-        .call(
-            Method::PATCH,
-            "/v1/groups/open/members/later",
-            Some(&s.admin),
-            Some(json!({"media": {"max_resolution": "vga"}})),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
+    set_member_media(&s, "open", "later", json!({"max_resolution": "vga"})).await;
     assert!(
         settles_at(&later, (640, 360), 30).await,
         "cap lowered live: {:?}",
@@ -155,15 +160,7 @@ async fn subscribers_get_the_layer_their_caps_allow_and_follow_live_changes() {
         "frames keep coming: {after:?}"
     );
     // The member cap is lifted to hd: back up to 720p.
-    let (st, body) = s
-        .call(
-            Method::PATCH,
-            "/v1/groups/open/members/later",
-            Some(&s.admin),
-            Some(json!({"media": {"max_resolution": "hd"}})),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
+    set_member_media(&s, "open", "later", json!({"max_resolution": "hd"})).await;
     assert!(
         settles_at(&later, (1280, 720), 30).await,
         "cap raised live: {:?}",
@@ -637,22 +634,10 @@ async fn with_bandwidth_estimation_off_a_queueing_link_moves_no_one() {
 async fn a_viewer_capped_below_a_single_layer_publish_gets_a_scaled_layer() {
     let s = Server::start().await;
     group(&s, "talk", json!({}), &["pub", "free", "capped"]).await;
-    let (st, body) = s
-        .call(
-            Method::PATCH,
-            "/v1/groups/talk/members/capped",
-            Some(&s.admin),
-            Some(json!({"media": {"max_resolution": "vga"}})),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
+    set_member_media(&s, "talk", "capped", json!({"max_resolution": "vga"})).await;
     let (pub_t, free_t, capped_t) = (s.token("pub").await, s.token("free").await, s.token("capped").await);
 
-    let hd = ClientOptions {
-        audio: false,
-        fixture: fanfare_tests::h264::simulcast_fixtures()[2].1.clone(),
-        ..Default::default()
-    };
+    let hd = ClientOptions::single_720p();
     let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=talk", &pub_t, hd)
         .await
         .expect("720p publish");
@@ -689,15 +674,7 @@ async fn a_viewer_capped_below_a_single_layer_publish_gets_a_scaled_layer() {
 
     // The cap is lifted to hd: the viewer moves to the publisher's 720p at a keyframe, with
     // no gap, and the scaled layer stops a few seconds later.
-    let (st, body) = s
-        .call(
-            Method::PATCH,
-            "/v1/groups/talk/members/capped",
-            Some(&s.admin),
-            Some(json!({"media": {"max_resolution": "hd"}})),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
+    set_member_media(&s, "talk", "capped", json!({"max_resolution": "hd"})).await;
     assert!(settles_at(&capped, (1280, 720), 30).await, "{:?}", capped.counts());
     let c = capped.counts();
     assert_eq!(c.resolutions, [(640, 360), (1280, 720)], "{c:?}");
@@ -727,21 +704,9 @@ async fn a_viewer_capped_below_a_single_layer_publish_gets_a_scaled_layer() {
 async fn a_viewer_capped_below_a_publishs_bitrate_gets_a_smaller_scaled_layer() {
     let s = Server::start().await;
     group(&s, "thin", json!({}), &["pub", "free", "slow"]).await;
-    let (st, body) = s
-        .call(
-            Method::PATCH,
-            "/v1/groups/thin/members/slow",
-            Some(&s.admin),
-            Some(json!({"media": {"max_bitrate_kbps": 100}})),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
+    set_member_media(&s, "thin", "slow", json!({"max_bitrate_kbps": 100})).await;
     let (pub_t, free_t, slow_t) = (s.token("pub").await, s.token("free").await, s.token("slow").await);
-    let hd = ClientOptions {
-        audio: false,
-        fixture: fanfare_tests::h264::simulcast_fixtures()[2].1.clone(),
-        ..Default::default()
-    };
+    let hd = ClientOptions::single_720p();
     let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=thin", &pub_t, hd)
         .await
         .expect("720p publish");
@@ -788,11 +753,7 @@ async fn a_viewer_capped_below_a_publishs_bitrate_gets_a_smaller_scaled_layer() 
 async fn re_encodes_are_bounded_and_a_freed_slot_is_taken_up() {
     let s = Server::start_with_config("[testing]\nfault_injection = true\n[rtc]\nmax_reencodes = 1\n").await;
     group(&s, "pair", json!({"max_resolution": "vga"}), &["a", "b", "viewer"]).await;
-    let hd = ClientOptions {
-        audio: false,
-        fixture: fanfare_tests::h264::simulcast_fixtures()[2].1.clone(),
-        ..Default::default()
-    };
+    let hd = ClientOptions::single_720p();
     let (a_t, b_t, viewer_t) = (s.token("a").await, s.token("b").await, s.token("viewer").await);
     let first = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=pair", &a_t, hd.clone())
         .await
