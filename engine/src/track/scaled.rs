@@ -171,7 +171,17 @@ impl ScaledLayer {
                         Output::Layer => fanout.take_scaled_keyframe_request(),
                         Output::Track(t) => t.take_keyframe_request(),
                     };
-                    let out = scaler.push(&pkt, keyframe);
+                    // A panic in the codec work ends this re-encode only: its layer goes, so
+                    // its viewers move back to the publisher's.
+                    let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scaler.push(&pkt, keyframe)));
+                    let Ok(out) = pushed else {
+                        tracing::error!(track = %fanout.info.id, "the video re-encode panicked; it stops");
+                        match &output {
+                            Output::Layer => fanout.close_scaled(),
+                            Output::Track(t) => t.forget_keyframes(),
+                        }
+                        break;
+                    };
                     if out.is_empty() || stopped.load(Ordering::Relaxed) {
                         continue;
                     }
