@@ -329,15 +329,31 @@ impl Server {
 
     /// Polls `/metrics` until `name` reads `want` (or 5 s pass) and returns the last value.
     pub async fn metric_settles(&self, name: &str, want: f64) -> f64 {
+        self.metric_settles_within(name, want, Duration::from_secs(5)).await
+    }
+
+    /// [`Self::metric_settles`], waiting up to `wait`.
+    pub async fn metric_settles_within(&self, name: &str, want: f64, wait: Duration) -> f64 {
+        let deadline = Instant::now() + wait;
         let mut v = self.metric(name).await;
-        for _ in 0..100 {
-            if v == want {
-                break;
-            }
+        while v != want && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
             v = self.metric(name).await;
         }
         v
+    }
+
+    /// Sets `user`'s own `media` caps in group `gid` (a moderator's PATCH, applied live).
+    pub async fn set_member_media(&self, gid: &str, user: &str, media: Value) {
+        let (st, body) = self
+            .call(
+                Method::PATCH,
+                &format!("/v1/groups/{gid}/members/{user}"),
+                Some(&self.admin),
+                Some(serde_json::json!({ "media": media })),
+            )
+            .await;
+        assert_eq!(st, 200, "{body}");
     }
 }
 

@@ -701,15 +701,8 @@ async fn a_browser_capped_below_a_single_layer_publish_decodes_the_scaled_layer(
     browser::require_tools();
     let s = Server::start().await;
     s.group("scaled", &[("pub", json!({})), ("viewer", json!({}))]).await;
-    let (st, body) = s
-        .call(
-            Method::PATCH,
-            "/v1/groups/scaled/members/viewer",
-            Some(&s.admin),
-            Some(json!({"media": {"max_resolution": "vga"}})),
-        )
+    s.set_member_media("scaled", "viewer", json!({"max_resolution": "vga"}))
         .await;
-    assert_eq!(st, 200, "{body}");
     let (pub_t, viewer_t) = (s.token("pub").await, s.token("viewer").await);
     let publisher =
         WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=scaled", &pub_t, ClientOptions::single_720p())

@@ -824,15 +824,12 @@ async fn an_h265_camera_goes_to_live_hls_recordings_and_to_webrtc_viewers_as_h26
     assert_eq!(s.metric("fanfare_reencoded_tracks").await, 1.0);
     sub.stop().await.expect("stop play");
     // The re-encode stops a few seconds after its last viewer left.
-    let mut stopped = false;
-    for _ in 0..100 {
-        if s.metric("fanfare_reencoded_tracks").await == 0.0 {
-            stopped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(stopped, "the re-encode stops once unwatched");
+    assert_eq!(
+        s.metric_settles_within("fanfare_reencoded_tracks", 0.0, Duration::from_secs(10))
+            .await,
+        0.0,
+        "the re-encode stops once unwatched"
+    );
 
     // Live HLS: HEVC (+ AAC) passed through; a whole segment decodes from a keyframe.
     let (live, text) = live_playlist(&s, "dock", &viewer).await;
@@ -2191,15 +2188,8 @@ async fn an_on_demand_camera_stays_disconnected_across_a_restart() {
 async fn a_viewer_capped_below_a_cameras_picture_gets_it_scaled_down() {
     let s = Server::start_with_config(CONFIG).await;
     s.group("cams", &[("free", json!({})), ("capped", json!({}))]).await;
-    let (st, body) = s
-        .call(
-            Method::PATCH,
-            "/v1/groups/cams/members/capped",
-            Some(&s.admin),
-            Some(json!({"media": {"max_resolution": "vga"}})),
-        )
+    s.set_member_media("cams", "capped", json!({"max_resolution": "vga"}))
         .await;
-    assert_eq!(st, 200, "{body}");
     let (free_t, capped_t) = (s.token("free").await, s.token("capped").await);
     let port = free_port();
     let _camera = Camera::start(port, &["--width", "1280", "--height", "720"]);

@@ -31,19 +31,6 @@ async fn group(s: &Server, id: &str, media: serde_json::Value, members: &[&str])
     }
 }
 
-/// Sets `user`'s own `media` caps in group `gid` (a moderator's PATCH), live.
-async fn set_member_media(s: &Server, gid: &str, user: &str, media: serde_json::Value) {
-    let (st, body) = s
-        .call(
-            Method::PATCH,
-            &format!("/v1/groups/{gid}/members/{user}"),
-            Some(&s.admin),
-            Some(json!({ "media": media })),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
-}
-
 fn simulcast() -> ClientOptions {
     ClientOptions {
         audio: false,
@@ -146,7 +133,8 @@ async fn subscribers_get_the_layer_their_caps_allow_and_follow_live_changes() {
         .expect("second uncapped play");
     assert!(settles_at(&later, (1280, 720), 30).await, "{:?}", later.counts());
     let before = later.counts();
-    set_member_media(&s, "open", "later", json!({"max_resolution": "vga"})).await;
+    s.set_member_media("open", "later", json!({"max_resolution": "vga"}))
+        .await;
     assert!(
         settles_at(&later, (640, 360), 30).await,
         "cap lowered live: {:?}",
@@ -160,7 +148,8 @@ async fn subscribers_get_the_layer_their_caps_allow_and_follow_live_changes() {
         "frames keep coming: {after:?}"
     );
     // The member cap is lifted to hd: back up to 720p.
-    set_member_media(&s, "open", "later", json!({"max_resolution": "hd"})).await;
+    s.set_member_media("open", "later", json!({"max_resolution": "hd"}))
+        .await;
     assert!(
         settles_at(&later, (1280, 720), 30).await,
         "cap raised live: {:?}",
@@ -634,7 +623,8 @@ async fn with_bandwidth_estimation_off_a_queueing_link_moves_no_one() {
 async fn a_viewer_capped_below_a_single_layer_publish_gets_a_scaled_layer() {
     let s = Server::start().await;
     group(&s, "talk", json!({}), &["pub", "free", "capped"]).await;
-    set_member_media(&s, "talk", "capped", json!({"max_resolution": "vga"})).await;
+    s.set_member_media("talk", "capped", json!({"max_resolution": "vga"}))
+        .await;
     let (pub_t, free_t, capped_t) = (s.token("pub").await, s.token("free").await, s.token("capped").await);
 
     let hd = ClientOptions::single_720p();
@@ -674,20 +664,18 @@ async fn a_viewer_capped_below_a_single_layer_publish_gets_a_scaled_layer() {
 
     // The cap is lifted to hd: the viewer moves to the publisher's 720p at a keyframe, with
     // no gap, and the scaled layer stops a few seconds later.
-    set_member_media(&s, "talk", "capped", json!({"max_resolution": "hd"})).await;
+    s.set_member_media("talk", "capped", json!({"max_resolution": "hd"}))
+        .await;
     assert!(settles_at(&capped, (1280, 720), 30).await, "{:?}", capped.counts());
     let c = capped.counts();
     assert_eq!(c.resolutions, [(640, 360), (1280, 720)], "{c:?}");
     assert!(c.max_frame_gap < Duration::from_secs(1), "{c:?}");
-    let mut stopped = false;
-    for _ in 0..100 {
-        if s.metric("fanfare_scaled_layers").await == 0.0 {
-            stopped = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(stopped, "the scaled layer stops once unneeded");
+    assert_eq!(
+        s.metric_settles_within("fanfare_scaled_layers", 0.0, Duration::from_secs(10))
+            .await,
+        0.0,
+        "the scaled layer stops once unneeded"
+    );
     assert!(settles_at(&capped, (1280, 720), 30).await, "{:?}", capped.counts());
 
     for v in [&free, &capped] {
@@ -704,7 +692,8 @@ async fn a_viewer_capped_below_a_single_layer_publish_gets_a_scaled_layer() {
 async fn a_viewer_capped_below_a_publishs_bitrate_gets_a_smaller_scaled_layer() {
     let s = Server::start().await;
     group(&s, "thin", json!({}), &["pub", "free", "slow"]).await;
-    set_member_media(&s, "thin", "slow", json!({"max_bitrate_kbps": 100})).await;
+    s.set_member_media("thin", "slow", json!({"max_bitrate_kbps": 100}))
+        .await;
     let (pub_t, free_t, slow_t) = (s.token("pub").await, s.token("free").await, s.token("slow").await);
     let hd = ClientOptions::single_720p();
     let publisher = WhipPublisher::connect_opts(&s.base, "/v1/whip?groups=thin", &pub_t, hd)

@@ -44,27 +44,7 @@ pub fn access_units() -> Vec<Au> {
 
 /// Splits an Annex-B file into access units.
 pub fn access_units_of(path: &Path) -> Vec<Au> {
-    let data = Bytes::from(std::fs::read(path).expect("fixture"));
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut nalus = Vec::new();
-    for (k, &s) in starts.iter().enumerate() {
-        let mut end = starts.get(k + 1).map(|&n| n - 3).unwrap_or(data.len());
-        while end > s && data[end - 1] == 0 {
-            end -= 1;
-        }
-        if end > s {
-            nalus.push(data.slice(s..end));
-        }
-    }
+    let nalus = nal_units(&Bytes::from(std::fs::read(path).expect("fixture")));
     let mut out = Vec::new();
     let (mut cur, mut has_vcl, mut key) = (Vec::new(), false, false);
     for nal in nalus {
@@ -238,7 +218,7 @@ pub fn nal_units(data: &Bytes) -> Vec<Bytes> {
         while end > s && data[end - 1] == 0 {
             end -= 1;
         }
-        if end > s + 2 {
+        if end > s {
             out.push(data.slice(s..end));
         }
     }
