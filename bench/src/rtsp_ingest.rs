@@ -63,9 +63,21 @@ struct Args {
     /// under any ingest built on it).
     #[arg(long)]
     retina_floor: bool,
+    /// Also measure K `retina-read --packets` processes: retina's session alone, its RTP
+    /// packets not depacketized.
+    #[arg(long)]
+    retina_packets_floor: bool,
     /// The retina-read binary (default: target/release/retina-read).
     #[arg(long)]
     retina_bin: Option<PathBuf>,
+    /// Also measure K `rtsp-bare-read` processes: the fewest steps any RTSP reader takes
+    /// (blocking reads, interleaved frames split, nothing depacketized): the floor under any
+    /// ingest, whatever its crate.
+    #[arg(long)]
+    bare_floor: bool,
+    /// The rtsp-bare-read binary (default: target/release/rtsp-bare-read).
+    #[arg(long)]
+    bare_bin: Option<PathBuf>,
     /// Runs per camera count, fanfare and ffmpeg alternating; with more than one, a summary
     /// table of medians follows (single runs at K = 1 move by ±20 %).
     #[arg(long, default_value_t = 1)]
@@ -597,6 +609,11 @@ enum Baseline {
     Ffmpeg,
     /// `retina-read`: retina alone, reading and depacketizing (the floor under the ingest).
     RetinaRead,
+    /// `retina-read --packets`: retina's session alone, nothing depacketized.
+    RetinaPackets,
+    /// `rtsp-bare-read`: reading the interleaved stream and nothing else (the floor under any
+    /// RTSP ingest).
+    BareRead,
 }
 
 impl Baseline {
@@ -604,6 +621,8 @@ impl Baseline {
         match self {
             Baseline::Ffmpeg => "ffmpeg -c copy -f hls",
             Baseline::RetinaRead => "retina-read (retina alone)",
+            Baseline::RetinaPackets => "retina-read --packets (retina's session alone)",
+            Baseline::BareRead => "rtsp-bare-read (reading alone)",
         }
     }
 }
@@ -616,6 +635,10 @@ async fn run_baseline(args: &Args, k: usize, url: &str, camera: u32, kind: Basel
         .retina_bin
         .clone()
         .unwrap_or_else(|| workspace().join("target/release/retina-read"));
+    let bare_bin = args
+        .bare_bin
+        .clone()
+        .unwrap_or_else(|| workspace().join("target/release/rtsp-bare-read"));
     for i in 0..k {
         let mut cmd = match kind {
             Baseline::Ffmpeg => {
@@ -642,9 +665,17 @@ async fn run_baseline(args: &Args, k: usize, url: &str, camera: u32, kind: Basel
                 .arg(out.join("index.m3u8"));
                 cmd
             }
-            Baseline::RetinaRead => {
-                let mut cmd = Command::new(&retina_bin);
+            Baseline::RetinaRead | Baseline::RetinaPackets | Baseline::BareRead => {
+                let bin = if kind == Baseline::BareRead {
+                    &bare_bin
+                } else {
+                    &retina_bin
+                };
+                let mut cmd = Command::new(bin);
                 cmd.arg(url).stdout(Stdio::null());
+                if kind == Baseline::RetinaPackets {
+                    cmd.arg("--packets");
+                }
                 cmd
             }
         };
@@ -684,11 +715,11 @@ async fn run_baseline(args: &Args, k: usize, url: &str, camera: u32, kind: Basel
         usage,
         base_rss: 0.0,
         base_anon: 0.0,
-        // ffmpeg's `-progress` counts frames in steps of its 0.5 s reports; retina-read
-        // reports none while running.
+        // ffmpeg's `-progress` counts frames in steps of its 0.5 s reports; the floor readers
+        // report none while running.
         fps: match kind {
             Baseline::Ffmpeg => (f1 - f0) as f64 / secs / k as f64,
-            Baseline::RetinaRead => f64::NAN,
+            Baseline::RetinaRead | Baseline::RetinaPackets | Baseline::BareRead => f64::NAN,
         },
         kbps: f64::NAN,
     })
@@ -746,6 +777,12 @@ async fn main() -> Result<()> {
                 ("fanfare", args.no_fanfare, None),
                 ("ffmpeg", args.no_ffmpeg, Some(Baseline::Ffmpeg)),
                 ("retina-read", !args.retina_floor, Some(Baseline::RetinaRead)),
+                (
+                    "retina-read --packets",
+                    !args.retina_packets_floor,
+                    Some(Baseline::RetinaPackets),
+                ),
+                ("rtsp-bare-read", !args.bare_floor, Some(Baseline::BareRead)),
             ];
             for (reader, skip, baseline) in readers {
                 if skip {
@@ -792,31 +829,47 @@ fn median_range(mut v: Vec<f64>) -> (f64, f64, f64) {
     }
 }
 
+/// The floor readers' names in the medians table, each with the prefix of its rows' `reader`.
+const FLOORS: [(&str, &str); 3] = [
+    ("retina-read", "retina-read ("),
+    ("retina-read --packets", "retina-read --packets"),
+    ("rtsp-bare-read", "rtsp-bare-read"),
+];
+
 /// Per camera count: medians (and ranges) over the repeated runs, and fanfare's CPU per
-/// camera as a fraction of ffmpeg's (the ratio of the medians); with `--retina-floor`, also
-/// retina-read's and its fraction of ffmpeg's.
+/// camera as a fraction of ffmpeg's (the ratio of the medians); with the floor flags, also
+/// each floor reader's and its fraction of ffmpeg's.
 fn print_medians(cameras: &[usize], rows: &[Row]) {
     println!();
-    println!("| cameras | runs | fanfare CPU per camera, median (range) | ffmpeg CPU per camera, median (range) | ratio of medians | fanfare RSS per camera MB, median (range) | retina-read CPU per camera, median (range) | retina-read / ffmpeg |");
-    println!("|---|---|---|---|---|---|---|---|");
+    let mut head = "| cameras | runs | fanfare CPU per camera, median (range) | ffmpeg CPU per camera, median (range) | ratio of medians | fanfare RSS per camera MB, median (range) |".to_string();
+    for (name, _) in FLOORS {
+        head += &format!(" {name} CPU per camera, median (range) | {name} / ffmpeg |");
+    }
+    println!("{head}");
+    println!("|---|---|---|---|---|---|{}", "---|---|".repeat(FLOORS.len()));
     for &k in cameras {
         let of = |reader: &'static str| rows.iter().filter(move |r| r.k == k && r.reader.starts_with(reader));
         let cpu = |reader| median_range(of(reader).map(|r| r.usage.cpu * 100.0 / k as f64).collect());
         let (fc, fc_lo, fc_hi) = cpu("fanfare");
         let (mc, mc_lo, mc_hi) = cpu("ffmpeg");
-        let (rc, rc_lo, rc_hi) = cpu("retina-read");
         let (rss, rss_lo, rss_hi) = median_range(
             of("fanfare")
                 .map(|r| (r.usage.rss_mean - r.base_rss) / k as f64)
                 .collect(),
         );
-        let floor = if rc.is_nan() {
-            "- | -".to_string()
-        } else {
-            format!("{rc:.2}% ({rc_lo:.2}–{rc_hi:.2}) | {:.2}×", rc / mc)
-        };
+        let floors: String = FLOORS
+            .iter()
+            .map(|&(_, prefix)| {
+                let (c, lo, hi) = cpu(prefix);
+                if c.is_nan() {
+                    " - | - |".to_string()
+                } else {
+                    format!(" {c:.2}% ({lo:.2}–{hi:.2}) | {:.2}× |", c / mc)
+                }
+            })
+            .collect();
         println!(
-            "| {k} | {} | {fc:.2}% ({fc_lo:.2}–{fc_hi:.2}) | {mc:.2}% ({mc_lo:.2}–{mc_hi:.2}) | {:.2}× | {rss:.1} ({rss_lo:.1}–{rss_hi:.1}) | {floor} |",
+            "| {k} | {} | {fc:.2}% ({fc_lo:.2}–{fc_hi:.2}) | {mc:.2}% ({mc_lo:.2}–{mc_hi:.2}) | {:.2}× | {rss:.1} ({rss_lo:.1}–{rss_hi:.1}) |{floors}",
             of("fanfare").count(),
             fc / mc,
         );
