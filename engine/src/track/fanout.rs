@@ -238,6 +238,43 @@ impl Downtrack {
             Err(_) => false,
         }
     }
+
+    /// Writes one packet of layer `from` to a live leg: if the leg is on that layer, or, with
+    /// `switch` (the packet starts the leg's target layer at a keyframe), moving the leg onto
+    /// it. The layer is checked again under the writer's lock, since two layers can write at
+    /// once (the publisher's reader and the scaled layer's thread): a packet of the layer a leg
+    /// has just left is not written after the new layer's keyframe.
+    fn write_on_layer(&self, pkt: &rtp::Packet, offset: u16, from: u8, switch: bool) -> LegWrite {
+        let Ok(mut w) = self.writer.lock() else {
+            return LegWrite::Failed;
+        };
+        let on_layer = self.current.load(Ordering::Relaxed) == from;
+        if !on_layer && !(switch && self.target.load(Ordering::Relaxed) == from) {
+            return LegWrite::Raced;
+        }
+        if !w.write(pkt.clone(), offset, from) {
+            return LegWrite::Failed;
+        }
+        if on_layer {
+            LegWrite::Sent
+        } else {
+            self.current.store(from, Ordering::Relaxed);
+            LegWrite::Switched
+        }
+    }
+}
+
+/// What [`Downtrack::write_on_layer`] did with a packet.
+enum LegWrite {
+    /// Written on the leg's layer.
+    Sent,
+    /// Written, and the leg is now on the packet's layer.
+    Switched,
+    /// Not written: the leg left the packet's layer (or its target moved) since the caller
+    /// looked.
+    Raced,
+    /// The connection did not take it, or is gone.
+    Failed,
 }
 
 /// Puts a leg's packets onto one continuous stream (its payload type and SSRC; sequence
@@ -697,24 +734,25 @@ impl Fanout {
             for Outgoing { idx, pkt, keyframe } in &burst {
                 let (idx, len) = (*idx, pkt.payload.len() as u64);
                 let offset = leg.skipped.load(Ordering::Relaxed);
-                if leg.current.load(Ordering::Relaxed) != idx {
-                    // Another layer: join this one only at its keyframe, if it is the target.
-                    if leg.target.load(Ordering::Relaxed) != idx || (!keyframe && self.keyframe_aware) {
-                        continue;
-                    }
-                    if leg.write(pkt, offset, idx) {
-                        leg.current.store(idx, Ordering::Relaxed);
+                let switch = leg.current.load(Ordering::Relaxed) != idx;
+                // Another layer: join this one only at its keyframe, if it is the target.
+                if switch && (leg.target.load(Ordering::Relaxed) != idx || (!keyframe && self.keyframe_aware)) {
+                    continue;
+                }
+                match leg.write_on_layer(pkt, offset, idx, switch) {
+                    LegWrite::Sent => self.count_out(leg, len),
+                    LegWrite::Switched => {
                         c.layer_switches.fetch_add(1, Ordering::Relaxed);
                         self.count_out(leg, len);
                     }
-                    continue;
-                }
-                if leg.write(pkt, offset, idx) {
-                    self.count_out(leg, len);
-                } else {
-                    leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
-                    c.dropped.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.rtp_dropped.inc();
+                    LegWrite::Raced => {}
+                    // A switch that failed is tried again at the layer's next keyframe.
+                    LegWrite::Failed if switch => {}
+                    LegWrite::Failed => {
+                        leg.skipped.store(offset.wrapping_add(1), Ordering::Relaxed);
+                        c.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.rtp_dropped.inc();
+                    }
                 }
             }
         }
