@@ -71,6 +71,9 @@ pub struct EngineMetrics {
     pub rtc_mux_peers: IntGauge,
     /// Viewers' connections whose I/O task is running.
     pub rtc_viewer_connections: IntGauge,
+    /// Publishers' peer connections still held (down when the connection is dropped, not when
+    /// it closes: a reference kept somewhere keeps it up).
+    pub rtc_publisher_connections: IntGauge,
     /// UDP send calls of the media plane (one GSO call carries several datagrams).
     pub rtc_send_calls: IntCounter,
     /// Datagrams the media plane sent.
@@ -182,6 +185,10 @@ impl EngineMetrics {
                 "fanfare_rtc_viewer_connections",
                 "Viewers' connections whose I/O task is running",
             )?,
+            rtc_publisher_connections: IntGauge::new(
+                "fanfare_rtc_publisher_connections",
+                "Publishers' peer connections still held in memory",
+            )?,
             rtc_send_calls: IntCounter::new(
                 "fanfare_rtc_send_calls_total",
                 "UDP send calls of the media plane (a GSO call carries several datagrams)",
@@ -246,6 +253,7 @@ impl EngineMetrics {
         registry.register(Box::new(m.rtc_mux_dropped.clone()))?;
         registry.register(Box::new(m.rtc_mux_peers.clone()))?;
         registry.register(Box::new(m.rtc_viewer_connections.clone()))?;
+        registry.register(Box::new(m.rtc_publisher_connections.clone()))?;
         registry.register(Box::new(m.rtc_send_calls.clone()))?;
         registry.register(Box::new(m.rtc_sent_datagrams.clone()))?;
         registry.register(Box::new(m.rtc_send_dropped.clone()))?;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus::IntGauge;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{NackGeneratorBuilder, SenderReportBuilder, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -41,10 +42,20 @@ const RTT_EVERY: Duration = Duration::from_secs(2);
 /// How long ICE gathering may take before the answer is sent anyway.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A publisher connection's event handler. The connection owns it, so it lives exactly as
+/// long as the connection does.
 struct Events {
     state: watch::Sender<PeerState>,
     gathered: watch::Sender<bool>,
     tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
+    /// `fanfare_rtc_publisher_connections`, up while this handler (so its connection) lives.
+    held: IntGauge,
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.held.dec();
+    }
 }
 
 #[async_trait::async_trait]
@@ -295,10 +306,12 @@ impl Peer {
             let (state_tx, state) = watch::channel(PeerState::New);
             let (gathered_tx, gathered) = watch::channel(false);
             let (tracks_tx, tracks) = mpsc::unbounded_channel();
+            metrics.rtc_publisher_connections.inc();
             let events = Arc::new(Events {
                 state: state_tx,
                 gathered: gathered_tx,
                 tracks: tracks_tx,
+                held: metrics.rtc_publisher_connections.clone(),
             });
             let built = PeerConnectionBuilder::new()
                 .with_configuration(RTCConfigurationBuilder::new().build())
@@ -476,7 +489,7 @@ fn selected_pair_rtt(report: &RTCStatsReport) -> Option<f64> {
 /// client measures its own, the server these), read every [`RTT_EVERY`] until the connection
 /// closes. Runs on the media runtime.
 pub async fn measure_rtt(
-    pc: Arc<dyn PeerConnection>,
+    pc: std::sync::Weak<dyn PeerConnection>,
     mut state: watch::Receiver<PeerState>,
     rtt_ms: Arc<AtomicU32>,
     metrics: EngineMetrics,
@@ -491,7 +504,10 @@ pub async fn measure_rtt(
             PeerState::Connected => {}
             _ => continue,
         }
+        // Held only while asking: the connection is the session's to drop.
+        let Some(pc) = pc.upgrade() else { return };
         let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
+        drop(pc);
         if let Some(rtt) = selected_pair_rtt(&report) {
             rtt_ms.store((rtt * 1000.0).round().max(1.0) as u32, Ordering::Relaxed);
             metrics.link_rtt.with_label_values(&["up"]).observe(rtt);

@@ -255,7 +255,7 @@ impl Handler<Negotiate> for Publisher {
                         tokio::spawn(intake(tracks, addr.clone(), principal, metrics.clone()));
                     }
                     tokio::spawn(super::stop_when_dropped(peer.state.clone(), addr.recipient()));
-                    tokio::spawn(measure_rtt(peer.pc.clone(), peer.state.clone(), rtt, metrics));
+                    tokio::spawn(measure_rtt(Arc::downgrade(&peer.pc), peer.state.clone(), rtt, metrics));
                     let answer = match msg.max_video_kbps {
                         Some(kbps) => cap_video_bitrate(&answer, kbps),
                         None => answer,
