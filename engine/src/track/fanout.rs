@@ -249,7 +249,8 @@ impl Downtrack {
             return LegWrite::Failed;
         };
         let on_layer = self.current.load(Ordering::Relaxed) == from;
-        if !on_layer && !(switch && self.target.load(Ordering::Relaxed) == from) {
+        let joins = switch && self.target.load(Ordering::Relaxed) == from;
+        if !(on_layer || joins) {
             return LegWrite::Raced;
         }
         if !w.write(pkt.clone(), offset, from) {
