@@ -148,6 +148,17 @@ impl Server {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// The server's resident memory (VmRSS), in kB; 0 when it cannot be read.
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Sends `signal` and waits for the process to exit; returns its exit status.
     pub fn stop_with(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;

@@ -626,16 +626,6 @@ async fn moderators_mute_and_remove_call_participants() {
     viewer.close().await;
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Closed peer connections must not pile up (webrtc-rs#906 describes an Arc cycle that leaked
 /// every closed connection in older lines): 1,000 viewer sessions come and go, ten at a time,
 /// each receiving frames before it leaves, and 1,000 publish sessions beside them; RSS and the
@@ -686,7 +676,7 @@ async fn a_thousand_viewers_and_publishers_joining_and_leaving_leave_nothing_beh
         1.0
     );
     assert_eq!(s.metric_settles("fanfare_tracks", tracks).await, tracks);
-    let before = rss_kb(s.pid());
+    let before = s.rss_kb();
     rounds(100).await;
     assert_eq!(s.metric_settles("fanfare_rtc_sessions{kind=\"view\"}", 0.0).await, 0.0);
     assert_eq!(s.metric_settles("fanfare_subscriber_legs", 0.0).await, 0.0);
@@ -700,7 +690,7 @@ async fn a_thousand_viewers_and_publishers_joining_and_leaving_leave_nothing_beh
         1.0,
         "every closed publisher connection is dropped, not only closed"
     );
-    let after = rss_kb(s.pid());
+    let after = s.rss_kb();
     // A leak of a closed connection's state (about 190 kB each for a publisher's, as a task
     // holding its `Arc` showed) would be hundreds of MB.
     assert!(
