@@ -1116,7 +1116,7 @@ async fn frames_advance(s: &Server, id: &str, v: &Value) {
     );
 }
 
-/// Cameras added and removed over and over leave nothing behind: 125 ingests of a camera with
+/// Cameras added and removed over and over leave nothing behind: 200 ingests of a camera with
 /// audio (its AAC transcoded to Opus for a WebRTC viewer), five at a time, each live and
 /// watched before it is deleted. The tracks, legs and connections go back to none, and the
 /// server's memory stays flat.
@@ -1162,17 +1162,21 @@ async fn cameras_added_and_removed_leave_nothing_behind() {
         }
         assert_eq!(clients_of(port), 0, "a connection to the camera outlived its ingest");
     };
-    // Warm-up: the allocator's arenas and the server's pools reach their working size (RSS
-    // grew over the first 25 ingests, then stayed within 2.5 MB over 175 more).
-    rounds(5).await;
+    // Warm-up: the allocator's arenas and the server's pools reach their working size. Alone,
+    // RSS grew over the first 25 to 50 ingests, then by about 11 kB an ingest (the database's
+    // cache of their records) over 275 more; in the full suite, up to 9 MB over 100. Each
+    // camera's tracks being dropped is `fanfare_tracks` (counted down when one is freed); a
+    // camera's other state left behind (retina's 64 kB read ring, the depacketizer's, the
+    // audio transcoder) would add over 128 kB an ingest, 19 MB over these 150.
+    rounds(10).await;
     settled().await;
     let before = s.rss_kb();
-    rounds(20).await;
+    rounds(30).await;
     settled().await;
     let after = s.rss_kb();
     assert!(
-        after < before + 8192,
-        "RSS grew from {before} kB to {after} kB over 100 ingests after the warm-up"
+        after < before + 12288,
+        "RSS grew from {before} kB to {after} kB over 150 ingests after the warm-up"
     );
 }
 
