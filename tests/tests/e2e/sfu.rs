@@ -628,8 +628,8 @@ async fn moderators_mute_and_remove_call_participants() {
 
 /// Closed peer connections must not pile up (webrtc-rs#906 describes an Arc cycle that leaked
 /// every closed connection in older lines): 1,000 viewer sessions come and go, ten at a time,
-/// each receiving frames before it leaves, and 1,000 publish sessions beside them; RSS and the
-/// counts stay flat.
+/// each receiving frames before it leaves, with 1,000 WHIP publishers and 500 call participants
+/// who publish over their realtime socket and drop it; RSS and the counts stay flat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_viewers_and_publishers_joining_and_leaving_leave_nothing_behind() {
     const AT_ONCE: usize = 10;
@@ -656,11 +656,25 @@ async fn a_thousand_viewers_and_publishers_joining_and_leaving_leave_nothing_beh
         assert!(p.wait_connected(WAIT).await, "a churning publisher connects");
         p.stop().await.expect("DELETE the publish");
     };
+    // And call participants: a realtime socket joins the call, publishes over it, then goes
+    // away without a word (its sessions end with it).
+    let socket_cycle = || async {
+        let mut ws = s.ws(&t).await;
+        assert_eq!(ws.join("churn-pub").await["type"], "joined");
+        let publish = |offer: String| json!({"type": "publish", "groups": ["churn-pub"], "sdp": offer, "req": "p"});
+        let p = WhipPublisher::connect_with(ClientOptions::default(), |offer| ws_exchange(&mut ws, publish(offer)))
+            .await
+            .expect("publish over the socket");
+        assert!(p.wait_connected(WAIT).await, "a socket's publish connects");
+        drop(ws);
+        p.close().await;
+    };
     let rounds = |n: usize| async move {
         for _ in 0..n {
             let viewers = futures_util::future::join_all((0..AT_ONCE).map(|_| cycle()));
             let publishers = futures_util::future::join_all((0..AT_ONCE).map(|_| publish_cycle()));
-            futures_util::future::join(viewers, publishers).await;
+            let sockets = futures_util::future::join_all((0..AT_ONCE / 2).map(|_| socket_cycle()));
+            futures_util::future::join3(viewers, publishers, sockets).await;
         }
     };
     // The first viewer has frames: the publisher's tracks are all there.
@@ -690,6 +704,16 @@ async fn a_thousand_viewers_and_publishers_joining_and_leaving_leave_nothing_beh
         1.0,
         "every closed publisher connection is dropped, not only closed"
     );
+    assert_eq!(
+        s.metric_settles("fanfare_connections", 0.0).await,
+        0.0,
+        "every socket is gone"
+    );
+    let (st, call) = s
+        .call(Method::GET, "/v1/groups/churn-pub/call", Some(&s.admin), None)
+        .await;
+    assert_eq!(st, 200, "{call}");
+    assert_eq!(call["participants"], json!([]), "nobody is left in the call");
     let after = s.rss_kb();
     // A leak of a closed connection's state (about 190 kB each for a publisher's, as a task
     // holding its `Arc` showed) would be hundreds of MB.
