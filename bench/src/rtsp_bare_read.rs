@@ -174,7 +174,7 @@ fn main() -> Result<()> {
     let (mut packets, mut bytes, mut bad) = (0u64, 0u64, 0u64);
     let mut last_keepalive = Instant::now();
     let mut used = 0;
-    let result = loop {
+    let result = 'read: loop {
         if last_keepalive.elapsed() >= KEEPALIVE {
             // Its response arrives among the interleaved frames and is skipped below.
             if let Err(e) = conn.send("GET_PARAMETER", &base, "") {
@@ -208,11 +208,14 @@ fn main() -> Result<()> {
                     used += 4 + len;
                 }
                 Some(_) => {
-                    // An RTSP message (the keepalive's response): skip its head and body.
-                    let Some(head_end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        break;
-                    };
-                    used += head_end + 4;
+                    // An RTSP message (the keepalive's response): taken off whole, if it is.
+                    conn.buf.drain(..used);
+                    used = 0;
+                    match conn.take_response() {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break,
+                        Err(e) => break 'read Err(e),
+                    }
                 }
             }
         }

@@ -1156,11 +1156,7 @@ async fn cameras_added_and_removed_leave_nothing_behind() {
             "every camera track is released"
         );
         assert_eq!(s.metric_settles("fanfare_subscriber_legs", 0.0).await, 0.0);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while clients_of(port) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(clients_of(port), 0, "a connection to the camera outlived its ingest");
+        no_connection_within(port, Duration::from_secs(5)).await;
     };
     // Warm-up: the allocator's arenas and the server's pools reach their working size. Alone,
     // RSS grew over the first 25 to 50 ingests, then by about 11 kB an ingest (most likely the
@@ -1186,7 +1182,12 @@ async fn delete_leaves_no_connection(s: &Server, id: &str, port: u16) {
         .call(Method::DELETE, &format!("/v1/ingests/{id}"), Some(&s.admin), None)
         .await;
     assert_eq!((st, v["status"].as_str()), (200, Some("stopped")), "{v}");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    no_connection_within(port, Duration::from_secs(5)).await;
+}
+
+/// Waits until nothing is connected to the camera's `port`; panics after `wait`.
+async fn no_connection_within(port: u16, wait: Duration) {
+    let deadline = Instant::now() + wait;
     while clients_of(port) > 0 {
         assert!(
             Instant::now() < deadline,
